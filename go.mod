@@ -1,0 +1,3 @@
+module github.com/xdpcluster/xdpcluster
+
+go 1.26.8
