@@ -1,0 +1,51 @@
+# xdpcluster. `make demo` runs the main job, `make test` runs every test.
+GO      ?= go
+export PATH := $(PATH):/usr/local/go/bin
+PKGS    := ./...
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: all build test unit vet fmt-check bench bench-smoke fuzz demo clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/xdpcluster ./cmd/xdpcluster
+
+# Everything CI runs: test tools, format and vet checks, every test (the
+# root-only netns/kernel tests included when run as root; they skip with a
+# message otherwise) and every benchmark once so none rots.
+test: deps fmt-check vet unit bench-smoke
+
+deps:
+	@scripts/install-test-deps.sh
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+unit:
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+bench-smoke:
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime=1x $(PKGS)
+
+# The micro-benchmarks with allocation counts.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+# Short fuzzing of every fuzz target (new corpus entries land in the Go
+# cache; copy interesting ones into the package's testdata/fuzz).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseIptables -fuzztime $(FUZZTIME) ./cluster
+
+demo: build
+	bin/xdpcluster owner --cluster-total-nodes 3 --cluster-hash-seed 0xdeadbeef \
+	  10.0.0.1 10.0.0.2 10.0.0.3 192.0.2.77 198.51.100.9 2001:db8::1 2001:db8:1::1 fd00::42
+
+clean:
+	rm -rf bin

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+
+	"github.com/xdpcluster/xdpcluster/cluster"
+)
+
+const ownerDescription = `
+Print, for each address, the node that owns connections from it: one line
+"ADDR NODE", NODE 1-based as in --cluster-local-node. The decision is the
+kernel's xt_cluster hash (IPv6: only the first 32 bits, as the kernel does),
+unless --hash full is given.
+
+Addresses come from the arguments or, with none, from standard input, one
+per line (blank lines and lines starting with # are skipped). A line that
+is not an address is reported on standard error with its line number, the
+other lines are still answered, and the exit status is 1.
+
+Numbers are read as iptables reads them: decimal, 0x hex, or 0-prefixed
+octal. Instead of the options, --iptables takes a rule as iptables -S
+prints it.
+
+Examples:
+  xdpcluster owner --cluster-total-nodes 3 --cluster-hash-seed 0xdeadbeef 10.0.0.1 2001:db8::1
+  xdpcluster owner --iptables "$(iptables -t mangle -S PREROUTING | grep -m1 cluster)" < clients.txt`
+
+func runOwner(e env, args []string) int {
+	fs := newFlags(e, "owner", "--cluster-total-nodes N --cluster-hash-seed S [--hash MODE] [ADDR ...]", ownerDescription)
+	total := fs.String(cluster.OptTotalNodes, "", "number of nodes in the cluster, 1..32 (required)")
+	seed := fs.String(cluster.OptHashSeed, "", "hash seed, 0..0xffffffff (required)")
+	hash := fs.String("hash", "xt_cluster", `hash mode: "xt_cluster" (kernel-exact) or "full" (whole IPv6 address)`)
+	rule := fs.String("iptables", "", "take the options from this iptables rule or option text instead")
+	if ok, code := parseFlags(e, fs, args); !ok {
+		return code
+	}
+	m, err := ownerMatch(*total, *seed, *hash, *rule)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "xdpcluster owner: %v\n", err)
+		return exitUsage
+	}
+	out := bufio.NewWriterSize(e.stdout, 64<<10)
+	defer out.Flush()
+	if fs.NArg() > 0 {
+		status := exitOK
+		for _, a := range fs.Args() {
+			if err := ownerLine(out, &m, []byte(a)); err != nil {
+				fmt.Fprintf(e.stderr, "xdpcluster owner: argument %q: %v\n", a, err)
+				status = exitFail
+			}
+		}
+		return status
+	}
+	return ownerStream(e, out, &m)
+}
+
+// ownerMatch builds the match from the flags. Only total, seed and hash
+// matter for ownership; the node mask is set to node 1 to make it valid.
+func ownerMatch(total, seed, hash, rule string) (cluster.Match, error) {
+	if rule != "" {
+		if total != "" || seed != "" {
+			return cluster.Match{}, errors.New("--iptables cannot be combined with --cluster-total-nodes or --cluster-hash-seed")
+		}
+		m, err := cluster.ParseIptables(rule)
+		if err != nil {
+			return cluster.Match{}, fmt.Errorf("--iptables: %w", err)
+		}
+		if hash != "xt_cluster" {
+			if m.Hash, err = cluster.ParseHashMode(hash); err != nil {
+				return cluster.Match{}, err
+			}
+		}
+		return m, nil
+	}
+	if total == "" {
+		return cluster.Match{}, fmt.Errorf("--%s is required (1..32)", cluster.OptTotalNodes)
+	}
+	if seed == "" {
+		return cluster.Match{}, fmt.Errorf("--%s is required (0..0xffffffff; the seed of your -m cluster rules)", cluster.OptHashSeed)
+	}
+	t, err := cluster.ParseNumber(total)
+	if err != nil || t < 1 || t > cluster.MaxNodes {
+		return cluster.Match{}, &cluster.OptionError{Option: cluster.OptTotalNodes, Value: total, Rule: "must be a number 1..32"}
+	}
+	s, err := cluster.ParseNumber(seed)
+	if err != nil || s > 0xffffffff {
+		return cluster.Match{}, &cluster.OptionError{Option: cluster.OptHashSeed, Value: seed, Rule: "must be a number 0..4294967295 (0xffffffff)"}
+	}
+	h, err := cluster.ParseHashMode(hash)
+	if err != nil {
+		return cluster.Match{}, err
+	}
+	m := cluster.LocalNode(uint32(t), 1, uint32(s))
+	m.Hash = h
+	return m, m.Validate()
+}
+
+// ownerStream answers one address per line of standard input.
+func ownerStream(e env, out *bufio.Writer, m *cluster.Match) int {
+	in := bufio.NewReaderSize(e.stdin, 64<<10)
+	status := exitOK
+	for lineNo := 1; ; lineNo++ {
+		line, err := in.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// An absurdly long line: report it and skip to its end.
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = in.ReadSlice('\n')
+			}
+			fmt.Fprintf(e.stderr, "xdpcluster owner: line %d: longer than %d bytes, not an address\n", lineNo, in.Size())
+			status = exitFail
+			if err == nil {
+				continue
+			}
+		}
+		if len(line) > 0 {
+			text := bytes.TrimSpace(line)
+			if len(text) > 0 && text[0] != '#' {
+				if perr := ownerLine(out, m, text); perr != nil {
+					fmt.Fprintf(e.stderr, "xdpcluster owner: line %d: %q: %v\n", lineNo, text, perr)
+					status = exitFail
+				}
+			}
+		}
+		if err == io.EOF {
+			return status
+		}
+		if err != nil {
+			fmt.Fprintf(e.stderr, "xdpcluster owner: reading standard input: %v\n", err)
+			return exitFail
+		}
+	}
+}
+
+var errNotAddr = errors.New("not an IPv4 or IPv6 address")
+
+// ownerLine writes "ADDR NODE\n" for one address.
+func ownerLine(out *bufio.Writer, m *cluster.Match, text []byte) error {
+	var node uint32
+	if ip, ok := parseIPv4(text); ok {
+		node = m.Bucket4(&ip)
+	} else {
+		a, err := netip.ParseAddr(string(text))
+		if err != nil {
+			return errNotAddr
+		}
+		if a.Is4() {
+			ip := a.As4()
+			node = m.Bucket4(&ip)
+		} else {
+			ip := a.As16()
+			node = m.Bucket16(&ip)
+		}
+	}
+	out.Write(text)
+	out.WriteByte(' ')
+	if n := node + 1; n >= 10 {
+		out.WriteByte(byte('0' + n/10))
+		out.WriteByte(byte('0' + n%10))
+	} else {
+		out.WriteByte(byte('0' + n))
+	}
+	return out.WriteByte('\n')
+}
+
+// parseIPv4 is an allocation-free strict dotted-quad parser (no leading
+// zeros, as net/netip) for the common case; everything else goes to netip.
+func parseIPv4(b []byte) (ip [4]byte, ok bool) {
+	part, digits, val := 0, 0, 0
+	for i := 0; i <= len(b); i++ {
+		if i == len(b) || b[i] == '.' {
+			if digits == 0 || part > 3 {
+				return ip, false
+			}
+			ip[part] = byte(val)
+			part, digits, val = part+1, 0, 0
+			continue
+		}
+		c := b[i]
+		if c < '0' || c > '9' || (digits == 1 && val == 0) {
+			return ip, false
+		}
+		val = val*10 + int(c-'0')
+		digits++
+		if val > 255 {
+			return ip, false
+		}
+	}
+	return ip, part == 4
+}
