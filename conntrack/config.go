@@ -1,0 +1,118 @@
+package conntrack
+
+import (
+	"fmt"
+	"time"
+)
+
+// Timeouts are idle timeouts: how long an entry lives after its last
+// packet. Zero fields take the kernel's defaults (DefaultTimeouts).
+type Timeouts struct {
+	// TCP, per state (nf_conntrack_tcp_timeout_*).
+	SynSent, SynRecv, Established, FinWait, CloseWait, LastAck, TimeWait, Close, SynSent2 time.Duration
+	// UDP (and UDP-Lite, SCTP, DCCP, which are tracked like UDP here):
+	// before a reply, and once replied for a while (a stream).
+	UDPUnreplied, UDPReplied time.Duration
+	// ICMP and ICMPv6 queries.
+	ICMP time.Duration
+	// Every other protocol, by address pair.
+	Generic time.Duration
+}
+
+// DefaultTimeouts are the kernel's defaults.
+func DefaultTimeouts() Timeouts {
+	return Timeouts{
+		SynSent:      2 * time.Minute,
+		SynRecv:      60 * time.Second,
+		Established:  5 * 24 * time.Hour,
+		FinWait:      2 * time.Minute,
+		CloseWait:    60 * time.Second,
+		LastAck:      30 * time.Second,
+		TimeWait:     2 * time.Minute,
+		Close:        10 * time.Second,
+		SynSent2:     2 * time.Minute,
+		UDPUnreplied: 30 * time.Second,
+		UDPReplied:   120 * time.Second,
+		ICMP:         30 * time.Second,
+		Generic:      600 * time.Second,
+	}
+}
+
+// Config configures a Table. The zero value of every field means its
+// default.
+type Config struct {
+	// MaxEntries bounds the number of connections (default 1,048,576).
+	// When full, a new connection may evict an unreplied or non-assured
+	// entry, never an assured one; otherwise its packet is INVALID and
+	// counted as table full.
+	MaxEntries int
+	// TCPLoose picks up TCP connections from mid-stream packets, like
+	// nf_conntrack_tcp_loose=1. Off by default, as the cluster match needs:
+	// with it on, a reply ACK seen by a node that missed the SYN would start
+	// a second connection, hashed by the wrong address.
+	TCPLoose bool
+	// Timeouts; zero fields take DefaultTimeouts.
+	Timeouts Timeouts
+	// MaxFragments bounds the fragment table (default 65,536 datagrams).
+	MaxFragments int
+	// FragTimeout is how long the first fragment's ports are remembered
+	// for the later fragments of its datagram (default 10s).
+	FragTimeout time.Duration
+	// Tag, if set, is called once when a connection is created with its
+	// original source address (IPv4 in orig[0:4]); its result is stored in
+	// the entry and returned with every packet of the connection. The
+	// dataplane stores the connection's cluster bucket here.
+	Tag func(family uint8, orig [16]byte) uint8
+}
+
+// DefaultMaxEntries is the default MaxEntries.
+const DefaultMaxEntries = 1 << 20
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	if c.MaxEntries < 0 {
+		return fmt.Errorf("conntrack max_entries %d: must be positive (0 means the default %d)", c.MaxEntries, DefaultMaxEntries)
+	}
+	if c.MaxFragments < 0 {
+		return fmt.Errorf("conntrack max_fragments %d: must be positive (0 means the default 65536)", c.MaxFragments)
+	}
+	if c.FragTimeout < 0 {
+		return fmt.Errorf("conntrack frag_timeout %v: must be positive", c.FragTimeout)
+	}
+	t := c.Timeouts
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"syn_sent", t.SynSent}, {"syn_recv", t.SynRecv}, {"established", t.Established}, {"fin_wait", t.FinWait},
+		{"close_wait", t.CloseWait}, {"last_ack", t.LastAck}, {"time_wait", t.TimeWait}, {"close", t.Close},
+		{"syn_sent2", t.SynSent2}, {"udp_unreplied", t.UDPUnreplied}, {"udp_replied", t.UDPReplied},
+		{"icmp", t.ICMP}, {"generic", t.Generic}} {
+		if d.v < 0 {
+			return fmt.Errorf("conntrack timeout %s %v: must be positive (0 means the kernel default)", d.name, d.v)
+		}
+	}
+	return nil
+}
+
+func (c *Config) fill() {
+	if c.MaxEntries == 0 {
+		c.MaxEntries = DefaultMaxEntries
+	}
+	if c.MaxFragments == 0 {
+		c.MaxFragments = 65536
+	}
+	if c.FragTimeout == 0 {
+		c.FragTimeout = 10 * time.Second
+	}
+	d := DefaultTimeouts()
+	t := &c.Timeouts
+	for _, p := range []struct{ v, def *time.Duration }{
+		{&t.SynSent, &d.SynSent}, {&t.SynRecv, &d.SynRecv}, {&t.Established, &d.Established}, {&t.FinWait, &d.FinWait},
+		{&t.CloseWait, &d.CloseWait}, {&t.LastAck, &d.LastAck}, {&t.TimeWait, &d.TimeWait}, {&t.Close, &d.Close},
+		{&t.SynSent2, &d.SynSent2}, {&t.UDPUnreplied, &d.UDPUnreplied}, {&t.UDPReplied, &d.UDPReplied},
+		{&t.ICMP, &d.ICMP}, {&t.Generic, &d.Generic}} {
+		if *p.v == 0 {
+			*p.v = *p.def
+		}
+	}
+}

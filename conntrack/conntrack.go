@@ -1,0 +1,670 @@
+// Package conntrack is a user-space connection tracker with the semantics
+// the cluster match relies on: every packet of a connection, either
+// direction, and every ICMP error about it, resolves to the connection's
+// original source address, so every node hashes it the same way.
+//
+// It classifies packets as the kernel's conntrack does for iptables'
+// --ctstate (NEW, ESTABLISHED, RELATED, INVALID, UNTRACKED), with the
+// kernel's TCP state machine and default timeouts. TCP loose pickup is off
+// unless configured: a mid-stream packet of an unknown connection is
+// INVALID and creates nothing. Sequence-number window checks are not made
+// (like nf_conntrack_tcp_be_liberal=1). UDP-Lite, SCTP and DCCP are
+// tracked like UDP, by ports; other protocols by address pair.
+//
+// A Table is safe for concurrent use. It is split into shards, each with
+// its own lock, map and counters; a connection's two directions hash to
+// the same shard (the key is direction-free), so a request and its reply
+// handled by different workers meet in one place. Time is passed in by the
+// caller as nanoseconds from any fixed origin (a monotonic clock); expiry
+// happens on lookup and in Expire, which sweeps one shard at a time.
+// Track allocates nothing once the table has grown to its working size.
+package conntrack
+
+import (
+	"encoding/binary"
+	"math/bits"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/xdpcluster/xdpcluster/packet"
+)
+
+// State is a packet's connection tracking state, as iptables --ctstate
+// names it.
+type State uint8
+
+// Packet states.
+const (
+	Invalid     State = iota // no connection: matches no cluster rule
+	New                      // original direction, no reply seen yet
+	Established              // the connection has seen a reply
+	Related                  // an ICMP error about a tracked connection
+	Untracked                // ICMPv6 neighbour discovery / MLD, which the kernel never tracks
+	NumStates
+)
+
+var stateNames = [NumStates]string{"INVALID", "NEW", "ESTABLISHED", "RELATED", "UNTRACKED"}
+
+func (s State) String() string {
+	if s < NumStates {
+		return stateNames[s]
+	}
+	return "?"
+}
+
+// Reason says why a packet is Invalid; it indexes per-worker counters.
+type Reason uint8
+
+// Reasons for Invalid.
+const (
+	NoReason          Reason = iota
+	TCPNoSyn                 // mid-stream TCP packet of an unknown connection (loose pickup off)
+	TCPBadFlags              // a flag combination the kernel rejects (e.g. SYN+FIN, no flags)
+	TCPBadTransition         // a packet the TCP state machine rejects (e.g. SYN/ACK from the client)
+	ICMPNotNew               // an ICMP reply or non-query type with no connection
+	ICMPErrorNoConn          // an ICMP error about no tracked connection
+	ICMPErrorMismatch        // an ICMP error not addressed to the embedded packet's source
+	ICMPErrorBadInner        // an ICMP error whose embedded packet is unreadable
+	FragNoHead               // a non-first fragment whose first fragment was not seen
+	TableFull                // no room, and nothing that may be evicted
+	NotIP
+	NumReasons
+)
+
+var reasonNames = [NumReasons]string{"", "tcp_no_syn", "tcp_bad_flags", "tcp_bad_transition", "icmp_not_new",
+	"icmp_error_no_conn", "icmp_error_mismatch", "icmp_error_bad_inner", "fragment_without_head", "table_full", "not_ip"}
+
+func (r Reason) String() string {
+	if r < NumReasons {
+		return reasonNames[r]
+	}
+	return "?"
+}
+
+// Dir is a packet's direction within its connection.
+type Dir uint8
+
+// Directions.
+const (
+	Original Dir = iota
+	Reply
+)
+
+// Result is what Track says about one packet.
+type Result struct {
+	State  State
+	Reason Reason // when State is Invalid
+	Dir    Dir
+	Family uint8    // of Orig
+	Tag    uint8    // Config.Tag's value for the connection
+	Orig   [16]byte // the connection's original source address (IPv4 in [0:4])
+}
+
+// entry flags.
+const (
+	flagOrigA     = 1 << iota // the original source is side a
+	flagSeenReply             // a reply has been seen
+	flagAssured               // kept when the table is full
+)
+
+type entry struct {
+	expires int64  // ns
+	born    uint32 // ms, wrapping; only differences are used
+	state   uint8  // TCPState for TCP
+	flags   uint8
+	tag     uint8
+}
+
+type fragKey struct {
+	src, dst [16]byte
+	id       uint32
+	proto    uint8
+	family   uint8
+}
+
+type fragEntry struct {
+	expires          int64
+	srcPort, dstPort uint16
+}
+
+// Stats are the table's own counters.
+type Stats struct {
+	Entries     int    // connections now
+	Inserts     uint64 // connections created
+	Expired     uint64 // removed by timeout
+	Evicted     uint64 // removed early to make room for a new connection
+	TableFull   uint64 // new connections refused: nothing evictable
+	Reopened    uint64 // TCP connections reopened by a SYN in TIME_WAIT/CLOSE
+	Fragments   int    // datagrams in the fragment table now
+	FragEvicted uint64 // fragment records dropped to make room
+}
+
+const numShards = 256
+
+type shard struct {
+	mu       sync.Mutex
+	tab      atomic.Pointer[slotTable] // replaced (under mu) when it grows
+	n        int                       // connections
+	frags    map[fragKey]fragEntry
+	limit    int
+	fragLim  int
+	inserts  uint64
+	expired  uint64
+	evicted  uint64
+	full     uint64
+	reopened uint64
+	fragEv   uint64
+	_        [64]byte // keep neighbouring shards' locks off this cache line
+}
+
+// Table is a connection tracker. Create it with NewTable.
+type Table struct {
+	cfg    Config
+	tmo    [numTCPStates]int64
+	udpU   int64
+	udpR   int64
+	icmp   int64
+	gen    int64
+	frag   int64
+	seed   seed
+	shards [numShards]shard
+	cursor atomic.Uint32
+}
+
+// flow is a packet's connection key, the key's hash and whether the
+// packet's source is the key's side a.
+type flow struct {
+	k      key
+	h      uint64
+	srcIsA bool
+}
+
+func (t *Table) flowOf(tp *packet.Tuple, ports bool) (f flow) {
+	f.k, f.srcIsA = makeKey(tp, ports)
+	f.h = f.k.hash(&t.seed)
+	return f
+}
+
+// NewTable returns an empty table. It returns an error naming the field
+// when cfg is invalid.
+func NewTable(cfg Config) (*Table, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.fill()
+	t := &Table{cfg: cfg, seed: newSeed()}
+	to := cfg.Timeouts
+	for s, d := range map[TCPState]time.Duration{TCPSynSent: to.SynSent, TCPSynRecv: to.SynRecv, TCPEstablished: to.Established,
+		TCPFinWait: to.FinWait, TCPCloseWait: to.CloseWait, TCPLastAck: to.LastAck, TCPTimeWait: to.TimeWait,
+		TCPClose: to.Close, TCPSynSent2: to.SynSent2} {
+		t.tmo[s] = int64(d)
+	}
+	t.udpU, t.udpR, t.icmp, t.gen, t.frag = int64(to.UDPUnreplied), int64(to.UDPReplied), int64(to.ICMP), int64(to.Generic), int64(cfg.FragTimeout)
+	per := (cfg.MaxEntries + numShards - 1) / numShards
+	fper := (cfg.MaxFragments + numShards - 1) / numShards
+	for i := range t.shards {
+		t.shards[i].tab.Store(&slotTable{slots: make([]slot, minSlots), mask: minSlots - 1})
+		t.shards[i].frags = make(map[fragKey]fragEntry)
+		t.shards[i].limit = per
+		t.shards[i].fragLim = fper
+	}
+	return t, nil
+}
+
+// Config returns the table's configuration with defaults filled in.
+func (t *Table) Config() Config { return t.cfg }
+
+// makeKey returns the direction-free key of a tuple and whether the
+// tuple's source is side a.
+func makeKey(tp *packet.Tuple, ports bool) (k key, srcIsA bool) {
+	s0, s1 := binary.LittleEndian.Uint64(tp.Src[0:]), binary.LittleEndian.Uint64(tp.Src[8:])
+	d0, d1 := binary.LittleEndian.Uint64(tp.Dst[0:]), binary.LittleEndian.Uint64(tp.Dst[8:])
+	var sp, dp uint64
+	if ports {
+		sp, dp = uint64(tp.SrcPort), uint64(tp.DstPort)
+	}
+	meta := uint64(tp.Proto)<<32 | uint64(tp.Family)<<40
+	if s0 < d0 || s0 == d0 && (s1 < d1 || s1 == d1 && sp <= dp) {
+		k.w = [5]uint64{s0, s1, d0, d1, sp | dp<<16 | meta}
+		return k, true
+	}
+	k.w = [5]uint64{d0, d1, s0, s1, dp | sp<<16 | meta}
+	return k, false
+}
+
+func (t *Table) shardOf(h uint64) *shard { return &t.shards[h>>56] }
+
+func (t *Table) fragShardOf(k *fragKey) *shard {
+	h := binary.LittleEndian.Uint64(k.src[0:]) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(k.src[8:]), 17) ^
+		bits.RotateLeft64(binary.LittleEndian.Uint64(k.dst[0:]), 31) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(k.dst[8:]), 47) ^
+		uint64(k.id)<<8 ^ uint64(k.proto)
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	return &t.shards[h>>56]
+}
+
+// Track classifies one decoded packet and updates its connection. p must
+// come from a successful packet.Decode. now is the current time in
+// nanoseconds.
+func (t *Table) Track(p *packet.Parsed, now int64) Result { return t.track(p, nil, now) }
+
+// simple reports whether p's connection key is its own tuple (not a later
+// fragment, not an ICMP error), so TrackBatch can compute it ahead.
+func simple(p *packet.Parsed) bool {
+	return p.Family != 0 && (!p.Fragment || p.FragOffset == 0) && !p.ICMPError
+}
+
+// track is Track with, optionally, the packet's flow already computed
+// (only for simple packets).
+func (t *Table) track(p *packet.Parsed, f *flow, now int64) Result {
+	if p.Family == 0 {
+		return Result{Reason: NotIP}
+	}
+	if p.Fragment {
+		if p.FragOffset == 0 {
+			if p.HasPorts {
+				t.rememberFragment(p, now)
+			}
+		} else {
+			return t.trackLaterFragment(p, now)
+		}
+	}
+	var fl flow
+	if f == nil && simple(p) {
+		fl = t.flowOf(&p.Tuple, p.HasPorts)
+		f = &fl
+	}
+	switch {
+	case p.Proto == packet.ProtoTCP && p.HasPorts:
+		return t.trackTCP(p, f, now)
+	case p.Proto == packet.ProtoICMP && p.Family == 4, p.Proto == packet.ProtoICMPv6 && p.Family == 6:
+		switch {
+		case p.ICMPError:
+			return t.trackICMPError(p, now)
+		case p.ICMPQuery:
+			return t.trackICMPQuery(p, f, now)
+		case p.Family == 6 && icmp6Untracked(p.ICMPType):
+			return Result{State: Untracked, Family: 6, Orig: p.Src}
+		}
+		return Result{Reason: ICMPNotNew}
+	case p.HasPorts:
+		return t.trackDatagram(f, now, t.udpU, t.udpR)
+	}
+	return t.trackDatagram(f, now, t.gen, t.gen)
+}
+
+// icmp6Untracked: MLD and neighbour discovery, which the kernel leaves
+// untracked (icmpv6 noct_valid_new).
+func icmp6Untracked(typ uint8) bool {
+	switch typ {
+	case 130, 131, 132, 133, 134, 135, 136, 143:
+		return true
+	}
+	return false
+}
+
+func result(k *key, e *entry, dir Dir, st State) Result {
+	r := Result{State: st, Dir: dir, Family: k.family(), Tag: e.tag}
+	if e.flags&flagOrigA != 0 {
+		r.Orig = k.addr(0)
+	} else {
+		r.Orig = k.addr(1)
+	}
+	return r
+}
+
+// dirOf returns a packet's direction within connection e.
+func dirOf(e *entry, srcIsA bool) Dir {
+	if srcIsA == (e.flags&flagOrigA != 0) {
+		return Original
+	}
+	return Reply
+}
+
+// stateOf is NEW until the connection has seen a reply, then ESTABLISHED.
+func stateOf(e *entry) State {
+	if e.flags&flagSeenReply != 0 {
+		return Established
+	}
+	return New
+}
+
+// create inserts a new connection whose original source is the packet's
+// source (sh locked). It returns nil when the table is full.
+func (t *Table) create(sh *shard, k *key, h uint64, srcIsA bool, state uint8, timeout, now int64) *entry {
+	if sh.n >= sh.limit && !sh.earlyDrop(h, now) {
+		sh.full++
+		return nil
+	}
+	e := entry{expires: now + timeout, born: uint32(now / 1e6), state: state}
+	orig := k.addr(1)
+	if srcIsA {
+		e.flags = flagOrigA
+		orig = k.addr(0)
+	}
+	if t.cfg.Tag != nil {
+		e.tag = t.cfg.Tag(k.family(), orig)
+	}
+	sh.inserts++
+	return sh.put(k, h, e)
+}
+
+func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64) Result {
+	if !tcpValidFlags(p.TCPFlags) {
+		return Result{Reason: TCPBadFlags}
+	}
+	idx := tcpIndex(p.TCPFlags)
+	k, srcIsA, h := &f.k, f.srcIsA, f.h
+	sh := t.shardOf(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e := sh.get(k, h, now); e != nil {
+		dir := dirOf(e, srcIsA)
+		old := TCPState(e.state)
+		nw := tcpTransitions[dir][idx][old]
+		if nw != TCPSynSent || old < TCPTimeWait {
+			switch nw {
+			case tcpInvalid:
+				return Result{Reason: TCPBadTransition}
+			case tcpIgnore:
+				// Accepted as part of the connection, state unchanged.
+			default:
+				if (old == TCPSynRecv || old == TCPEstablished) && nw == TCPEstablished {
+					e.flags |= flagAssured
+				}
+				e.state = uint8(nw)
+				e.expires = now + t.tmo[nw]
+			}
+			if dir == Reply {
+				e.flags |= flagSeenReply
+			}
+			return result(k, e, dir, stateOf(e))
+		}
+		// A SYN reopens a closed connection: forget it and start again
+		// with this packet as the original direction.
+		sh.removeKey(k, h)
+		sh.reopened++
+	}
+	var state TCPState
+	switch {
+	case idx == tcpSyn:
+		state = TCPSynSent
+	case idx == tcpAck && t.cfg.TCPLoose:
+		state = TCPEstablished
+	default:
+		return Result{Reason: TCPNoSyn}
+	}
+	e := t.create(sh, k, h, srcIsA, uint8(state), t.tmo[state], now)
+	if e == nil {
+		return Result{Reason: TableFull}
+	}
+	return result(k, e, Original, New)
+}
+
+// trackDatagram tracks UDP-like protocols (ports) and the generic
+// address-pair protocols: NEW until a reply, then ESTABLISHED; the replied
+// timeout (and assured status) once the connection has lived 2 s after a
+// reply, as the kernel's UDP tracker does.
+func (t *Table) trackDatagram(f *flow, now int64, unreplied, replied int64) Result {
+	k, srcIsA, h := &f.k, f.srcIsA, f.h
+	sh := t.shardOf(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.get(k, h, now)
+	if e == nil {
+		if e = t.create(sh, k, h, srcIsA, 0, unreplied, now); e == nil {
+			return Result{Reason: TableFull}
+		}
+		return result(k, e, Original, New)
+	}
+	dir := dirOf(e, srcIsA)
+	if e.flags&flagSeenReply != 0 && uint32(now/1e6)-e.born > 2000 {
+		e.expires = now + replied
+		e.flags |= flagAssured
+	} else {
+		e.expires = now + unreplied
+	}
+	if dir == Reply {
+		e.flags |= flagSeenReply
+	}
+	return result(k, e, dir, stateOf(e))
+}
+
+// icmpRequest: the query types that may open a connection.
+func icmpRequest(family, typ uint8) bool {
+	if family == 4 {
+		return typ == 8 || typ == 13 || typ == 15 || typ == 17
+	}
+	return typ == 128
+}
+
+func (t *Table) trackICMPQuery(p *packet.Parsed, f *flow, now int64) Result {
+	k, srcIsA, h := &f.k, f.srcIsA, f.h
+	sh := t.shardOf(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.get(k, h, now)
+	if e == nil {
+		if !icmpRequest(p.Family, p.ICMPType) {
+			return Result{Reason: ICMPNotNew}
+		}
+		if e = t.create(sh, k, h, srcIsA, 0, t.icmp, now); e == nil {
+			return Result{Reason: TableFull}
+		}
+		return result(k, e, Original, New)
+	}
+	dir := dirOf(e, srcIsA)
+	if dir == Reply {
+		e.flags |= flagSeenReply
+	}
+	e.expires = now + t.icmp
+	return result(k, e, dir, stateOf(e))
+}
+
+// trackICMPError relates an ICMP error to the connection of the packet it
+// embeds. The error must be addressed to the embedded packet's source (the
+// kernel checks the same). The connection is not refreshed.
+func (t *Table) trackICMPError(p *packet.Parsed, now int64) Result {
+	if !p.InnerValid || p.Inner.Family != p.Family {
+		return Result{Reason: ICMPErrorBadInner}
+	}
+	if p.Dst != p.Inner.Src {
+		return Result{Reason: ICMPErrorMismatch}
+	}
+	k, innerSrcIsA := makeKey(&p.Inner, p.Inner.HasPorts)
+	h := k.hash(&t.seed)
+	sh := t.shardOf(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.get(&k, h, now)
+	if e == nil {
+		return Result{Reason: ICMPErrorNoConn}
+	}
+	// The error travels towards the embedded packet's source.
+	dir := Reply
+	if dirOf(e, innerSrcIsA) == Reply {
+		dir = Original
+	}
+	return result(&k, e, dir, Related)
+}
+
+// rememberFragment records a first fragment's ports for its datagram's
+// later fragments.
+func (t *Table) rememberFragment(p *packet.Parsed, now int64) {
+	fk := fragKey{src: p.Src, dst: p.Dst, id: p.FragID, proto: p.Proto, family: p.Family}
+	sh := t.fragShardOf(&fk)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, ok := sh.frags[fk]; !ok && len(sh.frags) >= sh.fragLim {
+		sh.evictFragment(now)
+	}
+	sh.frags[fk] = fragEntry{expires: now + t.frag, srcPort: p.SrcPort, dstPort: p.DstPort}
+}
+
+// evictFragment removes an expired fragment record, else any (sh locked).
+func (sh *shard) evictFragment(now int64) {
+	n := 0
+	for k, f := range sh.frags {
+		if f.expires <= now || n == 16 {
+			delete(sh.frags, k)
+			sh.fragEv++
+			return
+		}
+		n++
+	}
+}
+
+// trackLaterFragment attaches a non-first fragment to its connection, with
+// the ports its first fragment carried. Such a fragment changes no state
+// (it has no flags). A fragment that arrives before its first fragment is
+// INVALID (FragNoHead): the hot path buffers nothing, and the kernel's own
+// conntrack would hold it for reassembly instead. Protocols without ports
+// need no first fragment.
+func (t *Table) trackLaterFragment(p *packet.Parsed, now int64) Result {
+	tp := p.Tuple
+	switch p.Proto {
+	case packet.ProtoTCP, packet.ProtoUDP, packet.ProtoUDPLite, packet.ProtoSCTP, packet.ProtoDCCP, packet.ProtoICMP, packet.ProtoICMPv6:
+		fk := fragKey{src: p.Src, dst: p.Dst, id: p.FragID, proto: p.Proto, family: p.Family}
+		sh := t.fragShardOf(&fk)
+		sh.mu.Lock()
+		f, ok := sh.frags[fk]
+		if ok && f.expires <= now {
+			delete(sh.frags, fk)
+			ok = false
+		}
+		sh.mu.Unlock()
+		if !ok {
+			return Result{Reason: FragNoHead}
+		}
+		tp.SrcPort, tp.DstPort, tp.HasPorts = f.srcPort, f.dstPort, true
+	}
+	k, srcIsA := makeKey(&tp, tp.HasPorts)
+	h := k.hash(&t.seed)
+	sh := t.shardOf(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.get(&k, h, now)
+	if e == nil {
+		return Result{Reason: FragNoHead}
+	}
+	dir := dirOf(e, srcIsA)
+	st := stateOf(e)
+	if dir == Reply {
+		st = Established
+	}
+	return result(&k, e, dir, st)
+}
+
+// BatchSize is the largest batch TrackBatch handles in one pass.
+const BatchSize = 64
+
+// TrackBatch tracks ps[i] into out[i] for a batch of packets, as Track
+// does, but first touches every packet's table slot, so that the batch's
+// cache misses overlap instead of following one another. len(out) must be
+// at least len(ps); batches above BatchSize are handled in chunks.
+func (t *Table) TrackBatch(ps []*packet.Parsed, now int64, out []Result) {
+	for len(ps) > 0 {
+		n := min(len(ps), BatchSize)
+		// Hash first, then touch in a tight loop: the fewer instructions
+		// between two touches, the more cache misses the CPU keeps in flight.
+		var fs [BatchSize]flow
+		for i, p := range ps[:n] {
+			if simple(p) {
+				fs[i] = t.flowOf(&p.Tuple, p.HasPorts)
+			}
+		}
+		var sink uint64
+		for i := range fs[:n] {
+			if h := fs[i].h; h != 0 {
+				sink += t.shardOf(h).touch(h)
+			}
+		}
+		touchSink.Store(sink)
+		for i, p := range ps[:n] {
+			if fs[i].h != 0 {
+				out[i] = t.track(p, &fs[i], now)
+			} else {
+				out[i] = t.track(p, nil, now)
+			}
+		}
+		ps, out = ps[n:], out[n:]
+	}
+}
+
+// touchSink keeps TrackBatch's touches from being optimised away.
+var touchSink atomic.Uint64
+
+// Expire removes timed-out entries from the next n shards (round robin)
+// and returns how many it removed. Only one shard is locked at a time, so
+// packets are never stopped for a whole-table scan: call it from a
+// background goroutine, e.g. Expire(now, 16) every 100 ms sweeps the table
+// every 1.6 s.
+func (t *Table) Expire(now int64, n int) int {
+	removed := 0
+	for i := 0; i < n && i < numShards; i++ {
+		sh := &t.shards[t.cursor.Add(1)%numShards]
+		sh.mu.Lock()
+		removed += sh.sweep(now)
+		for k, f := range sh.frags {
+			if f.expires <= now {
+				delete(sh.frags, k)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return removed
+}
+
+// Stats sums the shards' counters. It locks each shard briefly in turn.
+func (t *Table) Stats() Stats {
+	var s Stats
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		s.Entries += sh.n
+		s.Fragments += len(sh.frags)
+		s.Inserts += sh.inserts
+		s.Expired += sh.expired
+		s.Evicted += sh.evicted
+		s.TableFull += sh.full
+		s.Reopened += sh.reopened
+		s.FragEvicted += sh.fragEv
+		sh.mu.Unlock()
+	}
+	return s
+}
+
+// Len returns the number of connections.
+func (t *Table) Len() int { return t.Stats().Entries }
+
+// Info describes one tracked connection.
+type Info struct {
+	Orig      [16]byte
+	Family    uint8
+	TCPState  TCPState // for TCP
+	SeenReply bool
+	Assured   bool
+	Tag       uint8
+	Expires   int64
+}
+
+// Get looks up the connection a tuple belongs to (either direction),
+// without changing it. For inspection and tests, not the hot path.
+func (t *Table) Get(tp packet.Tuple, now int64) (Info, bool) {
+	k, _ := makeKey(&tp, tp.HasPorts)
+	h := k.hash(&t.seed)
+	sh := t.shardOf(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	tab := sh.tab.Load()
+	i, ok := tab.find(&k, h)
+	if !ok || tab.slots[i].e.expires <= now {
+		return Info{}, false
+	}
+	e := &tab.slots[i].e
+	r := result(&k, e, Original, New)
+	return Info{Orig: r.Orig, Family: k.family(), TCPState: TCPState(e.state), SeenReply: e.flags&flagSeenReply != 0,
+		Assured: e.flags&flagAssured != 0, Tag: e.tag, Expires: e.expires}, true
+}
