@@ -5,7 +5,7 @@ PKGS    := ./...
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build test unit vet fmt-check bench bench-smoke fuzz demo clean
+.PHONY: all build test deps unit race vet fmt-check bench bench-smoke fuzz demo clean
 
 all: build
 
@@ -15,7 +15,7 @@ build:
 # Everything CI runs: test tools, format and vet checks, every test (the
 # root-only netns/kernel tests included when run as root; they skip with a
 # message otherwise) and every benchmark once so none rots.
-test: deps fmt-check vet unit bench-smoke
+test: deps fmt-check vet unit race bench-smoke
 
 deps:
 	@scripts/install-test-deps.sh
@@ -30,6 +30,10 @@ vet:
 unit:
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 
+# The packages whose state is shared between workers, under the race detector.
+race:
+	$(GO) test -count=1 -race ./conntrack ./packet ./cluster
+
 bench-smoke:
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime=1x $(PKGS)
 
@@ -42,6 +46,8 @@ bench:
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseIptables -fuzztime $(FUZZTIME) ./cluster
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./packet
+	$(GO) test -run '^$$' -fuzz FuzzTrack -fuzztime $(FUZZTIME) ./conntrack
 
 demo: build
 	bin/xdpcluster owner --cluster-total-nodes 3 --cluster-hash-seed 0xdeadbeef \

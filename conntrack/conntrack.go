@@ -106,6 +106,9 @@ const (
 	flagOrigA     = 1 << iota // the original source is side a
 	flagSeenReply             // a reply has been seen
 	flagAssured               // kept when the table is full
+	flagCloseInit             // TCP: the close began with a FIN (IP_CT_TCP_FLAG_CLOSE_INIT)
+	flagLastRst               // TCP: the last packet was a RST...
+	flagLastReply             // ...or anything else, sent in the reply direction
 )
 
 type entry struct {
@@ -364,7 +367,15 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64) Result {
 		dir := dirOf(e, srcIsA)
 		old := TCPState(e.state)
 		nw := tcpTransitions[dir][idx][old]
-		if nw != TCPSynSent || old < TCPTimeWait {
+		// A SYN in TIME_WAIT or CLOSE reopens the connection only if its
+		// close began with a FIN, or if the last packet was a RST sent in
+		// the SYN's direction; otherwise the kernel ignores it.
+		reopen := nw == TCPSynSent && old >= TCPTimeWait &&
+			(e.flags&flagCloseInit != 0 || e.flags&flagLastRst != 0 && (e.flags&flagLastReply != 0) == (dir == Reply))
+		if nw == TCPSynSent && old >= TCPTimeWait && !reopen {
+			nw = tcpIgnore
+		}
+		if !reopen {
 			switch nw {
 			case tcpInvalid:
 				return Result{Reason: TCPBadTransition}
@@ -374,11 +385,18 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64) Result {
 				if (old == TCPSynRecv || old == TCPEstablished) && nw == TCPEstablished {
 					e.flags |= flagAssured
 				}
+				if nw == TCPFinWait && old != TCPFinWait {
+					e.flags |= flagCloseInit
+				}
 				e.state = uint8(nw)
 				e.expires = now + t.tmo[nw]
 			}
+			e.flags &^= flagLastRst | flagLastReply
+			if idx == tcpRst {
+				e.flags |= flagLastRst
+			}
 			if dir == Reply {
-				e.flags |= flagSeenReply
+				e.flags |= flagSeenReply | flagLastReply
 			}
 			return result(k, e, dir, stateOf(e))
 		}

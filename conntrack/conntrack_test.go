@@ -137,6 +137,12 @@ func TestTCPTransitions(t *testing.T) {
 		{"no flags", false, []step{{c, 0, Invalid, TCPBadFlags, 0}}},
 		{"FIN without ACK", false, append(handshake[:3:3], step{c, FIN, Invalid, TCPBadFlags, TCPEstablished})},
 		{"SYN in ESTABLISHED is ignored", false, append(handshake[:3:3], step{c, SYN, Established, 0, TCPEstablished})},
+		{"SYN after the server's RST is ignored", false, append(handshake[:3:3],
+			step{s, RST, Established, 0, TCPClose},
+			step{c, SYN, Established, 0, TCPClose})},
+		{"SYN after the client's own RST reopens", false, append(handshake[:3:3],
+			step{c, RST, Established, 0, TCPClose},
+			step{c, SYN, New, 0, TCPSynSent})},
 	}
 	for _, v6 := range []bool{false, true} {
 		for _, tc := range tests {
