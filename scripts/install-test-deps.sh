@@ -11,6 +11,7 @@ declare -A pkg_of=(
   [iptables-restore]=iptables
   [conntrack]=conntrack
   [tcpdump]=tcpdump
+  [ping]=iputils-ping
 )
 
 missing=()

@@ -41,6 +41,7 @@ const (
 func commands() []command {
 	return []command{
 		{"owner", "print which node owns each address (1-based, as --cluster-local-node)", runOwner},
+		{"simulate", "replay a capture: each node's share, imbalance, failover, seed choice", runSimulate},
 		{"version", "print the version and build information", runVersion},
 	}
 }
