@@ -15,7 +15,6 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-	"golang.org/x/sys/unix"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
@@ -34,12 +33,11 @@ const (
 )
 
 type oracle struct {
-	t       *testing.T
-	ns      *netns.NS
-	fd      int
-	ifindex int
-	srcMAC  net.HardwareAddr
-	dstMAC  net.HardwareAddr
+	t      *testing.T
+	ns     *netns.NS
+	in     *nstest.Injector
+	srcMAC net.HardwareAddr
+	dstMAC net.HardwareAddr
 }
 
 func newOracle(t *testing.T) *oracle {
@@ -64,31 +62,10 @@ func newOracle(t *testing.T) *oracle {
 	} {
 		nstest.Run(t, ns, c[0], c[1:]...)
 	}
-	o.srcMAC = o.mac("vs")
-	o.dstMAC = o.mac("vr")
-	err := ns.Do(func() error {
-		ifi, err := net.InterfaceByName("vs")
-		if err != nil {
-			return err
-		}
-		o.ifindex = ifi.Index
-		o.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("packet socket in %s: %v", ns.Name, err)
-	}
-	t.Cleanup(func() { unix.Close(o.fd) })
+	o.srcMAC = nstest.MAC(t, ns, "vs")
+	o.dstMAC = nstest.MAC(t, ns, "vr")
+	o.in = nstest.NewInjector(t, ns, "vs")
 	return o
-}
-
-func (o *oracle) mac(dev string) net.HardwareAddr {
-	out := nstest.Run(o.t, o.ns, "cat", "/sys/class/net/"+dev+"/address")
-	hw, err := net.ParseMAC(strings.TrimSpace(out))
-	if err != nil {
-		o.t.Fatal(err)
-	}
-	return hw
 }
 
 // send writes one UDP datagram from src to the oracle's address.
@@ -114,11 +91,7 @@ func (o *oracle) send(src netip.Addr, sport uint16) {
 	if err := gopacket.SerializeLayers(buf, opts, eth, ip, udp, gopacket.Payload("xdpcluster")); err != nil {
 		o.t.Fatal(err)
 	}
-	sa := &unix.SockaddrLinklayer{Ifindex: o.ifindex, Halen: 6}
-	copy(sa.Addr[:], o.dstMAC)
-	if err := unix.Sendto(o.fd, buf.Bytes(), 0, sa); err != nil {
-		o.t.Fatalf("send from %s: %v", src, err)
-	}
+	o.in.Send(buf.Bytes())
 }
 
 // load replaces the mangle table with one rule per match, rule r setting

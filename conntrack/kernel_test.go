@@ -13,7 +13,6 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-	"golang.org/x/sys/unix"
 
 	"github.com/xdpcluster/xdpcluster/conntrack"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
@@ -36,12 +35,11 @@ import (
 var states = []string{"INVALID", "NEW", "ESTABLISHED", "RELATED", "UNTRACKED"}
 
 type kernelCT struct {
-	t       *testing.T
-	ns      *netns.NS
-	fd      int
-	ifindex int
-	src     net.HardwareAddr
-	dst     net.HardwareAddr
+	t   *testing.T
+	ns  *netns.NS
+	in  *nstest.Injector
+	src net.HardwareAddr
+	dst net.HardwareAddr
 }
 
 func newKernelCT(t *testing.T) *kernelCT {
@@ -82,38 +80,14 @@ func newKernelCT(t *testing.T) *kernelCT {
 	// The conntrack sysctls exist once conntrack is active in the namespace.
 	nstest.Run(t, ns, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0")
 	nstest.Run(t, ns, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_be_liberal=1")
-	k.src, k.dst = k.mac("vs"), k.mac("vr")
-	err := ns.Do(func() error {
-		ifi, err := net.InterfaceByName("vs")
-		if err != nil {
-			return err
-		}
-		k.ifindex = ifi.Index
-		k.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(k.fd) })
+	k.src, k.dst = nstest.MAC(t, ns, "vs"), nstest.MAC(t, ns, "vr")
+	k.in = nstest.NewInjector(t, ns, "vs")
 	return k
-}
-
-func (k *kernelCT) mac(dev string) net.HardwareAddr {
-	hw, err := net.ParseMAC(strings.TrimSpace(nstest.Run(k.t, k.ns, "cat", "/sys/class/net/"+dev+"/address")))
-	if err != nil {
-		k.t.Fatal(err)
-	}
-	return hw
 }
 
 // verdict sends one frame and returns the ctstate the kernel counted.
 func (k *kernelCT) verdict(frame []byte, v6 bool) string {
-	sa := &unix.SockaddrLinklayer{Ifindex: k.ifindex, Halen: 6}
-	copy(sa.Addr[:], k.dst)
-	if err := unix.Sendto(k.fd, frame, 0, sa); err != nil {
-		k.t.Fatal(err)
-	}
+	k.in.Send(frame)
 	tool := "iptables"
 	if v6 {
 		tool = "ip6tables"

@@ -81,20 +81,15 @@ func (ns *NS) Close() error {
 // Run runs a command inside the namespace and returns its standard output.
 // A failure includes the command line and its standard error.
 func (ns *NS) Run(name string, args ...string) ([]byte, error) {
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return out, fmt.Errorf("in netns %s: %s %s: %w: %s", ns.Name, name, strings.Join(args, " "), err, bytes.TrimSpace(stderr.Bytes()))
-	}
-	return out, nil
+	return ns.RunStdin("", name, args...)
 }
 
 // RunStdin is Run with the given standard input.
 func (ns *NS) RunStdin(stdin string, name string, args ...string) ([]byte, error) {
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
-	cmd.Stdin = strings.NewReader(stdin)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
