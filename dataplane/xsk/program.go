@@ -1,0 +1,249 @@
+// Package xsk holds the AF_XDP side of the dataplane: our XDP program,
+// built in Go with cilium/ebpf's assembler (no clang at run time), and
+// the AF_XDP port that the workers read and write.
+//
+// The program, attached to each data interface, sends IPv4 and IPv6 frames
+// addressed to that interface's cluster MAC (untagged or behind one or two
+// 802.1Q/802.1ad tags) to the AF_XDP socket of the queue they arrived on.
+// ARP, frames to the node's own MAC, multicast and everything else go to
+// the kernel, where the control path and management traffic live (peers
+// send neighbour solicitations to solicited-node multicast MACs, not to the
+// cluster MAC). Per-CPU counters record each verdict.
+//
+// A Program is safe for concurrent use after Attach.
+package xsk
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Program verdict counters, indexes of the per-CPU stats map.
+const (
+	StatToXSK    = iota // cluster-MAC IP frames sent to the AF_XDP socket
+	StatNoSocket        // ... whose queue had no socket: passed to the kernel
+	StatPassed          // everything else, passed to the kernel
+	NumStats
+)
+
+// StatNames are the counters' metric labels.
+var StatNames = [NumStats]string{"to_xsk", "no_socket", "passed"}
+
+// MaxQueues bounds the queue indexes the program's socket map holds.
+const MaxQueues = 256
+
+const (
+	xdpPass = 2
+)
+
+// Program is our XDP program for one cluster MAC, with its socket map and
+// counters.
+type Program struct {
+	Prog  *ebpf.Program
+	xsks  *ebpf.Map
+	stats *ebpf.Map
+	mac   net.HardwareAddr
+}
+
+// NewProgram loads the program for frames addressed to clusterMAC. It needs
+// CAP_BPF and CAP_NET_ADMIN (or root).
+func NewProgram(clusterMAC net.HardwareAddr) (*Program, error) {
+	if len(clusterMAC) != 6 {
+		return nil, fmt.Errorf("cluster MAC %q: want 6 bytes", clusterMAC)
+	}
+	xsks, err := ebpf.NewMap(&ebpf.MapSpec{Name: "xc_xsks", Type: ebpf.XSKMap, KeySize: 4, ValueSize: 4, MaxEntries: MaxQueues})
+	if err != nil {
+		return nil, fmt.Errorf("create XSK map: %w (needs CAP_BPF/root)", err)
+	}
+	stats, err := ebpf.NewMap(&ebpf.MapSpec{Name: "xc_stats", Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: NumStats})
+	if err != nil {
+		xsks.Close()
+		return nil, fmt.Errorf("create stats map: %w", err)
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "xdpcluster",
+		Type:         ebpf.XDP,
+		License:      "Dual BSD/GPL",
+		Instructions: instructions(clusterMAC, xsks.FD(), stats.FD()),
+	})
+	if err != nil {
+		xsks.Close()
+		stats.Close()
+		return nil, fmt.Errorf("load XDP program: %w", err)
+	}
+	return &Program{Prog: prog, xsks: xsks, stats: stats, mac: clusterMAC}, nil
+}
+
+// count emits stats[idx]++ (clobbers R0-R5).
+func count(statsFD, idx int, label string) asm.Instructions {
+	return asm.Instructions{
+		asm.StoreImm(asm.R10, -4, int64(idx), asm.Word),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, -4),
+		asm.LoadMapPtr(asm.R1, statsFD),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, label),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		asm.Add.Imm(asm.R1, 1),
+		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol(label),
+	}
+}
+
+// instructions builds the program. Loads from packet memory are little
+// endian, so the MAC and EtherType constants are byte-swapped here.
+func instructions(mac net.HardwareAddr, xsksFD, statsFD int) asm.Instructions {
+	macLo := int32(uint32(mac[0]) | uint32(mac[1])<<8 | uint32(mac[2])<<16 | uint32(mac[3])<<24)
+	macHi := int32(uint32(mac[4]) | uint32(mac[5])<<8)
+	const (
+		ipv4 = 0x0008 // 0x0800 as loaded
+		ipv6 = 0xdd86 // 0x86dd
+		vlan = 0x0081 // 0x8100
+		qinq = 0xa888 // 0x88a8
+	)
+	ins := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),            // ctx
+		asm.LoadMem(asm.R2, asm.R6, 0, asm.Word), // data
+		asm.LoadMem(asm.R3, asm.R6, 4, asm.Word), // data_end
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, 14),
+		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
+		asm.LoadMem(asm.R5, asm.R2, 0, asm.Word),
+		asm.JNE.Imm32(asm.R5, macLo, "pass"),
+		asm.LoadMem(asm.R5, asm.R2, 4, asm.Half),
+		asm.JNE.Imm32(asm.R5, macHi, "pass"),
+		asm.LoadMem(asm.R5, asm.R2, 12, asm.Half),
+		asm.JEq.Imm(asm.R5, ipv4, "xsk"),
+		asm.JEq.Imm(asm.R5, ipv6, "xsk"),
+		asm.JEq.Imm(asm.R5, vlan, "tag1"),
+		asm.JEq.Imm(asm.R5, qinq, "tag1"),
+		asm.Ja.Label("pass"),
+		// One tag: the EtherType after it.
+		asm.Mov.Reg(asm.R4, asm.R2).WithSymbol("tag1"),
+		asm.Add.Imm(asm.R4, 18),
+		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
+		asm.LoadMem(asm.R5, asm.R2, 16, asm.Half),
+		asm.JEq.Imm(asm.R5, ipv4, "xsk"),
+		asm.JEq.Imm(asm.R5, ipv6, "xsk"),
+		asm.JNE.Imm(asm.R5, vlan, "pass"),
+		// Two tags.
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, 22),
+		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
+		asm.LoadMem(asm.R5, asm.R2, 20, asm.Half),
+		asm.JEq.Imm(asm.R5, ipv4, "xsk"),
+		asm.JEq.Imm(asm.R5, ipv6, "xsk"),
+		asm.Ja.Label("pass"),
+	}
+	toXSK := count(statsFD, StatToXSK, "counted_xsk")
+	toXSK[0] = toXSK[0].WithSymbol("xsk")
+	ins = append(ins, toXSK...)
+	ins = append(ins,
+		asm.LoadMapPtr(asm.R1, xsksFD),
+		asm.LoadMem(asm.R2, asm.R6, 16, asm.Word), // rx_queue_index
+		asm.Mov.Imm(asm.R3, xdpPass),              // no socket: pass to the kernel
+		asm.FnRedirectMap.Call(),
+		asm.JNE.Imm(asm.R0, xdpPass, "out"),
+		asm.Mov.Reg(asm.R7, asm.R0),
+	)
+	ins = append(ins, count(statsFD, StatNoSocket, "counted_nosock")...)
+	ins = append(ins,
+		asm.Mov.Reg(asm.R0, asm.R7),
+		asm.Return().WithSymbol("out"),
+	)
+	pass := count(statsFD, StatPassed, "counted_pass")
+	pass[0] = pass[0].WithSymbol("pass")
+	ins = append(ins, pass...)
+	ins = append(ins, asm.Mov.Imm(asm.R0, xdpPass), asm.Return())
+	return ins
+}
+
+// Mode is how the program is attached.
+type Mode string
+
+// Attach modes.
+const (
+	ModeNative  Mode = "native"
+	ModeGeneric Mode = "generic"
+)
+
+// Attach attaches the program to the interface, replacing any program
+// already there (a stale one left by a crashed run), natively if the
+// driver supports it and generically otherwise; want "" tries both.
+func (p *Program) Attach(ifindex int, want Mode) (Mode, error) {
+	link, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return "", fmt.Errorf("interface %d: %w", ifindex, err)
+	}
+	try := []Mode{ModeNative, ModeGeneric}
+	if want != "" {
+		try = []Mode{want}
+	}
+	var errs []error
+	for _, m := range try {
+		flags := unix.XDP_FLAGS_DRV_MODE
+		if m == ModeGeneric {
+			flags = unix.XDP_FLAGS_SKB_MODE
+		}
+		// Clear a program attached in the other mode first.
+		netlink.LinkSetXdpFdWithFlags(link, -1, unix.XDP_FLAGS_DRV_MODE)
+		netlink.LinkSetXdpFdWithFlags(link, -1, unix.XDP_FLAGS_SKB_MODE)
+		if err := netlink.LinkSetXdpFdWithFlags(link, p.Prog.FD(), flags); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", m, err))
+			continue
+		}
+		return m, nil
+	}
+	return "", fmt.Errorf("attach xdp to %s: %w", link.Attrs().Name, errors.Join(errs...))
+}
+
+// Detach removes any XDP program from the interface.
+func Detach(ifindex int) error {
+	link, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return fmt.Errorf("interface %d: %w", ifindex, err)
+	}
+	e1 := netlink.LinkSetXdpFdWithFlags(link, -1, unix.XDP_FLAGS_DRV_MODE)
+	e2 := netlink.LinkSetXdpFdWithFlags(link, -1, unix.XDP_FLAGS_SKB_MODE)
+	if e1 != nil && e2 != nil {
+		return fmt.Errorf("detach xdp from %s: %w", link.Attrs().Name, errors.Join(e1, e2))
+	}
+	return nil
+}
+
+// Register puts an AF_XDP socket into the program's map for a queue.
+func (p *Program) Register(queue int, fd int) error {
+	if err := p.xsks.Put(uint32(queue), uint32(fd)); err != nil {
+		return fmt.Errorf("register xsk for queue %d: %w", queue, err)
+	}
+	return nil
+}
+
+// Unregister removes a queue's socket.
+func (p *Program) Unregister(queue int) error { return p.xsks.Delete(uint32(queue)) }
+
+// Stats sums the per-CPU verdict counters.
+func (p *Program) Stats() ([NumStats]uint64, error) {
+	var out [NumStats]uint64
+	for i := range out {
+		var per []uint64
+		if err := p.stats.Lookup(uint32(i), &per); err != nil {
+			return out, fmt.Errorf("read xdp stats: %w", err)
+		}
+		for _, v := range per {
+			out[i] += v
+		}
+	}
+	return out, nil
+}
+
+// Close unloads the program and its maps (detach it first).
+func (p *Program) Close() error {
+	return errors.Join(p.Prog.Close(), p.xsks.Close(), p.stats.Close())
+}
