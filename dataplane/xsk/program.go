@@ -108,7 +108,7 @@ func instructions(mac net.HardwareAddr, xsksFD, statsFD int) asm.Instructions {
 		qinq = 0xa888 // 0x88a8
 	)
 	ins := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),            // ctx
+		asm.Mov.Reg(asm.R6, asm.R1),              // ctx
 		asm.LoadMem(asm.R2, asm.R6, 0, asm.Word), // data
 		asm.LoadMem(asm.R3, asm.R6, 4, asm.Word), // data_end
 		asm.Mov.Reg(asm.R4, asm.R2),
