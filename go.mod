@@ -3,6 +3,7 @@ module github.com/xdpcluster/xdpcluster
 go 1.26.8
 
 require (
+	github.com/asavie/xdp v0.3.3
 	github.com/cilium/ebpf v0.22.0
 	github.com/gopacket/gopacket v1.7.7
 	github.com/vishvananda/netlink v1.3.1

@@ -12,6 +12,7 @@ declare -A pkg_of=(
   [conntrack]=conntrack
   [tcpdump]=tcpdump
   [ping]=iputils-ping
+  [ethtool]=ethtool
 )
 
 missing=()

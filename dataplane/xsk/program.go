@@ -20,6 +20,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -49,6 +50,7 @@ type Program struct {
 	xsks  *ebpf.Map
 	stats *ebpf.Map
 	mac   net.HardwareAddr
+	links []link.Link
 }
 
 // NewProgram loads the program for frames addressed to clusterMAC. It needs
@@ -173,13 +175,21 @@ const (
 	ModeGeneric Mode = "generic"
 )
 
-// Attach attaches the program to the interface, replacing any program
-// already there (a stale one left by a crashed run), natively if the
-// driver supports it and generically otherwise; want "" tries both.
+// Attach attaches the program to the interface as a bpf_link, natively if
+// the driver supports it and generically otherwise (want "" tries both).
+// A program left attached by an earlier run (through netlink) is removed
+// first; a bpf_link itself disappears with its process, so a crashed run
+// leaves nothing behind. Call it with the thread in the interface's
+// network namespace.
 func (p *Program) Attach(ifindex int, want Mode) (Mode, error) {
-	link, err := netlink.LinkByIndex(ifindex)
+	nl, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
 		return "", fmt.Errorf("interface %d: %w", ifindex, err)
+	}
+	name := nl.Attrs().Name
+	if x := nl.Attrs().Xdp; x != nil && x.Attached {
+		netlink.LinkSetXdpFdWithFlags(nl, -1, unix.XDP_FLAGS_DRV_MODE)
+		netlink.LinkSetXdpFdWithFlags(nl, -1, unix.XDP_FLAGS_SKB_MODE)
 	}
 	try := []Mode{ModeNative, ModeGeneric}
 	if want != "" {
@@ -187,34 +197,29 @@ func (p *Program) Attach(ifindex int, want Mode) (Mode, error) {
 	}
 	var errs []error
 	for _, m := range try {
-		flags := unix.XDP_FLAGS_DRV_MODE
+		flags := link.XDPDriverMode
 		if m == ModeGeneric {
-			flags = unix.XDP_FLAGS_SKB_MODE
+			flags = link.XDPGenericMode
 		}
-		// Clear a program attached in the other mode first.
-		netlink.LinkSetXdpFdWithFlags(link, -1, unix.XDP_FLAGS_DRV_MODE)
-		netlink.LinkSetXdpFdWithFlags(link, -1, unix.XDP_FLAGS_SKB_MODE)
-		if err := netlink.LinkSetXdpFdWithFlags(link, p.Prog.FD(), flags); err != nil {
+		l, err := link.AttachXDP(link.XDPOptions{Program: p.Prog, Interface: ifindex, Flags: flags})
+		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", m, err))
 			continue
 		}
+		p.links = append(p.links, l)
 		return m, nil
 	}
-	return "", fmt.Errorf("attach xdp to %s: %w", link.Attrs().Name, errors.Join(errs...))
+	return "", fmt.Errorf("attach xdp to %s: %w", name, errors.Join(errs...))
 }
 
-// Detach removes any XDP program from the interface.
-func Detach(ifindex int) error {
-	link, err := netlink.LinkByIndex(ifindex)
-	if err != nil {
-		return fmt.Errorf("interface %d: %w", ifindex, err)
+// Detach removes the program from every interface it was attached to.
+func (p *Program) Detach() error {
+	var errs []error
+	for _, l := range p.links {
+		errs = append(errs, l.Close())
 	}
-	e1 := netlink.LinkSetXdpFdWithFlags(link, -1, unix.XDP_FLAGS_DRV_MODE)
-	e2 := netlink.LinkSetXdpFdWithFlags(link, -1, unix.XDP_FLAGS_SKB_MODE)
-	if e1 != nil && e2 != nil {
-		return fmt.Errorf("detach xdp from %s: %w", link.Attrs().Name, errors.Join(e1, e2))
-	}
-	return nil
+	p.links = nil
+	return errors.Join(errs...)
 }
 
 // Register puts an AF_XDP socket into the program's map for a queue.
@@ -243,7 +248,7 @@ func (p *Program) Stats() ([NumStats]uint64, error) {
 	return out, nil
 }
 
-// Close unloads the program and its maps (detach it first).
+// Close detaches the program and unloads it and its maps.
 func (p *Program) Close() error {
-	return errors.Join(p.Prog.Close(), p.xsks.Close(), p.stats.Close())
+	return errors.Join(p.Detach(), p.Prog.Close(), p.xsks.Close(), p.stats.Close())
 }

@@ -1,0 +1,213 @@
+// Package dataplane is the gateway's packet path: a pool of workers, one
+// per queue, each owning that queue's Port on every data interface (so
+// every TX ring has one producer). A worker receives a batch, parses it,
+// tracks every packet's connection, decides with the cluster match whether
+// this node owns it, and forwards owned packets out of the egress
+// interface the kernel's routing table names, to the next hop's MAC from
+// the kernel's neighbour table; foreign and invalid frames go back to the
+// fill ring.
+//
+// No allocation, lock or log call happens per packet. Counters are
+// per-worker and published once per batch; the node mask is read through
+// one atomic load per batch, so SetMatch takes effect at once without
+// touching connection state.
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/conntrack"
+	"github.com/xdpcluster/xdpcluster/packet"
+)
+
+// Verdict is what happened to a received frame.
+type Verdict uint8
+
+// Verdicts.
+const (
+	Forwarded   Verdict = iota // owned and sent
+	Foreign                    // another node's share, dropped
+	Invalid                    // no connection (conntrack INVALID/UNTRACKED), dropped
+	Malformed                  // could not be parsed, dropped
+	NotIP                      // not IPv4/IPv6 (should not reach the dataplane), dropped
+	NoRoute                    // no route out of a data interface, dropped
+	NoNeighbour                // next hop's MAC not known yet (resolution triggered), dropped
+	TTLExpired                 // TTL / hop limit would reach 0, dropped
+	TxFull                     // no TX buffer or ring slot, dropped
+	Local                      // addressed to the node itself, dropped
+	NumVerdicts
+)
+
+var verdictNames = [NumVerdicts]string{"forwarded", "foreign", "invalid", "malformed", "not_ip", "no_route",
+	"no_neighbour", "ttl_expired", "tx_full", "local"}
+
+func (v Verdict) String() string {
+	if v < NumVerdicts {
+		return verdictNames[v]
+	}
+	return "unknown"
+}
+
+// Counters are one worker's counts for one ingress interface. Each field
+// is written by its worker only (once per batch) and may be read at any
+// time by others.
+type Counters struct {
+	Packets   [NumVerdicts]atomic.Uint64
+	Bytes     [NumVerdicts]atomic.Uint64
+	Malformed [packet.NumReasons]atomic.Uint64
+	Invalid   [conntrack.NumReasons]atomic.Uint64
+	// Owner counts packets with a connection by the node (0-based bucket)
+	// that owns them, whichever node this is: every node sees every packet.
+	Owner   [cluster.MaxNodes]atomic.Uint64
+	Batches atomic.Uint64
+	// BatchSizes is a histogram of receive batch sizes: bucket i counts
+	// batches of up to 2^i frames.
+	BatchSizes [8]atomic.Uint64
+}
+
+// Route is where a destination goes.
+type Route struct {
+	Iface   int     // index into the dataplane's interfaces
+	NextHop [6]byte // next hop's MAC
+	Verdict Verdict // Forwarded when usable, else NoRoute, NoNeighbour or Local
+}
+
+// Resolver finds routes; it is called off the per-packet path (workers
+// cache its answers) and must be safe for concurrent use.
+type Resolver interface {
+	Resolve(family uint8, dst [16]byte) Route
+}
+
+// Iface is one data interface.
+type Iface struct {
+	Name  string
+	MAC   [6]byte // own MAC: the source of forwarded frames
+	Ports []Port  // by queue
+}
+
+// Config are the dataplane's parts.
+type Config struct {
+	Ifaces   []Iface
+	Match    cluster.Match
+	Tracker  *conntrack.Table
+	Resolver Resolver
+	// BatchSize bounds a receive batch (default and maximum 64).
+	BatchSize int
+}
+
+// Dataplane runs the workers.
+type Dataplane struct {
+	cfg      Config
+	match    atomic.Pointer[cluster.Match]
+	workers  []*worker
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	routeGen atomic.Uint64
+}
+
+// New checks the configuration and prepares one worker per queue.
+func New(cfg Config) (*Dataplane, error) {
+	if len(cfg.Ifaces) == 0 {
+		return nil, errors.New("dataplane: no interfaces")
+	}
+	if cfg.Tracker == nil || cfg.Resolver == nil {
+		return nil, errors.New("dataplane: tracker and resolver are required")
+	}
+	if err := cfg.Match.Validate(); err != nil {
+		return nil, fmt.Errorf("dataplane: %w", err)
+	}
+	if cfg.BatchSize <= 0 || cfg.BatchSize > conntrack.BatchSize {
+		cfg.BatchSize = conntrack.BatchSize
+	}
+	queues := len(cfg.Ifaces[0].Ports)
+	for _, ifc := range cfg.Ifaces {
+		if len(ifc.Ports) != queues {
+			return nil, fmt.Errorf("dataplane: interface %s has %d queues, %s has %d: every data interface needs the same number",
+				ifc.Name, len(ifc.Ports), cfg.Ifaces[0].Name, queues)
+		}
+	}
+	d := &Dataplane{cfg: cfg, stop: make(chan struct{})}
+	m := cfg.Match
+	d.match.Store(&m)
+	for q := 0; q < queues; q++ {
+		d.workers = append(d.workers, newWorker(d, q))
+	}
+	return d, nil
+}
+
+// Start runs the workers.
+func (d *Dataplane) Start() {
+	for _, w := range d.workers {
+		d.wg.Add(1)
+		go func(w *worker) {
+			defer d.wg.Done()
+			w.run()
+		}(w)
+	}
+}
+
+// Stop stops the workers and waits for them.
+func (d *Dataplane) Stop() {
+	select {
+	case <-d.stop:
+	default:
+		close(d.stop)
+	}
+	d.wg.Wait()
+}
+
+// Match returns the match in force.
+func (d *Dataplane) Match() cluster.Match { return *d.match.Load() }
+
+// SetMatch swaps the match (e.g. a wider node mask to take over a failed
+// peer's share); workers see it at their next batch. Only the node mask and
+// invert flag may change at run time: connections remember their bucket,
+// which depends on the seed and node count.
+func (d *Dataplane) SetMatch(m cluster.Match) error {
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	cur := d.match.Load()
+	if m.TotalNodes != cur.TotalNodes || m.Seed != cur.Seed || m.Hash != cur.Hash {
+		return fmt.Errorf("the node count, seed and hash mode cannot change at run time (restart the dataplane): have %s, want %s", cur, m)
+	}
+	d.match.Store(&m)
+	return nil
+}
+
+// FlushRoutes makes every worker forget its cached routes at its next
+// batch (call on route or neighbour changes).
+func (d *Dataplane) FlushRoutes() { d.routeGen.Add(1) }
+
+// Counters returns the counters of worker q for ingress interface i.
+func (d *Dataplane) Counters(q, i int) *Counters { return &d.workers[q].counters[i] }
+
+// Queues is the number of workers.
+func (d *Dataplane) Queues() int { return len(d.workers) }
+
+// Ifaces returns the interfaces.
+func (d *Dataplane) Ifaces() []Iface { return d.cfg.Ifaces }
+
+// Totals sums every worker's counters for one ingress interface (-1: all).
+func (d *Dataplane) Totals(iface int) (pkts, bytes [NumVerdicts]uint64, owner [cluster.MaxNodes]uint64) {
+	for _, w := range d.workers {
+		for i := range w.counters {
+			if iface >= 0 && i != iface {
+				continue
+			}
+			c := &w.counters[i]
+			for v := range pkts {
+				pkts[v] += c.Packets[v].Load()
+				bytes[v] += c.Bytes[v].Load()
+			}
+			for b := range owner {
+				owner[b] += c.Owner[b].Load()
+			}
+		}
+	}
+	return pkts, bytes, owner
+}

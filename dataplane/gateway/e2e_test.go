@@ -1,0 +1,373 @@
+package gateway_test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/conntrack"
+	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/dataplane/gateway"
+	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
+	"github.com/xdpcluster/xdpcluster/internal/netns"
+	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+	"github.com/xdpcluster/xdpcluster/packet"
+)
+
+const seed = 0xdeadbeef
+
+type node struct {
+	ns      *netns.NS
+	gw      *gateway.Gateway
+	backMAC net.HardwareAddr
+	match   cluster.Match
+}
+
+func startNodes(t *testing.T, cl *netns.Cluster) []*node {
+	var nodes []*node
+	for i, ns := range cl.Nodes {
+		n := &node{ns: ns, match: cluster.LocalNode(uint32(len(cl.Nodes)), uint32(i+1), seed), backMAC: nstest.MAC(t, ns, "back")}
+		err := ns.Do(func() (err error) {
+			n.gw, err = gateway.Start(gateway.Config{
+				Interfaces: []gateway.Interface{{Name: "front", ClusterMAC: cl.FrontMAC}, {Name: "back", ClusterMAC: cl.BackMAC}},
+				Match:      n.match,
+				Port:       xsk.PortOptions{NumFrames: 4096, FrameSize: 2048, RingSize: 2048},
+			})
+			return err
+		})
+		if err != nil {
+			t.Fatalf("node %d: %v", i+1, err)
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				pkts, _, _ := n.gw.DP.Totals(-1)
+				var ps []string
+				for v, c := range pkts {
+					if c != 0 {
+						ps = append(ps, fmt.Sprintf("%s=%d", dataplane.Verdict(v), c))
+					}
+				}
+				var xs []string
+				for _, p := range n.gw.Programs {
+					st, _ := p.Stats()
+					xs = append(xs, fmt.Sprint(st))
+				}
+				t.Logf("node %s: %v; xdp %v; invalid %v", n.ns.Name, ps, xs, invalidReasons(n.gw.DP))
+			}
+			n.gw.Close()
+		})
+		t.Logf("node %d: %v", i+1, n.gw.Modes)
+		nodes = append(nodes, n)
+	}
+	// Warm the neighbour tables through the dataplane's own resolver (it
+	// asks the kernel to resolve), so no first packet waits for ARP.
+	var dsts []netip.Addr
+	dsts = append(append(append(dsts, cl.Clients4...), cl.Clients6...), cl.Server4, cl.Server6)
+	deadline := time.Now().Add(10 * time.Second)
+	for _, n := range nodes {
+		for _, a := range dsts {
+			fam, b := uint8(6), a.As16()
+			if a.Is4() {
+				fam = 4
+				v := a.As4()
+				b = [16]byte{}
+				copy(b[:], v[:])
+			}
+			for n.gw.Resolver.Resolve(fam, b).Verdict != dataplane.Forwarded {
+				if time.Now().After(deadline) {
+					t.Fatalf("node %s cannot resolve %s: %v", n.ns.Name, a, n.gw.Resolver.Resolve(fam, b).Verdict)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		n.gw.DP.FlushRoutes()
+	}
+	return nodes
+}
+
+// servers starts a TCP echo (dual stack :8080) and a UDP echo (:5353) in
+// the server namespace.
+func servers(t *testing.T, cl *netns.Cluster) {
+	var ln net.Listener
+	var pc net.PacketConn
+	if err := cl.Server.Do(func() (err error) {
+		if ln, err = net.Listen("tcp", ":8080"); err != nil {
+			return err
+		}
+		pc, err = net.ListenPacket("udp", ":5353")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close(); pc.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, a, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], a)
+		}
+	}()
+}
+
+// dial opens a TCP connection from a client address, in the client namespace.
+func dial(t *testing.T, cl *netns.Cluster, local netip.Addr) net.Conn {
+	t.Helper()
+	remote := netip.AddrPortFrom(cl.Server4, 8080)
+	if local.Is6() {
+		remote = netip.AddrPortFrom(cl.Server6, 8080)
+	}
+	var c net.Conn
+	err := cl.Client.Do(func() (err error) {
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: local.AsSlice()}}
+		c, err = d.Dial("tcp", remote.String())
+		return err
+	})
+	if err != nil {
+		t.Fatalf("dial from %s: %v", local, err)
+	}
+	return c
+}
+
+// echo sends n bytes and checks they come back intact.
+func echo(t *testing.T, c net.Conn, n int) {
+	t.Helper()
+	unit := []byte(fmt.Sprintf("%s->%s;", c.LocalAddr(), c.RemoteAddr()))
+	msg := bytes.Repeat(unit, n/len(unit)+1)[:n]
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write(msg); err != nil {
+		t.Fatalf("%s: write: %v", c.LocalAddr(), err)
+	}
+	got := make([]byte, n)
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("%s: read: %v", c.LocalAddr(), err)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatalf("%s: data corrupted", c.LocalAddr())
+	}
+}
+
+// capture runs tcpdump on the server's interface until stop is called,
+// which returns the capture file.
+func capture(t *testing.T, ns *netns.NS) (stop func() string) {
+	file := filepath.Join(t.TempDir(), "server.pcap")
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, "tcpdump", "-i", "eth0", "-n", "-U", "--immediate-mode", "-w", file, "ip or ip6")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("tcpdump: %v", err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "listening on") {
+				close(ready)
+				io.Copy(io.Discard, stderr)
+				return
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("tcpdump did not start")
+	}
+	stopped := false
+	stopFn := func() string {
+		if !stopped {
+			stopped = true
+			time.Sleep(200 * time.Millisecond)
+			cmd.Process.Signal(syscall.SIGINT)
+			cmd.Wait()
+		}
+		return file
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := exec.Command("tcpdump", "-vvenr", stopFn()).CombinedOutput()
+			if len(out) > 3000 {
+				out = out[:3000]
+			}
+			t.Logf("server capture:\n%s", out)
+		}
+	})
+	return stopFn
+}
+
+// sourcesByMAC reads which MACs delivered each client's packets to the server.
+func sourcesByMAC(t *testing.T, file string, server ...netip.Addr) map[netip.Addr]map[string]int {
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[netip.Addr]map[string]int{}
+	var p packet.Parsed
+	for {
+		data, _, err := r.ReadPacketData()
+		if err != nil {
+			break
+		}
+		if p.Decode(data) != packet.OK {
+			continue
+		}
+		src, dst := netip.AddrFrom16(p.Src), netip.AddrFrom16(p.Dst)
+		if p.Family == 4 {
+			src, dst = netip.AddrFrom4([4]byte(p.Src[:4])), netip.AddrFrom4([4]byte(p.Dst[:4]))
+		}
+		for _, s := range server {
+			if dst == s {
+				if out[src] == nil {
+					out[src] = map[string]int{}
+				}
+				out[src][net.HardwareAddr(data[6:12]).String()]++
+			}
+		}
+	}
+	return out
+}
+
+func TestGatewayEndToEnd(t *testing.T) {
+	nstest.Require(t)
+	for _, tool := range []string{"tcpdump", "ping"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s missing (the README's test command installs it): %v", tool, err)
+		}
+	}
+	cl, err := netns.NewCluster("xc-e2e", netns.ClusterOptions{Nodes: 3, Clients4: 40, Clients6: 6, StaticNeighbours: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	nodes := startNodes(t, cl)
+	servers(t, cl)
+	stop := capture(t, cl.Server)
+
+	clients := append(append([]netip.Addr(nil), cl.Clients4...), cl.Clients6...)
+	for _, a := range clients {
+		c := dial(t, cl, a)
+		echo(t, c, 3000)
+		c.Close()
+	}
+	for _, a := range cl.Clients4[:8] {
+		err := cl.Client.Do(func() error {
+			c, err := net.DialUDP("udp", &net.UDPAddr{IP: a.AsSlice()}, &net.UDPAddr{IP: cl.Server4.AsSlice(), Port: 5353})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(3 * time.Second))
+			if _, err := c.Write([]byte("hello " + a.String())); err != nil {
+				return err
+			}
+			_, err = c.Read(make([]byte, 100))
+			return err
+		})
+		if err != nil {
+			t.Fatalf("udp from %s: %v", a, err)
+		}
+	}
+	for _, a := range cl.Clients4[:3] {
+		nstest.Run(t, cl.Client, "ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", a.String(), cl.Server4.String())
+	}
+	nstest.Run(t, cl.Client, "ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", cl.Clients6[0].String(), cl.Server6.String())
+	time.Sleep(200 * time.Millisecond)
+
+	// Exactly once: every node received every frame, and the nodes together
+	// forwarded each exactly once. (A non-owner may class a few packets
+	// INVALID: it drains its two interfaces independently, so it can see a
+	// client's ACK before the server's SYN/ACK that it received on the
+	// other side; it drops them anyway, and the owner, which forwards both
+	// directions itself, sees them in order.)
+	var frames []uint64
+	var forwarded uint64
+	for i, n := range nodes {
+		pkts, _, _ := n.gw.DP.Totals(-1)
+		for v, c := range pkts {
+			switch dataplane.Verdict(v) {
+			case dataplane.Forwarded, dataplane.Foreign, dataplane.Invalid:
+			default:
+				if c != 0 {
+					t.Errorf("node %d: %d packets %s", i+1, c, dataplane.Verdict(v))
+				}
+			}
+		}
+		var xdpIn uint64
+		for _, p := range n.gw.Programs {
+			st, _ := p.Stats()
+			xdpIn += st[xsk.StatToXSK]
+		}
+		got := pkts[dataplane.Forwarded] + pkts[dataplane.Foreign] + pkts[dataplane.Invalid]
+		if got != xdpIn {
+			t.Errorf("node %d: the program sent %d frames to AF_XDP, the workers handled %d", i+1, xdpIn, got)
+		}
+		frames = append(frames, got)
+		forwarded += pkts[dataplane.Forwarded]
+		if pkts[dataplane.Forwarded] == 0 {
+			t.Errorf("node %d forwarded nothing", i+1)
+		}
+		t.Logf("node %d: forwarded %d, foreign %d, invalid %d %v", i+1, pkts[dataplane.Forwarded], pkts[dataplane.Foreign],
+			pkts[dataplane.Invalid], invalidReasons(n.gw.DP))
+	}
+	for i := range frames {
+		if frames[i] != frames[0] {
+			t.Errorf("node %d received %d frames, node 1 %d", i+1, frames[i], frames[0])
+		}
+	}
+	if forwarded != frames[0] {
+		t.Errorf("%d frames forwarded in all, %d received by each node: not exactly once", forwarded, frames[0])
+	}
+	// Each flow went through the node cluster.Match names.
+	byMAC := sourcesByMAC(t, stop(), cl.Server4, cl.Server6)
+	for _, a := range clients {
+		want := nodes[nodes[0].match.Node(a)].backMAC.String()
+		macs := byMAC[a]
+		if len(macs) != 1 || macs[want] == 0 {
+			t.Errorf("client %s reached the server through %v, want only node %d (%s)", a, macs, nodes[0].match.Node(a)+1, want)
+		}
+	}
+}
+
+func invalidReasons(d *dataplane.Dataplane) map[string]uint64 {
+	out := map[string]uint64{}
+	for q := 0; q < d.Queues(); q++ {
+		for i := range d.Ifaces() {
+			c := d.Counters(q, i)
+			for r := range c.Invalid {
+				if v := c.Invalid[r].Load(); v != 0 {
+					out[conntrack.Reason(r).String()] += v
+				}
+			}
+		}
+	}
+	return out
+}

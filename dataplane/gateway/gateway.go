@@ -1,0 +1,170 @@
+// Package gateway assembles a gateway node's dataplane: our XDP program on
+// every data interface, one AF_XDP port per queue, the connection tracker,
+// the netlink route resolver and the workers. Start must be called with
+// the calling thread in the node's network namespace (the daemon's own, or
+// a test's via netns.NS.Do); everything it opens stays bound there.
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/conntrack"
+	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
+)
+
+// Interface is one data interface and the cluster MAC its peers send to.
+type Interface struct {
+	Name       string
+	ClusterMAC net.HardwareAddr
+}
+
+// Config configures Start.
+type Config struct {
+	Interfaces []Interface
+	Match      cluster.Match
+	Conntrack  conntrack.Config
+	Port       xsk.PortOptions // zero: xsk.DefaultPortOptions
+	XDPMode    xsk.Mode        // "": native, else generic
+	Logger     *slog.Logger
+}
+
+// Gateway is a running gateway dataplane.
+type Gateway struct {
+	DP       *dataplane.Dataplane
+	Tracker  *conntrack.Table
+	Resolver *dataplane.NetlinkResolver
+	Programs []*xsk.Program
+	Modes    []string // per interface: "native, afxdp copy, 1 queue"
+	handle   *netlink.Handle
+	links    []int
+	ports    []dataplane.Port
+	log      *slog.Logger
+}
+
+// Start sets everything up and starts the workers. On error it undoes
+// what it did.
+func Start(cfg Config) (g *Gateway, err error) {
+	if len(cfg.Interfaces) == 0 {
+		return nil, errors.New("gateway: no data interfaces")
+	}
+	if err := cfg.Match.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Port == (xsk.PortOptions{}) {
+		cfg.Port = xsk.DefaultPortOptions()
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("netlink: %w", err)
+	}
+	g = &Gateway{handle: h, log: log}
+	defer func() {
+		if err != nil {
+			g.Close()
+			g = nil
+		}
+	}()
+	m := cfg.Match
+	ct := cfg.Conntrack
+	ct.Tag = func(fam uint8, orig [16]byte) uint8 {
+		if fam == 4 {
+			return uint8(m.Bucket4((*[4]byte)(orig[:4])))
+		}
+		return uint8(m.Bucket16(&orig))
+	}
+	if g.Tracker, err = conntrack.NewTable(ct); err != nil {
+		return g, err
+	}
+	// Open one port per usable RX queue. The kernel's allocated queue count
+	// can exceed the real one (veth), so bind until the kernel refuses,
+	// then keep the count every interface has.
+	perIface := make([][]*xsk.Port, len(cfg.Interfaces))
+	queues := -1
+	for i, ic := range cfg.Interfaces {
+		link, err := h.LinkByName(ic.Name)
+		if err != nil {
+			return g, fmt.Errorf("interface %s: %w", ic.Name, err)
+		}
+		g.links = append(g.links, link.Attrs().Index)
+		n := max(link.Attrs().NumRxQueues, 1)
+		for q := 0; q < n; q++ {
+			p, err := xsk.OpenPort(ic.Name, g.links[i], q, cfg.Port)
+			if err != nil {
+				if q == 0 {
+					return g, err
+				}
+				break
+			}
+			perIface[i] = append(perIface[i], p)
+			g.ports = append(g.ports, p)
+		}
+		if queues < 0 || len(perIface[i]) < queues {
+			queues = len(perIface[i])
+		}
+	}
+	var ifaces []dataplane.Iface
+	for i, ic := range cfg.Interfaces {
+		link, _ := h.LinkByIndex(g.links[i])
+		prog, err := xsk.NewProgram(ic.ClusterMAC)
+		if err != nil {
+			return g, fmt.Errorf("interface %s: %w", ic.Name, err)
+		}
+		g.Programs = append(g.Programs, prog)
+		ifc := dataplane.Iface{Name: ic.Name}
+		copy(ifc.MAC[:], link.Attrs().HardwareAddr)
+		for q, p := range perIface[i][:queues] {
+			if err := prog.Register(q, p.FD()); err != nil {
+				return g, fmt.Errorf("interface %s: %w", ic.Name, err)
+			}
+			ifc.Ports = append(ifc.Ports, p)
+		}
+		xm, err := prog.Attach(g.links[i], cfg.XDPMode)
+		if err != nil {
+			return g, err
+		}
+		g.Modes = append(g.Modes, fmt.Sprintf("xdp %s, %s, %d queue(s)", xm, perIface[i][0].Mode(), queues))
+		ifaces = append(ifaces, ifc)
+	}
+	g.Resolver = dataplane.NewNetlinkResolver(h, g.links)
+	g.DP, err = dataplane.New(dataplane.Config{Ifaces: ifaces, Match: cfg.Match, Tracker: g.Tracker, Resolver: g.Resolver})
+	if err != nil {
+		return g, err
+	}
+	g.DP.Start()
+	for i, ic := range cfg.Interfaces {
+		log.Info("dataplane started", "interface", ic.Name, "cluster_mac", ic.ClusterMAC.String(), "mode", g.Modes[i], "match", cfg.Match.String())
+	}
+	return g, nil
+}
+
+// Close stops the workers, detaches the programs and frees the rings.
+func (g *Gateway) Close() error {
+	var errs []error
+	if g.DP != nil {
+		g.DP.Stop()
+	}
+	for _, p := range g.Programs {
+		errs = append(errs, p.Detach())
+	}
+	for _, p := range g.ports {
+		errs = append(errs, p.Close())
+	}
+	for _, p := range g.Programs {
+		errs = append(errs, p.Close())
+	}
+	if g.handle != nil {
+		g.handle.Close()
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,76 @@
+package dataplane
+
+import (
+	"net"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// NetlinkResolver answers routes from the kernel's routing and neighbour
+// tables (so operators keep using `ip route` and `ip neigh`). When the next
+// hop's MAC is unknown it asks the kernel to resolve it (NTF_USE) and
+// reports NoNeighbour; the worker retries shortly. It is safe for
+// concurrent use; each call costs netlink round trips, which is why the
+// workers cache its answers.
+type NetlinkResolver struct {
+	h      *netlink.Handle
+	ifaces map[int]int // kernel link index -> dataplane interface index
+	mu     sync.Mutex
+}
+
+// NewNetlinkResolver uses handle h (of the node's network namespace) and
+// maps the kernel's link indexes to the dataplane's interfaces.
+func NewNetlinkResolver(h *netlink.Handle, linkIndexes []int) *NetlinkResolver {
+	r := &NetlinkResolver{h: h, ifaces: map[int]int{}}
+	for i, li := range linkIndexes {
+		r.ifaces[li] = i
+	}
+	return r
+}
+
+// usable neighbour states.
+const neighUsable = netlink.NUD_REACHABLE | netlink.NUD_STALE | netlink.NUD_DELAY | netlink.NUD_PROBE |
+	netlink.NUD_PERMANENT | netlink.NUD_NOARP
+
+// Resolve implements Resolver.
+func (r *NetlinkResolver) Resolve(family uint8, dst [16]byte) Route {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ip := net.IP(dst[:16])
+	fam := netlink.FAMILY_V6
+	if family == 4 {
+		ip = net.IP(dst[:4])
+		fam = netlink.FAMILY_V4
+	}
+	routes, err := r.h.RouteGet(ip)
+	if err != nil || len(routes) == 0 {
+		return Route{Verdict: NoRoute}
+	}
+	rt := routes[0]
+	if rt.Type == unix.RTN_LOCAL {
+		return Route{Verdict: Local}
+	}
+	idx, ok := r.ifaces[rt.LinkIndex]
+	if !ok {
+		return Route{Verdict: NoRoute} // not out of a data interface
+	}
+	nh := ip
+	if rt.Gw != nil {
+		nh = rt.Gw
+	}
+	neighs, err := r.h.NeighList(rt.LinkIndex, fam)
+	if err == nil {
+		for _, n := range neighs {
+			if n.IP.Equal(nh) && n.State&neighUsable != 0 && len(n.HardwareAddr) == 6 {
+				out := Route{Iface: idx, Verdict: Forwarded}
+				copy(out.NextHop[:], n.HardwareAddr)
+				return out
+			}
+		}
+	}
+	// Ask the kernel to resolve it; the packet is dropped meanwhile.
+	r.h.NeighSet(&netlink.Neigh{LinkIndex: rt.LinkIndex, Family: fam, IP: nh, State: netlink.NUD_NONE, Flags: netlink.NTF_USE})
+	return Route{Iface: idx, Verdict: NoNeighbour}
+}

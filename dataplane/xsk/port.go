@@ -1,0 +1,225 @@
+package xsk
+
+import (
+	"fmt"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/asavie/xdp"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpcluster/xdpcluster/dataplane"
+)
+
+// PortOptions size a port's frame memory and rings (powers of two).
+type PortOptions struct {
+	NumFrames int // frames in the UMEM: half for receiving, half for sending
+	FrameSize int
+	RingSize  int // entries of each of the four rings
+}
+
+// DefaultPortOptions are thousands of frames, not the library's 128.
+func DefaultPortOptions() PortOptions {
+	return PortOptions{NumFrames: 8192, FrameSize: 2048, RingSize: 4096}
+}
+
+// Validate names the first invalid field.
+func (o PortOptions) Validate() error {
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"num_frames", o.NumFrames}, {"frame_size", o.FrameSize}, {"ring_size", o.RingSize}} {
+		if f.v <= 0 || f.v&(f.v-1) != 0 {
+			return fmt.Errorf("xsk %s %d: must be a power of two", f.name, f.v)
+		}
+	}
+	if o.FrameSize < 2048 {
+		return fmt.Errorf("xsk frame_size %d: must be at least 2048", o.FrameSize)
+	}
+	if o.RingSize > o.NumFrames/2 {
+		return fmt.Errorf("xsk ring_size %d: must be at most num_frames/2 (%d)", o.RingSize, o.NumFrames/2)
+	}
+	return nil
+}
+
+// Port is an AF_XDP socket on one interface queue (github.com/asavie/xdp),
+// with the library's per-call costs worked around: our own free list of
+// transmit buffers instead of GetDescs' scan, one kick per batch, our own
+// poll, and Transmit's panic on an unexpected errno recovered and counted.
+type Port struct {
+	name      string
+	sock      *xdp.Socket
+	frameSize uint64
+	txFree    []uint64 // free transmit buffers
+	inflight  []uint64 // submitted, in completion order
+	head      int      // of inflight (a ring)
+	count     int
+	rx        []xdp.Desc
+	fill      []xdp.Desc
+	tx        []xdp.Desc
+	zeroCopy  bool
+	txErrors  atomic.Uint64
+	txFull    atomic.Uint64
+	fillEmpty atomic.Uint64
+}
+
+// OpenPort binds an AF_XDP socket to queue of interface ifindex and fills
+// its receive ring. Register its FD in the interface's Program.
+func OpenPort(name string, ifindex, queue int, opts PortOptions) (*Port, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	sock, err := xdp.NewSocket(ifindex, queue, &xdp.SocketOptions{
+		NumFrames: opts.NumFrames, FrameSize: opts.FrameSize,
+		FillRingNumDescs: opts.RingSize, CompletionRingNumDescs: opts.RingSize,
+		RxRingNumDescs: opts.RingSize, TxRingNumDescs: opts.RingSize,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bind xsk to %s queue %d: %w", name, queue, err)
+	}
+	p := &Port{
+		name: fmt.Sprintf("%s/q%d", name, queue), sock: sock, frameSize: uint64(opts.FrameSize),
+		inflight: make([]uint64, opts.NumFrames/2),
+		rx:       make([]xdp.Desc, 0, 256), fill: make([]xdp.Desc, 0, opts.RingSize), tx: make([]xdp.Desc, 0, 256),
+	}
+	half := opts.NumFrames / 2
+	for i := 0; i < half; i++ {
+		p.fill = append(p.fill, xdp.Desc{Addr: uint64(i) * p.frameSize})
+	}
+	sock.Fill(p.fill[:min(len(p.fill), opts.RingSize)])
+	for i := half; i < opts.NumFrames; i++ {
+		p.txFree = append(p.txFree, uint64(i)*p.frameSize)
+	}
+	p.zeroCopy = zeroCopy(sock.FD())
+	return p, nil
+}
+
+// zeroCopy asks the kernel whether the socket runs in zero-copy mode.
+func zeroCopy(fd int) bool {
+	var opts uint32
+	size := uint32(unsafe.Sizeof(opts))
+	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_XDP, unix.XDP_OPTIONS,
+		uintptr(unsafe.Pointer(&opts)), uintptr(unsafe.Pointer(&size)), 0)
+	return errno == 0 && opts&unix.XDP_OPTIONS_ZEROCOPY != 0
+}
+
+// Name implements dataplane.Port.
+func (p *Port) Name() string { return p.name }
+
+// Mode implements dataplane.Port.
+func (p *Port) Mode() string {
+	if p.zeroCopy {
+		return "afxdp zero-copy"
+	}
+	return "afxdp copy"
+}
+
+// FD implements dataplane.Port.
+func (p *Port) FD() int { return p.sock.FD() }
+
+// Receive implements dataplane.Port.
+func (p *Port) Receive(fs []dataplane.Frame) int {
+	descs := p.sock.Receive(len(fs))
+	for i, d := range descs {
+		fs[i] = dataplane.Frame{Addr: d.Addr, Len: d.Len}
+	}
+	return len(descs)
+}
+
+// Bytes implements dataplane.Port.
+func (p *Port) Bytes(f dataplane.Frame) []byte {
+	return p.sock.GetFrame(xdp.Desc{Addr: f.Addr, Len: f.Len})
+}
+
+// Recycle implements dataplane.Port.
+func (p *Port) Recycle(fs []dataplane.Frame) {
+	d := p.fill[:0]
+	for _, f := range fs {
+		d = append(d, xdp.Desc{Addr: f.Addr &^ (p.frameSize - 1)})
+	}
+	if n := p.sock.Fill(d); n < len(d) {
+		// Cannot happen while we own no more frames than the ring holds;
+		// count it rather than lose track silently.
+		p.fillEmpty.Add(uint64(len(d) - n))
+	}
+}
+
+// AllocTx implements dataplane.Port.
+func (p *Port) AllocTx() (dataplane.Frame, []byte, bool) {
+	if len(p.txFree) == 0 {
+		p.Reap()
+		if len(p.txFree) == 0 {
+			p.txFull.Add(1)
+			return dataplane.Frame{}, nil, false
+		}
+	}
+	a := p.txFree[len(p.txFree)-1]
+	p.txFree = p.txFree[:len(p.txFree)-1]
+	f := dataplane.Frame{Addr: a, Len: uint32(p.frameSize)}
+	return f, p.sock.GetFrame(xdp.Desc{Addr: a, Len: uint32(p.frameSize)}), true
+}
+
+// FreeTx implements dataplane.Port.
+func (p *Port) FreeTx(f dataplane.Frame) { p.txFree = append(p.txFree, f.Addr) }
+
+// Transmit implements dataplane.Port.
+func (p *Port) Transmit(fs []dataplane.Frame) (queued int) {
+	if len(fs) == 0 {
+		return 0
+	}
+	d := p.tx[:0]
+	for _, f := range fs {
+		d = append(d, xdp.Desc{Addr: f.Addr, Len: f.Len})
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			// asavie/xdp panics when sendto fails with an unexpected errno
+			// (e.g. the link went down): the frames are on the ring.
+			p.txErrors.Add(1)
+		}
+		for _, f := range fs[:queued] {
+			p.inflight[(p.head+p.count)%len(p.inflight)] = f.Addr
+			p.count++
+		}
+		for _, f := range fs[queued:] {
+			p.txFree = append(p.txFree, f.Addr)
+		}
+		if queued < len(fs) {
+			p.txFull.Add(uint64(len(fs) - queued))
+		}
+	}()
+	free := p.sock.NumFreeTxSlots()
+	queued = min(free, len(d))
+	p.sock.Transmit(d[:queued])
+	return queued
+}
+
+// Reap implements dataplane.Port. AF_XDP completes a queue's frames in the
+// order they were submitted.
+func (p *Port) Reap() {
+	n := p.sock.NumCompleted()
+	if n == 0 {
+		return
+	}
+	p.sock.Complete(n)
+	for i := 0; i < n && p.count > 0; i++ {
+		p.txFree = append(p.txFree, p.inflight[p.head])
+		p.head = (p.head + 1) % len(p.inflight)
+		p.count--
+	}
+}
+
+// Stats implements dataplane.Port.
+func (p *Port) Stats() dataplane.PortStats {
+	s := dataplane.PortStats{TxErrors: p.txErrors.Load(), TxRingFull: p.txFull.Load(), FillRingEmpty: p.fillEmpty.Load()}
+	if st, err := p.sock.Stats(); err == nil {
+		s.RxDropped = st.KernelStats.Rx_dropped
+		s.RxInvalid = st.KernelStats.Rx_invalid_descs
+		s.TxInvalid = st.KernelStats.Tx_invalid_descs
+		s.RxFillEmpty = st.KernelStats.Rx_fill_ring_empty_descs
+	}
+	return s
+}
+
+// Close implements dataplane.Port.
+func (p *Port) Close() error { return p.sock.Close() }
