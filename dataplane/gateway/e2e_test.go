@@ -371,3 +371,52 @@ func invalidReasons(d *dataplane.Dataplane) map[string]uint64 {
 	}
 	return out
 }
+
+// TestGatewayTakeover: node 2 fails; node 1 widens its mask to take node
+// 2's share at run time. A connection node 2 carried keeps working through
+// node 1 (which tracked it all along), and new connections of that share
+// go through node 1.
+func TestGatewayTakeover(t *testing.T) {
+	nstest.Require(t)
+	cl, err := netns.NewCluster("xc-tko", netns.ClusterOptions{Nodes: 3, Clients4: 40, Clients6: 2, StaticNeighbours: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	nodes := startNodes(t, cl)
+	servers(t, cl)
+	var share2 []netip.Addr // clients node 2 owns
+	for _, a := range cl.Clients4 {
+		if nodes[0].match.Node(a) == 1 {
+			share2 = append(share2, a)
+		}
+	}
+	if len(share2) < 2 {
+		t.Fatalf("only %d of 40 clients in node 2's share", len(share2))
+	}
+	long := dial(t, cl, share2[0])
+	defer long.Close()
+	echo(t, long, 5000)
+	before, _, _ := nodes[0].gw.DP.Totals(-1)
+
+	// Node 2 fails: its dataplane stops and its XDP program goes away.
+	if err := nodes[1].gw.Close(); err != nil {
+		t.Fatalf("stop node 2: %v", err)
+	}
+	m := nodes[0].match
+	m.NodeMask |= 1 << 1
+	if err := nodes[0].gw.DP.SetMatch(m); err != nil {
+		t.Fatal(err)
+	}
+	echo(t, long, 5000) // the established connection survives
+	c := dial(t, cl, share2[1])
+	echo(t, c, 3000) // and a new one of node 2's share works
+	c.Close()
+	after, _, _ := nodes[0].gw.DP.Totals(-1)
+	if after[dataplane.Forwarded]-before[dataplane.Forwarded] < 10 {
+		t.Errorf("node 1 forwarded only %d packets after the takeover", after[dataplane.Forwarded]-before[dataplane.Forwarded])
+	}
+	if err := nodes[0].gw.DP.SetMatch(cluster.LocalNode(3, 1, 7)); err == nil {
+		t.Error("SetMatch accepted a new seed at run time")
+	}
+}

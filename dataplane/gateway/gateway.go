@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 
@@ -46,6 +47,8 @@ type Gateway struct {
 	links    []int
 	ports    []dataplane.Port
 	log      *slog.Logger
+	once     sync.Once
+	closeErr error
 }
 
 // Start sets everything up and starts the workers. On error it undoes
@@ -148,8 +151,14 @@ func Start(cfg Config) (g *Gateway, err error) {
 	return g, nil
 }
 
-// Close stops the workers, detaches the programs and frees the rings.
+// Close stops the workers, detaches the programs and frees the rings. It
+// may be called more than once.
 func (g *Gateway) Close() error {
+	g.once.Do(func() { g.closeErr = g.close() })
+	return g.closeErr
+}
+
+func (g *Gateway) close() error {
 	var errs []error
 	if g.DP != nil {
 		g.DP.Stop()
