@@ -7,10 +7,8 @@ require (
 	github.com/cilium/ebpf v0.22.0
 	github.com/gopacket/gopacket v1.7.7
 	github.com/vishvananda/netlink v1.3.1
+	golang.org/x/net v0.55.0
 	golang.org/x/sys v0.50.0
 )
 
-require (
-	github.com/vishvananda/netns v0.0.5 // indirect
-	golang.org/x/net v0.55.0 // indirect
-)
+require github.com/vishvananda/netns v0.0.5 // indirect

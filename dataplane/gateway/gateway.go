@@ -17,6 +17,7 @@ import (
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/conntrack"
 	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/dataplane/afpacket"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
 )
 
@@ -31,9 +32,13 @@ type Config struct {
 	Interfaces []Interface
 	Match      cluster.Match
 	Conntrack  conntrack.Config
-	Port       xsk.PortOptions // zero: xsk.DefaultPortOptions
-	XDPMode    xsk.Mode        // "": native, else generic
-	Logger     *slog.Logger
+	// Backend is "afxdp", "afpacket" (raw sockets) or "auto" (the
+	// default): AF_XDP, else raw sockets with a warning saying why.
+	Backend string
+	Port    xsk.PortOptions  // zero: xsk.DefaultPortOptions
+	Packet  afpacket.Options // zero: afpacket.DefaultOptions
+	XDPMode xsk.Mode         // "": native, else generic
+	Logger  *slog.Logger
 }
 
 // Gateway is a running gateway dataplane.
@@ -89,23 +94,61 @@ func Start(cfg Config) (g *Gateway, err error) {
 	if g.Tracker, err = conntrack.NewTable(ct); err != nil {
 		return g, err
 	}
-	// Open one port per usable RX queue. The kernel's allocated queue count
-	// can exceed the real one (veth), so bind until the kernel refuses,
-	// then keep the count every interface has.
-	perIface := make([][]*xsk.Port, len(cfg.Interfaces))
-	queues := -1
-	for i, ic := range cfg.Interfaces {
+	for _, ic := range cfg.Interfaces {
 		link, err := h.LinkByName(ic.Name)
 		if err != nil {
 			return g, fmt.Errorf("interface %s: %w", ic.Name, err)
 		}
 		g.links = append(g.links, link.Attrs().Index)
+	}
+	var ifaces []dataplane.Iface
+	switch cfg.Backend {
+	case "afxdp":
+		ifaces, err = g.openXDP(h, cfg)
+	case "afpacket":
+		ifaces, err = g.openPacket(h, cfg)
+	case "", "auto":
+		if ifaces, err = g.openXDP(h, cfg); err != nil {
+			log.Warn("AF_XDP cannot be set up; falling back to the raw-socket (AF_PACKET) backend, which is slower", "error", err)
+			g.closePorts()
+			ifaces, err = g.openPacket(h, cfg)
+		}
+	default:
+		return g, fmt.Errorf("dataplane backend %q: must be afxdp, afpacket or auto", cfg.Backend)
+	}
+	if err != nil {
+		return g, err
+	}
+	g.Resolver = dataplane.NewNetlinkResolver(h, g.links)
+	g.DP, err = dataplane.New(dataplane.Config{Ifaces: ifaces, Match: cfg.Match, Tracker: g.Tracker, Resolver: g.Resolver})
+	if err != nil {
+		return g, err
+	}
+	g.DP.Start()
+	for i, ic := range cfg.Interfaces {
+		log.Info("dataplane started", "interface", ic.Name, "cluster_mac", ic.ClusterMAC.String(), "mode", g.Modes[i], "match", cfg.Match.String())
+	}
+	return g, nil
+}
+
+// openXDP opens one AF_XDP port per usable RX queue of every interface
+// and attaches our program. The kernel's allocated queue count can exceed
+// the real one (veth), so it binds until the kernel refuses, then keeps the
+// count every interface has.
+func (g *Gateway) openXDP(h *netlink.Handle, cfg Config) ([]dataplane.Iface, error) {
+	perIface := make([][]*xsk.Port, len(cfg.Interfaces))
+	queues := -1
+	for i, ic := range cfg.Interfaces {
+		link, err := h.LinkByIndex(g.links[i])
+		if err != nil {
+			return nil, fmt.Errorf("interface %s: %w", ic.Name, err)
+		}
 		n := max(link.Attrs().NumRxQueues, 1)
 		for q := 0; q < n; q++ {
 			p, err := xsk.OpenPort(ic.Name, g.links[i], q, cfg.Port)
 			if err != nil {
 				if q == 0 {
-					return g, err
+					return nil, err
 				}
 				break
 			}
@@ -121,34 +164,61 @@ func Start(cfg Config) (g *Gateway, err error) {
 		link, _ := h.LinkByIndex(g.links[i])
 		prog, err := xsk.NewProgram(ic.ClusterMAC)
 		if err != nil {
-			return g, fmt.Errorf("interface %s: %w", ic.Name, err)
+			return nil, fmt.Errorf("interface %s: %w", ic.Name, err)
 		}
 		g.Programs = append(g.Programs, prog)
 		ifc := dataplane.Iface{Name: ic.Name}
 		copy(ifc.MAC[:], link.Attrs().HardwareAddr)
 		for q, p := range perIface[i][:queues] {
 			if err := prog.Register(q, p.FD()); err != nil {
-				return g, fmt.Errorf("interface %s: %w", ic.Name, err)
+				return nil, fmt.Errorf("interface %s: %w", ic.Name, err)
 			}
 			ifc.Ports = append(ifc.Ports, p)
 		}
 		xm, err := prog.Attach(g.links[i], cfg.XDPMode)
 		if err != nil {
-			return g, err
+			return nil, err
 		}
 		g.Modes = append(g.Modes, fmt.Sprintf("xdp %s, %s, %d queue(s)", xm, perIface[i][0].Mode(), queues))
 		ifaces = append(ifaces, ifc)
 	}
-	g.Resolver = dataplane.NewNetlinkResolver(h, g.links)
-	g.DP, err = dataplane.New(dataplane.Config{Ifaces: ifaces, Match: cfg.Match, Tracker: g.Tracker, Resolver: g.Resolver})
-	if err != nil {
-		return g, err
+	return ifaces, nil
+}
+
+// openPacket opens one raw-socket port per interface.
+func (g *Gateway) openPacket(h *netlink.Handle, cfg Config) ([]dataplane.Iface, error) {
+	opts := cfg.Packet
+	if opts == (afpacket.Options{}) {
+		opts = afpacket.DefaultOptions()
 	}
-	g.DP.Start()
+	var ifaces []dataplane.Iface
 	for i, ic := range cfg.Interfaces {
-		log.Info("dataplane started", "interface", ic.Name, "cluster_mac", ic.ClusterMAC.String(), "mode", g.Modes[i], "match", cfg.Match.String())
+		link, err := h.LinkByIndex(g.links[i])
+		if err != nil {
+			return nil, fmt.Errorf("interface %s: %w", ic.Name, err)
+		}
+		p, err := afpacket.Open(ic.Name, g.links[i], ic.ClusterMAC, opts)
+		if err != nil {
+			return nil, err
+		}
+		g.ports = append(g.ports, p)
+		ifc := dataplane.Iface{Name: ic.Name, Ports: []dataplane.Port{p}}
+		copy(ifc.MAC[:], link.Attrs().HardwareAddr)
+		g.Modes = append(g.Modes, "afpacket, 1 queue")
+		ifaces = append(ifaces, ifc)
 	}
-	return g, nil
+	return ifaces, nil
+}
+
+// closePorts releases the ports and programs opened so far.
+func (g *Gateway) closePorts() {
+	for _, p := range g.Programs {
+		p.Close()
+	}
+	for _, p := range g.ports {
+		p.Close()
+	}
+	g.Programs, g.ports, g.Modes = nil, nil, nil
 }
 
 // Close stops the workers, detaches the programs and frees the rings. It

@@ -1,0 +1,49 @@
+package gateway_test
+
+import (
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/dataplane/gateway"
+	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
+	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+)
+
+// TestBackendChoice: "auto" falls back to raw sockets when AF_XDP cannot
+// be set up (here: impossible ring options), "afxdp" then fails with the
+// reason, and a bad backend name is refused.
+func TestBackendChoice(t *testing.T) {
+	ns := nstest.New(t, "xc-backend")
+	nstest.Run(t, ns, "ip", "link", "add", "a", "type", "veth", "peer", "name", "b")
+	nstest.Run(t, ns, "ip", "link", "set", "a", "up")
+	nstest.Run(t, ns, "ip", "link", "set", "b", "up")
+	mac := net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}
+	bad := xsk.PortOptions{NumFrames: 1000, FrameSize: 2048, RingSize: 256}
+	start := func(backend string) (*gateway.Gateway, error) {
+		var g *gateway.Gateway
+		err := ns.Do(func() (err error) {
+			g, err = gateway.Start(gateway.Config{
+				Interfaces: []gateway.Interface{{Name: "a", ClusterMAC: mac}},
+				Match:      cluster.LocalNode(2, 1, 1), Backend: backend, Port: bad,
+			})
+			return err
+		})
+		return g, err
+	}
+	g, err := start("auto")
+	if err != nil {
+		t.Fatalf("auto: %v", err)
+	}
+	if len(g.Modes) != 1 || !strings.HasPrefix(g.Modes[0], "afpacket") {
+		t.Errorf("auto chose %v, want the raw-socket fallback", g.Modes)
+	}
+	g.Close()
+	if _, err := start("afxdp"); err == nil || !strings.Contains(err.Error(), "num_frames 1000: must be a power of two") {
+		t.Errorf("afxdp with bad options: %v", err)
+	}
+	if _, err := start("dpdk"); err == nil || !strings.Contains(err.Error(), `backend "dpdk"`) {
+		t.Errorf("unknown backend: %v", err)
+	}
+}
