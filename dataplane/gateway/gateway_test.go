@@ -16,16 +16,16 @@ import (
 // reason, and a bad backend name is refused.
 func TestBackendChoice(t *testing.T) {
 	ns := nstest.New(t, "xc-backend")
-	nstest.Run(t, ns, "ip", "link", "add", "a", "type", "veth", "peer", "name", "b")
-	nstest.Run(t, ns, "ip", "link", "set", "a", "up")
-	nstest.Run(t, ns, "ip", "link", "set", "b", "up")
+	nstest.Run(t, ns, "ip", "link", "add", "dpa", "type", "veth", "peer", "name", "dpb")
+	nstest.Run(t, ns, "ip", "link", "set", "dpa", "up")
+	nstest.Run(t, ns, "ip", "link", "set", "dpb", "up")
 	mac := net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}
 	bad := xsk.PortOptions{NumFrames: 1000, FrameSize: 2048, RingSize: 256}
 	start := func(backend string) (*gateway.Gateway, error) {
 		var g *gateway.Gateway
 		err := ns.Do(func() (err error) {
 			g, err = gateway.Start(gateway.Config{
-				Interfaces: []gateway.Interface{{Name: "a", ClusterMAC: mac}},
+				Interfaces: []gateway.Interface{{Name: "dpa", ClusterMAC: mac}},
 				Match:      cluster.LocalNode(2, 1, 1), Backend: backend, Port: bad,
 			})
 			return err
