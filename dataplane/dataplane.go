@@ -183,6 +183,9 @@ func (d *Dataplane) SetMatch(m cluster.Match) error {
 // batch (call on route or neighbour changes).
 func (d *Dataplane) FlushRoutes() { d.routeGen.Add(1) }
 
+// RouteGeneration counts FlushRoutes calls.
+func (d *Dataplane) RouteGeneration() uint64 { return d.routeGen.Load() }
+
 // Counters returns the counters of worker q for ingress interface i.
 func (d *Dataplane) Counters(q, i int) *Counters { return &d.workers[q].counters[i] }
 

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -54,6 +55,7 @@ type Gateway struct {
 	log      *slog.Logger
 	once     sync.Once
 	closeErr error
+	done     chan struct{}
 }
 
 // Start sets everything up and starts the workers. On error it undoes
@@ -125,10 +127,55 @@ func Start(cfg Config) (g *Gateway, err error) {
 		return g, err
 	}
 	g.DP.Start()
+	if err := g.followKernel(); err != nil {
+		return g, err
+	}
 	for i, ic := range cfg.Interfaces {
 		log.Info("dataplane started", "interface", ic.Name, "cluster_mac", ic.ClusterMAC.String(), "mode", g.Modes[i], "match", cfg.Match.String())
 	}
 	return g, nil
+}
+
+// followKernel flushes the workers' route caches when the kernel's routes
+// or neighbours change, at most every 100 ms (neighbour states change
+// often). The netlink sockets belong to the calling thread's namespace.
+func (g *Gateway) followKernel() error {
+	g.done = make(chan struct{})
+	routes := make(chan netlink.RouteUpdate, 256)
+	neighs := make(chan netlink.NeighUpdate, 256)
+	if err := netlink.RouteSubscribe(routes, g.done); err != nil {
+		return fmt.Errorf("subscribe to route changes: %w", err)
+	}
+	if err := netlink.NeighSubscribe(neighs, g.done); err != nil {
+		return fmt.Errorf("subscribe to neighbour changes: %w", err)
+	}
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		dirty := false
+		for {
+			select {
+			case _, ok := <-routes:
+				if !ok {
+					return
+				}
+				dirty = true
+			case _, ok := <-neighs:
+				if !ok {
+					return
+				}
+				dirty = true
+			case <-tick.C:
+				if dirty {
+					g.DP.FlushRoutes()
+					dirty = false
+				}
+			case <-g.done:
+				return
+			}
+		}
+	}()
+	return nil
 }
 
 // openXDP opens one AF_XDP port per usable RX queue of every interface
@@ -230,6 +277,9 @@ func (g *Gateway) Close() error {
 
 func (g *Gateway) close() error {
 	var errs []error
+	if g.done != nil {
+		close(g.done)
+	}
 	if g.DP != nil {
 		g.DP.Stop()
 	}

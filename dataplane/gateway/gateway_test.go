@@ -4,6 +4,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/dataplane/gateway"
@@ -45,5 +46,32 @@ func TestBackendChoice(t *testing.T) {
 	}
 	if _, err := start("dpdk"); err == nil || !strings.Contains(err.Error(), `backend "dpdk"`) {
 		t.Errorf("unknown backend: %v", err)
+	}
+}
+
+// TestFollowsKernelChanges: a neighbour change in the kernel flushes the
+// workers' route caches.
+func TestFollowsKernelChanges(t *testing.T) {
+	ns := nstest.New(t, "xc-follow")
+	nstest.Run(t, ns, "ip", "link", "add", "dpa", "type", "veth", "peer", "name", "dpb")
+	nstest.Run(t, ns, "ip", "link", "set", "dpa", "up")
+	nstest.Run(t, ns, "ip", "link", "set", "dpb", "up")
+	var g *gateway.Gateway
+	if err := ns.Do(func() (err error) {
+		g, err = gateway.Start(gateway.Config{Interfaces: []gateway.Interface{{Name: "dpa", ClusterMAC: net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}}},
+			Match: cluster.LocalNode(2, 1, 1), Backend: "afpacket"})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	before := g.DP.RouteGeneration()
+	nstest.Run(t, ns, "ip", "neigh", "add", "192.0.2.9", "lladdr", "02:00:00:00:00:09", "dev", "dpa", "nud", "permanent")
+	deadline := time.Now().Add(3 * time.Second)
+	for g.DP.RouteGeneration() == before {
+		if time.Now().After(deadline) {
+			t.Fatal("a neighbour change did not flush the route caches")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
