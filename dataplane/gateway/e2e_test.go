@@ -215,19 +215,26 @@ func dial(t *testing.T, cl *netns.Cluster, local netip.Addr) net.Conn {
 // echo sends n bytes and checks they come back intact.
 func echo(t *testing.T, c net.Conn, n int) {
 	t.Helper()
+	if err := echoErr(c, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func echoErr(c net.Conn, n int) error {
 	unit := []byte(fmt.Sprintf("%s->%s;", c.LocalAddr(), c.RemoteAddr()))
 	msg := bytes.Repeat(unit, n/len(unit)+1)[:n]
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Write(msg); err != nil {
-		t.Fatalf("%s: write: %v", c.LocalAddr(), err)
+		return fmt.Errorf("%s: write: %w", c.LocalAddr(), err)
 	}
 	got := make([]byte, n)
 	if _, err := io.ReadFull(c, got); err != nil {
-		t.Fatalf("%s: read: %v", c.LocalAddr(), err)
+		return fmt.Errorf("%s: read: %w", c.LocalAddr(), err)
 	}
 	if !bytes.Equal(got, msg) {
-		t.Fatalf("%s: data corrupted", c.LocalAddr())
+		return fmt.Errorf("%s: data corrupted", c.LocalAddr())
 	}
+	return nil
 }
 
 // capture runs tcpdump on the server's interface until stop is called,
@@ -499,4 +506,35 @@ func TestGatewayTakeover(t *testing.T) {
 	if err := nodes[0].gw.DP.SetMatch(cluster.LocalNode(3, 1, 7)); err == nil {
 		t.Error("SetMatch accepted a new seed at run time")
 	}
+}
+
+// TestGatewayLinkFlap: the owner's egress link goes down while a
+// connection sends, then comes back: the worker survives (a failed TX kick
+// is counted, not fatal) and the connection completes.
+func TestGatewayLinkFlap(t *testing.T) {
+	nstest.Require(t)
+	cl, err := netns.NewCluster("xc-flap", netns.ClusterOptions{Nodes: 2, Clients4: 10, Clients6: 1, StaticNeighbours: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	nodes := startNodes(t, cl)
+	servers(t, cl)
+	a := cl.Clients4[0]
+	owner := nodes[nodes[0].match.Node(a)]
+	c := dial(t, cl, a)
+	defer c.Close()
+	echo(t, c, 2000)
+	nstest.Run(t, owner.ns, "ip", "link", "set", "back", "down")
+	done := make(chan error)
+	go func() { done <- echoErr(c, 20000) }() // sent while the link is down, finished after
+	time.Sleep(500 * time.Millisecond)
+	nstest.Run(t, owner.ns, "ip", "link", "set", "back", "up")
+	if err := <-done; err != nil {
+		t.Fatalf("across the link flap: %v", err)
+	}
+	echo(t, c, 2000)
+	c2 := dial(t, cl, a)
+	echo(t, c2, 2000)
+	c2.Close()
 }
