@@ -32,7 +32,7 @@ unit:
 
 # The packages whose state is shared between workers, under the race detector.
 race:
-	$(GO) test -count=1 -race ./conntrack ./packet ./cluster
+	$(GO) test -count=1 -race ./conntrack ./packet ./cluster ./dataplane
 
 bench-smoke:
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime=1x $(PKGS)

@@ -40,8 +40,10 @@ type Port interface {
 	// and kicks the kernel once. Frames it cannot queue are freed and
 	// counted; it returns how many were queued.
 	Transmit(fs []Frame) int
-	// Reap collects transmit completions, freeing their buffers.
-	Reap()
+	// Reap collects transmit completions, freeing their buffers, and
+	// kicks the kernel again if frames are still waiting to be sent. It
+	// returns how many frames are still in flight.
+	Reap() int
 	// FD is a descriptor to poll for received frames.
 	FD() int
 	// Stats returns ring health counters.

@@ -89,14 +89,15 @@ func (w *worker) run() {
 				w.batch(i, p, w.rx[:n], m)
 			}
 		}
+		inFlight := 0
 		for e, p := range w.ports {
 			if len(w.tx[e]) > 0 {
 				p.Transmit(w.tx[e])
 				w.tx[e] = w.tx[e][:0]
 			}
-			p.Reap()
+			inFlight += p.Reap()
 		}
-		if busy {
+		if busy || inFlight > 0 {
 			idle = 0
 			continue
 		}

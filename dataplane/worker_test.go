@@ -70,7 +70,7 @@ func (p *memPort) Transmit(fs []Frame) int {
 	}
 	return len(fs)
 }
-func (p *memPort) Reap()            {}
+func (p *memPort) Reap() int        { return 0 }
 func (p *memPort) Stats() PortStats { return PortStats{} }
 func (p *memPort) Close() error     { return nil }
 

@@ -5,12 +5,14 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,6 +31,9 @@ import (
 
 const seed = 0xdeadbeef
 
+// testLogger receives the gateways' logs (nil: the default logger).
+var testLogger *slog.Logger
+
 type node struct {
 	ns      *netns.NS
 	gw      *gateway.Gateway
@@ -36,13 +41,13 @@ type node struct {
 	match   cluster.Match
 }
 
-func startNodes(t *testing.T, cl *netns.Cluster) []*node { return startMixed(t, cl, 0, "afxdp") }
+func startNodes(t testing.TB, cl *netns.Cluster) []*node { return startMixed(t, cl, 0, "afxdp") }
 
 // kernelRecipe configures a node as the iptables man page does: the
 // kernel forwards, -m cluster marks its share, everything else is dropped.
 // IPv6 neighbour discovery is let through first (it is never tracked, so
 // the mark rule would drop it and the node could not resolve neighbours).
-func kernelRecipe(t *testing.T, n *node, cl *netns.Cluster, total, local int) {
+func kernelRecipe(t testing.TB, n *node, cl *netns.Cluster, total, local int) {
 	ns := n.ns
 	nstest.Run(t, ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	nstest.Run(t, ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
@@ -71,7 +76,7 @@ func kernelRecipe(t *testing.T, n *node, cl *netns.Cluster, total, local int) {
 }
 
 // kernelForwarded reads how many packets the kernel node forwarded.
-func kernelForwarded(t *testing.T, ns *netns.NS) uint64 {
+func kernelForwarded(t testing.TB, ns *netns.NS) uint64 {
 	var total uint64
 	for _, tool := range []string{"iptables", "ip6tables"} {
 		out := nstest.Run(t, ns, tool, "-L", "FORWARD", "-v", "-x", "-n")
@@ -86,7 +91,7 @@ func kernelForwarded(t *testing.T, ns *netns.NS) uint64 {
 
 // startMixed starts xdpcluster on every node but kernelNode (1-based; 0:
 // none), which runs the kernel recipe instead.
-func startMixed(t *testing.T, cl *netns.Cluster, kernelNode int, backend string) []*node {
+func startMixed(t testing.TB, cl *netns.Cluster, kernelNode int, backend string) []*node {
 	var nodes []*node
 	for i, ns := range cl.Nodes {
 		n := &node{ns: ns, match: cluster.LocalNode(uint32(len(cl.Nodes)), uint32(i+1), seed), backMAC: nstest.MAC(t, ns, "back")}
@@ -100,6 +105,7 @@ func startMixed(t *testing.T, cl *netns.Cluster, kernelNode int, backend string)
 				Interfaces: []gateway.Interface{{Name: "front", ClusterMAC: cl.FrontMAC}, {Name: "back", ClusterMAC: cl.BackMAC}},
 				Match:      n.match,
 				Backend:    backend,
+				Logger:     testLogger,
 				Port:       xsk.PortOptions{NumFrames: 4096, FrameSize: 2048, RingSize: 2048},
 			})
 			return err
@@ -159,7 +165,7 @@ func startMixed(t *testing.T, cl *netns.Cluster, kernelNode int, backend string)
 
 // servers starts a TCP echo (dual stack :8080) and a UDP echo (:5353) in
 // the server namespace.
-func servers(t *testing.T, cl *netns.Cluster) {
+func servers(t testing.TB, cl *netns.Cluster) {
 	var ln net.Listener
 	var pc net.PacketConn
 	if err := cl.Server.Do(func() (err error) {
@@ -194,7 +200,7 @@ func servers(t *testing.T, cl *netns.Cluster) {
 }
 
 // dial opens a TCP connection from a client address, in the client namespace.
-func dial(t *testing.T, cl *netns.Cluster, local netip.Addr) net.Conn {
+func dial(t testing.TB, cl *netns.Cluster, local netip.Addr) net.Conn {
 	t.Helper()
 	remote := netip.AddrPortFrom(cl.Server4, 8080)
 	if local.Is6() {
@@ -213,7 +219,7 @@ func dial(t *testing.T, cl *netns.Cluster, local netip.Addr) net.Conn {
 }
 
 // echo sends n bytes and checks they come back intact.
-func echo(t *testing.T, c net.Conn, n int) {
+func echo(t testing.TB, c net.Conn, n int) {
 	t.Helper()
 	if err := echoErr(c, n); err != nil {
 		t.Fatal(err)
@@ -513,6 +519,9 @@ func TestGatewayTakeover(t *testing.T) {
 // is counted, not fatal) and the connection completes.
 func TestGatewayLinkFlap(t *testing.T) {
 	nstest.Require(t)
+	var logs syncBuffer
+	testLogger = slog.New(slog.NewTextHandler(&logs, nil))
+	defer func() { testLogger = nil }()
 	cl, err := netns.NewCluster("xc-flap", netns.ClusterOptions{Nodes: 2, Clients4: 10, Clients6: 1, StaticNeighbours: true})
 	if err != nil {
 		t.Fatal(err)
@@ -537,4 +546,29 @@ func TestGatewayLinkFlap(t *testing.T) {
 	c2 := dial(t, cl, a)
 	echo(t, c2, 2000)
 	c2.Close()
+	deadline := time.Now().Add(3 * time.Second)
+	for !strings.Contains(logs.String(), "port=back/q0") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no port error logged for the downed link; logs:\n%s", logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

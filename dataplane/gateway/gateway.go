@@ -46,7 +46,7 @@ type Config struct {
 type Gateway struct {
 	DP       *dataplane.Dataplane
 	Tracker  *conntrack.Table
-	Resolver *dataplane.NetlinkResolver
+	Resolver *NetlinkResolver
 	Programs []*xsk.Program
 	Modes    []string // per interface: "native, afxdp copy, 1 queue"
 	handle   *netlink.Handle
@@ -121,7 +121,7 @@ func Start(cfg Config) (g *Gateway, err error) {
 	if err != nil {
 		return g, err
 	}
-	g.Resolver = dataplane.NewNetlinkResolver(h, g.links)
+	g.Resolver = NewNetlinkResolver(h, g.links)
 	g.DP, err = dataplane.New(dataplane.Config{Ifaces: ifaces, Match: cfg.Match, Tracker: g.Tracker, Resolver: g.Resolver})
 	if err != nil {
 		return g, err
@@ -130,6 +130,7 @@ func Start(cfg Config) (g *Gateway, err error) {
 	if err := g.followKernel(); err != nil {
 		return g, err
 	}
+	go g.watchPorts(time.Second)
 	for i, ic := range cfg.Interfaces {
 		log.Info("dataplane started", "interface", ic.Name, "cluster_mac", ic.ClusterMAC.String(), "mode", g.Modes[i], "match", cfg.Match.String())
 	}
@@ -176,6 +177,32 @@ func (g *Gateway) followKernel() error {
 		}
 	}()
 	return nil
+}
+
+// watchPorts logs, with the port (interface and queue), every increase of
+// a port's error counters: TX failures (e.g. the link went down), frames
+// the kernel dropped, a full TX ring. The workers only count.
+func (g *Gateway) watchPorts(every time.Duration) {
+	last := make([]dataplane.PortStats, len(g.ports))
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-g.done:
+			return
+		case <-tick.C:
+		}
+		for i, p := range g.ports {
+			st := p.Stats()
+			prev := last[i]
+			last[i] = st
+			if st.TxErrors > prev.TxErrors || st.RxDropped > prev.RxDropped || st.TxRingFull > prev.TxRingFull || st.RxFillEmpty > prev.RxFillEmpty {
+				g.log.Warn("dataplane port errors", "port", p.Name(),
+					"tx_errors", st.TxErrors-prev.TxErrors, "rx_dropped", st.RxDropped-prev.RxDropped,
+					"tx_ring_full", st.TxRingFull-prev.TxRingFull, "fill_ring_empty", st.RxFillEmpty-prev.RxFillEmpty)
+			}
+		}
+	}
 }
 
 // openXDP opens one AF_XDP port per usable RX queue of every interface

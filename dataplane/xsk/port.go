@@ -195,17 +195,30 @@ func (p *Port) Transmit(fs []dataplane.Frame) (queued int) {
 }
 
 // Reap implements dataplane.Port. AF_XDP completes a queue's frames in the
-// order they were submitted.
-func (p *Port) Reap() {
-	n := p.sock.NumCompleted()
-	if n == 0 {
-		return
+// order they were submitted. In copy mode the kernel sends at most a small
+// batch per kick, so Reap kicks again while frames are waiting.
+func (p *Port) Reap() int {
+	if n := p.sock.NumCompleted(); n > 0 {
+		p.sock.Complete(n)
+		for i := 0; i < n && p.count > 0; i++ {
+			p.txFree = append(p.txFree, p.inflight[p.head])
+			p.head = (p.head + 1) % len(p.inflight)
+			p.count--
+		}
 	}
-	p.sock.Complete(n)
-	for i := 0; i < n && p.count > 0; i++ {
-		p.txFree = append(p.txFree, p.inflight[p.head])
-		p.head = (p.head + 1) % len(p.inflight)
-		p.count--
+	if p.count > 0 {
+		p.kick()
+	}
+	return p.count
+}
+
+// kick asks the kernel to send what is on the TX ring.
+func (p *Port) kick() {
+	_, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(p.sock.FD()), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	switch errno {
+	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS:
+	default:
+		p.txErrors.Add(1) // e.g. ENETDOWN: the link is down
 	}
 }
 

@@ -1,4 +1,4 @@
-package dataplane
+package gateway
 
 import (
 	"net"
@@ -6,6 +6,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/xdpcluster/xdpcluster/dataplane"
 )
 
 // NetlinkResolver answers routes from the kernel's routing and neighbour
@@ -34,8 +36,8 @@ func NewNetlinkResolver(h *netlink.Handle, linkIndexes []int) *NetlinkResolver {
 const neighUsable = netlink.NUD_REACHABLE | netlink.NUD_STALE | netlink.NUD_DELAY | netlink.NUD_PROBE |
 	netlink.NUD_PERMANENT | netlink.NUD_NOARP
 
-// Resolve implements Resolver.
-func (r *NetlinkResolver) Resolve(family uint8, dst [16]byte) Route {
+// Resolve implements dataplane.Resolver.
+func (r *NetlinkResolver) Resolve(family uint8, dst [16]byte) dataplane.Route {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ip := net.IP(dst[:16])
@@ -46,15 +48,15 @@ func (r *NetlinkResolver) Resolve(family uint8, dst [16]byte) Route {
 	}
 	routes, err := r.h.RouteGet(ip)
 	if err != nil || len(routes) == 0 {
-		return Route{Verdict: NoRoute}
+		return dataplane.Route{Verdict: dataplane.NoRoute}
 	}
 	rt := routes[0]
 	if rt.Type == unix.RTN_LOCAL {
-		return Route{Verdict: Local}
+		return dataplane.Route{Verdict: dataplane.Local}
 	}
 	idx, ok := r.ifaces[rt.LinkIndex]
 	if !ok {
-		return Route{Verdict: NoRoute} // not out of a data interface
+		return dataplane.Route{Verdict: dataplane.NoRoute} // not out of a data interface
 	}
 	nh := ip
 	if rt.Gw != nil {
@@ -64,7 +66,7 @@ func (r *NetlinkResolver) Resolve(family uint8, dst [16]byte) Route {
 	if err == nil {
 		for _, n := range neighs {
 			if n.IP.Equal(nh) && n.State&neighUsable != 0 && len(n.HardwareAddr) == 6 {
-				out := Route{Iface: idx, Verdict: Forwarded}
+				out := dataplane.Route{Iface: idx, Verdict: dataplane.Forwarded}
 				copy(out.NextHop[:], n.HardwareAddr)
 				return out
 			}
@@ -72,5 +74,5 @@ func (r *NetlinkResolver) Resolve(family uint8, dst [16]byte) Route {
 	}
 	// Ask the kernel to resolve it; the packet is dropped meanwhile.
 	r.h.NeighSet(&netlink.Neigh{LinkIndex: rt.LinkIndex, Family: fam, IP: nh, State: netlink.NUD_NONE, Flags: netlink.NTF_USE})
-	return Route{Iface: idx, Verdict: NoNeighbour}
+	return dataplane.Route{Iface: idx, Verdict: dataplane.NoNeighbour}
 }
