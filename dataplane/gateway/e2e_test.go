@@ -43,6 +43,19 @@ type node struct {
 
 func startNodes(t testing.TB, cl *netns.Cluster) []*node { return startMixed(t, cl, 0, "afxdp") }
 
+// interfaces are the node's data interfaces; with the cluster built
+// without static neighbour entries, the nodes answer ARP/ND for the
+// cluster addresses.
+func interfaces(cl *netns.Cluster) []gateway.Interface {
+	front := gateway.Interface{Name: "front", ClusterMAC: cl.FrontMAC}
+	back := gateway.Interface{Name: "back", ClusterMAC: cl.BackMAC}
+	if !cl.Static {
+		front.IPv4, front.IPv6 = []netip.Addr{cl.ClusterFront4}, []netip.Addr{cl.ClusterFront6}
+		back.IPv4, back.IPv6 = []netip.Addr{cl.ClusterBack4}, []netip.Addr{cl.ClusterBack6}
+	}
+	return []gateway.Interface{front, back}
+}
+
 // kernelRecipe configures a node as the iptables man page does: the
 // kernel forwards, -m cluster marks its share, everything else is dropped.
 // IPv6 neighbour discovery is let through first (it is never tracked, so
@@ -102,7 +115,7 @@ func startMixed(t testing.TB, cl *netns.Cluster, kernelNode int, backend string)
 		}
 		err := ns.Do(func() (err error) {
 			n.gw, err = gateway.Start(gateway.Config{
-				Interfaces: []gateway.Interface{{Name: "front", ClusterMAC: cl.FrontMAC}, {Name: "back", ClusterMAC: cl.BackMAC}},
+				Interfaces: interfaces(cl),
 				Match:      n.match,
 				Backend:    backend,
 				Logger:     testLogger,
@@ -243,11 +256,11 @@ func echoErr(c net.Conn, n int) error {
 	return nil
 }
 
-// capture runs tcpdump on the server's interface until stop is called,
-// which returns the capture file.
-func capture(t *testing.T, ns *netns.NS) (stop func() string) {
-	file := filepath.Join(t.TempDir(), "server.pcap")
-	cmd := exec.Command("ip", "netns", "exec", ns.Name, "tcpdump", "-i", "eth0", "-n", "-U", "--immediate-mode", "-w", file, "ip or ip6")
+// capture runs tcpdump on eth0 of ns until stop is called, which returns
+// the capture file.
+func capture(t *testing.T, ns *netns.NS, filter string) (stop func() string) {
+	file := filepath.Join(t.TempDir(), ns.Name+".pcap")
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, "tcpdump", "-i", "eth0", "-n", "-U", "--immediate-mode", "-w", file, filter)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("tcpdump: %v", err)
@@ -350,14 +363,15 @@ func endToEnd(t *testing.T, prefix string, kernelNode int, backend string) {
 			t.Fatalf("%s missing (the README's test command installs it): %v", tool, err)
 		}
 	}
-	cl, err := netns.NewCluster(prefix, netns.ClusterOptions{Nodes: 3, Clients4: 40, Clients6: 6, StaticNeighbours: true})
+	// No static neighbour entries: the nodes answer ARP/ND for the cluster IPs.
+	cl, err := netns.NewCluster(prefix, netns.ClusterOptions{Nodes: 3, Clients4: 40, Clients6: 6})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cl.Close() })
 	nodes := startMixed(t, cl, kernelNode, backend)
 	servers(t, cl)
-	stop := capture(t, cl.Server)
+	stop := capture(t, cl.Server, "ip or ip6")
 
 	clients := append(append([]netip.Addr(nil), cl.Clients4...), cl.Clients6...)
 	for _, a := range clients {
@@ -471,7 +485,7 @@ func invalidReasons(d *dataplane.Dataplane) map[string]uint64 {
 // go through node 1.
 func TestGatewayTakeover(t *testing.T) {
 	nstest.Require(t)
-	cl, err := netns.NewCluster("xc-tko", netns.ClusterOptions{Nodes: 3, Clients4: 40, Clients6: 2, StaticNeighbours: true})
+	cl, err := netns.NewCluster("xc-tko", netns.ClusterOptions{Nodes: 3, Clients4: 40, Clients6: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -522,7 +536,7 @@ func TestGatewayLinkFlap(t *testing.T) {
 	var logs syncBuffer
 	testLogger = slog.New(slog.NewTextHandler(&logs, nil))
 	defer func() { testLogger = nil }()
-	cl, err := netns.NewCluster("xc-flap", netns.ClusterOptions{Nodes: 2, Clients4: 10, Clients6: 1, StaticNeighbours: true})
+	cl, err := netns.NewCluster("xc-flap", netns.ClusterOptions{Nodes: 2, Clients4: 10, Clients6: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -571,4 +585,100 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestNeighbourResolution: with no static neighbour entries anywhere, the
+// client's and the server's kernels resolve the cluster IPv4 and IPv6
+// addresses to the cluster MACs, traffic flows, and a capture at the
+// client shows every node answering with the same ARP and ND payload.
+func TestNeighbourResolution(t *testing.T) {
+	nstest.Require(t)
+	cl, err := netns.NewCluster("xc-nd", netns.ClusterOptions{Nodes: 3, Clients4: 4, Clients6: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	stop := capture(t, cl.Client, "arp or icmp6")
+	nodes := startNodes(t, cl)
+	servers(t, cl)
+	for _, a := range []netip.Addr{cl.Clients4[0], cl.Clients6[0]} {
+		c := dial(t, cl, a)
+		echo(t, c, 1000)
+		c.Close()
+	}
+	for _, n := range []struct {
+		ns  *netns.NS
+		ip  netip.Addr
+		mac net.HardwareAddr
+	}{{cl.Client, cl.ClusterFront4, cl.FrontMAC}, {cl.Client, cl.ClusterFront6, cl.FrontMAC},
+		{cl.Server, cl.ClusterBack4, cl.BackMAC}, {cl.Server, cl.ClusterBack6, cl.BackMAC}} {
+		out := nstest.Run(t, n.ns, "ip", "neigh", "show", n.ip.String())
+		if !strings.Contains(out, "lladdr "+n.mac.String()) {
+			t.Errorf("%s: neighbour %s is %q, want lladdr %s", n.ns.Name, n.ip, strings.TrimSpace(out), n.mac)
+		}
+	}
+	file := stop()
+	// Replies to the client: ARP for the IPv4 and NA for the IPv6 cluster
+	// address, one from each node (different Ethernet sources), with the
+	// same ARP/ND payload.
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	arpFrom, naFrom := map[string][]byte{}, map[string][]byte{}
+	clientMAC := nstest.MAC(t, cl.Client, "eth0").String()
+	for {
+		data, _, err := r.ReadPacketData()
+		if err != nil {
+			break
+		}
+		src := net.HardwareAddr(data[6:12]).String()
+		if src == clientMAC {
+			continue
+		}
+		switch {
+		case data[12] == 0x08 && data[13] == 0x06 && data[21] == 2: // ARP reply
+			arpFrom[src] = append([]byte(nil), data[14:42]...)
+		case data[12] == 0x86 && data[13] == 0xdd && data[20] == 58 && data[54] == 136: // NA
+			naFrom[src] = append([]byte(nil), data[14+8:]...) // from the IPv6 source address on
+		}
+	}
+	for name, from := range map[string]map[string][]byte{"ARP replies": arpFrom, "neighbour advertisements": naFrom} {
+		if len(from) != len(nodes) {
+			t.Errorf("%s from %d nodes, want %d: %v", name, len(from), len(nodes), keys(from))
+		}
+		var first []byte
+		for _, p := range from {
+			if first == nil {
+				first = p
+			} else if !bytes.Equal(first, p) {
+				t.Errorf("%s differ between nodes: %x vs %x", name, first, p)
+			}
+		}
+	}
+	for _, n := range nodes {
+		for _, r := range n.gw.Responders {
+			st := r.Stats()
+			t.Logf("%s %s: %+v", n.ns.Name, r.Interface(), st)
+			if st.Announcements == 0 {
+				t.Errorf("%s %s sent no announcement", n.ns.Name, r.Interface())
+			}
+			if st.ARPRequests != st.ARPReplies || st.NSRequests != st.NAReplies || st.Errors != 0 {
+				t.Errorf("%s %s: requests and replies do not match: %+v", n.ns.Name, r.Interface(), st)
+			}
+		}
+	}
+}
+
+func keys(m map[string][]byte) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }

@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/xdpcluster/xdpcluster/arp"
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/conntrack"
 	"github.com/xdpcluster/xdpcluster/dataplane"
@@ -22,10 +24,14 @@ import (
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
 )
 
-// Interface is one data interface and the cluster MAC its peers send to.
+// Interface is one data interface, the cluster MAC its peers send to and
+// the cluster addresses the node answers ARP/ND for (none: peers must be
+// configured with static neighbour entries).
 type Interface struct {
 	Name       string
 	ClusterMAC net.HardwareAddr
+	IPv4, IPv6 []netip.Addr
+	NDMAC      net.HardwareAddr // optional: the MAC advertised for IPv6
 }
 
 // Config configures Start.
@@ -47,15 +53,18 @@ type Gateway struct {
 	DP       *dataplane.Dataplane
 	Tracker  *conntrack.Table
 	Resolver *NetlinkResolver
-	Programs []*xsk.Program
-	Modes    []string // per interface: "native, afxdp copy, 1 queue"
-	handle   *netlink.Handle
-	links    []int
-	ports    []dataplane.Port
-	log      *slog.Logger
-	once     sync.Once
-	closeErr error
-	done     chan struct{}
+	// Responders answer ARP/ND for the cluster addresses, per interface
+	// that has any.
+	Responders []*arp.Responder
+	Programs   []*xsk.Program
+	Modes      []string // per interface: "native, afxdp copy, 1 queue"
+	handle     *netlink.Handle
+	links      []int
+	ports      []dataplane.Port
+	log        *slog.Logger
+	once       sync.Once
+	closeErr   error
+	done       chan struct{}
 }
 
 // Start sets everything up and starts the workers. On error it undoes
@@ -125,6 +134,17 @@ func Start(cfg Config) (g *Gateway, err error) {
 	g.DP, err = dataplane.New(dataplane.Config{Ifaces: ifaces, Match: cfg.Match, Tracker: g.Tracker, Resolver: g.Resolver})
 	if err != nil {
 		return g, err
+	}
+	for _, ic := range cfg.Interfaces {
+		if len(ic.IPv4)+len(ic.IPv6) == 0 {
+			continue
+		}
+		r, err := arp.Start(arp.Config{Interface: ic.Name, ClusterMAC: ic.ClusterMAC, NDMAC: ic.NDMAC,
+			IPv4: ic.IPv4, IPv6: ic.IPv6, Router: true, Logger: log})
+		if err != nil {
+			return g, err
+		}
+		g.Responders = append(g.Responders, r)
 	}
 	g.DP.Start()
 	if err := g.followKernel(); err != nil {
@@ -306,6 +326,9 @@ func (g *Gateway) close() error {
 	var errs []error
 	if g.done != nil {
 		close(g.done)
+	}
+	for _, r := range g.Responders {
+		errs = append(errs, r.Close())
 	}
 	if g.DP != nil {
 		g.DP.Stop()

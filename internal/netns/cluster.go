@@ -26,6 +26,9 @@ type Cluster struct {
 	ClusterFront6, ClusterBack6 netip.Addr
 	Clients4, Clients6          []netip.Addr // the client's source addresses
 	Server4, Server6            netip.Addr
+	// Static reports whether the client and server have static neighbour
+	// entries for the cluster IPs (ClusterOptions.StaticNeighbours).
+	Static bool
 
 	all []*NS
 }
@@ -135,6 +138,7 @@ func NewCluster(prefix string, o ClusterOptions) (c *Cluster, err error) {
 	run(c.Server, "ip", "addr", "add", c.Server6.String()+"/64", "dev", "eth0", "nodad")
 	run(c.Server, "ip", "route", "add", "198.51.100.0/24", "via", c.ClusterBack4.String(), "dev", "eth0")
 	run(c.Server, "ip", "-6", "route", "add", "2001:db8:100::/64", "via", c.ClusterBack6.String(), "dev", "eth0")
+	c.Static = o.StaticNeighbours
 	if o.StaticNeighbours {
 		for _, n := range []struct {
 			ns  *NS
