@@ -379,9 +379,13 @@ func endToEnd(t *testing.T, prefix string, kernelNode int, backend string) {
 		echo(t, c, 3000)
 		c.Close()
 	}
-	for _, a := range cl.Clients4[:8] {
+	for _, a := range append(append([]netip.Addr(nil), cl.Clients4[:8]...), cl.Clients6[:3]...) {
+		srv := cl.Server4
+		if a.Is6() {
+			srv = cl.Server6
+		}
 		err := cl.Client.Do(func() error {
-			c, err := net.DialUDP("udp", &net.UDPAddr{IP: a.AsSlice()}, &net.UDPAddr{IP: cl.Server4.AsSlice(), Port: 5353})
+			c, err := net.DialUDP("udp", &net.UDPAddr{IP: a.AsSlice()}, &net.UDPAddr{IP: srv.AsSlice(), Port: 5353})
 			if err != nil {
 				return err
 			}
