@@ -49,6 +49,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./packet
 	$(GO) test -run '^$$' -fuzz FuzzTrack -fuzztime $(FUZZTIME) ./conntrack
 	$(GO) test -run '^$$' -fuzz FuzzHandle -fuzztime $(FUZZTIME) ./arp
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./config
 
 demo: build
 	bin/xdpcluster owner --cluster-total-nodes 3 --cluster-hash-seed 0xdeadbeef \

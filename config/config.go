@@ -1,0 +1,390 @@
+// Package config is xdpcluster's YAML configuration: the schema, its
+// defaults and its validation. Parsing is strict: an unknown key is an
+// error with its line and column; every invalid value is an error naming
+// the key, the value and what is allowed. The rest of the daemon gets plain
+// values from it (Match, Interfaces, ...).
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/xdpcluster/xdpcluster/cluster"
+)
+
+// Number is an unsigned number written as iptables reads it: decimal,
+// 0x hex, or 0-prefixed octal (a quoted string or a plain YAML scalar).
+type Number uint64
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (n *Number) UnmarshalYAML(v *yaml.Node) error {
+	if v.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d, column %d: want a number", v.Line, v.Column)
+	}
+	x, err := cluster.ParseNumber(v.Value)
+	if err != nil {
+		return fmt.Errorf("line %d, column %d: %q is not a number (decimal, 0x hex, or 0-prefixed octal)", v.Line, v.Column, v.Value)
+	}
+	*n = Number(x)
+	return nil
+}
+
+// Duration is a Go duration string ("30s", "5m", "120h").
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(v *yaml.Node) error {
+	x, err := time.ParseDuration(v.Value)
+	if err != nil {
+		return fmt.Errorf("line %d, column %d: %q is not a duration (like 30s, 5m, 120h)", v.Line, v.Column, v.Value)
+	}
+	*d = Duration(x)
+	return nil
+}
+
+// MarshalYAML prints durations as strings.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Cluster is the cluster match.
+type Cluster struct {
+	TotalNodes    Number `yaml:"total_nodes"`
+	LocalNode     Number `yaml:"local_node,omitempty"`
+	LocalNodemask Number `yaml:"local_nodemask,omitempty"`
+	HashSeed      Number `yaml:"hash_seed"`
+	Invert        bool   `yaml:"invert"`
+	Hash          string `yaml:"hash"`
+	// Iptables, if set, is the rule text instead of the fields above.
+	Iptables string `yaml:"iptables,omitempty"`
+}
+
+// Interface is one data interface.
+type Interface struct {
+	Name             string   `yaml:"name"`
+	ClusterMAC       string   `yaml:"cluster_mac"`
+	ClusterAddresses []string `yaml:"cluster_addresses"`
+	NDMAC            string   `yaml:"nd_mac,omitempty"`
+}
+
+// Timeouts override the kernel's default conntrack timeouts.
+type Timeouts struct {
+	TCPEstablished Duration `yaml:"tcp_established,omitempty"`
+	TCPTimeWait    Duration `yaml:"tcp_time_wait,omitempty"`
+	UDPUnreplied   Duration `yaml:"udp_unreplied,omitempty"`
+	UDPReplied     Duration `yaml:"udp_replied,omitempty"`
+	ICMP           Duration `yaml:"icmp,omitempty"`
+	Generic        Duration `yaml:"generic,omitempty"`
+}
+
+// Conntrack configures the connection tracker.
+type Conntrack struct {
+	MaxEntries Number   `yaml:"max_entries"`
+	TCPLoose   bool     `yaml:"tcp_loose"`
+	Timeouts   Timeouts `yaml:"timeouts,omitempty"`
+}
+
+// Dataplane configures the packet path.
+type Dataplane struct {
+	Backend   string `yaml:"backend"`    // auto | afxdp | afpacket
+	XDPMode   string `yaml:"xdp_mode"`   // auto | native | generic
+	Frames    Number `yaml:"frames"`     // AF_XDP frames per socket
+	RingSize  Number `yaml:"ring_size"`  // AF_XDP ring entries
+	FrameSize Number `yaml:"frame_size"` // bytes
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Listen string `yaml:"listen"` // "" disables it
+}
+
+// Control configures the control API.
+type Control struct {
+	Socket string `yaml:"socket"`
+}
+
+// Log configures logging.
+type Log struct {
+	Format string `yaml:"format"` // text | json
+	Level  string `yaml:"level"`  // debug | info | warn | error
+}
+
+// Config is the whole file.
+type Config struct {
+	Role       string      `yaml:"role"` // gateway
+	Cluster    Cluster     `yaml:"cluster"`
+	Interfaces []Interface `yaml:"interfaces"`
+	Conntrack  Conntrack   `yaml:"conntrack"`
+	Dataplane  Dataplane   `yaml:"dataplane"`
+	Metrics    Metrics     `yaml:"metrics"`
+	Control    Control     `yaml:"control"`
+	Log        Log         `yaml:"log"`
+}
+
+// Defaults returns the configuration every key defaults to.
+func Defaults() Config {
+	return Config{
+		Role:      "gateway",
+		Cluster:   Cluster{Hash: "xt_cluster"},
+		Conntrack: Conntrack{MaxEntries: 1 << 20},
+		Dataplane: Dataplane{Backend: "auto", XDPMode: "auto", Frames: 8192, RingSize: 4096, FrameSize: 2048},
+		Metrics:   Metrics{Listen: "127.0.0.1:9477"},
+		Control:   Control{Socket: "/run/xdpcluster/control.sock"},
+		Log:       Log{Format: "text", Level: "info"},
+	}
+}
+
+// Load reads and validates a configuration file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse reads and validates a configuration: defaults, then the file.
+func Parse(data []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("invalid YAML: %w", err)
+	}
+	if len(root.Content) == 0 {
+		return nil, errors.New("the configuration is empty")
+	}
+	if err := checkKeys(root.Content[0], reflect.TypeOf(Config{}), ""); err != nil {
+		return nil, err
+	}
+	c := Defaults()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// checkKeys reports the first unknown key with its line and column and
+// the keys allowed there.
+func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		fields := map[string]reflect.Type{}
+		var names []string
+		for i := 0; i < t.NumField(); i++ {
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+			if name != "" && name != "-" {
+				fields[name] = t.Field(i).Type
+				names = append(names, name)
+			}
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			ft, ok := fields[k.Value]
+			if !ok {
+				where := "at the top level"
+				if path != "" {
+					where = "in " + path
+				}
+				return fmt.Errorf("line %d, column %d: unknown key %q %s (allowed: %s)", k.Line, k.Column, k.Value, where, strings.Join(names, ", "))
+			}
+			if err := checkKeys(n.Content[i+1], ft, join(path, k.Value)); err != nil {
+				return err
+			}
+		}
+	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		for i, item := range n.Content {
+			if err := checkKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// Match returns the cluster match the configuration describes.
+func (c *Config) Match() (cluster.Match, error) {
+	cl := c.Cluster
+	if cl.Iptables != "" {
+		if cl.TotalNodes != 0 || cl.LocalNode != 0 || cl.LocalNodemask != 0 || cl.HashSeed != 0 || cl.Invert {
+			return cluster.Match{}, errors.New("cluster.iptables: give either the iptables text or total_nodes/local_node/local_nodemask/hash_seed/invert, not both")
+		}
+		m, err := cluster.ParseIptables(cl.Iptables)
+		if err != nil {
+			return cluster.Match{}, fmt.Errorf("cluster.iptables %q: %w", cl.Iptables, err)
+		}
+		if cl.Hash != "" && cl.Hash != "xt_cluster" {
+			if m.Hash, err = cluster.ParseHashMode(cl.Hash); err != nil {
+				return cluster.Match{}, fmt.Errorf("cluster.hash: %w", err)
+			}
+		}
+		return m, nil
+	}
+	if cl.TotalNodes < 1 || cl.TotalNodes > cluster.MaxNodes {
+		return cluster.Match{}, fmt.Errorf("cluster.total_nodes %d: must be 1..%d", cl.TotalNodes, cluster.MaxNodes)
+	}
+	if cl.HashSeed > 0xffffffff {
+		return cluster.Match{}, fmt.Errorf("cluster.hash_seed %#x: must be 0..0xffffffff", uint64(cl.HashSeed))
+	}
+	m := cluster.Match{TotalNodes: uint32(cl.TotalNodes), Seed: uint32(cl.HashSeed), Invert: cl.Invert}
+	switch {
+	case cl.LocalNode != 0 && cl.LocalNodemask != 0:
+		return cluster.Match{}, errors.New("cluster.local_node and cluster.local_nodemask: give one, not both")
+	case cl.LocalNode != 0:
+		if cl.LocalNode > Number(cl.TotalNodes) {
+			return cluster.Match{}, fmt.Errorf("cluster.local_node %d: must be 1..%d (total_nodes)", cl.LocalNode, cl.TotalNodes)
+		}
+		m.NodeMask = 1 << (cl.LocalNode - 1)
+	case cl.LocalNodemask != 0:
+		if uint64(cl.LocalNodemask) >= 1<<cl.TotalNodes {
+			return cluster.Match{}, fmt.Errorf("cluster.local_nodemask %#x: names a node above total_nodes %d (must be below %#x)", uint64(cl.LocalNodemask), cl.TotalNodes, uint64(1)<<cl.TotalNodes)
+		}
+		m.NodeMask = uint32(cl.LocalNodemask)
+	default:
+		return cluster.Match{}, errors.New("cluster: local_node or local_nodemask is required (which node or nodes this is)")
+	}
+	h, err := cluster.ParseHashMode(cl.Hash)
+	if err != nil {
+		return cluster.Match{}, fmt.Errorf("cluster.hash: %w", err)
+	}
+	m.Hash = h
+	return m, m.Validate()
+}
+
+// ParsedInterface is an interface with its values parsed.
+type ParsedInterface struct {
+	Name       string
+	ClusterMAC net.HardwareAddr
+	NDMAC      net.HardwareAddr
+	IPv4, IPv6 []netip.Addr
+}
+
+// ParseInterfaces returns the interfaces with their values parsed.
+func (c *Config) ParseInterfaces() ([]ParsedInterface, error) {
+	var out []ParsedInterface
+	seen := map[string]bool{}
+	for i, ifc := range c.Interfaces {
+		key := fmt.Sprintf("interfaces[%d]", i)
+		if ifc.Name == "" {
+			return nil, fmt.Errorf("%s.name: required", key)
+		}
+		if seen[ifc.Name] {
+			return nil, fmt.Errorf("%s.name %q: listed twice", key, ifc.Name)
+		}
+		seen[ifc.Name] = true
+		p := ParsedInterface{Name: ifc.Name}
+		mac, err := net.ParseMAC(ifc.ClusterMAC)
+		if err != nil || len(mac) != 6 || mac[0]&1 == 0 {
+			return nil, fmt.Errorf("%s.cluster_mac %q: must be a multicast Ethernet address (first byte odd), e.g. 01:00:5e:00:01:01", key, ifc.ClusterMAC)
+		}
+		p.ClusterMAC = mac
+		if ifc.NDMAC != "" {
+			nd, err := net.ParseMAC(ifc.NDMAC)
+			if err != nil || len(nd) != 6 || nd[0]&1 == 0 {
+				return nil, fmt.Errorf("%s.nd_mac %q: must be a multicast Ethernet address, e.g. 33:33:00:00:01:01", key, ifc.NDMAC)
+			}
+			p.NDMAC = nd
+		}
+		for j, s := range ifc.ClusterAddresses {
+			a, err := netip.ParseAddr(s)
+			if err != nil || a.Zone() != "" {
+				return nil, fmt.Errorf("%s.cluster_addresses[%d] %q: must be an IPv4 or IPv6 address", key, j, s)
+			}
+			if a.Is4() {
+				p.IPv4 = append(p.IPv4, a)
+			} else {
+				p.IPv6 = append(p.IPv6, a)
+			}
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// Validate checks everything, reporting every problem.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Role != "gateway" {
+		errs = append(errs, fmt.Errorf("role %q: must be gateway (back-end mode is not built yet)", c.Role))
+	}
+	if _, err := c.Match(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(c.Interfaces) == 0 {
+		errs = append(errs, errors.New("interfaces: at least one data interface is required"))
+	}
+	if _, err := c.ParseInterfaces(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Conntrack.MaxEntries < 1 || c.Conntrack.MaxEntries > 1<<28 {
+		errs = append(errs, fmt.Errorf("conntrack.max_entries %d: must be 1..%d", c.Conntrack.MaxEntries, 1<<28))
+	}
+	oneOf := func(key, v string, allowed ...string) {
+		for _, a := range allowed {
+			if v == a {
+				return
+			}
+		}
+		errs = append(errs, fmt.Errorf("%s %q: must be one of %s", key, v, strings.Join(allowed, ", ")))
+	}
+	oneOf("dataplane.backend", c.Dataplane.Backend, "auto", "afxdp", "afpacket")
+	oneOf("dataplane.xdp_mode", c.Dataplane.XDPMode, "auto", "native", "generic")
+	oneOf("log.format", c.Log.Format, "text", "json")
+	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	for _, p := range []struct {
+		key string
+		v   Number
+	}{{"dataplane.frames", c.Dataplane.Frames}, {"dataplane.ring_size", c.Dataplane.RingSize}, {"dataplane.frame_size", c.Dataplane.FrameSize}} {
+		if p.v == 0 || p.v&(p.v-1) != 0 {
+			errs = append(errs, fmt.Errorf("%s %d: must be a power of two", p.key, p.v))
+		}
+	}
+	if c.Dataplane.FrameSize < 2048 || c.Dataplane.FrameSize > 4096 {
+		errs = append(errs, fmt.Errorf("dataplane.frame_size %d: must be 2048 or 4096", c.Dataplane.FrameSize))
+	}
+	if c.Dataplane.RingSize*2 > c.Dataplane.Frames {
+		errs = append(errs, fmt.Errorf("dataplane.ring_size %d: must be at most frames/2 (%d)", c.Dataplane.RingSize, c.Dataplane.Frames/2))
+	}
+	if c.Control.Socket == "" {
+		errs = append(errs, errors.New("control.socket: required (a unix socket path)"))
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("metrics.listen %q: must be host:port (or empty to disable)", c.Metrics.Listen))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// YAML renders the effective configuration.
+func (c *Config) YAML() string {
+	out, err := yaml.Marshal(c)
+	if err != nil {
+		return fmt.Sprintf("# cannot render: %v\n", err)
+	}
+	return string(out)
+}
