@@ -51,9 +51,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzHandle -fuzztime $(FUZZTIME) ./arp
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./config
 
+# The main job: a live cluster in network namespaces (until Ctrl-C, or
+# DURATION=30s).
+DURATION ?= 0
 demo: build
-	bin/xdpcluster owner --cluster-total-nodes 3 --cluster-hash-seed 0xdeadbeef \
-	  10.0.0.1 10.0.0.2 10.0.0.3 192.0.2.77 198.51.100.9 2001:db8::1 2001:db8:1::1 fd00::42
+	bin/xdpcluster demo --duration $(DURATION)
 
 clean:
 	rm -rf bin

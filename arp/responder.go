@@ -197,7 +197,7 @@ func Start(cfg Config) (r *Responder, err error) {
 	r.Announce()
 	r.wg.Add(1)
 	go r.loop()
-	r.log.Info("neighbour responder started", "interface", cfg.Interface, "cluster_mac", cfg.ClusterMAC.String(),
+	r.log.Debug("neighbour responder started", "interface", cfg.Interface, "cluster_mac", cfg.ClusterMAC.String(),
 		"ipv4", cfg.IPv4, "ipv6", cfg.IPv6)
 	return r, nil
 }

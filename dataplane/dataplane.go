@@ -29,21 +29,25 @@ type Verdict uint8
 
 // Verdicts.
 const (
-	Forwarded   Verdict = iota // owned and sent
-	Foreign                    // another node's share, dropped
-	Invalid                    // no connection (conntrack INVALID/UNTRACKED), dropped
-	Malformed                  // could not be parsed, dropped
-	NotIP                      // not IPv4/IPv6 (should not reach the dataplane), dropped
-	NoRoute                    // no route out of a data interface, dropped
-	NoNeighbour                // next hop's MAC not known yet (resolution triggered), dropped
-	TTLExpired                 // TTL / hop limit would reach 0, dropped
-	TxFull                     // no TX buffer or ring slot, dropped
-	Local                      // addressed to the node itself, dropped
+	Forwarded       Verdict = iota // owned and sent
+	Foreign                        // another node's share, dropped
+	Invalid                        // no connection (conntrack INVALID/UNTRACKED), dropped
+	Malformed                      // could not be parsed, dropped
+	NotIP                          // not IPv4/IPv6 (should not reach the dataplane), dropped
+	NoRoute                        // no route out of a data interface, dropped
+	NoNeighbour                    // next hop's MAC not known yet (resolution triggered), dropped
+	TTLExpired                     // TTL / hop limit would reach 0, dropped
+	TxFull                         // no TX buffer or ring slot, dropped
+	Local                          // addressed to the node itself, dropped
+	ForwardedKernel                // owned; handed to the kernel to send while it resolves the next hop
 	NumVerdicts
 )
 
 var verdictNames = [NumVerdicts]string{"forwarded", "foreign", "invalid", "malformed", "not_ip", "no_route",
-	"no_neighbour", "ttl_expired", "tx_full", "local"}
+	"no_neighbour", "ttl_expired", "tx_full", "local", "forwarded_kernel"}
+
+// Sent reports whether a verdict means the packet went out.
+func (v Verdict) Sent() bool { return v == Forwarded || v == ForwardedKernel }
 
 func (v Verdict) String() string {
 	if v < NumVerdicts {
@@ -97,6 +101,11 @@ type Config struct {
 	Resolver Resolver
 	// BatchSize bounds a receive batch (default and maximum 64).
 	BatchSize int
+	// SlowPath, if set, sends an owned IP packet (TTL already
+	// decremented) through the kernel when the next hop's MAC is not known
+	// yet, as a kernel router queues it while resolving. It is called from
+	// a control goroutine, never from a worker.
+	SlowPath func(family uint8, ip []byte)
 }
 
 // Dataplane runs the workers.
@@ -139,8 +148,15 @@ func New(cfg Config) (*Dataplane, error) {
 	return d, nil
 }
 
-// Start runs the workers.
+// Start runs the workers (and the slow path's drainer).
 func (d *Dataplane) Start() {
+	if d.cfg.SlowPath != nil {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			d.drainSlow()
+		}()
+	}
 	for _, w := range d.workers {
 		d.wg.Add(1)
 		go func(w *worker) {

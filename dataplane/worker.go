@@ -45,6 +45,7 @@ type worker struct {
 	routes map[routeKey]cachedRoute
 	gen    uint64
 	pfds   []unix.PollFd
+	slow   slowRing
 
 	// Deltas of this batch, published to counters once per batch.
 	dPkts, dBytes [NumVerdicts]uint64
@@ -150,6 +151,16 @@ func (w *worker) batch(in int, p Port, frames []Frame, m *cluster.Match) {
 // with a fresh Ethernet header (untagged) and the TTL decremented.
 func (w *worker) forward(frame []byte, pp *packet.Parsed, now int64) Verdict {
 	rt := w.route(pp.Family, pp.Dst, now)
+	if rt.Verdict == NoNeighbour && w.d.cfg.SlowPath != nil {
+		if pp.TTL <= 1 {
+			return TTLExpired
+		}
+		packet.DecTTL(frame, pp) // in the RX frame: it is copied out below, then recycled
+		if w.slow.put(pp.Family, frame[pp.L3Off:pp.End]) {
+			return ForwardedKernel
+		}
+		return NoNeighbour
+	}
 	if rt.Verdict != Forwarded {
 		return rt.Verdict
 	}

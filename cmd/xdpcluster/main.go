@@ -40,6 +40,10 @@ const (
 
 func commands() []command {
 	return []command{
+		{"demo", "a live 3-node cluster in network namespaces on this machine (root)", runDemo},
+		{"run", "run the daemon: dataplane, ARP/ND, metrics, control API", runRun},
+		{"check", "validate a configuration file and print the effective configuration", runCheck},
+		{"ctl", "control a running daemon: status, takeover N, release N, set-mask M, reload", runCtl},
 		{"owner", "print which node owns each address (1-based, as --cluster-local-node)", runOwner},
 		{"simulate", "replay a capture: each node's share, imbalance, failover, seed choice", runSimulate},
 		{"version", "print the version and build information", runVersion},

@@ -425,7 +425,7 @@ func endToEnd(t *testing.T, prefix string, kernelNode int, backend string) {
 		pkts, _, _ := n.gw.DP.Totals(-1)
 		for v, c := range pkts {
 			switch dataplane.Verdict(v) {
-			case dataplane.Forwarded, dataplane.Foreign, dataplane.Invalid:
+			case dataplane.Forwarded, dataplane.ForwardedKernel, dataplane.Foreign, dataplane.Invalid:
 			default:
 				if c != 0 {
 					t.Errorf("node %d: %d packets %s", i+1, c, dataplane.Verdict(v))
@@ -437,12 +437,12 @@ func endToEnd(t *testing.T, prefix string, kernelNode int, backend string) {
 			st, _ := p.Stats()
 			xdpIn += st[xsk.StatToXSK]
 		}
-		got := pkts[dataplane.Forwarded] + pkts[dataplane.Foreign] + pkts[dataplane.Invalid]
+		got := pkts[dataplane.Forwarded] + pkts[dataplane.ForwardedKernel] + pkts[dataplane.Foreign] + pkts[dataplane.Invalid]
 		if len(n.gw.Programs) > 0 && got != xdpIn {
 			t.Errorf("node %d: the program sent %d frames to AF_XDP, the workers handled %d", i+1, xdpIn, got)
 		}
 		frames = append(frames, got)
-		forwarded += pkts[dataplane.Forwarded]
+		forwarded += pkts[dataplane.Forwarded] + pkts[dataplane.ForwardedKernel]
 		if pkts[dataplane.Forwarded] == 0 {
 			t.Errorf("node %d forwarded nothing", i+1)
 		}

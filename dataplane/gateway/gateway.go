@@ -65,6 +65,7 @@ type Gateway struct {
 	once       sync.Once
 	closeErr   error
 	done       chan struct{}
+	sender     *kernelSender
 }
 
 // Start sets everything up and starts the workers. On error it undoes
@@ -131,7 +132,10 @@ func Start(cfg Config) (g *Gateway, err error) {
 		return g, err
 	}
 	g.Resolver = NewNetlinkResolver(h, g.links)
-	g.DP, err = dataplane.New(dataplane.Config{Ifaces: ifaces, Match: cfg.Match, Tracker: g.Tracker, Resolver: g.Resolver})
+	if g.sender, err = newKernelSender(); err != nil {
+		return g, err
+	}
+	g.DP, err = dataplane.New(dataplane.Config{Ifaces: ifaces, Match: cfg.Match, Tracker: g.Tracker, Resolver: g.Resolver, SlowPath: g.sender.send})
 	if err != nil {
 		return g, err
 	}
@@ -152,7 +156,7 @@ func Start(cfg Config) (g *Gateway, err error) {
 	}
 	go g.watchPorts(time.Second)
 	for i, ic := range cfg.Interfaces {
-		log.Info("dataplane started", "interface", ic.Name, "cluster_mac", ic.ClusterMAC.String(), "mode", g.Modes[i], "match", cfg.Match.String())
+		log.Debug("dataplane started", "interface", ic.Name, "cluster_mac", ic.ClusterMAC.String(), "mode", g.Modes[i], "match", cfg.Match.String())
 	}
 	return g, nil
 }
@@ -344,6 +348,9 @@ func (g *Gateway) close() error {
 	}
 	if g.handle != nil {
 		g.handle.Close()
+	}
+	if g.sender != nil {
+		errs = append(errs, g.sender.Close())
 	}
 	return errors.Join(errs...)
 }

@@ -1,8 +1,11 @@
 package gateway
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -75,4 +78,42 @@ func (r *NetlinkResolver) Resolve(family uint8, dst [16]byte) dataplane.Route {
 	// Ask the kernel to resolve it; the packet is dropped meanwhile.
 	r.h.NeighSet(&netlink.Neigh{LinkIndex: rt.LinkIndex, Family: fam, IP: nh, State: netlink.NUD_NONE, Flags: netlink.NTF_USE})
 	return dataplane.Route{Iface: idx, Verdict: dataplane.NoNeighbour}
+}
+
+// kernelSender sends IP packets through raw sockets (the header included),
+// so the kernel routes them, resolves the next hop and queues them
+// meanwhile: the dataplane's slow path for packets whose next hop is not
+// yet in the neighbour table. Open it in the node's namespace.
+type kernelSender struct {
+	fd4, fd6 int
+	errors   atomic.Uint64
+}
+
+func newKernelSender() (*kernelSender, error) {
+	fd4, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	if err != nil {
+		return nil, fmt.Errorf("raw IPv4 socket: %w", err)
+	}
+	fd6, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	if err != nil {
+		unix.Close(fd4)
+		return nil, fmt.Errorf("raw IPv6 socket: %w", err)
+	}
+	return &kernelSender{fd4: fd4, fd6: fd6}, nil
+}
+
+func (k *kernelSender) send(family uint8, ip []byte) {
+	var err error
+	if family == 4 && len(ip) >= 20 {
+		err = unix.Sendto(k.fd4, ip, 0, &unix.SockaddrInet4{Addr: [4]byte(ip[16:20])})
+	} else if family == 6 && len(ip) >= 40 {
+		err = unix.Sendto(k.fd6, ip, 0, &unix.SockaddrInet6{Addr: [16]byte(ip[24:40])})
+	}
+	if err != nil {
+		k.errors.Add(1)
+	}
+}
+
+func (k *kernelSender) Close() error {
+	return errors.Join(unix.Close(k.fd4), unix.Close(k.fd6))
 }

@@ -1,0 +1,322 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/config"
+	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/internal/daemon"
+	"github.com/xdpcluster/xdpcluster/internal/netns"
+)
+
+const demoDescription = `
+Build a cluster in network namespaces on this machine and run it: a client
+namespace and a server namespace, each behind its own Linux bridge, and
+N node namespaces, each running a real xdpcluster (AF_XDP dataplane,
+ARP/ND responder, metrics, control API). No static neighbour entries: the
+client and the server find the cluster IPs through the nodes' ARP/ND
+answers. Real kernel TCP, UDP and ping traffic flows from many client
+addresses (IPv4 and IPv6); a live table shows each node's share and rates,
+and the cluster-wide duplicates and losses, which must be zero.
+
+Everything is removed on Ctrl-C or after --duration. Needs root.`
+
+// demoNode is one node of the demo.
+type demoNode struct {
+	ns      *netns.NS
+	d       *daemon.Daemon
+	metrics string
+	sock    string
+	flows   atomic.Uint64
+}
+
+func runDemo(e env, args []string) int {
+	fs := newFlags(e, "demo", "[--nodes N] [--clients N] [--duration D]", demoDescription)
+	nodes := fs.Int("nodes", 3, "cluster nodes, 1..8")
+	clients := fs.Int("clients", 40, "IPv4 client addresses (plus a few IPv6 ones), 1..200")
+	duration := fs.Duration("duration", 0, "stop after this long (0: run until Ctrl-C)")
+	seedFlag := fs.String("seed", "0xdeadbeef", "cluster hash seed")
+	port := fs.Int("metrics-port", 9477, "first metrics port on 127.0.0.1 (node N uses port+N-1)")
+	if ok, code := parseFlags(e, fs, args); !ok {
+		return code
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(e.stderr, "xdpcluster demo builds network namespaces and attaches XDP programs, which needs root: run `sudo xdpcluster demo` (or `sudo make demo`).")
+		return exitFail
+	}
+	for _, tool := range []string{"ip", "ethtool"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			fmt.Fprintf(e.stderr, "xdpcluster demo needs %s (apt-get install iproute2 ethtool)\n", tool)
+			return exitFail
+		}
+	}
+	if *nodes < 1 || *nodes > 8 || *clients < 1 || *clients > 200 {
+		fmt.Fprintln(e.stderr, "xdpcluster demo: --nodes must be 1..8 and --clients 1..200")
+		return exitUsage
+	}
+	seed, err := cluster.ParseNumber(*seedFlag)
+	if err != nil || seed > 0xffffffff {
+		fmt.Fprintf(e.stderr, "xdpcluster demo: --seed %q: must be a number 0..0xffffffff\n", *seedFlag)
+		return exitUsage
+	}
+	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if *duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *duration)
+		defer cancel()
+	}
+
+	fmt.Fprintf(e.stdout, "building %d nodes, a client and a server in network namespaces...\n", *nodes)
+	cl, err := netns.NewCluster("xcdemo", netns.ClusterOptions{Nodes: *nodes, Clients4: *clients, Clients6: 4})
+	if err != nil {
+		fmt.Fprintf(e.stderr, "xdpcluster demo: %v\n", err)
+		return exitFail
+	}
+	defer cl.Close()
+	dir, err := os.MkdirTemp("", "xdpcluster-demo")
+	if err != nil {
+		fmt.Fprintf(e.stderr, "xdpcluster demo: %v\n", err)
+		return exitFail
+	}
+	defer os.RemoveAll(dir)
+
+	var ns []*demoNode
+	defer func() {
+		for _, n := range ns {
+			n.d.Stop()
+		}
+	}()
+	for i, nsn := range cl.Nodes {
+		cfg := config.Defaults()
+		cfg.Cluster = config.Cluster{TotalNodes: config.Number(*nodes), LocalNode: config.Number(i + 1), HashSeed: config.Number(seed), Hash: "xt_cluster"}
+		cfg.Interfaces = []config.Interface{
+			{Name: "front", ClusterMAC: cl.FrontMAC.String(), ClusterAddresses: []string{cl.ClusterFront4.String(), cl.ClusterFront6.String()}},
+			{Name: "back", ClusterMAC: cl.BackMAC.String(), ClusterAddresses: []string{cl.ClusterBack4.String(), cl.ClusterBack6.String()}},
+		}
+		cfg.Metrics.Listen = fmt.Sprintf("127.0.0.1:%d", *port+i)
+		cfg.Control.Socket = fmt.Sprintf("%s/node%d.sock", dir, i+1)
+		if err := cfg.Validate(); err != nil {
+			fmt.Fprintf(e.stderr, "xdpcluster demo: node %d: %v\n", i+1, err)
+			return exitFail
+		}
+		n := &demoNode{ns: nsn, d: daemon.New("", &cfg, log.With("node", i+1)), metrics: "http://" + cfg.Metrics.Listen + "/metrics", sock: cfg.Control.Socket}
+		n.d.Version = version
+		if err := nsn.Do(n.d.StartDataplane); err != nil {
+			fmt.Fprintf(e.stderr, "xdpcluster demo: node %d: %v\n", i+1, err)
+			return exitFail
+		}
+		ns = append(ns, n)
+		if err := n.d.Serve(); err != nil { // metrics on the host's loopback
+			fmt.Fprintf(e.stderr, "xdpcluster demo: node %d: %v\n", i+1, err)
+			return exitFail
+		}
+		m := n.d.Gateway().DP.Match()
+		fmt.Fprintf(e.stdout, "node %d (netns %s): %s | front: %s | back: %s | metrics %s | ctl --socket %s\n",
+			i+1, nsn.Name, m, n.d.Gateway().Modes[0], n.d.Gateway().Modes[1], n.metrics, n.sock)
+	}
+	if err := demoServers(ctx, cl); err != nil {
+		fmt.Fprintf(e.stderr, "xdpcluster demo: server: %v\n", err)
+		return exitFail
+	}
+	match := cluster.LocalNode(uint32(*nodes), 1, uint32(seed))
+	var clientErrs atomic.Uint64
+	var wg sync.WaitGroup
+	traffic, stopTraffic := context.WithCancel(ctx)
+	defer stopTraffic()
+	addrs := append(append([]netip.Addr(nil), cl.Clients4...), cl.Clients6...)
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; traffic.Err() == nil; i += 4 {
+				a := addrs[i%len(addrs)]
+				if err := demoFlow(cl, a, i); err != nil {
+					if traffic.Err() == nil {
+						clientErrs.Add(1)
+					}
+					continue
+				}
+				ns[match.Node(a)].flows.Add(1)
+			}
+		}(w)
+	}
+	fmt.Fprintf(e.stdout, "\ntraffic: TCP echo, UDP and ping from %d client addresses to %s and %s; Ctrl-C to stop\n\n", len(addrs), cl.Server4, cl.Server6)
+	tty := false
+	if f, ok := e.stdout.(*os.File); ok {
+		_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+		tty = err == nil
+	}
+	prev := make([][dataplane.NumVerdicts]uint64, len(ns))
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	last := time.Now()
+	lines := 0
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+			now := time.Now()
+			if tty && lines > 0 {
+				fmt.Fprintf(e.stdout, "\033[%dA\033[J", lines)
+			}
+			lines = demoTable(e.stdout, ns, prev, now.Sub(last), clientErrs.Load(), false)
+			last = now
+		}
+	}
+	stopTraffic()
+	wg.Wait()
+	time.Sleep(time.Second) // let the last packets drain
+	fmt.Fprintf(e.stdout, "\nfinal (traffic stopped):\n")
+	demoTable(e.stdout, ns, prev, time.Since(last), clientErrs.Load(), true)
+	fmt.Fprintln(e.stdout, "removing the namespaces...")
+	return exitOK
+}
+
+// demoTable prints one table and returns how many lines it printed. prev is
+// updated to the counters read now.
+func demoTable(w io.Writer, ns []*demoNode, prev [][dataplane.NumVerdicts]uint64, dt time.Duration, clientErrs uint64, final bool) int {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "node\tflows\tshare\tforwarded\tforwarded/s\tdropped (not ours)/s\tinvalid\t\n")
+	var flows, fwd uint64
+	var seenMin, seenMax uint64
+	cur := make([][dataplane.NumVerdicts]uint64, len(ns))
+	for i, n := range ns {
+		cur[i], _, _ = n.d.Gateway().DP.Totals(-1)
+		flows += n.flows.Load()
+		fwd += cur[i][dataplane.Forwarded] + cur[i][dataplane.ForwardedKernel]
+		var seen uint64
+		for _, v := range cur[i] {
+			seen += v
+		}
+		if i == 0 || seen < seenMin {
+			seenMin = seen
+		}
+		if seen > seenMax {
+			seenMax = seen
+		}
+	}
+	sec := max(dt.Seconds(), 0.001)
+	for i, n := range ns {
+		share := 0.0
+		if flows > 0 {
+			share = float64(n.flows.Load()) / float64(flows)
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%.1f%%\t%d\t%.0f\t%.0f\t%d\t\n", i+1, n.flows.Load(), 100*share, cur[i][dataplane.Forwarded]+cur[i][dataplane.ForwardedKernel],
+			float64(cur[i][dataplane.Forwarded]-prev[i][dataplane.Forwarded])/sec,
+			float64(cur[i][dataplane.Foreign]-prev[i][dataplane.Foreign])/sec, cur[i][dataplane.Invalid])
+		prev[i] = cur[i]
+	}
+	tw.Flush()
+	lines := len(ns) + 1
+	var dup, loss uint64
+	if fwd > seenMax {
+		dup = fwd - seenMax
+	}
+	if seenMin > fwd {
+		loss = seenMin - fwd
+	}
+	fmt.Fprintf(w, "cluster: %d frames seen by each node, %d forwarded in all: duplicates %d, losses %d; client errors %d\n", seenMin, fwd, dup, loss, clientErrs)
+	lines++
+	if final {
+		verdict := "every packet was forwarded exactly once"
+		if dup != 0 || loss != 0 || seenMin != seenMax || clientErrs != 0 {
+			verdict = "NOT exactly once: see the counts above"
+		}
+		fmt.Fprintln(w, verdict)
+		lines++
+	}
+	return lines
+}
+
+// demoServers runs a TCP echo (:8080) and a UDP echo (:5353) in the
+// server namespace until ctx ends.
+func demoServers(ctx context.Context, cl *netns.Cluster) error {
+	var ln net.Listener
+	var pc net.PacketConn
+	if err := cl.Server.Do(func() (err error) {
+		if ln, err = net.Listen("tcp", ":8080"); err != nil {
+			return err
+		}
+		pc, err = net.ListenPacket("udp", ":5353")
+		return err
+	}); err != nil {
+		return err
+	}
+	go func() { <-ctx.Done(); ln.Close(); pc.Close() }()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, a, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], a)
+		}
+	}()
+	return nil
+}
+
+// demoFlow runs one exchange from client address a: mostly TCP echoes,
+// every 5th a UDP request/reply.
+func demoFlow(cl *netns.Cluster, a netip.Addr, i int) error {
+	srv := cl.Server4
+	if a.Is6() {
+		srv = cl.Server6
+	}
+	return cl.Client.Do(func() error {
+		if i%5 == 4 {
+			c, err := net.DialUDP("udp", &net.UDPAddr{IP: a.AsSlice()}, &net.UDPAddr{IP: srv.AsSlice(), Port: 5353})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			if _, err := c.Write([]byte("ping " + a.String())); err != nil {
+				return err
+			}
+			_, err = c.Read(make([]byte, 100))
+			return err
+		}
+		d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: a.AsSlice()}}
+		c, err := d.Dial("tcp", netip.AddrPortFrom(srv, 8080).String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		msg := []byte(strings.Repeat(a.String()+" ", 200))
+		if _, err := c.Write(msg); err != nil {
+			return err
+		}
+		_, err = io.ReadFull(c, make([]byte, len(msg)))
+		return err
+	})
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/xdpcluster/xdpcluster/config"
+	"github.com/xdpcluster/xdpcluster/internal/daemon"
+)
+
+const defaultConfig = "/etc/xdpcluster/config.yaml"
+
+// newLogger builds the slog logger the configuration asks for.
+func newLogger(w io.Writer, c config.Log) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func runRun(e env, args []string) int {
+	fs := newFlags(e, "run", "[--config FILE]", `
+Run the daemon: attach the dataplane to the data interfaces, answer ARP/ND
+for the cluster addresses, serve Prometheus metrics and the control API.
+SIGHUP re-reads the configuration (a bad file keeps the running one; the
+node mask and invert flag change without a restart); SIGINT and SIGTERM
+detach everything and exit. Needs root (or CAP_NET_ADMIN, CAP_NET_RAW,
+CAP_BPF, CAP_SYS_ADMIN for older kernels, CAP_IPC_LOCK).`)
+	path := fs.String("config", defaultConfig, "configuration file")
+	if ok, code := parseFlags(e, fs, args); !ok {
+		return code
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "xdpcluster run: %v\n", err)
+		return exitFail
+	}
+	log := newLogger(e.stderr, cfg.Log)
+	d := daemon.New(*path, cfg, log)
+	d.Version = version
+	if err := d.StartDataplane(); err != nil {
+		log.Error("cannot start", "error", err)
+		return exitFail
+	}
+	if err := d.Serve(); err != nil {
+		log.Error("cannot start", "error", err)
+		d.Stop()
+		return exitFail
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	for s := range sigs {
+		if s == syscall.SIGHUP {
+			if err := d.Reload(); err != nil {
+				log.Error("reload", "error", err)
+			}
+			continue
+		}
+		log.Info("stopping", "signal", s.String())
+		if err := d.Stop(); err != nil {
+			log.Error("stop", "error", err)
+			return exitFail
+		}
+		return exitOK
+	}
+	return exitOK
+}
+
+func runCheck(e env, args []string) int {
+	fs := newFlags(e, "check", "[--config FILE]", `
+Validate a configuration file and print the effective configuration (with
+every default filled in) and the cluster match it describes.`)
+	path := fs.String("config", defaultConfig, "configuration file")
+	if ok, code := parseFlags(e, fs, args); !ok {
+		return code
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "xdpcluster check: %s\n", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+		return exitFail
+	}
+	m, _ := cfg.Match()
+	fmt.Fprintf(e.stdout, "# %s is valid\n# cluster match: %s (serves node(s) %v)\n%s", *path, m, m.Nodes(), cfg.YAML())
+	return exitOK
+}
+
+func runCtl(e env, args []string) int {
+	fs := newFlags(e, "ctl", "[--socket PATH] status | takeover N | release N | set-mask M | reload", `
+Talk to a running daemon through its control socket: show its status,
+take over or release another node's share (what keepalived calls on
+failover), set the node mask, or reload the configuration.`)
+	sock := fs.String("socket", "/run/xdpcluster/control.sock", "control socket")
+	if ok, code := parseFlags(e, fs, args); !ok {
+		return code
+	}
+	c := daemon.NewClient(*sock)
+	a := fs.Args()
+	var method, path string
+	switch {
+	case len(a) == 1 && a[0] == "status":
+		method, path = "GET", "/status"
+	case len(a) == 1 && a[0] == "reload":
+		method, path = "POST", "/reload"
+	case len(a) == 2 && (a[0] == "takeover" || a[0] == "release"):
+		method, path = "POST", "/"+a[0]+"?node="+a[1]
+	case len(a) == 2 && a[0] == "set-mask":
+		method, path = "POST", "/mask?mask="+a[1]
+	default:
+		fmt.Fprintf(e.stderr, "xdpcluster ctl: want status, takeover N, release N, set-mask M or reload; got %q\n", strings.Join(a, " "))
+		return exitUsage
+	}
+	st, err := c.Do(method, path)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "xdpcluster ctl: %v\n", err)
+		return exitFail
+	}
+	fmt.Fprintf(e.stdout, "match:       %s\nserves:      node(s) %v of %d (mask %s)\nconnections: %d\nuptime:      %s\n",
+		st.Match, st.Serves, st.TotalNodes, st.NodeMask, st.Connections, st.Uptime)
+	for name, mode := range st.Interfaces {
+		fmt.Fprintf(e.stdout, "interface:   %s (%s)\n", name, mode)
+	}
+	for v, n := range st.Packets {
+		fmt.Fprintf(e.stdout, "packets:     %-12s %d\n", v, n)
+	}
+	return exitOK
+}

@@ -1,0 +1,61 @@
+package dataplane
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// slowSlots is the depth of a worker's slow-path ring.
+const slowSlots = 64
+
+type slowSlot struct {
+	family uint8
+	n      int
+	buf    [2048]byte
+}
+
+// slowRing is a single-producer (the worker), single-consumer (the
+// drainer) ring of packets for the kernel to send. The worker copies into a
+// fixed slot: no allocation, no syscall, no lock.
+type slowRing struct {
+	head  atomic.Uint64 // next slot the worker fills
+	tail  atomic.Uint64 // next slot the drainer sends
+	slots [slowSlots]slowSlot
+}
+
+// put copies ip into the ring; false when it is full (or ip too big).
+func (r *slowRing) put(family uint8, ip []byte) bool {
+	h := r.head.Load()
+	if h-r.tail.Load() >= slowSlots || len(ip) > len(r.slots[0].buf) {
+		return false
+	}
+	s := &r.slots[h%slowSlots]
+	s.family, s.n = family, copy(s.buf[:], ip)
+	r.head.Store(h + 1)
+	return true
+}
+
+// drain sends everything queued.
+func (r *slowRing) drain(send func(uint8, []byte)) {
+	for t, h := r.tail.Load(), r.head.Load(); t < h; t++ {
+		s := &r.slots[t%slowSlots]
+		send(s.family, s.buf[:s.n])
+		r.tail.Store(t + 1)
+	}
+}
+
+// drainSlow empties the workers' slow-path rings until Stop.
+func (d *Dataplane) drainSlow() {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-tick.C:
+		}
+		for _, w := range d.workers {
+			w.slow.drain(d.cfg.SlowPath)
+		}
+	}
+}

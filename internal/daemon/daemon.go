@@ -1,0 +1,410 @@
+// Package daemon is xdpcluster's lifecycle: it turns the configuration into
+// plain values, starts the gateway dataplane, the metrics endpoint and the
+// control API, reloads on request (a bad file keeps the running
+// configuration), and stops everything.
+//
+// A Daemon is safe for concurrent use: the control API, the signal handler
+// and the metrics scrapes call it from their own goroutines.
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/config"
+	"github.com/xdpcluster/xdpcluster/conntrack"
+	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/dataplane/gateway"
+	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
+	"github.com/xdpcluster/xdpcluster/metrics"
+)
+
+// Daemon is one running node.
+type Daemon struct {
+	Version string
+	path    string
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	cfg     *config.Config
+	gw      *gateway.Gateway
+	started time.Time
+	servers []*http.Server
+	sock    string
+}
+
+// New prepares a daemon for cfg, read from path (for reloads; "" when the
+// configuration did not come from a file).
+func New(path string, cfg *config.Config, log *slog.Logger) *Daemon {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Daemon{path: path, cfg: cfg, log: log, Version: "dev"}
+}
+
+// gatewayConfig turns the configuration into the gateway's plain values.
+func gatewayConfig(c *config.Config, log *slog.Logger) (gateway.Config, error) {
+	m, err := c.Match()
+	if err != nil {
+		return gateway.Config{}, err
+	}
+	ifs, err := c.ParseInterfaces()
+	if err != nil {
+		return gateway.Config{}, err
+	}
+	gc := gateway.Config{Match: m, Backend: c.Dataplane.Backend, Logger: log,
+		Port: xsk.PortOptions{NumFrames: int(c.Dataplane.Frames), FrameSize: int(c.Dataplane.FrameSize), RingSize: int(c.Dataplane.RingSize)}}
+	switch c.Dataplane.XDPMode {
+	case "native":
+		gc.XDPMode = xsk.ModeNative
+	case "generic":
+		gc.XDPMode = xsk.ModeGeneric
+	}
+	t := c.Conntrack.Timeouts
+	gc.Conntrack = conntrack.Config{MaxEntries: int(c.Conntrack.MaxEntries), TCPLoose: c.Conntrack.TCPLoose,
+		Timeouts: conntrack.Timeouts{Established: time.Duration(t.TCPEstablished), TimeWait: time.Duration(t.TCPTimeWait),
+			UDPUnreplied: time.Duration(t.UDPUnreplied), UDPReplied: time.Duration(t.UDPReplied), ICMP: time.Duration(t.ICMP), Generic: time.Duration(t.Generic)}}
+	for _, i := range ifs {
+		gc.Interfaces = append(gc.Interfaces, gateway.Interface{Name: i.Name, ClusterMAC: i.ClusterMAC, NDMAC: i.NDMAC, IPv4: i.IPv4, IPv6: i.IPv6})
+	}
+	return gc, nil
+}
+
+// StartDataplane starts the gateway. Call it with the thread in the node's
+// network namespace (the process's own, normally).
+func (d *Daemon) StartDataplane() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	gc, err := gatewayConfig(d.cfg, d.log)
+	if err != nil {
+		return err
+	}
+	if d.gw, err = gateway.Start(gc); err != nil {
+		return fmt.Errorf("start dataplane: %w", err)
+	}
+	d.started = time.Now()
+	var ifs []string
+	for i, ic := range gc.Interfaces {
+		ifs = append(ifs, fmt.Sprintf("%s (%s, cluster MAC %s, %d addresses)", ic.Name, d.gw.Modes[i], ic.ClusterMAC, len(ic.IPv4)+len(ic.IPv6)))
+	}
+	d.log.Info("node started", "match", gc.Match.String(), "serves", gc.Match.Nodes(), "interfaces", strings.Join(ifs, "; "))
+	return nil
+}
+
+// Gateway returns the running gateway (nil before StartDataplane).
+func (d *Daemon) Gateway() *gateway.Gateway {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.gw
+}
+
+// Serve starts the metrics endpoint (if configured) and the control API
+// socket, in the calling thread's network namespace.
+func (d *Daemon) Serve() error {
+	d.mu.Lock()
+	cfg := d.cfg
+	gw := d.gw
+	d.mu.Unlock()
+	if gw == nil {
+		return errors.New("serve: the dataplane is not running")
+	}
+	if cfg.Metrics.Listen != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(metrics.New(gw, d.Version))
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+		mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+			if d.Gateway() == nil {
+				http.Error(w, "dataplane not running", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ready")
+		})
+		ln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			return fmt.Errorf("metrics listen %s: %w", cfg.Metrics.Listen, err)
+		}
+		d.serve(&http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln)
+		d.log.Info("metrics served", "url", "http://"+ln.Addr().String()+"/metrics")
+	}
+	sock := cfg.Control.Socket
+	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
+		return fmt.Errorf("control socket directory: %w", err)
+	}
+	if c, err := net.Dial("unix", sock); err == nil {
+		c.Close()
+		return fmt.Errorf("control socket %s: another xdpcluster is running", sock)
+	}
+	os.Remove(sock)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("control socket %s: %w", sock, err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("control socket %s: %w", sock, err)
+	}
+	d.sock = sock
+	d.serve(&http.Server{Handler: d.controlAPI(), ReadHeaderTimeout: 5 * time.Second}, ln)
+	return nil
+}
+
+func (d *Daemon) serve(s *http.Server, ln net.Listener) {
+	d.mu.Lock()
+	d.servers = append(d.servers, s)
+	d.mu.Unlock()
+	go func() {
+		if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("server failed", "addr", ln.Addr().String(), "error", err)
+		}
+	}()
+}
+
+// Status is what `xdpcluster ctl status` shows.
+type Status struct {
+	Version     string            `json:"version"`
+	Uptime      string            `json:"uptime"`
+	Match       string            `json:"match"`
+	TotalNodes  uint32            `json:"total_nodes"`
+	NodeMask    string            `json:"node_mask"`
+	Serves      []int             `json:"serves_nodes"`
+	Invert      bool              `json:"invert"`
+	Interfaces  map[string]string `json:"interfaces"`
+	Connections int               `json:"connections"`
+	Packets     map[string]uint64 `json:"packets"`
+}
+
+// Status reports the node's state.
+func (d *Daemon) Status() Status {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := Status{Version: d.Version, Interfaces: map[string]string{}, Packets: map[string]uint64{}}
+	if d.gw == nil {
+		return s
+	}
+	m := d.gw.DP.Match()
+	s.Uptime = time.Since(d.started).Round(time.Second).String()
+	s.Match, s.TotalNodes, s.NodeMask, s.Invert = m.String(), m.TotalNodes, fmt.Sprintf("%#x", m.NodeMask), m.Invert
+	s.Serves = m.Nodes()
+	for i, ifc := range d.gw.DP.Ifaces() {
+		s.Interfaces[ifc.Name] = d.gw.Modes[i]
+	}
+	s.Connections = d.gw.Tracker.Len()
+	pkts, _, _ := d.gw.DP.Totals(-1)
+	for v, n := range pkts {
+		if n != 0 {
+			s.Packets[dataplane.Verdict(v).String()] = n
+		}
+	}
+	return s
+}
+
+// SetMask changes the node mask at run time.
+func (d *Daemon) SetMask(mask uint32) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.gw == nil {
+		return errors.New("the dataplane is not running")
+	}
+	m := d.gw.DP.Match()
+	m.NodeMask = mask
+	if err := d.gw.DP.SetMatch(m); err != nil {
+		return err
+	}
+	d.log.Info("node mask changed", "mask", fmt.Sprintf("%#x", mask), "serves", m.Nodes())
+	return nil
+}
+
+// Takeover adds node n's share (1-based) to this node's mask.
+func (d *Daemon) Takeover(n int) error {
+	m, err := d.match()
+	if err != nil {
+		return err
+	}
+	if n < 1 || n > int(m.TotalNodes) {
+		return fmt.Errorf("node %d: must be 1..%d", n, m.TotalNodes)
+	}
+	return d.SetMask(m.NodeMask | 1<<(n-1))
+}
+
+// Release removes node n's share from this node's mask.
+func (d *Daemon) Release(n int) error {
+	m, err := d.match()
+	if err != nil {
+		return err
+	}
+	if n < 1 || n > int(m.TotalNodes) {
+		return fmt.Errorf("node %d: must be 1..%d", n, m.TotalNodes)
+	}
+	if m.NodeMask&^(1<<(n-1)) == 0 {
+		return fmt.Errorf("release %d: this node would serve no share at all; stop it instead", n)
+	}
+	return d.SetMask(m.NodeMask &^ (1 << (n - 1)))
+}
+
+func (d *Daemon) match() (cluster.Match, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.gw == nil {
+		return cluster.Match{}, errors.New("the dataplane is not running")
+	}
+	return d.gw.DP.Match(), nil
+}
+
+// Reload re-reads the configuration file. A bad file keeps the running
+// configuration. The node mask and invert flag change at once (and the
+// cluster addresses are announced again); other changes need a restart,
+// and are refused with the keys that differ.
+func (d *Daemon) Reload() error {
+	if d.path == "" {
+		return errors.New("reload: the configuration did not come from a file")
+	}
+	nc, err := config.Load(d.path)
+	if err != nil {
+		return fmt.Errorf("reload refused, keeping the running configuration: %w", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old := *d.cfg
+	newM, _ := nc.Match()
+	oldM, _ := old.Match()
+	changed := *nc
+	changed.Cluster, old.Cluster = config.Cluster{}, config.Cluster{}
+	if changed.YAML() != old.YAML() || newM.TotalNodes != oldM.TotalNodes || newM.Seed != oldM.Seed || newM.Hash != oldM.Hash {
+		return errors.New("reload refused, keeping the running configuration: only cluster.local_node, local_nodemask and invert can change without a restart")
+	}
+	if d.gw != nil {
+		if err := d.gw.DP.SetMatch(newM); err != nil {
+			return fmt.Errorf("reload refused: %w", err)
+		}
+		for _, r := range d.gw.Responders {
+			r.Announce()
+		}
+	}
+	d.cfg = nc
+	d.log.Info("configuration reloaded", "match", newM.String())
+	return nil
+}
+
+// Stop shuts the servers and the dataplane down.
+func (d *Daemon) Stop() error {
+	d.mu.Lock()
+	servers := d.servers
+	d.servers = nil
+	gw := d.gw
+	d.gw = nil
+	sock := d.sock
+	d.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		s.Shutdown(ctx)
+	}
+	if sock != "" {
+		os.Remove(sock)
+	}
+	if gw != nil {
+		return gw.Close()
+	}
+	return nil
+}
+
+// controlAPI serves GET /status, POST /takeover?node=N, /release?node=N
+// and /mask?mask=M, answering JSON.
+func (d *Daemon) controlAPI() http.Handler {
+	mux := http.NewServeMux()
+	reply := func(w http.ResponseWriter, err error) {
+		w.Header().Set("Content-Type", "application/json")
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+			return
+		}
+		json.NewEncoder(w).Encode(d.Status())
+	}
+	num := func(r *http.Request, key string) (uint64, error) {
+		v := r.URL.Query().Get(key)
+		n, err := cluster.ParseNumber(v)
+		if err != nil {
+			return 0, fmt.Errorf("%s %q: not a number", key, v)
+		}
+		return n, nil
+	}
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) { reply(w, nil) })
+	mux.HandleFunc("POST /takeover", func(w http.ResponseWriter, r *http.Request) {
+		n, err := num(r, "node")
+		if err == nil {
+			err = d.Takeover(int(n))
+		}
+		reply(w, err)
+	})
+	mux.HandleFunc("POST /release", func(w http.ResponseWriter, r *http.Request) {
+		n, err := num(r, "node")
+		if err == nil {
+			err = d.Release(int(n))
+		}
+		reply(w, err)
+	})
+	mux.HandleFunc("POST /mask", func(w http.ResponseWriter, r *http.Request) {
+		n, err := num(r, "mask")
+		if err == nil && n > 0xffffffff {
+			err = fmt.Errorf("mask %#x: must fit in 32 bits", n)
+		}
+		if err == nil {
+			err = d.SetMask(uint32(n))
+		}
+		reply(w, err)
+	})
+	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) { reply(w, d.Reload()) })
+	return mux
+}
+
+// Client talks to a daemon's control socket.
+type Client struct{ c *http.Client }
+
+// NewClient returns a client for the socket at path.
+func NewClient(path string) *Client {
+	return &Client{c: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		}}}}
+}
+
+// Do sends a request: method GET or POST, path like "/takeover?node=2".
+func (c *Client) Do(method, path string) (Status, error) {
+	req, _ := http.NewRequest(method, "http://xdpcluster"+path, nil)
+	resp, err := c.c.Do(req)
+	if err != nil {
+		return Status{}, fmt.Errorf("control socket: %w (is xdpcluster running? is --socket right?)", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e map[string]string
+		json.NewDecoder(resp.Body).Decode(&e)
+		return Status{}, errors.New(e["error"])
+	}
+	var s Status
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return Status{}, fmt.Errorf("control socket: %w", err)
+	}
+	return s, nil
+}
+
+// Itoa is strconv.Itoa, for callers building query strings.
+func Itoa(n int) string { return strconv.Itoa(n) }

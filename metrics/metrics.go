@@ -1,0 +1,200 @@
+// Package metrics exports a gateway's counters to Prometheus. Everything
+// is read at scrape time from the per-worker counters and the ports,
+// tracker and responders: nothing is done per packet. Metric names and
+// labels are the public contract documented in the README.
+package metrics
+
+import (
+	"fmt"
+	"runtime/debug"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/conntrack"
+	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/dataplane/gateway"
+	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
+	"github.com/xdpcluster/xdpcluster/packet"
+)
+
+const ns = "xdpcluster"
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(ns+"_"+name, help, labels, nil)
+}
+
+var (
+	packetsDesc   = desc("packets_total", "Frames received by the dataplane, by ingress interface and verdict.", "interface", "verdict")
+	bytesDesc     = desc("bytes_total", "Bytes received by the dataplane, by ingress interface and verdict.", "interface", "verdict")
+	ownerDesc     = desc("owner_packets_total", "Packets with a connection, by the node (1-based) that owns them; every node sees every packet, so each node reports the whole cluster's split.", "interface", "node")
+	invalidDesc   = desc("invalid_packets_total", "Packets without a connection (conntrack INVALID), by reason.", "interface", "reason")
+	malformedDesc = desc("malformed_packets_total", "Frames that could not be parsed, by reason.", "interface", "reason")
+	batchDesc     = desc("batch_size", "Frames per receive batch.", "interface")
+
+	ctEntriesDesc  = desc("conntrack_entries", "Connections tracked now.")
+	ctMaxDesc      = desc("conntrack_max_entries", "The connection table's limit.")
+	ctInsertsDesc  = desc("conntrack_inserts_total", "Connections created.")
+	ctExpiredDesc  = desc("conntrack_expired_total", "Connections removed by timeout.")
+	ctEvictedDesc  = desc("conntrack_evictions_total", "Connections evicted early to make room.")
+	ctFullDesc     = desc("conntrack_table_full_total", "New connections refused: table full of assured connections.")
+	ctReopenedDesc = desc("conntrack_reopened_total", "TCP connections reopened by a SYN.")
+
+	ringDesc = desc("ring_events_total", "Ring health events per port (interface/queue): rx_dropped, rx_invalid_descs, tx_invalid_descs, tx_errors, tx_ring_full, fill_ring_empty.", "port", "event")
+	xdpDesc  = desc("xdp_packets_total", "Verdicts of the XDP program: to_xsk, no_socket, passed (to the kernel).", "interface", "verdict")
+	arpDesc  = desc("neighbour_messages_total", "ARP/ND responder: requests for cluster addresses, replies, announcements, rate_limited, ignored, errors.", "interface", "protocol", "event")
+
+	maskDesc  = desc("node_mask", "The node mask in force (bit n-1 set: this node serves node n's share).")
+	totalDesc = desc("total_nodes", "Nodes in the cluster.")
+	localDesc = desc("local_node", "1 for each node number whose share this node serves.", "node")
+	infoDesc  = desc("build_info", "Build information.", "version", "goversion", "hash")
+	modeDesc  = desc("interface_info", "Data interfaces and their dataplane modes.", "interface", "mode")
+)
+
+// Collector is a prometheus.Collector over one gateway.
+type Collector struct {
+	gw      *gateway.Gateway
+	version string
+}
+
+// New returns a collector for gw.
+func New(gw *gateway.Gateway, version string) *Collector { return &Collector{gw: gw, version: version} }
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, ownerDesc, invalidDesc, malformedDesc, batchDesc,
+		ctEntriesDesc, ctMaxDesc, ctInsertsDesc, ctExpiredDesc, ctEvictedDesc, ctFullDesc, ctReopenedDesc,
+		ringDesc, xdpDesc, arpDesc, maskDesc, totalDesc, localDesc, infoDesc, modeDesc} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	dp := c.gw.DP
+	m := dp.Match()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for i, ifc := range dp.Ifaces() {
+		var pkts, bytes [dataplane.NumVerdicts]uint64
+		var owner [cluster.MaxNodes]uint64
+		var inv [conntrack.NumReasons]uint64
+		var mal [packet.NumReasons]uint64
+		var batches [8]uint64
+		var nBatches uint64
+		for q := 0; q < dp.Queues(); q++ {
+			w := dp.Counters(q, i)
+			for v := range pkts {
+				pkts[v] += w.Packets[v].Load()
+				bytes[v] += w.Bytes[v].Load()
+			}
+			for b := range owner {
+				owner[b] += w.Owner[b].Load()
+			}
+			for r := range inv {
+				inv[r] += w.Invalid[r].Load()
+			}
+			for r := range mal {
+				mal[r] += w.Malformed[r].Load()
+			}
+			for b := range batches {
+				batches[b] += w.BatchSizes[b].Load()
+			}
+			nBatches += w.Batches.Load()
+		}
+		for v := dataplane.Verdict(0); v < dataplane.NumVerdicts; v++ {
+			counter(packetsDesc, pkts[v], ifc.Name, v.String())
+			counter(bytesDesc, bytes[v], ifc.Name, v.String())
+		}
+		for b := 0; b < int(m.TotalNodes); b++ {
+			counter(ownerDesc, owner[b], ifc.Name, strconv.Itoa(b+1))
+		}
+		for r := conntrack.Reason(1); r < conntrack.NumReasons; r++ {
+			counter(invalidDesc, inv[r], ifc.Name, r.String())
+		}
+		for r := packet.Reason(2); r < packet.NumReasons; r++ {
+			counter(malformedDesc, mal[r], ifc.Name, r.String())
+		}
+		buckets := map[float64]uint64{}
+		var cum, sum uint64
+		for b := range batches {
+			cum += batches[b]
+			buckets[float64(uint64(1)<<b)] = cum
+			sum += batches[b] * (uint64(1) << b) // upper bound of the bucket
+		}
+		ch <- prometheus.MustNewConstHistogram(batchDesc, nBatches, float64(sum), buckets, ifc.Name)
+	}
+	st := c.gw.Tracker.Stats()
+	gauge(ctEntriesDesc, float64(st.Entries))
+	gauge(ctMaxDesc, float64(c.gw.Tracker.Config().MaxEntries))
+	counter(ctInsertsDesc, st.Inserts)
+	counter(ctExpiredDesc, st.Expired)
+	counter(ctEvictedDesc, st.Evicted)
+	counter(ctFullDesc, st.TableFull)
+	counter(ctReopenedDesc, st.Reopened)
+	for _, ifc := range dp.Ifaces() {
+		for _, p := range ifc.Ports {
+			s := p.Stats()
+			for _, e := range []struct {
+				name string
+				v    uint64
+			}{{"rx_dropped", s.RxDropped}, {"rx_invalid_descs", s.RxInvalid}, {"tx_invalid_descs", s.TxInvalid},
+				{"tx_errors", s.TxErrors}, {"tx_ring_full", s.TxRingFull}, {"fill_ring_empty", s.FillRingEmpty + s.RxFillEmpty}} {
+				counter(ringDesc, e.v, p.Name(), e.name)
+			}
+		}
+	}
+	for i, prog := range c.gw.Programs {
+		if st, err := prog.Stats(); err == nil {
+			for v := 0; v < xsk.NumStats; v++ {
+				counter(xdpDesc, st[v], dp.Ifaces()[i].Name, xsk.StatNames[v])
+			}
+		}
+	}
+	for _, r := range c.gw.Responders {
+		s := r.Stats()
+		name := r.Interface()
+		counter(arpDesc, s.ARPRequests, name, "arp", "requests")
+		counter(arpDesc, s.ARPReplies, name, "arp", "replies")
+		counter(arpDesc, s.NSRequests, name, "nd", "requests")
+		counter(arpDesc, s.NAReplies, name, "nd", "replies")
+		counter(arpDesc, s.Announcements, name, "any", "announcements")
+		counter(arpDesc, s.RateLimited, name, "any", "rate_limited")
+		counter(arpDesc, s.Ignored, name, "any", "ignored")
+		counter(arpDesc, s.Errors, name, "any", "errors")
+	}
+	gauge(maskDesc, float64(m.NodeMask))
+	gauge(totalDesc, float64(m.TotalNodes))
+	for n := 0; n < int(m.TotalNodes); n++ {
+		v := 0.0
+		if m.OwnsNode(n) {
+			v = 1
+		}
+		gauge(localDesc, v, strconv.Itoa(n+1))
+	}
+	gover := "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		gover = bi.GoVersion
+	}
+	gauge(infoDesc, 1, c.version, gover, m.Hash.String())
+	for i, ifc := range dp.Ifaces() {
+		mode := ""
+		if i < len(c.gw.Modes) {
+			mode = c.gw.Modes[i]
+		}
+		gauge(modeDesc, 1, ifc.Name, mode)
+	}
+}
+
+// Check that the collector satisfies the interface.
+var _ prometheus.Collector = (*Collector)(nil)
+
+// String is for debugging.
+func (c *Collector) String() string {
+	return fmt.Sprintf("metrics collector for %d interfaces", len(c.gw.DP.Ifaces()))
+}
