@@ -46,6 +46,14 @@ type Daemon struct {
 	started time.Time
 	servers []*http.Server
 	sock    string
+	metrics string // the metrics listener's address
+}
+
+// MetricsAddr is the address metrics are served on ("" when disabled).
+func (d *Daemon) MetricsAddr() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.metrics
 }
 
 // New prepares a daemon for cfg, read from path (for reloads; "" when the
@@ -141,6 +149,9 @@ func (d *Daemon) Serve() error {
 			return fmt.Errorf("metrics listen %s: %w", cfg.Metrics.Listen, err)
 		}
 		d.serve(&http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln)
+		d.mu.Lock()
+		d.metrics = ln.Addr().String()
+		d.mu.Unlock()
 		d.log.Info("metrics served", "url", "http://"+ln.Addr().String()+"/metrics")
 	}
 	sock := cfg.Control.Socket

@@ -1,0 +1,153 @@
+package daemon_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/xdpcluster/xdpcluster/config"
+	"github.com/xdpcluster/xdpcluster/internal/daemon"
+	"github.com/xdpcluster/xdpcluster/internal/netns"
+	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+)
+
+func nodeConfig(cl *netns.Cluster, sock, extra string) string {
+	return fmt.Sprintf(`cluster:
+  total_nodes: 2
+%s
+  hash_seed: 0xdeadbeef
+interfaces:
+  - name: front
+    cluster_mac: "%s"
+    cluster_addresses: ["%s", "%s"]
+  - name: back
+    cluster_mac: "%s"
+    cluster_addresses: ["%s", "%s"]
+metrics:
+  listen: "127.0.0.1:0"
+control:
+  socket: %s
+`, extra, cl.FrontMAC, cl.ClusterFront4, cl.ClusterFront6, cl.BackMAC, cl.ClusterBack4, cl.ClusterBack6, sock)
+}
+
+func get(t *testing.T, url string) string {
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%s: %s", url, resp.Status)
+	}
+	return string(b)
+}
+
+func TestDaemon(t *testing.T) {
+	nstest.Require(t)
+	cl, err := netns.NewCluster("xc-daemon", netns.ClusterOptions{Nodes: 2, Clients4: 2, Clients6: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "run", "control.sock")
+	path := filepath.Join(dir, "config.yaml")
+	write := func(s string) {
+		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(nodeConfig(cl, sock, "  local_node: 1"))
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := daemon.New(path, cfg, nil)
+	if err := cl.Nodes[0].Do(d.StartDataplane); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Stop() })
+	if err := d.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + d.MetricsAddr()
+	if get(t, base+"/healthz") != "ok\n" || get(t, base+"/readyz") != "ready\n" {
+		t.Error("health endpoints")
+	}
+	m := get(t, base+"/metrics")
+	for _, want := range []string{
+		`xdpcluster_packets_total{interface="front",verdict="forwarded"}`,
+		`xdpcluster_bytes_total{interface="back",verdict="foreign"}`,
+		`xdpcluster_owner_packets_total{interface="front",node="2"}`,
+		`xdpcluster_invalid_packets_total{interface="front",reason="tcp_no_syn"}`,
+		`xdpcluster_conntrack_entries`, `xdpcluster_conntrack_max_entries 1.048576e+06`,
+		`xdpcluster_ring_events_total{event="tx_errors",port="back/q0"}`,
+		`xdpcluster_xdp_packets_total{interface="front",verdict="passed"}`,
+		`xdpcluster_neighbour_messages_total{event="announcements",interface="front",protocol="any"} 2`,
+		`xdpcluster_batch_size_bucket{interface="front",le="64"}`,
+		`xdpcluster_node_mask 1`, `xdpcluster_total_nodes 2`, `xdpcluster_local_node{node="1"} 1`,
+		`xdpcluster_build_info{`, `xdpcluster_interface_info{interface="front",mode="xdp native, afxdp`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	// The control socket.
+	if st, err := os.Stat(sock); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("control socket %v, %v: want mode 0600", st, err)
+	}
+	c := daemon.NewClient(sock)
+	for _, step := range []struct {
+		method, path, wantMask, wantErr string
+	}{
+		{"GET", "/status", "0x1", ""},
+		{"POST", "/takeover?node=2", "0x3", ""},
+		{"POST", "/release?node=2", "0x1", ""},
+		{"POST", "/release?node=1", "", "would serve no share"},
+		{"POST", "/takeover?node=3", "", "node 3: must be 1..2"},
+		{"POST", "/mask?mask=4", "", "names a node above"},
+		{"POST", "/mask?mask=0x2", "0x2", ""},
+		{"POST", "/mask?mask=1", "0x1", ""},
+	} {
+		st, err := c.Do(step.method, step.path)
+		if step.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), step.wantErr) {
+				t.Errorf("%s: error %v, want %q", step.path, err, step.wantErr)
+			}
+			continue
+		}
+		if err != nil || st.NodeMask != step.wantMask {
+			t.Errorf("%s: mask %s, %v; want %s", step.path, st.NodeMask, err, step.wantMask)
+		}
+	}
+	// Reloads: a bad file keeps the running configuration; a mask change
+	// applies at once; a seed change is refused.
+	write("cluster: [broken")
+	if err := d.Reload(); err == nil || !strings.Contains(err.Error(), "keeping the running configuration") {
+		t.Errorf("bad reload: %v", err)
+	}
+	write(nodeConfig(cl, sock, "  local_nodemask: 3"))
+	if err := d.Reload(); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if st := d.Status(); st.NodeMask != "0x3" {
+		t.Errorf("after reload mask %s", st.NodeMask)
+	}
+	write(strings.Replace(nodeConfig(cl, sock, "  local_node: 1"), "0xdeadbeef", "0x1", 1))
+	if err := d.Reload(); err == nil || !strings.Contains(err.Error(), "restart") {
+		t.Errorf("seed change reload: %v", err)
+	}
+	if st := d.Status(); st.NodeMask != "0x3" {
+		t.Errorf("a refused reload changed the mask to %s", st.NodeMask)
+	}
+	// A second daemon on the same socket is refused.
+	d2 := daemon.New(path, cfg, nil)
+	if err := d2.Serve(); err == nil {
+		t.Error("serve without a dataplane accepted")
+	}
+}
