@@ -159,7 +159,7 @@ func runDemo(e env, args []string) int {
 			}
 		}(w)
 	}
-	fmt.Fprintf(e.stdout, "\ntraffic: TCP echo, UDP and ping from %d client addresses to %s and %s; Ctrl-C to stop\n\n", len(addrs), cl.Server4, cl.Server6)
+	fmt.Fprintf(e.stdout, "\ntraffic: TCP echo and UDP from %d client addresses to %s and %s; Ctrl-C to stop\n\n", len(addrs), cl.Server4, cl.Server6)
 	tty := false
 	if f, ok := e.stdout.(*os.File); ok {
 		_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
