@@ -33,6 +33,7 @@ var (
 	malformedDesc = desc("malformed_packets_total", "Frames that could not be parsed, by reason.", "interface", "reason")
 	batchDesc     = desc("batch_size", "Frames per receive batch.", "interface")
 
+	connsDesc      = desc("connections_total", "New connections, by the node (1-based) that owns them; every node tracks every connection.", "node")
 	ctEntriesDesc  = desc("conntrack_entries", "Connections tracked now.")
 	ctMaxDesc      = desc("conntrack_max_entries", "The connection table's limit.")
 	ctInsertsDesc  = desc("conntrack_inserts_total", "Connections created.")
@@ -64,7 +65,7 @@ func New(gw *gateway.Gateway, version string) *Collector { return &Collector{gw:
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, ownerDesc, invalidDesc, malformedDesc, batchDesc,
-		ctEntriesDesc, ctMaxDesc, ctInsertsDesc, ctExpiredDesc, ctEvictedDesc, ctFullDesc, ctReopenedDesc,
+		connsDesc, ctEntriesDesc, ctMaxDesc, ctInsertsDesc, ctExpiredDesc, ctEvictedDesc, ctFullDesc, ctReopenedDesc,
 		ringDesc, xdpDesc, arpDesc, maskDesc, totalDesc, localDesc, infoDesc, modeDesc} {
 		ch <- d
 	}
@@ -128,6 +129,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			sum += batches[b] * (uint64(1) << b) // upper bound of the bucket
 		}
 		ch <- prometheus.MustNewConstHistogram(batchDesc, nBatches, float64(sum), buckets, ifc.Name)
+	}
+	for n := 0; n < int(m.TotalNodes); n++ {
+		counter(connsDesc, c.gw.NewConns[n].Load(), strconv.Itoa(n+1))
 	}
 	st := c.gw.Tracker.Stats()
 	gauge(ctEntriesDesc, float64(st.Entries))

@@ -13,6 +13,7 @@ declare -A pkg_of=(
   [tcpdump]=tcpdump
   [ping]=iputils-ping
   [ethtool]=ethtool
+  [prometheus]=prometheus
 )
 
 missing=()

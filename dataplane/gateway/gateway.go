@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -57,15 +58,18 @@ type Gateway struct {
 	// that has any.
 	Responders []*arp.Responder
 	Programs   []*xsk.Program
-	Modes      []string // per interface: "native, afxdp copy, 1 queue"
-	handle     *netlink.Handle
-	links      []int
-	ports      []dataplane.Port
-	log        *slog.Logger
-	once       sync.Once
-	closeErr   error
-	done       chan struct{}
-	sender     *kernelSender
+	// NewConns counts new connections by the 0-based node that owns them
+	// (every node tracks every connection).
+	NewConns [cluster.MaxNodes]atomic.Uint64
+	Modes    []string // per interface: "native, afxdp copy, 1 queue"
+	handle   *netlink.Handle
+	links    []int
+	ports    []dataplane.Port
+	log      *slog.Logger
+	once     sync.Once
+	closeErr error
+	done     chan struct{}
+	sender   *kernelSender
 }
 
 // Start sets everything up and starts the workers. On error it undoes
@@ -97,11 +101,17 @@ func Start(cfg Config) (g *Gateway, err error) {
 	}()
 	m := cfg.Match
 	ct := cfg.Conntrack
+	// Tag runs once per new connection (not per packet): store its bucket
+	// and count it for the node that owns it.
 	ct.Tag = func(fam uint8, orig [16]byte) uint8 {
+		var b uint32
 		if fam == 4 {
-			return uint8(m.Bucket4((*[4]byte)(orig[:4])))
+			b = m.Bucket4((*[4]byte)(orig[:4]))
+		} else {
+			b = m.Bucket16(&orig)
 		}
-		return uint8(m.Bucket16(&orig))
+		g.NewConns[b].Add(1)
+		return uint8(b)
 	}
 	if g.Tracker, err = conntrack.NewTable(ct); err != nil {
 		return g, err
