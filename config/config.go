@@ -95,6 +95,9 @@ type Conntrack struct {
 type Dataplane struct {
 	Backend   string `yaml:"backend"`    // auto | afxdp | afpacket
 	XDPMode   string `yaml:"xdp_mode"`   // auto | native | generic
+	ZeroCopy  string `yaml:"zero_copy"`  // auto | on | off
+	Queues    Number `yaml:"queues"`     // 0: every RX queue
+	BatchSize Number `yaml:"batch_size"` // frames per receive batch, 1..64
 	Frames    Number `yaml:"frames"`     // AF_XDP frames per socket
 	RingSize  Number `yaml:"ring_size"`  // AF_XDP ring entries
 	FrameSize Number `yaml:"frame_size"` // bytes
@@ -134,7 +137,7 @@ func Defaults() Config {
 		Role:      "gateway",
 		Cluster:   Cluster{Hash: "xt_cluster"},
 		Conntrack: Conntrack{MaxEntries: 1 << 20},
-		Dataplane: Dataplane{Backend: "auto", XDPMode: "auto", Frames: 8192, RingSize: 4096, FrameSize: 2048},
+		Dataplane: Dataplane{Backend: "auto", XDPMode: "auto", ZeroCopy: "auto", BatchSize: 64, Frames: 8192, RingSize: 4096, FrameSize: 2048},
 		Metrics:   Metrics{Listen: "127.0.0.1:9477"},
 		Control:   Control{Socket: "/run/xdpcluster/control.sock"},
 		Log:       Log{Format: "text", Level: "info"},
@@ -353,6 +356,13 @@ func (c *Config) Validate() error {
 	}
 	oneOf("dataplane.backend", c.Dataplane.Backend, "auto", "afxdp", "afpacket")
 	oneOf("dataplane.xdp_mode", c.Dataplane.XDPMode, "auto", "native", "generic")
+	oneOf("dataplane.zero_copy", c.Dataplane.ZeroCopy, "auto", "on", "off")
+	if c.Dataplane.BatchSize < 1 || c.Dataplane.BatchSize > 64 {
+		errs = append(errs, fmt.Errorf("dataplane.batch_size %d: must be 1..64", c.Dataplane.BatchSize))
+	}
+	if c.Dataplane.Queues > 256 {
+		errs = append(errs, fmt.Errorf("dataplane.queues %d: must be 0 (every RX queue) .. 256", c.Dataplane.Queues))
+	}
 	oneOf("log.format", c.Log.Format, "text", "json")
 	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	for _, p := range []struct {

@@ -99,6 +99,8 @@ func TestErrors(t *testing.T) {
 		{"bad listen", `listen: "127.0.0.1:9477"`, `listen: "9477"`, `metrics.listen "9477": must be host:port`},
 		{"bad log", "format: text", "format: xml", `log.format "xml": must be one of text, json`},
 		{"max entries", "max_entries: 1048576", "max_entries: 0", "conntrack.max_entries 0: must be 1..268435456"},
+		{"zero copy", "backend: auto", "backend: auto\n  zero_copy: maybe", `dataplane.zero_copy "maybe": must be one of auto, on, off`},
+		{"batch size", "backend: auto", "backend: auto\n  batch_size: 65", "dataplane.batch_size 65: must be 1..64"},
 	}
 	for _, tc := range tests {
 		in := strings.Replace(example, tc.from, tc.to, 1)

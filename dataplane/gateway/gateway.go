@@ -46,7 +46,11 @@ type Config struct {
 	Port    xsk.PortOptions  // zero: xsk.DefaultPortOptions
 	Packet  afpacket.Options // zero: afpacket.DefaultOptions
 	XDPMode xsk.Mode         // "": native, else generic
-	Logger  *slog.Logger
+	// Queues limits the RX queues used (0: every one the interfaces have).
+	Queues int
+	// BatchSize bounds a receive batch (0: 64).
+	BatchSize int
+	Logger    *slog.Logger
 }
 
 // Gateway is a running gateway dataplane.
@@ -145,7 +149,7 @@ func Start(cfg Config) (g *Gateway, err error) {
 	if g.sender, err = newKernelSender(); err != nil {
 		return g, err
 	}
-	g.DP, err = dataplane.New(dataplane.Config{Ifaces: ifaces, Match: cfg.Match, Tracker: g.Tracker, Resolver: g.Resolver, SlowPath: g.sender.send})
+	g.DP, err = dataplane.New(dataplane.Config{Ifaces: ifaces, Match: cfg.Match, Tracker: g.Tracker, Resolver: g.Resolver, SlowPath: g.sender.send, BatchSize: cfg.BatchSize})
 	if err != nil {
 		return g, err
 	}
@@ -266,6 +270,9 @@ func (g *Gateway) openXDP(h *netlink.Handle, cfg Config) ([]dataplane.Iface, err
 		if queues < 0 || len(perIface[i]) < queues {
 			queues = len(perIface[i])
 		}
+	}
+	if cfg.Queues > 0 && cfg.Queues < queues {
+		queues = cfg.Queues
 	}
 	var ifaces []dataplane.Iface
 	for i, ic := range cfg.Interfaces {

@@ -16,6 +16,9 @@ type PortOptions struct {
 	NumFrames int // frames in the UMEM: half for receiving, half for sending
 	FrameSize int
 	RingSize  int // entries of each of the four rings
+	// ZeroCopy is "" or "auto" (zero-copy where the driver can, copy
+	// otherwise), "on" (zero-copy or fail) or "off" (copy mode).
+	ZeroCopy string
 }
 
 // DefaultPortOptions are thousands of frames, not the library's 128.
@@ -35,6 +38,9 @@ func (o PortOptions) Validate() error {
 	}
 	if o.FrameSize < 2048 {
 		return fmt.Errorf("xsk frame_size %d: must be at least 2048", o.FrameSize)
+	}
+	if o.ZeroCopy != "" && o.ZeroCopy != "auto" && o.ZeroCopy != "on" && o.ZeroCopy != "off" {
+		return fmt.Errorf("xsk zero_copy %q: must be auto, on or off", o.ZeroCopy)
 	}
 	if o.RingSize > o.NumFrames/2 {
 		return fmt.Errorf("xsk ring_size %d: must be at most num_frames/2 (%d)", o.RingSize, o.NumFrames/2)
@@ -68,6 +74,15 @@ type Port struct {
 func OpenPort(name string, ifindex, queue int, opts PortOptions) (*Port, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
+	}
+	// asavie/xdp takes the bind flags from a package variable.
+	switch opts.ZeroCopy {
+	case "on":
+		xdp.DefaultSocketFlags = unix.XDP_ZEROCOPY
+	case "off":
+		xdp.DefaultSocketFlags = unix.XDP_COPY
+	default:
+		xdp.DefaultSocketFlags = 0
 	}
 	sock, err := xdp.NewSocket(ifindex, queue, &xdp.SocketOptions{
 		NumFrames: opts.NumFrames, FrameSize: opts.FrameSize,

@@ -75,8 +75,8 @@ func gatewayConfig(c *config.Config, log *slog.Logger) (gateway.Config, error) {
 	if err != nil {
 		return gateway.Config{}, err
 	}
-	gc := gateway.Config{Match: m, Backend: c.Dataplane.Backend, Logger: log,
-		Port: xsk.PortOptions{NumFrames: int(c.Dataplane.Frames), FrameSize: int(c.Dataplane.FrameSize), RingSize: int(c.Dataplane.RingSize)}}
+	gc := gateway.Config{Match: m, Backend: c.Dataplane.Backend, Logger: log, Queues: int(c.Dataplane.Queues), BatchSize: int(c.Dataplane.BatchSize),
+		Port: xsk.PortOptions{NumFrames: int(c.Dataplane.Frames), FrameSize: int(c.Dataplane.FrameSize), RingSize: int(c.Dataplane.RingSize), ZeroCopy: c.Dataplane.ZeroCopy}}
 	switch c.Dataplane.XDPMode {
 	case "native":
 		gc.XDPMode = xsk.ModeNative
