@@ -153,7 +153,9 @@ func count(statsFD, idx int, label string) asm.Instructions {
 	}
 }
 
-func le32(b []byte) int32 { return int32(uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24) }
+func le32(b []byte) int32 {
+	return int32(uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24)
+}
 
 // instructions builds the program. Registers: R6 ctx, R7 L3 header, R3
 // data_end, R8 the hash key word, R9 scratch. Packet loads are little
@@ -272,7 +274,7 @@ func instructions(clusterMAC, ownMAC net.HardwareAddr, paramsFD, statsFD int) as
 		asm.LoadMapPtr(R1, paramsFD),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(R0, 0, "malformed"),
-		asm.Mov.Reg(R9, R0), // params
+		asm.Mov.Reg(R9, R0),              // params
 		asm.LoadMem(R1, R9, 8, asm.Word), // initval
 		asm.Mov.Reg32(R0, R8),
 		asm.Add.Reg32(R0, R1), // a
@@ -326,18 +328,31 @@ func instructions(clusterMAC, ownMAC net.HardwareAddr, paramsFD, statsFD int) as
 	return ins
 }
 
-// Attach attaches the program to ifindex as a bpf_link (native, else
-// generic). Call it with the thread in the interface's namespace.
+// Attach attaches the program to ifindex as a bpf_link: natively, else
+// generically. On a veth it attaches generically: veth's native XDP runs
+// on an skb that keeps its packet type, so a frame whose destination MAC
+// the program rewrote would still reach the stack as multicast and TCP
+// would drop it; generic XDP re-derives the packet type (as a real NIC's
+// driver does when it builds the skb after XDP). Call it with the thread
+// in the interface's namespace.
 func (p *Program) Attach(ifindex int) (string, error) {
-	if nl, err := netlink.LinkByIndex(ifindex); err == nil && nl.Attrs().Xdp != nil && nl.Attrs().Xdp.Attached {
+	nl, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return "", fmt.Errorf("interface %d: %w", ifindex, err)
+	}
+	if nl.Attrs().Xdp != nil && nl.Attrs().Xdp.Attached {
 		netlink.LinkSetXdpFdWithFlags(nl, -1, unix.XDP_FLAGS_DRV_MODE)
 		netlink.LinkSetXdpFdWithFlags(nl, -1, unix.XDP_FLAGS_SKB_MODE)
 	}
-	var errs []error
-	for _, m := range []struct {
+	modes := []struct {
 		name  string
 		flags link.XDPAttachFlags
-	}{{"native", link.XDPDriverMode}, {"generic", link.XDPGenericMode}} {
+	}{{"native", link.XDPDriverMode}, {"generic", link.XDPGenericMode}}
+	if nl.Type() == "veth" {
+		modes = modes[1:]
+	}
+	var errs []error
+	for _, m := range modes {
 		l, err := link.AttachXDP(link.XDPOptions{Program: p.Prog, Interface: ifindex, Flags: m.flags})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", m.name, err))

@@ -1,0 +1,189 @@
+package backend_test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/dataplane/backend"
+	"github.com/xdpcluster/xdpcluster/internal/netns"
+	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+)
+
+const seed = 0xdeadbeef
+
+// dump, if set, logs the nodes' state when a request fails.
+var dump func()
+
+// serve runs, in ns, a TCP service on :8080 and a UDP service on :5353
+// that answer with "node N" (and, for UDP, the size of what they got).
+func serve(t *testing.T, ns *netns.NS, node int, udpAddr netip.Addr) {
+	var ln net.Listener
+	var pc net.PacketConn
+	if err := ns.Do(func() (err error) {
+		if ln, err = net.Listen("tcp", ":8080"); err != nil {
+			return err
+		}
+		// A UDP service on a shared address binds it, or its replies would
+		// come from the interface's own address.
+		pc, err = net.ListenPacket("udp", netip.AddrPortFrom(udpAddr, 5353).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close(); pc.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "node %d\n", node)
+			c.Close()
+		}
+	}()
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, a, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo([]byte(fmt.Sprintf("node %d got %d", node, n)), a)
+		}
+	}()
+}
+
+// ask connects from client address a to the cluster IP and returns which
+// node answered.
+func ask(t *testing.T, cl *netns.Cluster, a netip.Addr) string {
+	dst := netip.AddrPortFrom(cl.ClusterFront4, 8080)
+	if a.Is6() {
+		dst = netip.AddrPortFrom(cl.ClusterFront6, 8080)
+	}
+	var line string
+	err := cl.Client.Do(func() error {
+		d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: a.AsSlice()}}
+		c, err := d.Dial("tcp", dst.String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		line, err = bufio.NewReader(c).ReadString('\n')
+		return err
+	})
+	if err != nil {
+		if dump != nil {
+			dump()
+		}
+		t.Fatalf("from %s: %v", a, err)
+	}
+	return strings.TrimSpace(line)
+}
+
+func startNode(t *testing.T, cl *netns.Cluster, i int, m cluster.Match) *backend.Node {
+	var n *backend.Node
+	ns := cl.Nodes[i]
+	if err := ns.Do(func() (err error) {
+		n, err = backend.Start(backend.Config{Match: m, Interfaces: []backend.Interface{{Name: "front", ClusterMAC: cl.FrontMAC,
+			IPv4: []netip.Addr{cl.ClusterFront4}, IPv6: []netip.Addr{cl.ClusterFront6}}}})
+		return err
+	}); err != nil {
+		t.Fatalf("node %d: %v", i+1, err)
+	}
+	t.Cleanup(func() { ns.Do(n.Close) })
+	return n
+}
+
+// TestBackendEndToEnd: three servers share the cluster IPs; every client
+// connection is served by exactly the server cluster.Match names; a
+// fragmented datagram reaches its owner whole; a takeover at run time
+// moves node 2's clients to node 1.
+func TestBackendEndToEnd(t *testing.T) {
+	nstest.Require(t)
+	cl, err := netns.NewCluster("xc-be", netns.ClusterOptions{Nodes: 3, Clients4: 30, Clients6: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	var nodes []*backend.Node
+	dump = func() {
+		for i, n := range nodes {
+			st, _ := n.Programs[0].Stats()
+			t.Logf("node %d: %v responder %+v", i+1, st, n.Responders[0].Stats())
+			out, _ := cl.Nodes[i].Run("ip", "addr", "show", "lo")
+			t.Logf("node %d lo: %s", i+1, out)
+		}
+		out, _ := cl.Client.Run("ip", "neigh")
+		t.Logf("client neighbours:\n%s", out)
+	}
+	defer func() { dump = nil }()
+	for i := range cl.Nodes {
+		nodes = append(nodes, startNode(t, cl, i, cluster.LocalNode(3, uint32(i+1), seed)))
+		serve(t, cl.Nodes[i], i+1, cl.ClusterFront4)
+	}
+	m := cluster.LocalNode(3, 1, seed)
+	clients := append(append([]netip.Addr(nil), cl.Clients4...), cl.Clients6...)
+	for _, a := range clients {
+		if got, want := ask(t, cl, a), fmt.Sprintf("node %d", m.Node(a)+1); got != want {
+			t.Errorf("client %s served by %s, want %s", a, got, want)
+		}
+	}
+	// A datagram larger than the MTU: its fragments all go to the owner.
+	a := cl.Clients4[0]
+	var reply string
+	if err := cl.Client.Do(func() error {
+		c, err := net.DialUDP("udp", &net.UDPAddr{IP: a.AsSlice()}, &net.UDPAddr{IP: cl.ClusterFront4.AsSlice(), Port: 5353})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := c.Write(make([]byte, 3000)); err != nil {
+			return err
+		}
+		buf := make([]byte, 100)
+		n, err := c.Read(buf)
+		reply = string(buf[:n])
+		return err
+	}); err != nil {
+		t.Fatalf("fragmented datagram: %v", err)
+	}
+	if want := fmt.Sprintf("node %d got 3000", m.Node(a)+1); reply != want {
+		t.Errorf("fragmented datagram: %q, want %q", reply, want)
+	}
+	var total [backend.NumStats]uint64
+	for _, n := range nodes {
+		st, _ := n.Programs[0].Stats()
+		for i := range st {
+			total[i] += st[i]
+		}
+	}
+	if total[backend.StatMalformed] != 0 {
+		t.Errorf("malformed frames: %v", total)
+	}
+	// Node 2 fails; node 1 takes its share over at run time.
+	if err := cl.Nodes[1].Do(nodes[1].Close); err != nil {
+		t.Fatal(err)
+	}
+	m1 := cluster.LocalNode(3, 1, seed)
+	m1.NodeMask = 0b011
+	if err := nodes[0].SetMatch(m1); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range clients {
+		want := fmt.Sprintf("node %d", m.Node(a)+1)
+		if m.Node(a) == 1 {
+			want = "node 1"
+		}
+		if got := ask(t, cl, a); got != want {
+			t.Errorf("after the takeover client %s served by %s, want %s", a, got, want)
+		}
+	}
+}

@@ -1,0 +1,204 @@
+package backend
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpcluster/xdpcluster/arp"
+	"github.com/xdpcluster/xdpcluster/cluster"
+)
+
+// Interface is one data interface of a back-end server.
+type Interface struct {
+	Name       string
+	ClusterMAC net.HardwareAddr
+	IPv4, IPv6 []netip.Addr
+	NDMAC      net.HardwareAddr
+}
+
+// Config configures Start.
+type Config struct {
+	Interfaces []Interface
+	Match      cluster.Match
+	Logger     *slog.Logger
+}
+
+// Node is a running back-end server: our program on each data interface,
+// the cluster addresses on lo, the ARP/ND responders.
+type Node struct {
+	Programs   []*Program
+	Responders []*arp.Responder
+	Modes      []string
+	names      []string
+
+	mu      sync.Mutex
+	match   cluster.Match
+	added   []netlink.Addr // cluster addresses Start put on lo
+	sysctls map[string]string
+	once    sync.Once
+	err     error
+}
+
+// Start sets the node up. Call it with the thread in the server's network
+// namespace. The kernel must serve the cluster addresses but never answer
+// ARP/ND for them with its own MAC, so they go on lo, and on each data
+// interface arp_ignore=1 (answer only for addresses of that interface) and
+// arp_announce=2 (never use them as the source of its own ARP requests);
+// for IPv6 the kernel answers solicitations only for addresses of the
+// receiving interface. Close undoes all of it.
+func Start(cfg Config) (n *Node, err error) {
+	if len(cfg.Interfaces) == 0 {
+		return nil, errors.New("backend: no data interfaces")
+	}
+	if err := cfg.Match.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	n = &Node{match: cfg.Match, sysctls: map[string]string{}}
+	defer func() {
+		if err != nil {
+			n.Close()
+			n = nil
+		}
+	}()
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return n, fmt.Errorf("backend: lo: %w", err)
+	}
+	have, _ := netlink.AddrList(lo, netlink.FAMILY_ALL)
+	for _, ic := range cfg.Interfaces {
+		link, err := netlink.LinkByName(ic.Name)
+		if err != nil {
+			return n, fmt.Errorf("backend: interface %s: %w", ic.Name, err)
+		}
+		for _, kv := range [][2]string{{"arp_ignore", "1"}, {"arp_announce", "2"}} {
+			if err := n.setSysctl(fmt.Sprintf("/proc/sys/net/ipv4/conf/%s/%s", ic.Name, kv[0]), kv[1]); err != nil {
+				return n, err
+			}
+		}
+		for _, a := range append(append([]netip.Addr(nil), ic.IPv4...), ic.IPv6...) {
+			if onLo(have, a) {
+				continue
+			}
+			bits := 32
+			if a.Is6() {
+				bits = 128
+			}
+			addr := netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, bits)}}
+			if a.Is6() {
+				addr.Flags = unix.IFA_F_NODAD // three servers share it: no duplicate address detection
+			}
+			if err := netlink.AddrAdd(lo, &addr); err != nil {
+				return n, fmt.Errorf("backend: add cluster address %s to lo: %w", a, err)
+			}
+			n.added = append(n.added, addr)
+		}
+		p, err := NewProgram(ic.ClusterMAC, link.Attrs().HardwareAddr, cfg.Match)
+		if err != nil {
+			return n, fmt.Errorf("backend: interface %s: %w", ic.Name, err)
+		}
+		n.Programs = append(n.Programs, p)
+		n.names = append(n.names, ic.Name)
+		mode, err := p.Attach(link.Attrs().Index)
+		if err != nil {
+			return n, err
+		}
+		n.Modes = append(n.Modes, "backend xdp "+mode)
+		r, err := arp.Start(arp.Config{Interface: ic.Name, ClusterMAC: ic.ClusterMAC, NDMAC: ic.NDMAC, IPv4: ic.IPv4, IPv6: ic.IPv6, Logger: log})
+		if err != nil {
+			return n, err
+		}
+		n.Responders = append(n.Responders, r)
+	}
+	return n, nil
+}
+
+func onLo(have []netlink.Addr, a netip.Addr) bool {
+	for _, h := range have {
+		if ip, ok := netip.AddrFromSlice(h.IP); ok && ip.Unmap() == a {
+			return true
+		}
+	}
+	return false
+}
+
+// setSysctl writes a sysctl of the calling thread's namespace, remembering
+// the old value for Close.
+func (n *Node) setSysctl(path, value string) error {
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("backend: read %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+		return fmt.Errorf("backend: set %s=%s: %w (needs CAP_NET_ADMIN)", path, value, err)
+	}
+	if _, ok := n.sysctls[path]; !ok {
+		n.sysctls[path] = strings.TrimSpace(string(old))
+	}
+	return nil
+}
+
+// Match returns the match in force.
+func (n *Node) Match() cluster.Match {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.match
+}
+
+// SetMatch changes the decision of every interface's program at once. In
+// back-end mode even the seed and node count may change (there is no
+// per-connection state), though existing connections of a moved share
+// break.
+func (n *Node) SetMatch(m cluster.Match) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, p := range n.Programs {
+		if err := p.SetMatch(m); err != nil {
+			return err
+		}
+	}
+	n.match = m
+	return nil
+}
+
+// Interfaces names the data interfaces.
+func (n *Node) Interfaces() []string { return n.names }
+
+// Close detaches the programs, stops the responders, removes the addresses
+// it added to lo and restores the sysctls. Call it in the server's
+// namespace; it may be called more than once.
+func (n *Node) Close() error {
+	n.once.Do(func() {
+		var errs []error
+		for _, r := range n.Responders {
+			errs = append(errs, r.Close())
+		}
+		for _, p := range n.Programs {
+			errs = append(errs, p.Close())
+		}
+		if lo, err := netlink.LinkByName("lo"); err == nil {
+			for _, a := range n.added {
+				if err := netlink.AddrDel(lo, &a); err != nil {
+					errs = append(errs, fmt.Errorf("remove %s from lo: %w", a.IPNet, err))
+				}
+			}
+		}
+		for path, v := range n.sysctls {
+			errs = append(errs, os.WriteFile(path, []byte(v), 0o644))
+		}
+		n.err = errors.Join(errs...)
+	})
+	return n.err
+}
