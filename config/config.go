@@ -121,7 +121,7 @@ type Log struct {
 
 // Config is the whole file.
 type Config struct {
-	Role       string      `yaml:"role"` // gateway
+	Role       string      `yaml:"role"` // gateway | backend
 	Cluster    Cluster     `yaml:"cluster"`
 	Interfaces []Interface `yaml:"interfaces"`
 	Conntrack  Conntrack   `yaml:"conntrack"`
@@ -331,8 +331,11 @@ func (c *Config) ParseInterfaces() ([]ParsedInterface, error) {
 // Validate checks everything, reporting every problem.
 func (c *Config) Validate() error {
 	var errs []error
-	if c.Role != "gateway" {
-		errs = append(errs, fmt.Errorf("role %q: must be gateway (back-end mode is not built yet)", c.Role))
+	if c.Role != "gateway" && c.Role != "backend" {
+		errs = append(errs, fmt.Errorf("role %q: must be gateway (forward between interfaces) or backend (servers sharing a cluster IP)", c.Role))
+	}
+	if c.Role == "backend" && c.Cluster.Hash != "" && c.Cluster.Hash != "xt_cluster" {
+		errs = append(errs, fmt.Errorf("cluster.hash %q: back-end mode decides in XDP with the kernel-compatible xt_cluster hash only", c.Cluster.Hash))
 	}
 	if _, err := c.Match(); err != nil {
 		errs = append(errs, err)

@@ -97,7 +97,7 @@ func startNode(t *testing.T, cl *netns.Cluster, i int, m cluster.Match) *backend
 	}); err != nil {
 		t.Fatalf("node %d: %v", i+1, err)
 	}
-	t.Cleanup(func() { ns.Do(n.Close) })
+	t.Cleanup(func() { n.Close() })
 	return n
 }
 
@@ -169,7 +169,7 @@ func TestBackendEndToEnd(t *testing.T) {
 		t.Errorf("malformed frames: %v", total)
 	}
 	// Node 2 fails; node 1 takes its share over at run time.
-	if err := cl.Nodes[1].Do(nodes[1].Close); err != nil {
+	if err := nodes[1].Close(); err != nil {
 		t.Fatal(err)
 	}
 	m1 := cluster.LocalNode(3, 1, seed)
@@ -185,5 +185,90 @@ func TestBackendEndToEnd(t *testing.T) {
 		if got := ask(t, cl, a); got != want {
 			t.Errorf("after the takeover client %s served by %s, want %s", a, got, want)
 		}
+	}
+}
+
+// TestBackendCloseRestores: Close, called from outside the namespace,
+// removes the cluster addresses from lo and restores the sysctls there.
+func TestBackendCloseRestores(t *testing.T) {
+	nstest.Require(t)
+	cl, err := netns.NewCluster("xc-bec", netns.ClusterOptions{Nodes: 1, Clients4: 1, Clients6: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	ns := cl.Nodes[0]
+	before := nstest.Run(t, ns, "sysctl", "-n", "net.ipv4.conf.front.arp_ignore")
+	n := startNode(t, cl, 0, cluster.LocalNode(1, 1, 1))
+	if out := nstest.Run(t, ns, "ip", "addr", "show", "lo"); !strings.Contains(out, cl.ClusterFront4.String()+"/32") || !strings.Contains(out, cl.ClusterFront6.String()+"/128") {
+		t.Fatalf("cluster addresses not on lo:\n%s", out)
+	}
+	if v := nstest.Run(t, ns, "sysctl", "-n", "net.ipv4.conf.front.arp_ignore"); strings.TrimSpace(v) != "1" {
+		t.Fatalf("arp_ignore %q", v)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if out := nstest.Run(t, ns, "ip", "addr", "show", "lo"); strings.Contains(out, cl.ClusterFront4.String()) {
+		t.Fatalf("cluster address left on lo:\n%s", out)
+	}
+	if v := nstest.Run(t, ns, "sysctl", "-n", "net.ipv4.conf.front.arp_ignore"); v != before {
+		t.Fatalf("arp_ignore %q, want %q restored", v, before)
+	}
+}
+
+// kernelServer configures a server as the classic recipe does: the cluster
+// addresses on lo, no ARP for them, the cluster MAC joined, and -m cluster
+// marking its share of the traffic to the cluster addresses, the rest
+// dropped (xt_cluster also turns the multicast packet type into host).
+func kernelServer(t *testing.T, cl *netns.Cluster, ns *netns.NS, local int) {
+	for _, c := range [][]string{
+		{"ip", "addr", "add", cl.ClusterFront4.String() + "/32", "dev", "lo"},
+		{"ip", "addr", "add", cl.ClusterFront6.String() + "/128", "dev", "lo", "nodad"},
+		{"sysctl", "-qw", "net.ipv4.conf.front.arp_ignore=1"},
+		{"sysctl", "-qw", "net.ipv4.conf.front.arp_announce=2"},
+		{"ip", "maddr", "add", cl.FrontMAC.String(), "dev", "front"},
+	} {
+		nstest.Run(t, ns, c[0], c[1:]...)
+	}
+	opts := fmt.Sprintf("-m cluster --cluster-total-nodes 3 --cluster-local-node %d --cluster-hash-seed %#x", local, seed)
+	for _, f := range []struct{ tool, dst string }{{"iptables", cl.ClusterFront4.String()}, {"ip6tables", cl.ClusterFront6.String()}} {
+		rules := fmt.Sprintf("*mangle\n-A PREROUTING -i front -d %s %s -j MARK --set-mark 0xffff\n-A PREROUTING -i front -d %s -m mark ! --mark 0xffff -j DROP\nCOMMIT\n", f.dst, opts, f.dst)
+		if _, err := ns.RunStdin(rules, f.tool+"-restore"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nstest.Run(t, ns, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0")
+}
+
+// TestBackendMixedWithKernelServer: node 3 runs the kernel recipe instead
+// of xdpcluster; every client is still served by the node cluster.Match
+// names, exactly once.
+func TestBackendMixedWithKernelServer(t *testing.T) {
+	nstest.Require(t)
+	cl, err := netns.NewCluster("xc-bemix", netns.ClusterOptions{Nodes: 3, Clients4: 30, Clients6: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	for i := range cl.Nodes {
+		if i == 2 {
+			kernelServer(t, cl, cl.Nodes[i], 3)
+		} else {
+			startNode(t, cl, i, cluster.LocalNode(3, uint32(i+1), seed))
+		}
+		serve(t, cl.Nodes[i], i+1, cl.ClusterFront4)
+	}
+	m := cluster.LocalNode(3, 1, seed)
+	served := map[string]int{}
+	for _, a := range append(append([]netip.Addr(nil), cl.Clients4...), cl.Clients6...) {
+		got, want := ask(t, cl, a), fmt.Sprintf("node %d", m.Node(a)+1)
+		if got != want {
+			t.Errorf("client %s served by %s, want %s", a, got, want)
+		}
+		served[got]++
+	}
+	if served["node 3"] == 0 {
+		t.Errorf("the kernel server served nobody: %v", served)
 	}
 }

@@ -42,10 +42,19 @@ type Node struct {
 
 	mu      sync.Mutex
 	match   cluster.Match
+	handle  *netlink.Handle // of the server's namespace, for Close
+	lo      netlink.Link
 	added   []netlink.Addr // cluster addresses Start put on lo
-	sysctls map[string]string
+	sysctls map[string]sysctl
 	once    sync.Once
 	err     error
+}
+
+// sysctl is a sysctl file opened in the server's namespace and its old
+// value, so Close restores it from any thread.
+type sysctl struct {
+	f   *os.File
+	old string
 }
 
 // Start sets the node up. Call it with the thread in the server's network
@@ -66,20 +75,24 @@ func Start(cfg Config) (n *Node, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	n = &Node{match: cfg.Match, sysctls: map[string]string{}}
+	n = &Node{match: cfg.Match, sysctls: map[string]sysctl{}}
 	defer func() {
 		if err != nil {
 			n.Close()
 			n = nil
 		}
 	}()
-	lo, err := netlink.LinkByName("lo")
+	if n.handle, err = netlink.NewHandle(); err != nil {
+		return n, fmt.Errorf("backend: netlink: %w", err)
+	}
+	lo, err := n.handle.LinkByName("lo")
 	if err != nil {
 		return n, fmt.Errorf("backend: lo: %w", err)
 	}
-	have, _ := netlink.AddrList(lo, netlink.FAMILY_ALL)
+	n.lo = lo
+	have, _ := n.handle.AddrList(lo, netlink.FAMILY_ALL)
 	for _, ic := range cfg.Interfaces {
-		link, err := netlink.LinkByName(ic.Name)
+		link, err := n.handle.LinkByName(ic.Name)
 		if err != nil {
 			return n, fmt.Errorf("backend: interface %s: %w", ic.Name, err)
 		}
@@ -100,7 +113,7 @@ func Start(cfg Config) (n *Node, err error) {
 			if a.Is6() {
 				addr.Flags = unix.IFA_F_NODAD // three servers share it: no duplicate address detection
 			}
-			if err := netlink.AddrAdd(lo, &addr); err != nil {
+			if err := n.handle.AddrAdd(lo, &addr); err != nil {
 				return n, fmt.Errorf("backend: add cluster address %s to lo: %w", a, err)
 			}
 			n.added = append(n.added, addr)
@@ -134,18 +147,25 @@ func onLo(have []netlink.Addr, a netip.Addr) bool {
 	return false
 }
 
-// setSysctl writes a sysctl of the calling thread's namespace, remembering
-// the old value for Close.
+// setSysctl writes a sysctl of the calling thread's namespace, keeping the
+// file open and the old value for Close.
 func (n *Node) setSysctl(path, value string) error {
 	old, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("backend: read %s: %w", path, err)
 	}
-	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("backend: open %s: %w (needs CAP_NET_ADMIN)", path, err)
+	}
+	if _, err := f.WriteString(value); err != nil {
+		f.Close()
 		return fmt.Errorf("backend: set %s=%s: %w (needs CAP_NET_ADMIN)", path, value, err)
 	}
 	if _, ok := n.sysctls[path]; !ok {
-		n.sysctls[path] = strings.TrimSpace(string(old))
+		n.sysctls[path] = sysctl{f: f, old: strings.TrimSpace(string(old))}
+	} else {
+		f.Close()
 	}
 	return nil
 }
@@ -177,8 +197,8 @@ func (n *Node) SetMatch(m cluster.Match) error {
 func (n *Node) Interfaces() []string { return n.names }
 
 // Close detaches the programs, stops the responders, removes the addresses
-// it added to lo and restores the sysctls. Call it in the server's
-// namespace; it may be called more than once.
+// it added to lo and restores the sysctls (through handles opened in the
+// server's namespace, so from any thread). It may be called more than once.
 func (n *Node) Close() error {
 	n.once.Do(func() {
 		var errs []error
@@ -188,15 +208,19 @@ func (n *Node) Close() error {
 		for _, p := range n.Programs {
 			errs = append(errs, p.Close())
 		}
-		if lo, err := netlink.LinkByName("lo"); err == nil {
-			for _, a := range n.added {
-				if err := netlink.AddrDel(lo, &a); err != nil {
-					errs = append(errs, fmt.Errorf("remove %s from lo: %w", a.IPNet, err))
-				}
+		for _, a := range n.added {
+			if err := n.handle.AddrDel(n.lo, &a); err != nil {
+				errs = append(errs, fmt.Errorf("remove %s from lo: %w", a.IPNet, err))
 			}
 		}
-		for path, v := range n.sysctls {
-			errs = append(errs, os.WriteFile(path, []byte(v), 0o644))
+		for path, sc := range n.sysctls {
+			if _, err := sc.f.WriteAt([]byte(sc.old), 0); err != nil {
+				errs = append(errs, fmt.Errorf("restore %s: %w", path, err))
+			}
+			sc.f.Close()
+		}
+		if n.handle != nil {
+			n.handle.Close()
 		}
 		n.err = errors.Join(errs...)
 	})

@@ -28,10 +28,9 @@ import (
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/config"
 	"github.com/xdpcluster/xdpcluster/conntrack"
-	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/dataplane/backend"
 	"github.com/xdpcluster/xdpcluster/dataplane/gateway"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
-	"github.com/xdpcluster/xdpcluster/metrics"
 )
 
 // Daemon is one running node.
@@ -42,7 +41,8 @@ type Daemon struct {
 
 	mu      sync.Mutex
 	cfg     *config.Config
-	gw      *gateway.Gateway
+	eng     engine           // the running role
+	gw      *gateway.Gateway // set in gateway mode
 	started time.Time
 	servers []*http.Server
 	sock    string
@@ -93,11 +93,15 @@ func gatewayConfig(c *config.Config, log *slog.Logger) (gateway.Config, error) {
 	return gc, nil
 }
 
-// StartDataplane starts the gateway. Call it with the thread in the node's
-// network namespace (the process's own, normally).
+// StartDataplane starts the role's dataplane: the gateway, or the
+// back-end node. Call it with the thread in the node's network namespace
+// (the process's own, normally).
 func (d *Daemon) StartDataplane() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.cfg.Role == "backend" {
+		return d.startBackend()
+	}
 	gc, err := gatewayConfig(d.cfg, d.log)
 	if err != nil {
 		return err
@@ -105,12 +109,36 @@ func (d *Daemon) StartDataplane() error {
 	if d.gw, err = gateway.Start(gc); err != nil {
 		return fmt.Errorf("start dataplane: %w", err)
 	}
+	d.eng = gatewayEngine{d.gw}
 	d.started = time.Now()
 	var ifs []string
 	for i, ic := range gc.Interfaces {
 		ifs = append(ifs, fmt.Sprintf("%s (%s, cluster MAC %s, %d addresses)", ic.Name, d.gw.Modes[i], ic.ClusterMAC, len(ic.IPv4)+len(ic.IPv6)))
 	}
-	d.log.Info("node started", "match", gc.Match.String(), "serves", gc.Match.Nodes(), "interfaces", strings.Join(ifs, "; "))
+	d.log.Info("node started", "role", "gateway", "match", gc.Match.String(), "serves", gc.Match.Nodes(), "interfaces", strings.Join(ifs, "; "))
+	return nil
+}
+
+func (d *Daemon) startBackend() error {
+	m, err := d.cfg.Match()
+	if err != nil {
+		return err
+	}
+	ifs, err := d.cfg.ParseInterfaces()
+	if err != nil {
+		return err
+	}
+	bc := backend.Config{Match: m, Logger: d.log}
+	for _, i := range ifs {
+		bc.Interfaces = append(bc.Interfaces, backend.Interface{Name: i.Name, ClusterMAC: i.ClusterMAC, NDMAC: i.NDMAC, IPv4: i.IPv4, IPv6: i.IPv6})
+	}
+	n, err := backend.Start(bc)
+	if err != nil {
+		return fmt.Errorf("start back-end node: %w", err)
+	}
+	d.eng = backendEngine{n}
+	d.started = time.Now()
+	d.log.Info("node started", "role", "backend", "match", m.String(), "serves", m.Nodes(), "modes", n.Modes)
 	return nil
 }
 
@@ -126,19 +154,22 @@ func (d *Daemon) Gateway() *gateway.Gateway {
 func (d *Daemon) Serve() error {
 	d.mu.Lock()
 	cfg := d.cfg
-	gw := d.gw
+	eng := d.eng
 	d.mu.Unlock()
-	if gw == nil {
+	if eng == nil {
 		return errors.New("serve: the dataplane is not running")
 	}
 	if cfg.Metrics.Listen != "" {
 		reg := prometheus.NewRegistry()
-		reg.MustRegister(metrics.New(gw, d.Version))
+		reg.MustRegister(eng.Collector(d.Version))
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 		mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-			if d.Gateway() == nil {
+			d.mu.Lock()
+			up := d.eng != nil
+			d.mu.Unlock()
+			if !up {
 				http.Error(w, "dataplane not running", http.StatusServiceUnavailable)
 				return
 			}
@@ -190,6 +221,7 @@ func (d *Daemon) serve(s *http.Server, ln net.Listener) {
 // Status is what `xdpcluster ctl status` shows.
 type Status struct {
 	Version     string            `json:"version"`
+	Role        string            `json:"role"`
 	Uptime      string            `json:"uptime"`
 	Match       string            `json:"match"`
 	TotalNodes  uint32            `json:"total_nodes"`
@@ -205,24 +237,17 @@ type Status struct {
 func (d *Daemon) Status() Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	s := Status{Version: d.Version, Interfaces: map[string]string{}, Packets: map[string]uint64{}}
-	if d.gw == nil {
+	s := Status{Version: d.Version, Role: d.cfg.Role, Interfaces: map[string]string{}, Packets: map[string]uint64{}}
+	if d.eng == nil {
 		return s
 	}
-	m := d.gw.DP.Match()
+	m := d.eng.Match()
 	s.Uptime = time.Since(d.started).Round(time.Second).String()
 	s.Match, s.TotalNodes, s.NodeMask, s.Invert = m.String(), m.TotalNodes, fmt.Sprintf("%#x", m.NodeMask), m.Invert
 	s.Serves = m.Nodes()
-	for i, ifc := range d.gw.DP.Ifaces() {
-		s.Interfaces[ifc.Name] = d.gw.Modes[i]
-	}
-	s.Connections = d.gw.Tracker.Len()
-	pkts, _, _ := d.gw.DP.Totals(-1)
-	for v, n := range pkts {
-		if n != 0 {
-			s.Packets[dataplane.Verdict(v).String()] = n
-		}
-	}
+	s.Interfaces = d.eng.Modes()
+	s.Connections = d.eng.Connections()
+	s.Packets = d.eng.Packets()
 	return s
 }
 
@@ -230,12 +255,12 @@ func (d *Daemon) Status() Status {
 func (d *Daemon) SetMask(mask uint32) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.gw == nil {
+	if d.eng == nil {
 		return errors.New("the dataplane is not running")
 	}
-	m := d.gw.DP.Match()
+	m := d.eng.Match()
 	m.NodeMask = mask
-	if err := d.gw.DP.SetMatch(m); err != nil {
+	if err := d.eng.SetMatch(m); err != nil {
 		return err
 	}
 	d.log.Info("node mask changed", "mask", fmt.Sprintf("%#x", mask), "serves", m.Nodes())
@@ -272,10 +297,10 @@ func (d *Daemon) Release(n int) error {
 func (d *Daemon) match() (cluster.Match, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.gw == nil {
+	if d.eng == nil {
 		return cluster.Match{}, errors.New("the dataplane is not running")
 	}
-	return d.gw.DP.Match(), nil
+	return d.eng.Match(), nil
 }
 
 // Reload re-reads the configuration file. A bad file keeps the running
@@ -300,13 +325,11 @@ func (d *Daemon) Reload() error {
 	if changed.YAML() != old.YAML() || newM.TotalNodes != oldM.TotalNodes || newM.Seed != oldM.Seed || newM.Hash != oldM.Hash {
 		return errors.New("reload refused, keeping the running configuration: only cluster.local_node, local_nodemask and invert can change without a restart")
 	}
-	if d.gw != nil {
-		if err := d.gw.DP.SetMatch(newM); err != nil {
+	if d.eng != nil {
+		if err := d.eng.SetMatch(newM); err != nil {
 			return fmt.Errorf("reload refused: %w", err)
 		}
-		for _, r := range d.gw.Responders {
-			r.Announce()
-		}
+		d.eng.Announce()
 	}
 	d.cfg = nc
 	d.log.Info("configuration reloaded", "match", newM.String())
@@ -318,8 +341,8 @@ func (d *Daemon) Stop() error {
 	d.mu.Lock()
 	servers := d.servers
 	d.servers = nil
-	gw := d.gw
-	d.gw = nil
+	eng := d.eng
+	d.eng, d.gw = nil, nil
 	sock := d.sock
 	d.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -330,8 +353,8 @@ func (d *Daemon) Stop() error {
 	if sock != "" {
 		os.Remove(sock)
 	}
-	if gw != nil {
-		return gw.Close()
+	if eng != nil {
+		return eng.Close()
 	}
 	return nil
 }

@@ -151,3 +151,71 @@ func TestDaemon(t *testing.T) {
 		t.Error("serve without a dataplane accepted")
 	}
 }
+
+// TestDaemonBackend runs the daemon in back-end role in a namespace:
+// status, metrics with the owned/foreign verdicts, a takeover through the
+// control API that reaches the XDP program's map, and Stop from outside
+// the namespace restoring lo.
+func TestDaemonBackend(t *testing.T) {
+	nstest.Require(t)
+	cl, err := netns.NewCluster("xc-dbe", netns.ClusterOptions{Nodes: 2, Clients4: 2, Clients6: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "control.sock")
+	path := filepath.Join(dir, "config.yaml")
+	os.WriteFile(path, []byte(fmt.Sprintf(`role: backend
+cluster:
+  total_nodes: 2
+  local_node: 1
+  hash_seed: 0xdeadbeef
+interfaces:
+  - name: front
+    cluster_mac: "%s"
+    cluster_addresses: ["%s", "%s"]
+metrics:
+  listen: "127.0.0.1:0"
+control:
+  socket: %s
+`, cl.FrontMAC, cl.ClusterFront4, cl.ClusterFront6, sock)), 0o644)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := daemon.New(path, cfg, nil)
+	if err := cl.Nodes[0].Do(d.StartDataplane); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			d.Stop()
+		}
+	})
+	if err := d.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := daemon.NewClient(sock).Do("POST", "/takeover?node=2")
+	if err != nil || st.NodeMask != "0x3" || st.Role != "backend" || !strings.HasPrefix(st.Interfaces["front"], "backend xdp") {
+		t.Fatalf("takeover: %+v %v", st, err)
+	}
+	m := get(t, "http://"+d.MetricsAddr()+"/metrics")
+	for _, want := range []string{`xdpcluster_packets_total{interface="front",verdict="owned"}`, `xdpcluster_packets_total{interface="front",verdict="foreign"}`,
+		`xdpcluster_icmp_errors_by_inner_total{interface="front"}`, `xdpcluster_node_mask 3`, `xdpcluster_neighbour_messages_total`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if out := nstest.Run(t, cl.Nodes[0], "ip", "addr", "show", "lo"); !strings.Contains(out, cl.ClusterFront4.String()) {
+		t.Fatalf("cluster address not on lo:\n%s", out)
+	}
+	stopped = true
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if out := nstest.Run(t, cl.Nodes[0], "ip", "addr", "show", "lo"); strings.Contains(out, cl.ClusterFront4.String()) {
+		t.Fatalf("cluster address left on lo after Stop:\n%s", out)
+	}
+}
