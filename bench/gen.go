@@ -58,3 +58,52 @@ func (g *Generator) Send(frame []byte, repeat uint32) error {
 
 // Close unloads the program.
 func (g *Generator) Close() error { return g.prog.Close() }
+
+// DropCounter is the XDP_DROP ceiling: an XDP program that counts every
+// frame in a per-CPU counter and drops it.
+type DropCounter struct {
+	Prog  *ebpf.Program
+	count *ebpf.Map
+}
+
+// NewDropCounter loads it.
+func NewDropCounter() (*DropCounter, error) {
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	if err != nil {
+		return nil, fmt.Errorf("drop counter map: %w", err)
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "xc_drop", Type: ebpf.XDP, License: "Dual BSD/GPL",
+		Instructions: asm.Instructions{
+			asm.StoreImm(asm.R10, -4, 0, asm.Word),
+			asm.Mov.Reg(asm.R2, asm.R10),
+			asm.Add.Imm(asm.R2, -4),
+			asm.LoadMapPtr(asm.R1, m.FD()),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, "out"),
+			asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+			asm.Add.Imm(asm.R1, 1),
+			asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
+			asm.Mov.Imm(asm.R0, 1 /* XDP_DROP */).WithSymbol("out"),
+			asm.Return(),
+		}})
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("drop counter: %w", err)
+	}
+	return &DropCounter{Prog: prog, count: m}, nil
+}
+
+// Count is how many frames it dropped.
+func (d *DropCounter) Count() uint64 {
+	var per []uint64
+	var n uint64
+	if d.count.Lookup(uint32(0), &per) == nil {
+		for _, v := range per {
+			n += v
+		}
+	}
+	return n
+}
+
+// Close unloads it.
+func (d *DropCounter) Close() error { return errors.Join(d.Prog.Close(), d.count.Close()) }

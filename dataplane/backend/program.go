@@ -335,7 +335,11 @@ func instructions(clusterMAC, ownMAC net.HardwareAddr, paramsFD, statsFD int) as
 // would drop it; generic XDP re-derives the packet type (as a real NIC's
 // driver does when it builds the skb after XDP). Call it with the thread
 // in the interface's namespace.
-func (p *Program) Attach(ifindex int) (string, error) {
+func (p *Program) Attach(ifindex int) (string, error) { return p.AttachMode(ifindex, "") }
+
+// AttachMode is Attach with the mode forced: "native", "generic", or ""
+// (as Attach chooses).
+func (p *Program) AttachMode(ifindex int, mode string) (string, error) {
 	nl, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
 		return "", fmt.Errorf("interface %d: %w", ifindex, err)
@@ -348,7 +352,10 @@ func (p *Program) Attach(ifindex int) (string, error) {
 		name  string
 		flags link.XDPAttachFlags
 	}{{"native", link.XDPDriverMode}, {"generic", link.XDPGenericMode}}
-	if nl.Type() == "veth" {
+	switch {
+	case mode == "native":
+		modes = modes[:1]
+	case mode == "generic", mode == "" && nl.Type() == "veth":
 		modes = modes[1:]
 	}
 	var errs []error
