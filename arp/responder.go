@@ -34,6 +34,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/xdpcluster/xdpcluster/dataplane/bpfutil"
 )
 
 // Config is one interface's cluster addresses.
@@ -88,7 +90,7 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // filter lets through ARP and ICMPv6 neighbour solicitations (no
 // extension headers: NS carries none).
 func filter() ([]unix.SockFilter, error) {
-	raw, err := bpf.Assemble([]bpf.Instruction{
+	return bpfutil.SocketFilter([]bpf.Instruction{
 		bpf.LoadAbsolute{Off: 12, Size: 2},
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x0806, SkipTrue: 5},
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: 0x86dd, SkipTrue: 5},
@@ -99,14 +101,6 @@ func filter() ([]unix.SockFilter, error) {
 		bpf.RetConstant{Val: 0xffff},
 		bpf.RetConstant{Val: 0},
 	})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]unix.SockFilter, len(raw))
-	for i, r := range raw {
-		out[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
-	}
-	return out, nil
 }
 
 // SolicitedNodeMAC is the multicast MAC of an IPv6 address's

@@ -11,6 +11,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
+
+	"github.com/xdpcluster/xdpcluster/dataplane/bpfutil"
 )
 
 // Generator sends frames out of one interface at kernel speed.
@@ -73,19 +75,7 @@ func NewDropCounter() (*DropCounter, error) {
 		return nil, fmt.Errorf("drop counter map: %w", err)
 	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "xc_drop", Type: ebpf.XDP, License: "Dual BSD/GPL",
-		Instructions: asm.Instructions{
-			asm.StoreImm(asm.R10, -4, 0, asm.Word),
-			asm.Mov.Reg(asm.R2, asm.R10),
-			asm.Add.Imm(asm.R2, -4),
-			asm.LoadMapPtr(asm.R1, m.FD()),
-			asm.FnMapLookupElem.Call(),
-			asm.JEq.Imm(asm.R0, 0, "out"),
-			asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
-			asm.Add.Imm(asm.R1, 1),
-			asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
-			asm.Mov.Imm(asm.R0, 1 /* XDP_DROP */).WithSymbol("out"),
-			asm.Return(),
-		}})
+		Instructions: append(bpfutil.Count(m.FD(), 0, "counted"), asm.Mov.Imm(asm.R0, 1 /* XDP_DROP */), asm.Return())})
 	if err != nil {
 		m.Close()
 		return nil, fmt.Errorf("drop counter: %w", err)
@@ -95,14 +85,8 @@ func NewDropCounter() (*DropCounter, error) {
 
 // Count is how many frames it dropped.
 func (d *DropCounter) Count() uint64 {
-	var per []uint64
-	var n uint64
-	if d.count.Lookup(uint32(0), &per) == nil {
-		for _, v := range per {
-			n += v
-		}
-	}
-	return n
+	sums, _ := bpfutil.Sums(d.count, 1)
+	return sums[0]
 }
 
 // Close unloads it.

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/dataplane/bpfutil"
 )
 
 // Options size the rings (frame counts are powers of two).
@@ -59,7 +60,7 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 func filter(mac net.HardwareAddr) ([]unix.SockFilter, error) {
 	hi := uint32(mac[0])<<24 | uint32(mac[1])<<16 | uint32(mac[2])<<8 | uint32(mac[3])
 	lo := uint32(mac[4])<<8 | uint32(mac[5])
-	raw, err := bpf.Assemble([]bpf.Instruction{
+	return bpfutil.SocketFilter([]bpf.Instruction{
 		bpf.LoadAbsolute{Off: 0, Size: 4},
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: hi, SkipTrue: 6},
 		bpf.LoadAbsolute{Off: 4, Size: 2},
@@ -70,14 +71,6 @@ func filter(mac net.HardwareAddr) ([]unix.SockFilter, error) {
 		bpf.RetConstant{Val: 0xffff},
 		bpf.RetConstant{Val: 0},
 	})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]unix.SockFilter, len(raw))
-	for i, r := range raw {
-		out[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
-	}
-	return out, nil
 }
 
 // Open creates the socket and its rings on interface ifindex (call it with

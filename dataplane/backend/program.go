@@ -28,9 +28,9 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/dataplane/bpfutil"
 	"github.com/xdpcluster/xdpcluster/jhash"
 )
 
@@ -135,22 +135,6 @@ func step(x, y asm.Register, k int32) asm.Instructions {
 	ins := asm.Instructions{asm.Xor.Reg32(x, y)}
 	ins = append(ins, rol(asm.R4, y, asm.R5, k)...)
 	return append(ins, asm.Sub.Reg32(x, asm.R4))
-}
-
-// count emits stats[idx]++ (clobbers R0-R5).
-func count(statsFD, idx int, label string) asm.Instructions {
-	return asm.Instructions{
-		asm.StoreImm(asm.R10, -4, int64(idx), asm.Word),
-		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, -4),
-		asm.LoadMapPtr(asm.R1, statsFD),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, label),
-		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
-		asm.Add.Imm(asm.R1, 1),
-		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
-		asm.Mov.Imm(asm.R0, 0).WithSymbol(label),
-	}
 }
 
 func le32(b []byte) int32 {
@@ -263,7 +247,7 @@ func instructions(clusterMAC, ownMAC net.HardwareAddr, paramsFD, statsFD int) as
 		asm.LoadMem(R8, R7, 40+8+24, asm.Word), // embedded destination's first word
 		asm.Ja.Label("icmp"),
 	)
-	icmp := count(statsFD, StatICMPInner, "counted_icmp")
+	icmp := bpfutil.Count(statsFD, StatICMPInner, "counted_icmp")
 	icmp[0] = icmp[0].WithSymbol("icmp")
 	ins = append(ins, icmp...)
 	ins = append(ins,
@@ -310,18 +294,18 @@ func instructions(clusterMAC, ownMAC net.HardwareAddr, paramsFD, statsFD int) as
 		asm.StoreImm(R2, 0, int64(uint32(le32(ownMAC[0:4]))), asm.Word),
 		asm.StoreImm(R2, 4, int64(uint32(ownMAC[4])|uint32(ownMAC[5])<<8), asm.Half),
 	)
-	owned := count(statsFD, StatOwned, "counted_owned")
+	owned := bpfutil.Count(statsFD, StatOwned, "counted_owned")
 	ins = append(ins, owned...)
 	ins = append(ins, asm.Mov.Imm(R0, xdpPass), asm.Return())
-	foreign := count(statsFD, StatForeign, "counted_foreign")
+	foreign := bpfutil.Count(statsFD, StatForeign, "counted_foreign")
 	foreign[0] = foreign[0].WithSymbol("foreign")
 	ins = append(ins, foreign...)
 	ins = append(ins, asm.Mov.Imm(R0, xdpDrop), asm.Return())
-	mal := count(statsFD, StatMalformed, "counted_mal")
+	mal := bpfutil.Count(statsFD, StatMalformed, "counted_mal")
 	mal[0] = mal[0].WithSymbol("malformed")
 	ins = append(ins, mal...)
 	ins = append(ins, asm.Mov.Imm(R0, xdpDrop), asm.Return())
-	other := count(statsFD, StatOther, "counted_other")
+	other := bpfutil.Count(statsFD, StatOther, "counted_other")
 	other[0] = other[0].WithSymbol("other")
 	ins = append(ins, other...)
 	ins = append(ins, asm.Mov.Imm(R0, xdpPass), asm.Return())
@@ -340,50 +324,31 @@ func (p *Program) Attach(ifindex int) (string, error) { return p.AttachMode(ifin
 // AttachMode is Attach with the mode forced: "native", "generic", or ""
 // (as Attach chooses).
 func (p *Program) AttachMode(ifindex int, mode string) (string, error) {
-	nl, err := netlink.LinkByIndex(ifindex)
-	if err != nil {
-		return "", fmt.Errorf("interface %d: %w", ifindex, err)
-	}
-	if nl.Attrs().Xdp != nil && nl.Attrs().Xdp.Attached {
-		netlink.LinkSetXdpFdWithFlags(nl, -1, unix.XDP_FLAGS_DRV_MODE)
-		netlink.LinkSetXdpFdWithFlags(nl, -1, unix.XDP_FLAGS_SKB_MODE)
-	}
-	modes := []struct {
-		name  string
-		flags link.XDPAttachFlags
-	}{{"native", link.XDPDriverMode}, {"generic", link.XDPGenericMode}}
-	switch {
-	case mode == "native":
+	modes := []string{"native", "generic"}
+	switch mode {
+	case "native":
 		modes = modes[:1]
-	case mode == "generic", mode == "" && nl.Type() == "veth":
+	case "generic":
 		modes = modes[1:]
-	}
-	var errs []error
-	for _, m := range modes {
-		l, err := link.AttachXDP(link.XDPOptions{Program: p.Prog, Interface: ifindex, Flags: m.flags})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", m.name, err))
-			continue
+	case "":
+		if nl, err := netlink.LinkByIndex(ifindex); err == nil && nl.Type() == "veth" {
+			modes = modes[1:]
 		}
-		p.links = append(p.links, l)
-		return m.name, nil
 	}
-	return "", fmt.Errorf("attach back-end xdp to interface %d: %w", ifindex, errors.Join(errs...))
+	m, l, err := bpfutil.Attach(p.Prog, ifindex, modes...)
+	if err != nil {
+		return "", err
+	}
+	p.links = append(p.links, l)
+	return m, nil
 }
 
 // Stats sums the per-CPU counters.
 func (p *Program) Stats() ([NumStats]uint64, error) {
 	var out [NumStats]uint64
-	for i := range out {
-		var per []uint64
-		if err := p.stats.Lookup(uint32(i), &per); err != nil {
-			return out, fmt.Errorf("read back-end stats: %w", err)
-		}
-		for _, v := range per {
-			out[i] += v
-		}
-	}
-	return out, nil
+	sums, err := bpfutil.Sums(p.stats, NumStats)
+	copy(out[:], sums)
+	return out, err
 }
 
 // Close detaches and unloads the program.

@@ -21,8 +21,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
+
+	"github.com/xdpcluster/xdpcluster/dataplane/bpfutil"
 )
 
 // Program verdict counters, indexes of the per-CPU stats map.
@@ -82,22 +82,6 @@ func NewProgram(clusterMAC net.HardwareAddr) (*Program, error) {
 	return &Program{Prog: prog, xsks: xsks, stats: stats, mac: clusterMAC}, nil
 }
 
-// count emits stats[idx]++ (clobbers R0-R5).
-func count(statsFD, idx int, label string) asm.Instructions {
-	return asm.Instructions{
-		asm.StoreImm(asm.R10, -4, int64(idx), asm.Word),
-		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, -4),
-		asm.LoadMapPtr(asm.R1, statsFD),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, label),
-		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
-		asm.Add.Imm(asm.R1, 1),
-		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
-		asm.Mov.Imm(asm.R0, 0).WithSymbol(label),
-	}
-}
-
 // instructions builds the program. Loads from packet memory are little
 // endian, so the MAC and EtherType constants are byte-swapped here.
 func instructions(mac net.HardwareAddr, xsksFD, statsFD int) asm.Instructions {
@@ -143,7 +127,7 @@ func instructions(mac net.HardwareAddr, xsksFD, statsFD int) asm.Instructions {
 		asm.JEq.Imm(asm.R5, ipv6, "xsk"),
 		asm.Ja.Label("pass"),
 	}
-	toXSK := count(statsFD, StatToXSK, "counted_xsk")
+	toXSK := bpfutil.Count(statsFD, StatToXSK, "counted_xsk")
 	toXSK[0] = toXSK[0].WithSymbol("xsk")
 	ins = append(ins, toXSK...)
 	ins = append(ins,
@@ -154,12 +138,12 @@ func instructions(mac net.HardwareAddr, xsksFD, statsFD int) asm.Instructions {
 		asm.JNE.Imm(asm.R0, xdpPass, "out"),
 		asm.Mov.Reg(asm.R7, asm.R0),
 	)
-	ins = append(ins, count(statsFD, StatNoSocket, "counted_nosock")...)
+	ins = append(ins, bpfutil.Count(statsFD, StatNoSocket, "counted_nosock")...)
 	ins = append(ins,
 		asm.Mov.Reg(asm.R0, asm.R7),
 		asm.Return().WithSymbol("out"),
 	)
-	pass := count(statsFD, StatPassed, "counted_pass")
+	pass := bpfutil.Count(statsFD, StatPassed, "counted_pass")
 	pass[0] = pass[0].WithSymbol("pass")
 	ins = append(ins, pass...)
 	ins = append(ins, asm.Mov.Imm(asm.R0, xdpPass), asm.Return())
@@ -176,40 +160,20 @@ const (
 )
 
 // Attach attaches the program to the interface as a bpf_link, natively if
-// the driver supports it and generically otherwise (want "" tries both).
-// A program left attached by an earlier run (through netlink) is removed
-// first; a bpf_link itself disappears with its process, so a crashed run
-// leaves nothing behind. Call it with the thread in the interface's
-// network namespace.
+// the driver supports it and generically otherwise (want "" tries both);
+// see bpfutil.Attach. Call it with the thread in the interface's network
+// namespace.
 func (p *Program) Attach(ifindex int, want Mode) (Mode, error) {
-	nl, err := netlink.LinkByIndex(ifindex)
-	if err != nil {
-		return "", fmt.Errorf("interface %d: %w", ifindex, err)
-	}
-	name := nl.Attrs().Name
-	if x := nl.Attrs().Xdp; x != nil && x.Attached {
-		netlink.LinkSetXdpFdWithFlags(nl, -1, unix.XDP_FLAGS_DRV_MODE)
-		netlink.LinkSetXdpFdWithFlags(nl, -1, unix.XDP_FLAGS_SKB_MODE)
-	}
-	try := []Mode{ModeNative, ModeGeneric}
+	modes := []string{string(ModeNative), string(ModeGeneric)}
 	if want != "" {
-		try = []Mode{want}
+		modes = []string{string(want)}
 	}
-	var errs []error
-	for _, m := range try {
-		flags := link.XDPDriverMode
-		if m == ModeGeneric {
-			flags = link.XDPGenericMode
-		}
-		l, err := link.AttachXDP(link.XDPOptions{Program: p.Prog, Interface: ifindex, Flags: flags})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", m, err))
-			continue
-		}
-		p.links = append(p.links, l)
-		return m, nil
+	m, l, err := bpfutil.Attach(p.Prog, ifindex, modes...)
+	if err != nil {
+		return "", err
 	}
-	return "", fmt.Errorf("attach xdp to %s: %w", name, errors.Join(errs...))
+	p.links = append(p.links, l)
+	return Mode(m), nil
 }
 
 // Detach removes the program from every interface it was attached to.
@@ -236,16 +200,9 @@ func (p *Program) Unregister(queue int) error { return p.xsks.Delete(uint32(queu
 // Stats sums the per-CPU verdict counters.
 func (p *Program) Stats() ([NumStats]uint64, error) {
 	var out [NumStats]uint64
-	for i := range out {
-		var per []uint64
-		if err := p.stats.Lookup(uint32(i), &per); err != nil {
-			return out, fmt.Errorf("read xdp stats: %w", err)
-		}
-		for _, v := range per {
-			out[i] += v
-		}
-	}
-	return out, nil
+	sums, err := bpfutil.Sums(p.stats, NumStats)
+	copy(out[:], sums)
+	return out, err
 }
 
 // Close detaches the program and unloads it and its maps.

@@ -1,0 +1,93 @@
+// Package bpfutil holds the small pieces every BPF program of xdpcluster
+// shares: a per-CPU counter increment in assembly, summing per-CPU
+// counters, attaching an XDP program as a bpf_link with a mode fallback,
+// and assembling classic BPF socket filters.
+package bpfutil
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// Count emits stats[idx]++ on a per-CPU array map (clobbers R0-R5); label
+// names its last instruction, the target when the lookup fails.
+func Count(statsFD, idx int, label string) asm.Instructions {
+	return asm.Instructions{
+		asm.StoreImm(asm.R10, -4, int64(idx), asm.Word),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, -4),
+		asm.LoadMapPtr(asm.R1, statsFD),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, label),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		asm.Add.Imm(asm.R1, 1),
+		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol(label),
+	}
+}
+
+// Sums returns, for each of the first n keys of a per-CPU array of uint64,
+// the sum over CPUs.
+func Sums(m *ebpf.Map, n int) ([]uint64, error) {
+	out := make([]uint64, n)
+	for i := range out {
+		var per []uint64
+		if err := m.Lookup(uint32(i), &per); err != nil {
+			return out, fmt.Errorf("read counter %d: %w", i, err)
+		}
+		for _, v := range per {
+			out[i] += v
+		}
+	}
+	return out, nil
+}
+
+// Attach attaches prog to ifindex as a bpf_link with the first of modes
+// ("native", "generic") that works, after removing a program an earlier
+// run attached through netlink. A bpf_link is released with its process,
+// so a crashed run leaves nothing attached. Call it with the thread in the
+// interface's network namespace.
+func Attach(prog *ebpf.Program, ifindex int, modes ...string) (string, link.Link, error) {
+	nl, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return "", nil, fmt.Errorf("interface %d: %w", ifindex, err)
+	}
+	if x := nl.Attrs().Xdp; x != nil && x.Attached {
+		netlink.LinkSetXdpFdWithFlags(nl, -1, unix.XDP_FLAGS_DRV_MODE)
+		netlink.LinkSetXdpFdWithFlags(nl, -1, unix.XDP_FLAGS_SKB_MODE)
+	}
+	var errs []error
+	for _, m := range modes {
+		flags := link.XDPDriverMode
+		if m == "generic" {
+			flags = link.XDPGenericMode
+		}
+		l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: flags})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", m, err))
+			continue
+		}
+		return m, l, nil
+	}
+	return "", nil, fmt.Errorf("attach xdp to %s: %w", nl.Attrs().Name, errors.Join(errs...))
+}
+
+// SocketFilter assembles a classic BPF program for SO_ATTACH_FILTER.
+func SocketFilter(ins []bpf.Instruction) ([]unix.SockFilter, error) {
+	raw, err := bpf.Assemble(ins)
+	if err != nil {
+		return nil, fmt.Errorf("assemble socket filter: %w", err)
+	}
+	out := make([]unix.SockFilter, len(raw))
+	for i, r := range raw {
+		out[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
+	}
+	return out, nil
+}
