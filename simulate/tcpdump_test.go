@@ -1,16 +1,12 @@
 package simulate
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -43,63 +39,8 @@ func TestTcpdumpCapture(t *testing.T) {
 	nstest.Run(t, srv, "ip", "addr", "add", "2001:db8::80/64", "dev", "s0", "nodad")
 	nstest.Run(t, srv, "ip", "link", "set", "s0", "up")
 
-	file := filepath.Join(t.TempDir(), "capture.pcap")
-	dump := exec.Command("ip", "netns", "exec", srv.Name, "tcpdump", "-i", "s0", "-n", "-U", "--immediate-mode", "-w", file)
-	stderr, _ := dump.StderrPipe()
-	if err := dump.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dump.Process.Kill(); dump.Wait() })
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "listening on") {
-				close(ready)
-				io.Copy(io.Discard, stderr)
-				return
-			}
-		}
-	}()
-	select {
-	case <-ready:
-	case <-time.After(10 * time.Second):
-		t.Fatal("tcpdump did not start")
-	}
-
-	// Servers: a TCP echo and a UDP echo, in the server namespace.
-	var ln net.Listener
-	var pc net.PacketConn
-	if err := srv.Do(func() (err error) {
-		if ln, err = net.Listen("tcp", ":8080"); err != nil {
-			return err
-		}
-		pc, err = net.ListenPacket("udp", ":5353")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	defer pc.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, a, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], a)
-		}
-	}()
+	stopCapture := nstest.Capture(t, srv, "s0", "")
+	nstest.Echo(t, srv, ":8080", ":5353")
 	// Clients.
 	talk := func(network, local, remote string) {
 		t.Helper()
@@ -136,11 +77,7 @@ func TestTcpdumpCapture(t *testing.T) {
 	}
 	nstest.Run(t, cli, "ping", "-c", "2", "-i", "0.2", "-I", "203.0.113.10", "203.0.113.80")
 	nstest.Run(t, cli, "ping", "-c", "2", "-i", "0.2", "2001:db8::80")
-	time.Sleep(300 * time.Millisecond) // let the last FINs reach tcpdump
-	dump.Process.Signal(syscall.SIGINT)
-	dump.Wait()
-
-	f, err := os.Open(file)
+	f, err := os.Open(stopCapture())
 	if err != nil {
 		t.Fatal(err)
 	}

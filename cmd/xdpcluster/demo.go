@@ -133,10 +133,12 @@ func runDemo(e env, args []string) int {
 		fmt.Fprintf(e.stdout, "node %d (netns %s): %s | front: %s | back: %s | metrics %s | ctl --socket %s\n",
 			i+1, nsn.Name, m, n.d.Gateway().Modes[0], n.d.Gateway().Modes[1], n.metrics, n.sock)
 	}
-	if err := demoServers(ctx, cl); err != nil {
+	stopServers, err := cl.Server.EchoServers(":8080", ":5353")
+	if err != nil {
 		fmt.Fprintf(e.stderr, "xdpcluster demo: server: %v\n", err)
 		return exitFail
 	}
+	defer stopServers()
 	match := cluster.LocalNode(uint32(*nodes), 1, uint32(seed))
 	var clientErrs atomic.Uint64
 	var wg sync.WaitGroup
@@ -245,43 +247,6 @@ func demoTable(w io.Writer, ns []*demoNode, prev [][dataplane.NumVerdicts]uint64
 		lines++
 	}
 	return lines
-}
-
-// demoServers runs a TCP echo (:8080) and a UDP echo (:5353) in the
-// server namespace until ctx ends.
-func demoServers(ctx context.Context, cl *netns.Cluster) error {
-	var ln net.Listener
-	var pc net.PacketConn
-	if err := cl.Server.Do(func() (err error) {
-		if ln, err = net.Listen("tcp", ":8080"); err != nil {
-			return err
-		}
-		pc, err = net.ListenPacket("udp", ":5353")
-		return err
-	}); err != nil {
-		return err
-	}
-	go func() { <-ctx.Done(); ln.Close(); pc.Close() }()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, a, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], a)
-		}
-	}()
-	return nil
 }
 
 // demoFlow runs one exchange from client address a: mostly TCP echoes,

@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -10,10 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -178,39 +175,7 @@ func startMixed(t testing.TB, cl *netns.Cluster, kernelNode int, backend string)
 
 // servers starts a TCP echo (dual stack :8080) and a UDP echo (:5353) in
 // the server namespace.
-func servers(t testing.TB, cl *netns.Cluster) {
-	var ln net.Listener
-	var pc net.PacketConn
-	if err := cl.Server.Do(func() (err error) {
-		if ln, err = net.Listen("tcp", ":8080"); err != nil {
-			return err
-		}
-		pc, err = net.ListenPacket("udp", ":5353")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close(); pc.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, a, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], a)
-		}
-	}()
-}
+func servers(t testing.TB, cl *netns.Cluster) { nstest.Echo(t, cl.Server, ":8080", ":5353") }
 
 // dial opens a TCP connection from a client address, in the client namespace.
 func dial(t testing.TB, cl *netns.Cluster, local netip.Addr) net.Conn {
@@ -256,52 +221,16 @@ func echoErr(c net.Conn, n int) error {
 	return nil
 }
 
-// capture runs tcpdump on eth0 of ns until stop is called, which returns
-// the capture file.
+// capture runs tcpdump on eth0 of ns; on failure the test logs it.
 func capture(t *testing.T, ns *netns.NS, filter string) (stop func() string) {
-	file := filepath.Join(t.TempDir(), ns.Name+".pcap")
-	cmd := exec.Command("ip", "netns", "exec", ns.Name, "tcpdump", "-i", "eth0", "-n", "-U", "--immediate-mode", "-w", file, filter)
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("tcpdump: %v", err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "listening on") {
-				close(ready)
-				io.Copy(io.Discard, stderr)
-				return
-			}
-		}
-	}()
-	select {
-	case <-ready:
-	case <-time.After(10 * time.Second):
-		t.Fatal("tcpdump did not start")
-	}
-	stopped := false
-	stopFn := func() string {
-		if !stopped {
-			stopped = true
-			time.Sleep(200 * time.Millisecond)
-			cmd.Process.Signal(syscall.SIGINT)
-			cmd.Wait()
-		}
-		return file
-	}
+	stop = nstest.Capture(t, ns, "eth0", filter)
 	t.Cleanup(func() {
 		if t.Failed() {
-			out, _ := exec.Command("tcpdump", "-vvenr", stopFn()).CombinedOutput()
-			if len(out) > 3000 {
-				out = out[:3000]
-			}
-			t.Logf("server capture:\n%s", out)
+			out, _ := exec.Command("tcpdump", "-vvenr", stop()).CombinedOutput()
+			t.Logf("capture:\n%.3000s", out)
 		}
 	})
-	return stopFn
+	return stop
 }
 
 // sourcesByMAC reads which MACs delivered each client's packets to the server.

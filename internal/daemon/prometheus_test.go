@@ -85,20 +85,7 @@ func TestDashboardQueries(t *testing.T) {
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 
 	// Traffic for the rates: TCP echoes from every client address.
-	var srv net.Listener
-	if err := cl.Server.Do(func() (err error) { srv, err = net.Listen("tcp", ":8080"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	go func() {
-		for {
-			c, err := srv.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
+	nstest.Echo(t, cl.Server, ":8080", "")
 	stop := time.Now().Add(8 * time.Second)
 	for time.Now().Before(stop) {
 		for _, a := range append(append([]netip.Addr(nil), cl.Clients4...), cl.Clients6...) {

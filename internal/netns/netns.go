@@ -14,6 +14,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -134,4 +136,59 @@ func (ns *NS) Do(fn func() error) error {
 	}
 	runtime.UnlockOSThread()
 	return ferr
+}
+
+// EchoServers runs, inside the namespace, a TCP echo on tcpAddr and a UDP
+// echo on udpAddr (either may be empty), until stop is called.
+func (ns *NS) EchoServers(tcpAddr, udpAddr string) (stop func(), err error) {
+	var ln net.Listener
+	var pc net.PacketConn
+	err = ns.Do(func() (err error) {
+		if tcpAddr != "" {
+			if ln, err = net.Listen("tcp", tcpAddr); err != nil {
+				return err
+			}
+		}
+		if udpAddr != "" {
+			pc, err = net.ListenPacket("udp", udpAddr)
+		}
+		return err
+	})
+	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
+		return nil, fmt.Errorf("echo servers in %s: %w", ns.Name, err)
+	}
+	if ln != nil {
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() { defer c.Close(); io.Copy(c, c) }()
+			}
+		}()
+	}
+	if pc != nil {
+		go func() {
+			buf := make([]byte, 65536)
+			for {
+				n, a, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo(buf[:n], a)
+			}
+		}()
+	}
+	return func() {
+		if ln != nil {
+			ln.Close()
+		}
+		if pc != nil {
+			pc.Close()
+		}
+	}, nil
 }

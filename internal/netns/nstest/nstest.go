@@ -4,9 +4,16 @@
 package nstest
 
 import (
+	"bufio"
+	"io"
 	"net"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -95,4 +102,55 @@ func (in *Injector) Send(frame []byte) {
 	if err := unix.Sendto(in.fd, frame, 0, sa); err != nil {
 		in.t.Fatalf("send frame: %v", err)
 	}
+}
+
+// Capture runs tcpdump on dev in ns (immediate mode: nothing is left in
+// the kernel's buffer when it stops) until the returned stop is called,
+// which returns the capture file. It is stopped at cleanup too.
+func Capture(t testing.TB, ns *netns.NS, dev, filter string) (stop func() string) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), ns.Name+"-"+dev+".pcap")
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, "tcpdump", "-i", dev, "-n", "-U", "--immediate-mode", "-w", file, filter)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("tcpdump: %v", err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "listening on") {
+				close(ready)
+				io.Copy(io.Discard, stderr)
+				return
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("tcpdump did not start")
+	}
+	var once sync.Once
+	stop = func() string {
+		once.Do(func() {
+			time.Sleep(200 * time.Millisecond) // the last packets
+			cmd.Process.Signal(syscall.SIGINT)
+			cmd.Wait()
+		})
+		return file
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// Echo starts netns EchoServers and stops them at cleanup.
+func Echo(t testing.TB, ns *netns.NS, tcpAddr, udpAddr string) {
+	t.Helper()
+	stop, err := ns.EchoServers(tcpAddr, udpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
 }
