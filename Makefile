@@ -37,9 +37,13 @@ race:
 bench-smoke:
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime=1x $(PKGS)
 
-# The micro-benchmarks with allocation counts.
+# The micro-benchmarks (no root needed), with allocation counts, and one
+# summary table at the end. bench-e2e is the end-to-end harness (root).
+BENCH_PKGS := ./jhash ./cluster ./packet ./conntrack ./dataplane ./simulate ./cmd/xdpcluster
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	$(GO) test -run '^$$' -bench . -benchmem $(BENCH_PKGS) | tee bench.out
+	@echo
+	@$(GO) run ./bench/summary < bench.out
 
 # Short fuzzing of every fuzz target (new corpus entries land in the Go
 # cache; copy interesting ones into the package's testdata/fuzz).
