@@ -5,7 +5,7 @@ PKGS    := ./...
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build test deps unit race vet fmt-check bench bench-smoke fuzz demo clean
+.PHONY: all build test deps unit race vet fmt-check bench bench-e2e bench-e2e-smoke bench-smoke fuzz demo clean
 
 all: build
 
@@ -15,7 +15,7 @@ build:
 # Everything CI runs: test tools, format and vet checks, every test (the
 # root-only netns/kernel tests included when run as root; they skip with a
 # message otherwise) and every benchmark once so none rots.
-test: deps fmt-check vet unit race bench-smoke
+test: deps fmt-check vet unit race bench-smoke bench-e2e-smoke
 
 deps:
 	@scripts/install-test-deps.sh
@@ -58,6 +58,15 @@ fuzz:
 # The main job: a live cluster in network namespaces (until Ctrl-C, or
 # DURATION=30s).
 DURATION ?= 0
+# The end-to-end throughput harness, side by side with the kernel (root).
+bench-e2e:
+	$(GO) run ./bench/e2e
+
+# One short pass of the harness in CI, so it never rots; it fails if
+# xdpcluster and the kernel's cluster rules forward different sources.
+bench-e2e-smoke:
+	@if [ "$$(id -u)" = 0 ]; then $(GO) run ./bench/e2e --runs 1 --duration 1s; else echo "bench-e2e-smoke: skipped (needs root)"; fi
+
 demo: build
 	bin/xdpcluster demo --duration $(DURATION)
 

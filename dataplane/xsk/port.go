@@ -1,8 +1,12 @@
 package xsk
 
 import (
+	"errors"
 	"fmt"
+	"reflect"
+	"strings"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/asavie/xdp"
@@ -84,11 +88,18 @@ func OpenPort(name string, ifindex, queue int, opts PortOptions) (*Port, error) 
 	default:
 		xdp.DefaultSocketFlags = 0
 	}
-	sock, err := xdp.NewSocket(ifindex, queue, &xdp.SocketOptions{
+	so := &xdp.SocketOptions{
 		NumFrames: opts.NumFrames, FrameSize: opts.FrameSize,
 		FillRingNumDescs: opts.RingSize, CompletionRingNumDescs: opts.RingSize,
 		RxRingNumDescs: opts.RingSize, TxRingNumDescs: opts.RingSize,
-	})
+	}
+	sock, err := xdp.NewSocket(ifindex, queue, so)
+	// A socket closed a moment ago (a restart) releases its queue
+	// asynchronously: the bind answers EBUSY until it has.
+	for try := 0; err != nil && strings.Contains(err.Error(), "device or resource busy") && try < 20; try++ {
+		time.Sleep(50 * time.Millisecond)
+		sock, err = xdp.NewSocket(ifindex, queue, so)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("bind xsk to %s queue %d: %w", name, queue, err)
 	}
@@ -249,5 +260,46 @@ func (p *Port) Stats() dataplane.PortStats {
 	return s
 }
 
-// Close implements dataplane.Port.
-func (p *Port) Close() error { return p.sock.Close() }
+// Close implements dataplane.Port. asavie/xdp's Close does not unmap the
+// four ring mappings, and a mapping keeps the socket (and its queue) alive
+// until the process exits: no restart could bind the queue again. Unmap
+// them first, from the library's (unexported) ring slices and the kernel's
+// ring offsets.
+func (p *Port) Close() error {
+	if p.sock == nil {
+		return nil
+	}
+	var errs []error
+	var off unix.XDPMmapOffsets
+	size := uint32(unsafe.Sizeof(off))
+	if _, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(p.sock.FD()), unix.SOL_XDP, unix.XDP_MMAP_OFFSETS,
+		uintptr(unsafe.Pointer(&off)), uintptr(unsafe.Pointer(&size)), 0); errno == 0 {
+		v := reflect.ValueOf(p.sock).Elem()
+		for _, r := range []struct {
+			field string
+			desc  uint64 // offset of the descriptors in the mapping
+			entry uintptr
+		}{{"fillRing", off.Fr.Desc, 8}, {"completionRing", off.Cr.Desc, 8}, {"rxRing", off.Rx.Desc, 16}, {"txRing", off.Tx.Desc, 16}} {
+			f := v.FieldByName(r.field).FieldByName("Descs")
+			if !f.IsValid() {
+				continue
+			}
+			hdr := (*struct {
+				data     uintptr
+				len, cap int
+			})(unsafe.Pointer(f.UnsafeAddr()))
+			if hdr.data == 0 {
+				continue
+			}
+			base := hdr.data - uintptr(r.desc)
+			length := uintptr(r.desc) + uintptr(hdr.len)*r.entry
+			if _, _, errno := unix.Syscall(unix.SYS_MUNMAP, base, length, 0); errno != 0 {
+				errs = append(errs, fmt.Errorf("unmap %s ring: %w", r.field, errno))
+			}
+			hdr.data, hdr.len, hdr.cap = 0, 0, 0
+		}
+	}
+	errs = append(errs, p.sock.Close())
+	p.sock = nil
+	return errors.Join(errs...)
+}

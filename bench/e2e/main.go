@@ -1,0 +1,473 @@
+// Command e2e is the end-to-end throughput harness (make bench-e2e, root):
+// gen -> dut -> sink network namespaces joined by veths, a generator (an
+// AF_PACKET TX ring) sending 64-byte UDP from 65,536 source addresses, a 2-node
+// cluster in which the dut owns its hash share. In one run, side by side,
+// it measures the generator's offered rate, the XDP_DROP ceiling at the
+// dut's ingress, the kernel forwarding with no rules, the kernel forwarding
+// with the cluster match man page's rules, and xdpcluster over AF_XDP and
+// over raw sockets; each three times (min/median/max) with the machine's
+// CPU use. Then it sends one packet per source through the kernel's rules
+// and through xdpcluster and compares the sets of sources forwarded.
+package main
+
+import (
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime/pprof"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpcluster/xdpcluster/bench"
+	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/dataplane/afpacket"
+	"github.com/xdpcluster/xdpcluster/dataplane/bpfutil"
+	"github.com/xdpcluster/xdpcluster/dataplane/gateway"
+	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
+	"github.com/xdpcluster/xdpcluster/internal/netns"
+	"github.com/xdpcluster/xdpcluster/packet"
+)
+
+const seed = 0xdeadbeef
+
+var (
+	clusterMAC = net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}
+	backMAC    = net.HardwareAddr{1, 0, 0x5e, 0, 1, 2}
+	sinkIP     = netip.MustParseAddr("203.0.113.80")
+	match      = cluster.LocalNode(2, 1, seed)
+)
+
+type topo struct {
+	gen, dut, sink *netns.NS
+	genMAC, inMAC  net.HardwareAddr
+	inIndex        int
+	tx             *afpacket.Port // the generator: an AF_PACKET TX ring on g0
+}
+
+// fatal carries an error to main, which cleans up before exiting.
+type fatal struct{ err error }
+
+func must(err error) {
+	if err != nil {
+		panic(fatal{err})
+	}
+}
+
+func run(ns *netns.NS, args ...string) string {
+	out, err := ns.Run(args[0], args[1:]...)
+	must(err)
+	return strings.TrimSpace(string(out))
+}
+
+func mac(ns *netns.NS, dev string) net.HardwareAddr {
+	m, err := net.ParseMAC(run(ns, "cat", "/sys/class/net/"+dev+"/address"))
+	must(err)
+	return m
+}
+
+func build() *topo {
+	t := &topo{}
+	var err error
+	t.gen, err = netns.Create("xcb-gen")
+	must(err)
+	t.dut, err = netns.Create("xcb-dut")
+	must(err)
+	t.sink, err = netns.Create("xcb-sink")
+	must(err)
+	run(t.gen, "ip", "link", "add", "g0", "type", "veth", "peer", "name", "in0", "netns", t.dut.Name)
+	run(t.dut, "ip", "link", "add", "out0", "type", "veth", "peer", "name", "s0", "netns", t.sink.Name)
+	for _, c := range []struct {
+		ns   *netns.NS
+		args []string
+	}{
+		{t.gen, []string{"ip", "link", "set", "g0", "up"}},
+		{t.dut, []string{"ip", "link", "set", "in0", "up"}},
+		{t.dut, []string{"ip", "link", "set", "out0", "up"}},
+		{t.sink, []string{"ip", "link", "set", "s0", "up"}},
+		{t.dut, []string{"ip", "addr", "add", "198.51.100.1/24", "dev", "in0"}},
+		{t.dut, []string{"ip", "addr", "add", "203.0.113.1/24", "dev", "out0"}},
+		{t.sink, []string{"ip", "addr", "add", sinkIP.String() + "/24", "dev", "s0"}},
+		{t.dut, []string{"sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"}},
+		{t.dut, []string{"sysctl", "-qw", "net.ipv4.conf.in0.rp_filter=0"}},
+		{t.sink, []string{"sysctl", "-qw", "net.ipv4.icmp_ratelimit=1000000"}},
+	} {
+		run(c.ns, c.args...)
+	}
+	run(t.dut, "ip", "neigh", "replace", sinkIP.String(), "lladdr", mac(t.sink, "s0").String(), "dev", "out0", "nud", "permanent")
+	t.genMAC, t.inMAC = mac(t.gen, "g0"), mac(t.dut, "in0")
+	must(t.dut.Do(func() error { ifi, err := net.InterfaceByName("in0"); t.inIndex = ifi.Index; return err }))
+	// Frames sent with live-frames XDP_TX through a veth do not reach the
+	// stack of the receiving namespace on this kernel (the XDP consumers get
+	// them, the kernel's forwarding does not), which would make the kernel
+	// scenarios meaningless: the generator is an AF_PACKET TX ring instead,
+	// the same for every scenario.
+	must(t.gen.Do(func() (err error) {
+		ifi, err := net.InterfaceByName("g0")
+		if err != nil {
+			return err
+		}
+		t.tx, err = afpacket.Open("g0", ifi.Index, net.HardwareAddr{2, 0, 0, 0, 0, 0}, afpacket.Options{FrameSize: 2048, RxFrames: 32, TxFrames: 8192})
+		return err
+	}))
+	return t
+}
+
+// send transmits frames (from i) in batches through the TX ring and
+// returns how many were queued.
+func (t *topo) send(frames [][]byte, i, n int) int {
+	batch := make([]dataplane.Frame, 0, n)
+	for k := 0; k < n; k++ {
+		f, buf, ok := t.tx.AllocTx()
+		if !ok {
+			break
+		}
+		fr := frames[(i+k)%len(frames)]
+		copy(buf, fr)
+		f.Len = uint32(len(fr))
+		batch = append(batch, f)
+	}
+	return t.tx.Transmit(batch)
+}
+
+func (t *topo) close() {
+	if t.tx != nil {
+		t.tx.Close()
+	}
+	for _, ns := range []*netns.NS{t.gen, t.dut, t.sink} {
+		if ns != nil {
+			ns.Close()
+		}
+	}
+}
+
+// frames returns one 64-byte UDP frame per source 198.18.0.0/16 -> sink.
+func (t *topo) frames(dst net.HardwareAddr, n int) [][]byte {
+	base := make([]byte, 60)
+	copy(base[0:6], dst)
+	copy(base[6:12], t.genMAC)
+	base[12], base[13] = 0x08, 0x00
+	ip := base[14:]
+	ip[0], ip[8], ip[9] = 0x45, 64, 17
+	binary.BigEndian.PutUint16(ip[2:], 46)
+	sk := sinkIP.As4()
+	copy(ip[16:20], sk[:])
+	binary.BigEndian.PutUint16(ip[20:], 1000)
+	binary.BigEndian.PutUint16(ip[22:], 9)
+	binary.BigEndian.PutUint16(ip[24:], 26)
+	out := make([][]byte, n)
+	for i := range out {
+		f := append([]byte(nil), base...)
+		f[14+12], f[14+13], f[14+14], f[14+15] = 198, 18, byte(i>>8), byte(i)
+		binary.BigEndian.PutUint16(f[14+10:], packet.Checksum(f[14:34]))
+		out[i] = f
+	}
+	return out
+}
+
+func counter(ns *netns.NS, dev, name string) uint64 {
+	v, _ := strconv.ParseUint(run(ns, "cat", "/sys/class/net/"+dev+"/statistics/"+name), 10, 64)
+	return v
+}
+
+// cpu returns busy and total jiffies of the machine.
+func cpu() (busy, total uint64) {
+	b, _ := os.ReadFile("/proc/stat")
+	f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])[1:]
+	for i, s := range f {
+		v, _ := strconv.ParseUint(s, 10, 64)
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, total
+}
+
+type sample struct{ offered, in, forwarded, cpu float64 }
+
+// blast sends frames for d and measures; in counts the dut's receive
+// (inCount, or the ingress interface's counter when nil).
+func (t *topo) blast(frames [][]byte, d time.Duration, inCount func() uint64) sample {
+	if inCount == nil {
+		inCount = func() uint64 { return counter(t.dut, "in0", "rx_packets") }
+	}
+	in0, fwd0 := inCount(), counter(t.sink, "s0", "rx_packets")
+	b0, t0 := cpu()
+	start := time.Now()
+	var sent uint64
+	for i := 0; time.Since(start) < d; {
+		n := t.send(frames, i, 256)
+		i += n
+		sent += uint64(n)
+	}
+	el := time.Since(start).Seconds()
+	time.Sleep(200 * time.Millisecond)
+	b1, t1 := cpu()
+	return sample{offered: float64(sent) / el, in: float64(inCount()-in0) / el,
+		forwarded: float64(counter(t.sink, "s0", "rx_packets")-fwd0) / el, cpu: 100 * float64(b1-b0) / float64(max(t1-t0, 1))}
+}
+
+type result struct {
+	name    string
+	samples []sample
+}
+
+func median(xs []float64) (lo, mid, hi float64) {
+	sort.Float64s(xs)
+	return xs[0], xs[len(xs)/2], xs[len(xs)-1]
+}
+
+func (r result) stat(f func(sample) float64) (lo, mid, hi float64) {
+	var xs []float64
+	for _, s := range r.samples {
+		xs = append(xs, f(s))
+	}
+	return median(xs)
+}
+
+func kernelForwarding(t *topo, rules bool) func() {
+	for _, k := range []string{"net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding", "net.ipv4.conf.in0.forwarding", "net.ipv4.conf.out0.forwarding"} {
+		run(t.dut, "sysctl", "-qw", k+"=1")
+	}
+	if !rules {
+		return func() { run(t.dut, "sysctl", "-qw", "net.ipv4.ip_forward=0") }
+	}
+	run(t.dut, "ip", "maddr", "add", clusterMAC.String(), "dev", "in0")
+	rs := fmt.Sprintf("*mangle\n-A PREROUTING -i in0 -m cluster --cluster-total-nodes 2 --cluster-local-node 1 --cluster-hash-seed %#x -j MARK --set-mark 0xffff\n-A PREROUTING -i in0 -m mark ! --mark 0xffff -j DROP\nCOMMIT\n", seed)
+	_, err := t.dut.RunStdin(rs, "iptables-restore")
+	must(err)
+	run(t.dut, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0")
+	return func() {
+		run(t.dut, "iptables", "-t", "mangle", "-F")
+		run(t.dut, "ip", "maddr", "del", clusterMAC.String(), "dev", "in0")
+		run(t.dut, "conntrack", "-F")
+		run(t.dut, "sysctl", "-qw", "net.ipv4.ip_forward=0")
+	}
+}
+
+func startGateway(t *topo, backend string) *gateway.Gateway {
+	var g *gateway.Gateway
+	must(t.dut.Do(func() (err error) {
+		g, err = gateway.Start(gateway.Config{
+			Interfaces: []gateway.Interface{{Name: "in0", ClusterMAC: clusterMAC}, {Name: "out0", ClusterMAC: backMAC}},
+			Match:      match, Backend: backend, Port: xsk.PortOptions{NumFrames: 8192, FrameSize: 2048, RingSize: 4096},
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		})
+		return err
+	}))
+	for g.Resolver.Resolve(4, [16]byte{203, 0, 113, 80}).Verdict != dataplane.Forwarded {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return g
+}
+
+// forwardedSources sends one packet per source and returns the set of
+// sources that reached the sink.
+func (t *topo) forwardedSources(frames [][]byte) map[netip.Addr]bool {
+	var fd int
+	must(t.sink.Do(func() (err error) {
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0x0008) // ETH_P_IP, network order
+		if err != nil {
+			return err
+		}
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 64<<20)
+		ifi, err := net.InterfaceByName("s0")
+		if err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: 0x0008, Ifindex: ifi.Index})
+	}))
+	defer unix.Close(fd)
+	got := map[netip.Addr]bool{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		tv := unix.NsecToTimeval(int64(time.Second))
+		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		for {
+			n, _, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil {
+				return
+			}
+			if n >= 34 && buf[14+9] == 17 {
+				got[netip.AddrFrom4([4]byte(buf[14+12:14+16]))] = true
+			}
+		}
+	}()
+	for i := 0; i < len(frames); {
+		n := t.send(frames[i:], 0, min(64, len(frames)-i))
+		i += n
+		if n == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	<-done
+	return got
+}
+
+func main() { os.Exit(realMain()) }
+
+func realMain() (code int) {
+	runs := flag.Int("runs", 3, "runs per scenario")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the xdpcluster AF_XDP runs to this file")
+	dur := flag.Duration("duration", 2*time.Second, "length of each run")
+	flag.Parse()
+	if err := netns.Available(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-e2e needs root: it builds network namespaces and loads XDP programs:", err)
+		return 1
+	}
+	for _, tool := range []string{"iptables-restore", "conntrack", "ethtool"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			fmt.Fprintln(os.Stderr, "bench-e2e needs", tool, "(make test installs it)")
+			return 1
+		}
+	}
+	var t *topo
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(fatal)
+			if !ok {
+				panic(r)
+			}
+			fmt.Fprintln(os.Stderr, "bench-e2e:", f.err)
+			code = 1
+		}
+		if t != nil {
+			t.close()
+		}
+	}()
+	t = build()
+	unicast, toCluster := t.frames(t.inMAC, 65536), t.frames(clusterMAC, 65536)
+	var results []result
+	measure := func(name string, frames [][]byte, in func() uint64, setup func() func()) {
+		r := result{name: name}
+		for i := 0; i < *runs; i++ {
+			undo := setup()
+			r.samples = append(r.samples, t.blast(frames, *dur, in))
+			undo()
+		}
+		results = append(results, r)
+		_, mid, _ := r.stat(func(s sample) float64 { return s.forwarded })
+		fmt.Fprintf(os.Stderr, "%-40s forwarded %.0f pps (median)\n", name, mid)
+	}
+	nothing := func() func() { return func() {} }
+	measure("generator offered (nothing attached)", unicast, nil, nothing)
+	measure("kernel forwarding, no rules", unicast, nil, func() func() { return kernelForwarding(t, false) })
+	if os.Getenv("XC_DEBUG") != "" {
+		out, _ := t.dut.Run("nstat", "-a")
+		fmt.Fprintf(os.Stderr, "%s\n", out)
+	}
+	measure("kernel forwarding, cluster match rules", toCluster, nil, func() func() { return kernelForwarding(t, true) })
+	var drop *bench.DropCounter
+	measure("XDP_DROP ceiling at the dut's ingress", toCluster, func() uint64 {
+		if drop == nil {
+			return 0
+		}
+		return drop.Count()
+	}, func() func() {
+		var err error
+		drop, err = bench.NewDropCounter()
+		must(err)
+		var undo func()
+		must(t.dut.Do(func() error {
+			_, l, err := attachNative(drop, t.inIndex)
+			undo = func() { l.Close(); drop.Close(); drop = nil }
+			return err
+		}))
+		return undo
+	})
+	var gw *gateway.Gateway
+	gwIn := func() uint64 {
+		if gw == nil {
+			return 0
+		}
+		p, _, _ := gw.DP.Totals(0)
+		var n uint64
+		for _, v := range p {
+			n += v
+		}
+		return n
+	}
+	for _, be := range []string{"afxdp", "afpacket"} {
+		measure("xdpcluster, "+be, toCluster, gwIn, func() func() {
+			gw = startGateway(t, be)
+			if be == "afxdp" && *cpuprofile != "" {
+				f, err := os.Create(*cpuprofile)
+				must(err)
+				must(pprof.StartCPUProfile(f))
+				return func() { pprof.StopCPUProfile(); f.Close(); gw.Close(); gw = nil }
+			}
+			return func() { gw.Close(); gw = nil }
+		})
+	}
+
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "scenario\toffered pps\tin pps (median)\tforwarded pps min\tmedian\tmax\tCPU %%\t\n")
+	med := map[string]float64{}
+	for _, r := range results {
+		_, off, _ := r.stat(func(s sample) float64 { return s.offered })
+		_, in, _ := r.stat(func(s sample) float64 { return s.in })
+		lo, mid, hi := r.stat(func(s sample) float64 { return s.forwarded })
+		_, c, _ := r.stat(func(s sample) float64 { return s.cpu })
+		if r.name == "XDP_DROP ceiling at the dut's ingress" {
+			lo, mid, hi = 0, 0, 0 // drops everything by design
+		}
+		med[r.name] = mid
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t\n", r.name, off, in, lo, mid, hi, c)
+	}
+	tw.Flush()
+	kc, kn := med["kernel forwarding, cluster match rules"], med["kernel forwarding, no rules"]
+	for _, be := range []string{"afxdp", "afpacket"} {
+		x := med["xdpcluster, "+be]
+		fmt.Printf("xdpcluster %s / kernel with cluster rules: %.2f; / kernel without rules: %.2f\n", be, x/max(kc, 1), x/max(kn, 1))
+	}
+
+	// Which sources get forwarded: the kernel's rules and xdpcluster, one
+	// packet per source, must forward the same set.
+	undo := kernelForwarding(t, true)
+	kernelSet := t.forwardedSources(toCluster)
+	undo()
+	gw = startGateway(t, "afxdp")
+	xdpSet := t.forwardedSources(toCluster)
+	gw.Close()
+	expected := 0
+	for i := 0; i < 65536; i++ {
+		if match.Owns(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})) {
+			expected++
+		}
+	}
+	diff := 0
+	for a := range kernelSet {
+		if !xdpSet[a] {
+			diff++
+		}
+	}
+	for a := range xdpSet {
+		if !kernelSet[a] {
+			diff++
+		}
+	}
+	fmt.Printf("one packet per source (65,536 sources): kernel rules forwarded %d, xdpcluster %d, cluster.Match expects %d; sources in one set but not the other: %d\n",
+		len(kernelSet), len(xdpSet), expected, diff)
+	if diff != 0 || len(kernelSet) != expected {
+		return 1
+	}
+	return 0
+}
+
+func attachNative(d *bench.DropCounter, ifindex int) (string, link.Link, error) {
+	return bpfutil.Attach(d.Prog, ifindex, "native")
+}
