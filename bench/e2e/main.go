@@ -282,7 +282,7 @@ func (t *topo) forwardedSources(frames [][]byte) map[netip.Addr]bool {
 		if err != nil {
 			return err
 		}
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 64<<20)
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 64<<20)
 		ifi, err := net.InterfaceByName("s0")
 		if err != nil {
 			return err
@@ -299,20 +299,23 @@ func (t *topo) forwardedSources(frames [][]byte) map[netip.Addr]bool {
 		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 		for {
 			n, _, err := unix.Recvfrom(fd, buf, 0)
+			if err == unix.EINTR {
+				continue // Go's preemption signal, not the end
+			}
 			if err != nil {
-				return
+				return // the receive timeout: a second without packets
 			}
 			if n >= 34 && buf[14+9] == 17 {
 				got[netip.AddrFrom4([4]byte(buf[14+12:14+16]))] = true
 			}
 		}
 	}()
+	// Paced: this compares decisions, not speed, and a burst would overflow
+	// the kernel's receive backlog (netdev_max_backlog) and lose sources.
 	for i := 0; i < len(frames); {
-		n := t.send(frames[i:], 0, min(64, len(frames)-i))
+		n := t.send(frames[i:], 0, min(16, len(frames)-i))
 		i += n
-		if n == 0 {
-			time.Sleep(time.Millisecond)
-		}
+		time.Sleep(200 * time.Microsecond)
 	}
 	<-done
 	return got

@@ -68,6 +68,7 @@ type Port struct {
 	fill      []xdp.Desc
 	tx        []xdp.Desc
 	zeroCopy  bool
+	kicked    bool // Transmit kicked since the last Reap
 	txErrors  atomic.Uint64
 	txFull    atomic.Uint64
 	fillEmpty atomic.Uint64
@@ -216,6 +217,7 @@ func (p *Port) Transmit(fs []dataplane.Frame) (queued int) {
 	}()
 	free := p.sock.NumFreeTxSlots()
 	queued = min(free, len(d))
+	p.kicked = true
 	p.sock.Transmit(d[:queued])
 	return queued
 }
@@ -232,9 +234,12 @@ func (p *Port) Reap() int {
 			p.count--
 		}
 	}
-	if p.count > 0 {
+	// Kick again only if nothing did since the last reap: each kick is a
+	// syscall, and Transmit has just made one.
+	if p.count > 0 && !p.kicked {
 		p.kick()
 	}
+	p.kicked = false
 	return p.count
 }
 
