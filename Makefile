@@ -55,9 +55,6 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzHandle -fuzztime $(FUZZTIME) ./arp
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./config
 
-# The main job: a live cluster in network namespaces (until Ctrl-C, or
-# DURATION=30s).
-DURATION ?= 0
 # The end-to-end throughput harness, side by side with the kernel (root).
 bench-e2e:
 	$(GO) run ./bench/e2e
@@ -67,6 +64,9 @@ bench-e2e:
 bench-e2e-smoke:
 	@if [ "$$(id -u)" = 0 ]; then $(GO) run ./bench/e2e --runs 1 --duration 1s; else echo "bench-e2e-smoke: skipped (needs root)"; fi
 
+# The main job: a live cluster in network namespaces (until Ctrl-C, or
+# DURATION=30s).
+DURATION ?= 0
 demo: build
 	bin/xdpcluster demo --duration $(DURATION)
 
