@@ -5,7 +5,6 @@ package nstest
 
 import (
 	"bufio"
-	"io"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -110,19 +109,29 @@ func (in *Injector) Send(frame []byte) {
 func Capture(t testing.TB, ns *netns.NS, dev, filter string) (stop func() string) {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), ns.Name+"-"+dev+".pcap")
-	cmd := exec.Command("ip", "netns", "exec", ns.Name, "tcpdump", "-i", dev, "-n", "-U", "--immediate-mode", "-w", file, filter)
+	// Immediate mode gives one ring slot per snaplen (256 KB): the default
+	// 2 MB buffer holds 8 frames and drops when the machine is busy, so
+	// the buffer is 64 MB (-B, in KiB).
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, "tcpdump", "-i", dev, "-n", "-U", "--immediate-mode", "-B", "65536", "-w", file, filter)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("tcpdump: %v", err)
 	}
 	ready := make(chan struct{})
+	var dropped string // tcpdump's "N packets dropped by kernel" line
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		sc := bufio.NewScanner(stderr)
+		started := false
 		for sc.Scan() {
-			if strings.Contains(sc.Text(), "listening on") {
+			line := sc.Text()
+			if !started && strings.Contains(line, "listening on") {
+				started = true
 				close(ready)
-				io.Copy(io.Discard, stderr)
-				return
+			}
+			if strings.Contains(line, "dropped by kernel") && !strings.HasPrefix(line, "0 ") {
+				dropped = line
 			}
 		}
 	}()
@@ -137,7 +146,11 @@ func Capture(t testing.TB, ns *netns.NS, dev, filter string) (stop func() string
 		once.Do(func() {
 			time.Sleep(200 * time.Millisecond) // the last packets
 			cmd.Process.Signal(syscall.SIGINT)
+			<-done
 			cmd.Wait()
+			if dropped != "" {
+				t.Errorf("tcpdump on %s/%s lost frames (%s): the capture is incomplete", ns.Name, dev, dropped)
+			}
 		})
 		return file
 	}
