@@ -2,8 +2,6 @@ package simulate
 
 import (
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -44,28 +42,8 @@ func TestTcpdumpCapture(t *testing.T) {
 	// Clients.
 	talk := func(network, local, remote string) {
 		t.Helper()
-		err := cli.Do(func() error {
-			d := net.Dialer{Timeout: 5 * time.Second}
-			if network == "tcp" {
-				d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
-			} else {
-				d.LocalAddr = &net.UDPAddr{IP: net.ParseIP(local)}
-			}
-			c, err := d.Dial(network, remote)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			msg := []byte("hello from " + local)
-			if _, err := c.Write(msg); err != nil {
-				return err
-			}
-			_, err = io.ReadFull(c, make([]byte, len(msg)))
-			return err
-		})
-		if err != nil {
-			t.Fatalf("%s %s -> %s: %v", network, local, remote, err)
+		if _, err := cli.Exchange(network, netip.MustParseAddr(local), netip.MustParseAddrPort(remote), []byte("hello from "+local), 5*time.Second); err != nil {
+			t.Fatal(err)
 		}
 	}
 	for _, a := range clients {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -252,36 +251,11 @@ func demoTable(w io.Writer, ns []*demoNode, prev [][dataplane.NumVerdicts]uint64
 // demoFlow runs one exchange from client address a: mostly TCP echoes,
 // every 5th a UDP request/reply.
 func demoFlow(cl *netns.Cluster, a netip.Addr, i int) error {
-	srv := cl.Server4
-	if a.Is6() {
-		srv = cl.Server6
-	}
-	return cl.Client.Do(func() error {
-		if i%5 == 4 {
-			c, err := net.DialUDP("udp", &net.UDPAddr{IP: a.AsSlice()}, &net.UDPAddr{IP: srv.AsSlice(), Port: 5353})
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(2 * time.Second))
-			if _, err := c.Write([]byte("ping " + a.String())); err != nil {
-				return err
-			}
-			_, err = c.Read(make([]byte, 100))
-			return err
-		}
-		d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: a.AsSlice()}}
-		c, err := d.Dial("tcp", netip.AddrPortFrom(srv, 8080).String())
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(3 * time.Second))
-		msg := []byte(strings.Repeat(a.String()+" ", 200))
-		if _, err := c.Write(msg); err != nil {
-			return err
-		}
-		_, err = io.ReadFull(c, make([]byte, len(msg)))
+	srv := cl.ServerFor(a)
+	if i%5 == 4 {
+		_, err := cl.Client.Exchange("udp", a, netip.AddrPortFrom(srv, 5353), []byte("ping "+a.String()), 2*time.Second)
 		return err
-	})
+	}
+	_, err := cl.Client.Exchange("tcp", a, netip.AddrPortFrom(srv, 8080), []byte(strings.Repeat(a.String()+" ", 200)), 3*time.Second)
+	return err
 }

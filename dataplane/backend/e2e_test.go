@@ -67,17 +67,12 @@ func ask(t *testing.T, cl *netns.Cluster, a netip.Addr) string {
 		dst = netip.AddrPortFrom(cl.ClusterFront6, 8080)
 	}
 	var line string
-	err := cl.Client.Do(func() error {
-		d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: a.AsSlice()}}
-		c, err := d.Dial("tcp", dst.String())
-		if err != nil {
-			return err
-		}
-		defer c.Close()
+	c, err := cl.Client.Dial("tcp", a, dst, 3*time.Second)
+	if err == nil {
 		c.SetDeadline(time.Now().Add(3 * time.Second))
 		line, err = bufio.NewReader(c).ReadString('\n')
-		return err
-	})
+		c.Close()
+	}
 	if err != nil {
 		if dump != nil {
 			dump()
@@ -137,25 +132,11 @@ func TestBackendEndToEnd(t *testing.T) {
 	}
 	// A datagram larger than the MTU: its fragments all go to the owner.
 	a := cl.Clients4[0]
-	var reply string
-	if err := cl.Client.Do(func() error {
-		c, err := net.DialUDP("udp", &net.UDPAddr{IP: a.AsSlice()}, &net.UDPAddr{IP: cl.ClusterFront4.AsSlice(), Port: 5353})
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(3 * time.Second))
-		if _, err := c.Write(make([]byte, 3000)); err != nil {
-			return err
-		}
-		buf := make([]byte, 100)
-		n, err := c.Read(buf)
-		reply = string(buf[:n])
-		return err
-	}); err != nil {
+	reply, err := cl.Client.Exchange("udp", a, netip.AddrPortFrom(cl.ClusterFront4, 5353), make([]byte, 3000), 3*time.Second)
+	if err != nil {
 		t.Fatalf("fragmented datagram: %v", err)
 	}
-	if want := fmt.Sprintf("node %d got 3000", m.Node(a)+1); reply != want {
+	if want := fmt.Sprintf("node %d got 3000", m.Node(a)+1); string(reply) != want {
 		t.Errorf("fragmented datagram: %q, want %q", reply, want)
 	}
 	var total [backend.NumStats]uint64

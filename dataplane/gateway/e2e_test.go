@@ -180,18 +180,9 @@ func servers(t testing.TB, cl *netns.Cluster) { nstest.Echo(t, cl.Server, ":8080
 // dial opens a TCP connection from a client address, in the client namespace.
 func dial(t testing.TB, cl *netns.Cluster, local netip.Addr) net.Conn {
 	t.Helper()
-	remote := netip.AddrPortFrom(cl.Server4, 8080)
-	if local.Is6() {
-		remote = netip.AddrPortFrom(cl.Server6, 8080)
-	}
-	var c net.Conn
-	err := cl.Client.Do(func() (err error) {
-		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: local.AsSlice()}}
-		c, err = d.Dial("tcp", remote.String())
-		return err
-	})
+	c, err := cl.Client.Dial("tcp", local, netip.AddrPortFrom(cl.ServerFor(local), 8080), 5*time.Second)
 	if err != nil {
-		t.Fatalf("dial from %s: %v", local, err)
+		t.Fatal(err)
 	}
 	return c
 }
@@ -309,23 +300,7 @@ func endToEnd(t *testing.T, prefix string, kernelNode int, backend string) {
 		c.Close()
 	}
 	for _, a := range append(append([]netip.Addr(nil), cl.Clients4[:8]...), cl.Clients6[:3]...) {
-		srv := cl.Server4
-		if a.Is6() {
-			srv = cl.Server6
-		}
-		err := cl.Client.Do(func() error {
-			c, err := net.DialUDP("udp", &net.UDPAddr{IP: a.AsSlice()}, &net.UDPAddr{IP: srv.AsSlice(), Port: 5353})
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(3 * time.Second))
-			if _, err := c.Write([]byte("hello " + a.String())); err != nil {
-				return err
-			}
-			_, err = c.Read(make([]byte, 100))
-			return err
-		})
+		_, err := cl.Client.Exchange("udp", a, netip.AddrPortFrom(cl.ServerFor(a), 5353), []byte("hello "+a.String()), 3*time.Second)
 		if err != nil {
 			t.Fatalf("udp from %s: %v", a, err)
 		}

@@ -165,6 +165,14 @@ func NewCluster(prefix string, o ClusterOptions) (c *Cluster, err error) {
 	return c, nil
 }
 
+// ServerFor is the server address of a's family.
+func (c *Cluster) ServerFor(a netip.Addr) netip.Addr {
+	if a.Is6() {
+		return c.Server6
+	}
+	return c.Server4
+}
+
 // Close deletes every namespace of the cluster (and so its interfaces).
 func (c *Cluster) Close() error {
 	var errs []error

@@ -16,10 +16,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -191,4 +193,56 @@ func (ns *NS) EchoServers(tcpAddr, udpAddr string) (stop func(), err error) {
 			pc.Close()
 		}
 	}, nil
+}
+
+// Dial opens a connection ("tcp" or "udp") from local, an address of the
+// namespace, to remote; the socket lives in the namespace.
+func (ns *NS) Dial(network string, local netip.Addr, remote netip.AddrPort, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	switch network {
+	case "tcp":
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(local, 0))
+	case "udp":
+		d.LocalAddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0))
+	default:
+		return nil, fmt.Errorf("dial in %s: network %q: want tcp or udp", ns.Name, network)
+	}
+	var c net.Conn
+	err := ns.Do(func() (err error) {
+		c, err = d.Dial(network, remote.String())
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s %s -> %s in %s: %w", network, local, remote, ns.Name, err)
+	}
+	return c, nil
+}
+
+// Exchange is one request and reply with an echo-like server: it dials
+// from local to remote, sends msg and returns the reply, all within
+// timeout. Over TCP it reads len(msg) bytes back; over UDP one datagram.
+func (ns *NS) Exchange(network string, local netip.Addr, remote netip.AddrPort, msg []byte, timeout time.Duration) ([]byte, error) {
+	c, err := ns.Dial(network, local, remote, timeout)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.Write(msg); err != nil {
+		return nil, fmt.Errorf("%s %s -> %s: write: %w", network, local, remote, err)
+	}
+	var reply []byte
+	if network == "tcp" {
+		reply = make([]byte, len(msg))
+		_, err = io.ReadFull(c, reply)
+	} else {
+		reply = make([]byte, 65536)
+		var n int
+		n, err = c.Read(reply)
+		reply = reply[:n]
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s %s -> %s: read reply: %w", network, local, remote, err)
+	}
+	return reply, nil
 }
