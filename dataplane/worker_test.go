@@ -216,33 +216,15 @@ func benchFrames(t testing.TB, m cluster.Match) [][]byte {
 	return fs
 }
 
-func TestWorkerBatchAllocs(t *testing.T) {
+// workerStep returns one full worker step over a 64-frame batch of
+// existing flows, half owned: receive, parse, track, decide, copy,
+// rewrite, queue and transmit. It has run once, so the connections and
+// the route cache entry exist.
+func workerStep(tb testing.TB) func() {
 	m := cluster.LocalNode(2, 1, 7)
-	d, front, _ := testDataplane(t, m, staticResolver{Route{Iface: 1, NextHop: nextHop, Verdict: Forwarded}})
+	d, front, _ := testDataplane(tb, m, staticResolver{Route{Iface: 1, NextHop: nextHop, Verdict: Forwarded}})
 	w := d.workers[0]
-	frames := benchFrames(t, m)
-	step := func() {
-		front.frames = frames
-		n := front.Receive(w.rx)
-		w.batch(0, front, w.rx[:n], d.match.Load())
-		for e, p := range w.ports {
-			p.Transmit(w.tx[e])
-			w.tx[e] = w.tx[e][:0]
-		}
-	}
-	step() // create the connections and the route cache entry
-	if allocs := testing.AllocsPerRun(100, step); allocs != 0 {
-		t.Fatalf("a batch allocates %v times", allocs)
-	}
-}
-
-// BenchmarkWorkerBatch: the full per-packet step (parse, track, decide,
-// copy, rewrite, queue) on 64-frame batches of existing flows, half owned.
-func BenchmarkWorkerBatch(b *testing.B) {
-	m := cluster.LocalNode(2, 1, 7)
-	d, front, _ := testDataplane(b, m, staticResolver{Route{Iface: 1, NextHop: nextHop, Verdict: Forwarded}})
-	w := d.workers[0]
-	frames := benchFrames(b, m)
+	frames := benchFrames(tb, m)
 	step := func() {
 		front.frames = frames
 		n := front.Receive(w.rx)
@@ -253,6 +235,20 @@ func BenchmarkWorkerBatch(b *testing.B) {
 		}
 	}
 	step()
+	return step
+}
+
+func TestWorkerBatchAllocs(t *testing.T) {
+	step := workerStep(t)
+	if allocs := testing.AllocsPerRun(100, step); allocs != 0 {
+		t.Fatalf("a batch allocates %v times", allocs)
+	}
+}
+
+// BenchmarkWorkerBatch: the full per-packet step (parse, track, decide,
+// copy, rewrite, queue) on 64-frame batches of existing flows, half owned.
+func BenchmarkWorkerBatch(b *testing.B) {
+	step := workerStep(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
