@@ -102,11 +102,7 @@ func startNode(t *testing.T, cl *netns.Cluster, i int, m cluster.Match) *backend
 // moves node 2's clients to node 1.
 func TestBackendEndToEnd(t *testing.T) {
 	nstest.Require(t)
-	cl, err := netns.NewCluster("xc-be", netns.ClusterOptions{Nodes: 3, Clients4: 30, Clients6: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
+	cl := nstest.Cluster(t, "xc-be", netns.ClusterOptions{Nodes: 3, Clients4: 30, Clients6: 3})
 	var nodes []*backend.Node
 	dump = func() {
 		for i, n := range nodes {
@@ -173,11 +169,7 @@ func TestBackendEndToEnd(t *testing.T) {
 // removes the cluster addresses from lo and restores the sysctls there.
 func TestBackendCloseRestores(t *testing.T) {
 	nstest.Require(t)
-	cl, err := netns.NewCluster("xc-bec", netns.ClusterOptions{Nodes: 1, Clients4: 1, Clients6: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
+	cl := nstest.Cluster(t, "xc-bec", netns.ClusterOptions{Nodes: 1, Clients4: 1, Clients6: 1})
 	ns := cl.Nodes[0]
 	before := nstest.Run(t, ns, "sysctl", "-n", "net.ipv4.conf.front.arp_ignore")
 	n := startNode(t, cl, 0, cluster.LocalNode(1, 1, 1))
@@ -227,11 +219,7 @@ func kernelServer(t *testing.T, cl *netns.Cluster, ns *netns.NS, local int) {
 // names, exactly once.
 func TestBackendMixedWithKernelServer(t *testing.T) {
 	nstest.Require(t)
-	cl, err := netns.NewCluster("xc-bemix", netns.ClusterOptions{Nodes: 3, Clients4: 30, Clients6: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
+	cl := nstest.Cluster(t, "xc-bemix", netns.ClusterOptions{Nodes: 3, Clients4: 30, Clients6: 3})
 	for i := range cl.Nodes {
 		if i == 2 {
 			kernelServer(t, cl, cl.Nodes[i], 3)

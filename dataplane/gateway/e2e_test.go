@@ -284,11 +284,7 @@ func endToEnd(t *testing.T, prefix string, kernelNode int, backend string) {
 		}
 	}
 	// No static neighbour entries: the nodes answer ARP/ND for the cluster IPs.
-	cl, err := netns.NewCluster(prefix, netns.ClusterOptions{Nodes: 3, Clients4: 40, Clients6: 6})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
+	cl := nstest.Cluster(t, prefix, netns.ClusterOptions{Nodes: 3, Clients4: 40, Clients6: 6})
 	nodes := startMixed(t, cl, kernelNode, backend)
 	servers(t, cl)
 	stop := capture(t, cl.Server, "ip or ip6")
@@ -393,11 +389,7 @@ func invalidReasons(d *dataplane.Dataplane) map[string]uint64 {
 // go through node 1.
 func TestGatewayTakeover(t *testing.T) {
 	nstest.Require(t)
-	cl, err := netns.NewCluster("xc-tko", netns.ClusterOptions{Nodes: 3, Clients4: 40, Clients6: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
+	cl := nstest.Cluster(t, "xc-tko", netns.ClusterOptions{Nodes: 3, Clients4: 40, Clients6: 2})
 	nodes := startNodes(t, cl)
 	servers(t, cl)
 	var share2 []netip.Addr // clients node 2 owns
@@ -444,11 +436,7 @@ func TestGatewayLinkFlap(t *testing.T) {
 	var logs syncBuffer
 	testLogger = slog.New(slog.NewTextHandler(&logs, nil))
 	defer func() { testLogger = nil }()
-	cl, err := netns.NewCluster("xc-flap", netns.ClusterOptions{Nodes: 2, Clients4: 10, Clients6: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
+	cl := nstest.Cluster(t, "xc-flap", netns.ClusterOptions{Nodes: 2, Clients4: 10, Clients6: 1})
 	nodes := startNodes(t, cl)
 	servers(t, cl)
 	a := cl.Clients4[0]
@@ -501,11 +489,7 @@ func (s *syncBuffer) String() string {
 // client shows every node answering with the same ARP and ND payload.
 func TestNeighbourResolution(t *testing.T) {
 	nstest.Require(t)
-	cl, err := netns.NewCluster("xc-nd", netns.ClusterOptions{Nodes: 3, Clients4: 4, Clients6: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
+	cl := nstest.Cluster(t, "xc-nd", netns.ClusterOptions{Nodes: 3, Clients4: 4, Clients6: 2})
 	stop := capture(t, cl.Client, "arp or icmp6")
 	nodes := startNodes(t, cl)
 	servers(t, cl)

@@ -21,18 +21,13 @@ import (
 // cores with the node. The end-to-end harness of the
 // benchmarks issue measures this properly, side by side with the kernel.
 func benchForward(b *testing.B, backend string) {
-	nstest.Require(b)
-	cl, err := netns.NewCluster("xc-bench", netns.ClusterOptions{Nodes: 1, Clients4: 1, Clients6: 1, StaticNeighbours: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cl.Close()
+	cl := nstest.Cluster(b, "xc-bench", netns.ClusterOptions{Nodes: 1, Clients4: 1, Clients6: 1, StaticNeighbours: true})
 	gw := startMixed(b, cl, 0, backend)[0].gw
 
 	// The generator: live-frames XDP_TX out of the client's interface.
 	nstest.Run(b, cl.Switch, "ethtool", "-K", "swc", "gro", "on") // the veth peer must run NAPI
 	var gen *bench.Generator
-	err = cl.Client.Do(func() error {
+	err := cl.Client.Do(func() error {
 		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err

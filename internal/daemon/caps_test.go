@@ -51,11 +51,7 @@ func TestLeastCapabilities(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/xdpcluster").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	cl, err := netns.NewCluster("xc-caps", netns.ClusterOptions{Nodes: 2, Clients4: 1, Clients6: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
+	cl := nstest.Cluster(t, "xc-caps", netns.ClusterOptions{Nodes: 2, Clients4: 1, Clients6: 1})
 	caps := unitCaps(t)
 	run := func(name string, caps []string) (*exec.Cmd, string, *strings.Builder) {
 		sockDir := filepath.Join(dir, name)

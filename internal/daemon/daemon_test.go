@@ -49,11 +49,7 @@ func get(t *testing.T, url string) string {
 
 func TestDaemon(t *testing.T) {
 	nstest.Require(t)
-	cl, err := netns.NewCluster("xc-daemon", netns.ClusterOptions{Nodes: 2, Clients4: 2, Clients6: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
+	cl := nstest.Cluster(t, "xc-daemon", netns.ClusterOptions{Nodes: 2, Clients4: 2, Clients6: 1})
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "run", "control.sock")
 	path := filepath.Join(dir, "config.yaml")
@@ -158,11 +154,7 @@ func TestDaemon(t *testing.T) {
 // the namespace restoring lo.
 func TestDaemonBackend(t *testing.T) {
 	nstest.Require(t)
-	cl, err := netns.NewCluster("xc-dbe", netns.ClusterOptions{Nodes: 2, Clients4: 2, Clients6: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
+	cl := nstest.Cluster(t, "xc-dbe", netns.ClusterOptions{Nodes: 2, Clients4: 2, Clients6: 1})
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "control.sock")
 	path := filepath.Join(dir, "config.yaml")

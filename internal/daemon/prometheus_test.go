@@ -46,11 +46,7 @@ func TestDashboardQueries(t *testing.T) {
 		t.Fatalf("dashboard: %v, %d panels", err, len(dash.Panels))
 	}
 
-	cl, err := netns.NewCluster("xc-prom", netns.ClusterOptions{Nodes: 3, Clients4: 10, Clients6: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
+	cl := nstest.Cluster(t, "xc-prom", netns.ClusterOptions{Nodes: 3, Clients4: 10, Clients6: 2})
 	dir := t.TempDir()
 	var targets []string
 	for i, ns := range cl.Nodes {

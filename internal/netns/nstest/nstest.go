@@ -44,6 +44,26 @@ func New(t testing.TB, prefix string) *netns.NS {
 	return ns
 }
 
+// Cluster builds a netns.NewCluster topology (prefix-RANDOM names) that is
+// removed when the test ends.
+func Cluster(t testing.TB, prefix string, opts netns.ClusterOptions) *netns.Cluster {
+	t.Helper()
+	Require(t)
+	cl, err := netns.NewCluster(prefix, opts)
+	if err != nil {
+		if cl != nil {
+			cl.Close()
+		}
+		t.Fatalf("build the cluster topology: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := cl.Close(); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	return cl
+}
+
 // Run runs a command in ns and fails the test if it fails.
 func Run(t testing.TB, ns *netns.NS, name string, args ...string) string {
 	t.Helper()
