@@ -1,7 +1,8 @@
 // Command e2e is the end-to-end throughput harness (make bench-e2e, root):
-// gen -> dut -> sink network namespaces joined by veths, a generator (an
-// AF_PACKET TX ring) sending 64-byte UDP from 65,536 source addresses, a 2-node
-// cluster in which the dut owns its hash share. In one run, side by side,
+// gen -> dut -> sink network namespaces joined by veths, a generator
+// sending 64-byte UDP from 65,536 source addresses (live frames of
+// BPF_PROG_RUN by default, rewritten from a template per frame; or an
+// AF_PACKET TX ring), a 2-node cluster in which the dut owns its hash share. In one run, side by side,
 // it measures the generator's offered rate, the XDP_DROP ceiling at the
 // dut's ingress, the kernel forwarding with no rules, the kernel forwarding
 // with the cluster match man page's rules, and xdpcluster over AF_XDP and
@@ -53,7 +54,15 @@ type topo struct {
 	gen, dut, sink *netns.NS
 	genMAC, inMAC  net.HardwareAddr
 	inIndex        int
-	tx             *afpacket.Port // the generator: an AF_PACKET TX ring on g0
+	tx             *afpacket.Port // an AF_PACKET TX ring on g0: the paced set comparison, and --generator afpacket
+	genIndex       int
+}
+
+// traffic is what a scenario sends: the frames for the AF_PACKET sender
+// and the same frames as a live-frames template.
+type traffic struct {
+	frames [][]byte
+	live   *bench.TemplateGenerator
 }
 
 // fatal carries an error to main, which cleans up before exiting.
@@ -108,16 +117,15 @@ func build() *topo {
 	run(t.dut, "ip", "neigh", "replace", sinkIP.String(), "lladdr", mac(t.sink, "s0").String(), "dev", "out0", "nud", "permanent")
 	t.genMAC, t.inMAC = mac(t.gen, "g0"), mac(t.dut, "in0")
 	must(t.dut.Do(func() error { ifi, err := net.InterfaceByName("in0"); t.inIndex = ifi.Index; return err }))
-	// Frames sent with live-frames XDP_TX through a veth do not reach the
-	// stack of the receiving namespace on this kernel (the XDP consumers get
-	// them, the kernel's forwarding does not), which would make the kernel
-	// scenarios meaningless: the generator is an AF_PACKET TX ring instead,
-	// the same for every scenario.
+	// The live-frames generator's XDP_TX needs NAPI on the veth peer, for
+	// the kernel scenarios too (GRO is on by default on real NICs).
+	run(t.dut, "ethtool", "-K", "in0", "gro", "on")
 	must(t.gen.Do(func() (err error) {
 		ifi, err := net.InterfaceByName("g0")
 		if err != nil {
 			return err
 		}
+		t.genIndex = ifi.Index
 		t.tx, err = afpacket.Open("g0", ifi.Index, net.HardwareAddr{2, 0, 0, 0, 0, 0}, afpacket.Options{FrameSize: 2048, RxFrames: 32, TxFrames: 8192})
 		return err
 	}))
@@ -197,9 +205,9 @@ func cpu() (busy, total uint64) {
 
 type sample struct{ offered, in, forwarded, cpu float64 }
 
-// blast sends frames for d and measures; in counts the dut's receive
+// blast sends tr for d and measures; in counts the dut's receive
 // (inCount, or the ingress interface's counter when nil).
-func (t *topo) blast(frames [][]byte, d time.Duration, inCount func() uint64) sample {
+func (t *topo) blast(tr traffic, d time.Duration, inCount func() uint64) sample {
 	if inCount == nil {
 		inCount = func() uint64 { return counter(t.dut, "in0", "rx_packets") }
 	}
@@ -207,10 +215,25 @@ func (t *topo) blast(frames [][]byte, d time.Duration, inCount func() uint64) sa
 	b0, t0 := cpu()
 	start := time.Now()
 	var sent uint64
-	for i := 0; time.Since(start) < d; {
-		n := t.send(frames, i, 256)
-		i += n
-		sent += uint64(n)
+	if tr.live != nil {
+		// Runs of 128K frames (about a quarter of a second here): the
+		// kernel sets up and tears down its page pool once per run.
+		const repeat = 1 << 17
+		must(t.gen.Do(func() error {
+			for time.Since(start) < d {
+				if err := tr.live.Send(repeat); err != nil {
+					return err
+				}
+				sent += repeat
+			}
+			return nil
+		}))
+	} else {
+		for i := 0; time.Since(start) < d; {
+			n := t.send(tr.frames, i, 256)
+			i += n
+			sent += uint64(n)
+		}
 	}
 	el := time.Since(start).Seconds()
 	time.Sleep(200 * time.Millisecond)
@@ -327,6 +350,7 @@ func realMain() (code int) {
 	runs := flag.Int("runs", 3, "runs per scenario")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the xdpcluster AF_XDP runs to this file")
 	dur := flag.Duration("duration", 2*time.Second, "length of each run")
+	generator := flag.String("generator", "live", "traffic generator for the rates: live (BPF_PROG_RUN live frames, a template rewritten per frame) or afpacket (an AF_PACKET TX ring)")
 	flag.Parse()
 	if err := netns.Available(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-e2e needs root: it builds network namespaces and loads XDP programs:", err)
@@ -352,14 +376,26 @@ func realMain() (code int) {
 			t.close()
 		}
 	}()
+	if *generator != "live" && *generator != "afpacket" {
+		fmt.Fprintf(os.Stderr, "bench-e2e: --generator %q: want live or afpacket\n", *generator)
+		return 2
+	}
 	t = build()
-	unicast, toCluster := t.frames(t.inMAC, 65536), t.frames(clusterMAC, 65536)
+	unicast, toCluster := traffic{frames: t.frames(t.inMAC, 65536)}, traffic{frames: t.frames(clusterMAC, 65536)}
+	if *generator == "live" {
+		for _, tr := range []*traffic{&unicast, &toCluster} {
+			g, err := bench.NewTemplateGenerator(t.genIndex, tr.frames[0], 65536)
+			must(err)
+			defer g.Close()
+			tr.live = g
+		}
+	}
 	var results []result
-	measure := func(name string, frames [][]byte, in func() uint64, setup func() func()) {
+	measure := func(name string, tr traffic, in func() uint64, setup func() func()) {
 		r := result{name: name}
 		for i := 0; i < *runs; i++ {
 			undo := setup()
-			r.samples = append(r.samples, t.blast(frames, *dur, in))
+			r.samples = append(r.samples, t.blast(tr, *dur, in))
 			undo()
 		}
 		results = append(results, r)
@@ -441,10 +477,10 @@ func realMain() (code int) {
 	// Which sources get forwarded: the kernel's rules and xdpcluster, one
 	// packet per source, must forward the same set.
 	undo := kernelForwarding(t, true)
-	kernelSet := t.forwardedSources(toCluster)
+	kernelSet := t.forwardedSources(toCluster.frames)
 	undo()
 	gw = startGateway(t, "afxdp")
-	xdpSet := t.forwardedSources(toCluster)
+	xdpSet := t.forwardedSources(toCluster.frames)
 	gw.Close()
 	expected := 0
 	for i := 0; i < 65536; i++ {
