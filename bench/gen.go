@@ -30,10 +30,10 @@ type xdpMd struct {
 // NewGenerator loads the program (needs CAP_BPF/root). Frames leave
 // through ifindex, which must be in the network namespace of the thread
 // that calls Send. A veth peer must run NAPI (GRO on, or an XDP program)
-// to accept them. On Linux 6.18 with GRO on the peer, only the first
-// 64-frame batch of each Send reached the peer's IP stack (the rest are
-// counted in its rx_packets but not in IP InReceives), and each call took
-// about 25 ms; so bench/e2e drives an AF_PACKET TX ring instead.
+// to accept them. The frame's page is recycled without restoring its
+// bytes, so only a receiver that does not modify frames (an XDP program
+// that drops or redirects) sees the frame unchanged: to feed a kernel
+// that forwards, use TemplateGenerator.
 func NewGenerator(ifindex int) (*Generator, error) {
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name: "xc_gen", Type: ebpf.XDP, License: "Dual BSD/GPL",
