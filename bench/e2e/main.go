@@ -56,6 +56,45 @@ type topo struct {
 	inIndex        int
 	tx             *afpacket.Port // an AF_PACKET TX ring on g0: the paced set comparison, and --generator afpacket
 	genIndex       int
+	// sinkDrop counts and drops what reaches the sink (--sink xdp), so the
+	// sink's own receive work is not charged to the core that forwards.
+	sinkDrop *bench.DropCounter
+	sinkLink link.Link
+}
+
+// forwarded is what reached the sink so far.
+func (t *topo) forwarded() uint64 {
+	if t.sinkDrop != nil {
+		return t.sinkDrop.Count()
+	}
+	return counter(t.sink, "s0", "rx_packets")
+}
+
+// sinkXDP attaches (on) or detaches the sink's drop counter.
+func (t *topo) sinkXDP(on bool) {
+	if !on {
+		if t.sinkLink != nil {
+			t.sinkLink.Close()
+			t.sinkDrop.Close()
+			t.sinkLink, t.sinkDrop = nil, nil
+		}
+		return
+	}
+	d, err := bench.NewDropCounter()
+	must(err)
+	must(t.sink.Do(func() error {
+		ifi, err := net.InterfaceByName("s0")
+		if err != nil {
+			return err
+		}
+		_, l, err := attachNative(d, ifi.Index)
+		if err != nil {
+			d.Close()
+			return fmt.Errorf("attach the sink's drop counter: %w", err)
+		}
+		t.sinkDrop, t.sinkLink = d, l
+		return nil
+	}))
 }
 
 // traffic is what a scenario sends: the frames for the AF_PACKET sender
@@ -153,6 +192,7 @@ func (t *topo) close() {
 	if t.tx != nil {
 		t.tx.Close()
 	}
+	t.sinkXDP(false)
 	for _, ns := range []*netns.NS{t.gen, t.dut, t.sink} {
 		if ns != nil {
 			ns.Close()
@@ -211,7 +251,7 @@ func (t *topo) blast(tr traffic, d time.Duration, inCount func() uint64) sample 
 	if inCount == nil {
 		inCount = func() uint64 { return counter(t.dut, "in0", "rx_packets") }
 	}
-	in0, fwd0 := inCount(), counter(t.sink, "s0", "rx_packets")
+	in0, fwd0 := inCount(), t.forwarded()
 	b0, t0 := cpu()
 	start := time.Now()
 	var sent uint64
@@ -239,7 +279,7 @@ func (t *topo) blast(tr traffic, d time.Duration, inCount func() uint64) sample 
 	time.Sleep(200 * time.Millisecond)
 	b1, t1 := cpu()
 	return sample{offered: float64(sent) / el, in: float64(inCount()-in0) / el,
-		forwarded: float64(counter(t.sink, "s0", "rx_packets")-fwd0) / el, cpu: 100 * float64(b1-b0) / float64(max(t1-t0, 1))}
+		forwarded: float64(t.forwarded()-fwd0) / el, cpu: 100 * float64(b1-b0) / float64(max(t1-t0, 1))}
 }
 
 type result struct {
@@ -280,12 +320,18 @@ func kernelForwarding(t *topo, rules bool) func() {
 	}
 }
 
-func startGateway(t *topo, backend string) *gateway.Gateway {
+// rings are the gateway's ring sizes for a run.
+type rings struct {
+	xsk    xsk.PortOptions
+	packet afpacket.Options
+}
+
+func startGateway(t *topo, backend string, r rings) *gateway.Gateway {
 	var g *gateway.Gateway
 	must(t.dut.Do(func() (err error) {
 		g, err = gateway.Start(gateway.Config{
 			Interfaces: []gateway.Interface{{Name: "in0", ClusterMAC: clusterMAC}, {Name: "out0", ClusterMAC: backMAC}},
-			Match:      match, Backend: backend, Port: xsk.PortOptions{NumFrames: 8192, FrameSize: 2048, RingSize: 4096},
+			Match:      match, Backend: backend, Port: r.xsk, Packet: r.packet,
 			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		})
 		return err
@@ -350,6 +396,10 @@ func realMain() (code int) {
 	runs := flag.Int("runs", 3, "runs per scenario")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the xdpcluster AF_XDP runs to this file")
 	dur := flag.Duration("duration", 2*time.Second, "length of each run")
+	xskFrames := flag.Int("xsk-frames", 65536, "AF_XDP frames per port for the xdpcluster runs (half receive, half transmit; the rings hold half); the daemon's default (8192) runs as a scenario of its own")
+	packetRx := flag.Int("packet-rx-frames", 32768, "receive ring slots of the raw-socket backend's runs")
+	only := flag.String("only", "", "run only the rate scenarios whose name contains this text (e.g. afxdp); the set comparison always runs")
+	sink := flag.String("sink", "xdp", "what the sink does with forwarded packets during the rate runs: xdp (an XDP program counts and drops them, as another machine would take them off the wire) or stack (the sink's kernel receives them; its work runs on the dut's cores)")
 	generator := flag.String("generator", "live", "traffic generator for the rates: live (BPF_PROG_RUN live frames, a template rewritten per frame) or afpacket (an AF_PACKET TX ring)")
 	flag.Parse()
 	if err := netns.Available(); err != nil {
@@ -380,7 +430,12 @@ func realMain() (code int) {
 		fmt.Fprintf(os.Stderr, "bench-e2e: --generator %q: want live or afpacket\n", *generator)
 		return 2
 	}
+	if *sink != "xdp" && *sink != "stack" {
+		fmt.Fprintf(os.Stderr, "bench-e2e: --sink %q: want xdp or stack\n", *sink)
+		return 2
+	}
 	t = build()
+	t.sinkXDP(*sink == "xdp")
 	unicast, toCluster := traffic{frames: t.frames(t.inMAC, 65536)}, traffic{frames: t.frames(clusterMAC, 65536)}
 	if *generator == "live" {
 		for _, tr := range []*traffic{&unicast, &toCluster} {
@@ -392,6 +447,9 @@ func realMain() (code int) {
 	}
 	var results []result
 	measure := func(name string, tr traffic, in func() uint64, setup func() func()) {
+		if *only != "" && !strings.Contains(name, *only) {
+			return
+		}
 		r := result{name: name}
 		for i := 0; i < *runs; i++ {
 			undo := setup()
@@ -440,9 +498,28 @@ func realMain() (code int) {
 		}
 		return n
 	}
-	for _, be := range []string{"afxdp", "afpacket"} {
-		measure("xdpcluster, "+be, toCluster, gwIn, func() func() {
-			gw = startGateway(t, be)
+	deep := rings{xsk: xsk.PortOptions{NumFrames: *xskFrames, FrameSize: 2048, RingSize: *xskFrames / 2},
+		packet: afpacket.Options{FrameSize: 2048, RxFrames: *packetRx, TxFrames: 4096}}
+	if err := deep.xsk.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "bench-e2e: --xsk-frames %d: %v\n", *xskFrames, err)
+		return 2
+	}
+	if *packetRx <= 0 || *packetRx&(*packetRx-1) != 0 {
+		fmt.Fprintf(os.Stderr, "bench-e2e: --packet-rx-frames %d: want a power of two\n", *packetRx)
+		return 2
+	}
+	defaults := rings{xsk: xsk.DefaultPortOptions(), packet: afpacket.DefaultOptions()}
+	for _, sc := range []struct {
+		name, backend string
+		r             rings
+	}{
+		{"xdpcluster, afxdp", "afxdp", deep},
+		{"xdpcluster, afpacket", "afpacket", deep},
+		{fmt.Sprintf("xdpcluster, afxdp, default rings (%d frames)", defaults.xsk.NumFrames), "afxdp", defaults},
+	} {
+		be, r := sc.backend, sc.r
+		measure(sc.name, toCluster, gwIn, func() func() {
+			gw = startGateway(t, be, r)
 			if be == "afxdp" && *cpuprofile != "" {
 				f, err := os.Create(*cpuprofile)
 				must(err)
@@ -475,11 +552,13 @@ func realMain() (code int) {
 	}
 
 	// Which sources get forwarded: the kernel's rules and xdpcluster, one
-	// packet per source, must forward the same set.
+	// packet per source, must forward the same set. The sink's own stack
+	// receives them (a packet socket reads them).
+	t.sinkXDP(false)
 	undo := kernelForwarding(t, true)
 	kernelSet := t.forwardedSources(toCluster.frames)
 	undo()
-	gw = startGateway(t, "afxdp")
+	gw = startGateway(t, "afxdp", deep)
 	xdpSet := t.forwardedSources(toCluster.frames)
 	gw.Close()
 	expected := 0
