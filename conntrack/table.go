@@ -70,7 +70,7 @@ func (t *slotTable) find(k *key, h uint64) (int, bool) {
 		if s.h == 0 {
 			return int(i), false
 		}
-		if s.h == h && s.k == *k {
+		if s.h == h && s.k.w[0] == k.w[0] && s.k.w[1] == k.w[1] && s.k.w[2] == k.w[2] && s.k.w[3] == k.w[3] && s.k.w[4] == k.w[4] {
 			return int(i), true
 		}
 		i = (i + 1) & t.mask
