@@ -190,7 +190,7 @@ func (t *Table) flowOf(tp *packet.Tuple, ports bool) (f flow) {
 
 // setFlow computes a flow in place (no copy of the key).
 func (t *Table) setFlow(f *flow, tp *packet.Tuple, ports bool) {
-	f.k, f.srcIsA = makeKey(tp, ports)
+	f.srcIsA = setKey(&f.k, tp, ports)
 	f.h = f.k.hash(&t.seed)
 }
 
@@ -226,6 +226,14 @@ func (t *Table) Config() Config { return t.cfg }
 // makeKey returns the direction-free key of a tuple and whether the
 // tuple's source is side a.
 func makeKey(tp *packet.Tuple, ports bool) (k key, srcIsA bool) {
+	srcIsA = setKey(&k, tp, ports)
+	return k, srcIsA
+}
+
+// setKey is makeKey in place: each word is stored once, so nothing reads
+// back a half-written key (a wide copy of freshly stored words stalls
+// store forwarding).
+func setKey(k *key, tp *packet.Tuple, ports bool) (srcIsA bool) {
 	s0, s1 := binary.LittleEndian.Uint64(tp.Src[0:]), binary.LittleEndian.Uint64(tp.Src[8:])
 	d0, d1 := binary.LittleEndian.Uint64(tp.Dst[0:]), binary.LittleEndian.Uint64(tp.Dst[8:])
 	var sp, dp uint64
@@ -234,11 +242,11 @@ func makeKey(tp *packet.Tuple, ports bool) (k key, srcIsA bool) {
 	}
 	meta := uint64(tp.Proto)<<32 | uint64(tp.Family)<<40
 	if s0 < d0 || s0 == d0 && (s1 < d1 || s1 == d1 && sp <= dp) {
-		k.w = [5]uint64{s0, s1, d0, d1, sp | dp<<16 | meta}
-		return k, true
+		k.w[0], k.w[1], k.w[2], k.w[3], k.w[4] = s0, s1, d0, d1, sp|dp<<16|meta
+		return true
 	}
-	k.w = [5]uint64{d0, d1, s0, s1, dp | sp<<16 | meta}
-	return k, false
+	k.w[0], k.w[1], k.w[2], k.w[3], k.w[4] = d0, d1, s0, s1, dp|sp<<16|meta
+	return false
 }
 
 func (t *Table) shardOf(h uint64) *shard { return &t.shards[h>>56] }
