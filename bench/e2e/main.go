@@ -394,7 +394,7 @@ func main() { os.Exit(realMain()) }
 
 func realMain() (code int) {
 	runs := flag.Int("runs", 3, "runs per scenario")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the xdpcluster AF_XDP runs to this file")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the xdpcluster AF_XDP runs (deep rings; the last run) to this file")
 	dur := flag.Duration("duration", 2*time.Second, "length of each run")
 	xskFrames := flag.Int("xsk-frames", 65536, "AF_XDP frames per port for the xdpcluster runs (half receive, half transmit; the rings hold half); the daemon's default (8192) runs as a scenario of its own")
 	packetRx := flag.Int("packet-rx-frames", 32768, "receive ring slots of the raw-socket backend's runs")
@@ -520,7 +520,7 @@ func realMain() (code int) {
 		be, r := sc.backend, sc.r
 		measure(sc.name, toCluster, gwIn, func() func() {
 			gw = startGateway(t, be, r)
-			if be == "afxdp" && *cpuprofile != "" {
+			if sc.name == "xdpcluster, afxdp" && *cpuprofile != "" {
 				f, err := os.Create(*cpuprofile)
 				must(err)
 				must(pprof.StartCPUProfile(f))
