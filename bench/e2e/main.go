@@ -434,6 +434,16 @@ func realMain() (code int) {
 		fmt.Fprintf(os.Stderr, "bench-e2e: --sink %q: want xdp or stack\n", *sink)
 		return 2
 	}
+	deep := rings{xsk: xsk.PortOptions{NumFrames: *xskFrames, FrameSize: 2048, RingSize: *xskFrames / 2},
+		packet: afpacket.Options{FrameSize: 2048, RxFrames: *packetRx, TxFrames: 4096}}
+	if err := deep.xsk.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "bench-e2e: --xsk-frames %d: %v\n", *xskFrames, err)
+		return 2
+	}
+	if *packetRx <= 0 || *packetRx&(*packetRx-1) != 0 {
+		fmt.Fprintf(os.Stderr, "bench-e2e: --packet-rx-frames %d: want a power of two\n", *packetRx)
+		return 2
+	}
 	t = build()
 	t.sinkXDP(*sink == "xdp")
 	unicast, toCluster := traffic{frames: t.frames(t.inMAC, 65536)}, traffic{frames: t.frames(clusterMAC, 65536)}
@@ -498,16 +508,6 @@ func realMain() (code int) {
 		}
 		return n
 	}
-	deep := rings{xsk: xsk.PortOptions{NumFrames: *xskFrames, FrameSize: 2048, RingSize: *xskFrames / 2},
-		packet: afpacket.Options{FrameSize: 2048, RxFrames: *packetRx, TxFrames: 4096}}
-	if err := deep.xsk.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "bench-e2e: --xsk-frames %d: %v\n", *xskFrames, err)
-		return 2
-	}
-	if *packetRx <= 0 || *packetRx&(*packetRx-1) != 0 {
-		fmt.Fprintf(os.Stderr, "bench-e2e: --packet-rx-frames %d: want a power of two\n", *packetRx)
-		return 2
-	}
 	defaults := rings{xsk: xsk.DefaultPortOptions(), packet: afpacket.DefaultOptions()}
 	for _, sc := range []struct {
 		name, backend string
@@ -547,8 +547,11 @@ func realMain() (code int) {
 	tw.Flush()
 	kc, kn := med["kernel forwarding, cluster match rules"], med["kernel forwarding, no rules"]
 	for _, be := range []string{"afxdp", "afpacket"} {
-		x := med["xdpcluster, "+be]
-		fmt.Printf("xdpcluster %s / kernel with cluster rules: %.2f; / kernel without rules: %.2f\n", be, x/max(kc, 1), x/max(kn, 1))
+		x, ok := med["xdpcluster, "+be]
+		if !ok || kc == 0 || kn == 0 {
+			continue // not measured in this run (--only)
+		}
+		fmt.Printf("xdpcluster %s / kernel with cluster rules: %.2f; / kernel without rules: %.2f\n", be, x/kc, x/kn)
 	}
 
 	// Which sources get forwarded: the kernel's rules and xdpcluster, one
