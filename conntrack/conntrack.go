@@ -183,11 +183,6 @@ type flow struct {
 	srcIsA bool
 }
 
-func (t *Table) flowOf(tp *packet.Tuple, ports bool) (f flow) {
-	t.setFlow(&f, tp, ports)
-	return f
-}
-
 // setFlow computes a flow in place (no copy of the key).
 func (t *Table) setFlow(f *flow, tp *packet.Tuple, ports bool) {
 	f.srcIsA = setKey(&f.k, tp, ports)
@@ -223,16 +218,10 @@ func NewTable(cfg Config) (*Table, error) {
 // Config returns the table's configuration with defaults filled in.
 func (t *Table) Config() Config { return t.cfg }
 
-// makeKey returns the direction-free key of a tuple and whether the
-// tuple's source is side a.
-func makeKey(tp *packet.Tuple, ports bool) (k key, srcIsA bool) {
-	srcIsA = setKey(&k, tp, ports)
-	return k, srcIsA
-}
-
-// setKey is makeKey in place: each word is stored once, so nothing reads
-// back a half-written key (a wide copy of freshly stored words stalls
-// store forwarding).
+// setKey writes the direction-free key of a tuple into k and returns
+// whether the tuple's source is side a. It writes in place, each word
+// once: copying a key out of a freshly built local reads back words stored
+// a moment before, which stalls the CPU's store forwarding.
 func setKey(k *key, tp *packet.Tuple, ports bool) (srcIsA bool) {
 	s0, s1 := binary.LittleEndian.Uint64(tp.Src[0:]), binary.LittleEndian.Uint64(tp.Src[8:])
 	d0, d1 := binary.LittleEndian.Uint64(tp.Dst[0:]), binary.LittleEndian.Uint64(tp.Dst[8:])
@@ -294,7 +283,7 @@ func (t *Table) track(p *packet.Parsed, f *flow, now int64, r *Result) {
 	}
 	var fl flow
 	if f == nil && simple(p) {
-		fl = t.flowOf(&p.Tuple, p.HasPorts)
+		t.setFlow(&fl, &p.Tuple, p.HasPorts)
 		f = &fl
 	}
 	switch {
@@ -533,7 +522,8 @@ func (t *Table) trackICMPError(p *packet.Parsed, now int64) Result {
 	if p.Dst != p.Inner.Src {
 		return Result{Reason: ICMPErrorMismatch}
 	}
-	k, innerSrcIsA := makeKey(&p.Inner, p.Inner.HasPorts)
+	var k key
+	innerSrcIsA := setKey(&k, &p.Inner, p.Inner.HasPorts)
 	h := k.hash(&t.seed)
 	sh := t.shardOf(h)
 	sh.mu.Lock()
@@ -600,7 +590,8 @@ func (t *Table) trackLaterFragment(p *packet.Parsed, now int64) Result {
 		}
 		tp.SrcPort, tp.DstPort, tp.HasPorts = f.srcPort, f.dstPort, true
 	}
-	k, srcIsA := makeKey(&tp, tp.HasPorts)
+	var k key
+	srcIsA := setKey(&k, &tp, tp.HasPorts)
 	h := k.hash(&t.seed)
 	sh := t.shardOf(h)
 	sh.mu.Lock()
@@ -713,7 +704,8 @@ type Info struct {
 // Get looks up the connection a tuple belongs to (either direction),
 // without changing it. For inspection and tests, not the hot path.
 func (t *Table) Get(tp packet.Tuple, now int64) (Info, bool) {
-	k, _ := makeKey(&tp, tp.HasPorts)
+	var k key
+	setKey(&k, &tp, tp.HasPorts)
 	h := k.hash(&t.seed)
 	sh := t.shardOf(h)
 	sh.mu.Lock()
