@@ -7,14 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/conntrack"
@@ -226,24 +223,11 @@ func capture(t *testing.T, ns *netns.NS, filter string) (stop func() string) {
 
 // sourcesByMAC reads which MACs delivered each client's packets to the server.
 func sourcesByMAC(t *testing.T, file string, server ...netip.Addr) map[netip.Addr]map[string]int {
-	f, err := os.Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := pcapgo.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[netip.Addr]map[string]int{}
 	var p packet.Parsed
-	for {
-		data, _, err := r.ReadPacketData()
-		if err != nil {
-			break
-		}
+	nstest.Frames(t, file, func(data []byte) {
 		if p.Decode(data) != packet.OK {
-			continue
+			return
 		}
 		src, dst := netip.AddrFrom16(p.Src), netip.AddrFrom16(p.Dst)
 		if p.Family == 4 {
@@ -257,7 +241,7 @@ func sourcesByMAC(t *testing.T, file string, server ...netip.Addr) map[netip.Add
 				out[src][net.HardwareAddr(data[6:12]).String()]++
 			}
 		}
-	}
+	})
 	return out
 }
 
@@ -513,25 +497,12 @@ func TestNeighbourResolution(t *testing.T) {
 	// Replies to the client: ARP for the IPv4 and NA for the IPv6 cluster
 	// address, one from each node (different Ethernet sources), with the
 	// same ARP/ND payload.
-	f, err := os.Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := pcapgo.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
 	arpFrom, naFrom := map[string][]byte{}, map[string][]byte{}
 	clientMAC := nstest.MAC(t, cl.Client, "eth0").String()
-	for {
-		data, _, err := r.ReadPacketData()
-		if err != nil {
-			break
-		}
+	nstest.Frames(t, file, func(data []byte) {
 		src := net.HardwareAddr(data[6:12]).String()
 		if src == clientMAC {
-			continue
+			return
 		}
 		switch {
 		case data[12] == 0x08 && data[13] == 0x06 && data[21] == 2: // ARP reply
@@ -539,7 +510,7 @@ func TestNeighbourResolution(t *testing.T) {
 		case data[12] == 0x86 && data[13] == 0xdd && data[20] == 58 && data[54] == 136: // NA
 			naFrom[src] = append([]byte(nil), data[14+8:]...) // from the IPv6 source address on
 		}
-	}
+	})
 	for name, from := range map[string]map[string][]byte{"ARP replies": arpFrom, "neighbour advertisements": naFrom} {
 		if len(from) != len(nodes) {
 			t.Errorf("%s from %d nodes, want %d: %v", name, len(from), len(nodes), keys(from))

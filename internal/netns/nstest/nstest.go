@@ -6,6 +6,7 @@ package nstest
 import (
 	"bufio"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket/pcapgo"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpcluster/xdpcluster/internal/netns"
@@ -120,6 +122,28 @@ func (in *Injector) Send(frame []byte) {
 	copy(sa.Addr[:], frame[:6])
 	if err := unix.Sendto(in.fd, frame, 0, sa); err != nil {
 		in.t.Fatalf("send frame: %v", err)
+	}
+}
+
+// Frames calls fn with each frame of a capture file (e.g. from Capture),
+// in order.
+func Frames(t testing.TB, file string, fn func(data []byte)) {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		t.Fatalf("read capture %s: %v", file, err)
+	}
+	for {
+		data, _, err := r.ReadPacketData()
+		if err != nil {
+			return
+		}
+		fn(data)
 	}
 }
 
