@@ -5,7 +5,7 @@ PKGS    := ./...
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build test deps unit race vet fmt-check bench bench-e2e bench-e2e-smoke bench-smoke fuzz demo clean
+.PHONY: all build test deps no-binaries unit race vet fmt-check bench bench-e2e bench-e2e-smoke bench-smoke fuzz demo clean
 
 all: build
 
@@ -15,7 +15,7 @@ build:
 # Everything CI runs: test tools, format and vet checks, every test (the
 # root-only netns/kernel tests included when run as root; they skip with a
 # message otherwise) and every benchmark once so none rots.
-test: deps fmt-check vet unit race bench-smoke bench-e2e-smoke
+test: deps fmt-check no-binaries vet unit race bench-smoke bench-e2e-smoke
 
 deps:
 	@scripts/install-test-deps.sh
@@ -23,6 +23,11 @@ deps:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# Build outputs never land: fail if any tracked file is an executable
+# (ELF) or larger than 2 MB.
+no-binaries:
+	@scripts/check-no-binaries.sh
 
 vet:
 	$(GO) vet $(PKGS)
