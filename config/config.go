@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"time"
@@ -129,6 +130,10 @@ type Config struct {
 	Metrics    Metrics     `yaml:"metrics"`
 	Control    Control     `yaml:"control"`
 	Log        Log         `yaml:"log"`
+	// StateDir holds what the daemon keeps across its own restarts: the
+	// connection table snapshot and the record of what it changed on the
+	// host (a tmpfs such as /run is right: none of it outlives a reboot).
+	StateDir string `yaml:"state_dir"`
 }
 
 // Defaults returns the configuration every key defaults to.
@@ -141,6 +146,7 @@ func Defaults() Config {
 		Metrics:   Metrics{Listen: "127.0.0.1:9477"},
 		Control:   Control{Socket: "/run/xdpcluster/control.sock"},
 		Log:       Log{Format: "text", Level: "info"},
+		StateDir:  "/run/xdpcluster",
 	}
 }
 
@@ -384,6 +390,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Control.Socket == "" {
 		errs = append(errs, errors.New("control.socket: required (a unix socket path)"))
+	}
+	if !filepath.IsAbs(c.StateDir) {
+		errs = append(errs, fmt.Errorf("state_dir %q: must be an absolute directory path", c.StateDir))
 	}
 	if c.Metrics.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
