@@ -1,8 +1,11 @@
 package daemon
 
 import (
+	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,6 +60,37 @@ func matchOnlyDaemon(t *testing.T, yaml string) (*Daemon, *cluster.Match, string
 	d := New(path, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	d.eng = matchOnlyEngine{&m}
 	return d, &m, path
+}
+
+// TestControlAPIHugeNode: a node number beyond int's range is refused
+// with its own value, not converted to a negative node.
+func TestControlAPIHugeNode(t *testing.T) {
+	d, m, _ := matchOnlyDaemon(t, checkConfig)
+	api := d.controlAPI()
+	for _, tc := range []struct{ path, want string }{
+		{"/takeover?node=9223372036854775809", "node 9223372036854775809: must be 1..32"},
+		{"/release?node=9223372036854775809", "node 9223372036854775809: must be 1..32"},
+		{"/takeover?node=18446744073709551615", "node 18446744073709551615: must be 1..32"},
+		{"/takeover?node=4294967297", "node 4294967297: must be 1..32"},
+		{"/takeover?node=33", "node 33: must be 1..32"},
+		{"/mask?mask=0x100000001", "mask 0x100000001: must fit in 32 bits"},
+	} {
+		rec := httptest.NewRecorder()
+		api.ServeHTTP(rec, httptest.NewRequest("POST", tc.path, nil))
+		var body map[string]string
+		json.NewDecoder(rec.Body).Decode(&body)
+		if rec.Code != http.StatusBadRequest || body["error"] != tc.want {
+			t.Errorf("%s: %d %q, want 400 %q", tc.path, rec.Code, body["error"], tc.want)
+		}
+	}
+	if m.NodeMask != 1 {
+		t.Errorf("mask changed to %#x by refused requests", m.NodeMask)
+	}
+	rec := httptest.NewRecorder()
+	api.ServeHTTP(rec, httptest.NewRequest("POST", "/takeover?node=32", nil))
+	if rec.Code != http.StatusOK || m.NodeMask != 1|1<<31 {
+		t.Errorf("takeover 32: %d %s, mask %#x", rec.Code, rec.Body, m.NodeMask)
+	}
 }
 
 // TestReloadNamesRestartKeys: a reload that changes a key needing a

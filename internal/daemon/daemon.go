@@ -380,6 +380,9 @@ func (d *Daemon) controlAPI() http.Handler {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) { reply(w, nil) })
 	mux.HandleFunc("POST /takeover", func(w http.ResponseWriter, r *http.Request) {
 		n, err := num(r, "node")
+		if err == nil && n > cluster.MaxNodes {
+			err = fmt.Errorf("node %d: must be 1..%d", n, cluster.MaxNodes)
+		}
 		if err == nil {
 			err = d.Takeover(int(n))
 		}
@@ -387,6 +390,9 @@ func (d *Daemon) controlAPI() http.Handler {
 	})
 	mux.HandleFunc("POST /release", func(w http.ResponseWriter, r *http.Request) {
 		n, err := num(r, "node")
+		if err == nil && n > cluster.MaxNodes {
+			err = fmt.Errorf("node %d: must be 1..%d", n, cluster.MaxNodes)
+		}
 		if err == nil {
 			err = d.Release(int(n))
 		}
