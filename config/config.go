@@ -17,9 +17,12 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/conntrack"
+	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
 )
 
 // Number is an unsigned number written as iptables reads it: decimal,
@@ -134,6 +137,11 @@ type Config struct {
 	// connection table snapshot and the record of what it changed on the
 	// host (a tmpfs such as /run is right: none of it outlives a reboot).
 	StateDir string `yaml:"state_dir"`
+
+	// written holds the dotted key names the parsed file wrote (nil for a
+	// Config built in code), so that Validate can tell a required key left
+	// out, or a duration written as 0, from the zero value.
+	written map[string]bool
 }
 
 // Defaults returns the configuration every key defaults to.
@@ -172,7 +180,8 @@ func Parse(data []byte) (*Config, error) {
 	if len(root.Content) == 0 {
 		return nil, errors.New("the configuration is empty")
 	}
-	if err := checkKeys(root.Content[0], reflect.TypeOf(Config{}), ""); err != nil {
+	written := map[string]bool{}
+	if err := checkKeys(root.Content[0], reflect.TypeOf(Config{}), "", written); err != nil {
 		return nil, err
 	}
 	c := Defaults()
@@ -181,6 +190,7 @@ func Parse(data []byte) (*Config, error) {
 	if err := dec.Decode(&c); err != nil {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
+	c.written = written
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -188,8 +198,9 @@ func Parse(data []byte) (*Config, error) {
 }
 
 // checkKeys reports the first unknown key with its line and column and
-// the keys allowed there.
-func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
+// the keys allowed there, and records in written every key given a value
+// (not null) by its dotted name (interfaces[0].name).
+func checkKeys(n *yaml.Node, t reflect.Type, path string, written map[string]bool) error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -214,13 +225,16 @@ func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
 				}
 				return fmt.Errorf("line %d, column %d: unknown key %q %s (allowed: %s)", k.Line, k.Column, k.Value, where, strings.Join(names, ", "))
 			}
-			if err := checkKeys(n.Content[i+1], ft, join(path, k.Value)); err != nil {
+			if v := n.Content[i+1]; v.Kind != yaml.ScalarNode || v.Tag != "!!null" {
+				written[join(path, k.Value)] = true
+			}
+			if err := checkKeys(n.Content[i+1], ft, join(path, k.Value), written); err != nil {
 				return err
 			}
 		}
 	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
 		for i, item := range n.Content {
-			if err := checkKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+			if err := checkKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), written); err != nil {
 				return err
 			}
 		}
@@ -304,17 +318,23 @@ func (c *Config) ParseInterfaces() ([]ParsedInterface, error) {
 		if seen[ifc.Name] {
 			return nil, fmt.Errorf("%s.name %q: listed twice", key, ifc.Name)
 		}
+		// Loopback is recognised by its name: it has no Ethernet link to
+		// receive the cluster MAC on (and back-end mode puts the cluster
+		// addresses on it).
+		if ifc.Name == "lo" {
+			return nil, fmt.Errorf("%s.name %q: the loopback interface cannot be a data interface (name an Ethernet interface)", key, ifc.Name)
+		}
 		seen[ifc.Name] = true
 		p := ParsedInterface{Name: ifc.Name}
-		mac, err := net.ParseMAC(ifc.ClusterMAC)
-		if err != nil || len(mac) != 6 || mac[0]&1 == 0 {
-			return nil, fmt.Errorf("%s.cluster_mac %q: must be a multicast Ethernet address (first byte odd), e.g. 01:00:5e:00:01:01", key, ifc.ClusterMAC)
+		mac, err := parseMulticastMAC(ifc.ClusterMAC)
+		if err != nil {
+			return nil, fmt.Errorf("%s.cluster_mac %q: %w, e.g. 01:00:5e:00:01:01", key, ifc.ClusterMAC, err)
 		}
 		p.ClusterMAC = mac
 		if ifc.NDMAC != "" {
-			nd, err := net.ParseMAC(ifc.NDMAC)
-			if err != nil || len(nd) != 6 || nd[0]&1 == 0 {
-				return nil, fmt.Errorf("%s.nd_mac %q: must be a multicast Ethernet address, e.g. 33:33:00:00:01:01", key, ifc.NDMAC)
+			nd, err := parseMulticastMAC(ifc.NDMAC)
+			if err != nil {
+				return nil, fmt.Errorf("%s.nd_mac %q: %w, e.g. 33:33:00:00:01:01", key, ifc.NDMAC, err)
 			}
 			p.NDMAC = nd
 		}
@@ -334,6 +354,20 @@ func (c *Config) ParseInterfaces() ([]ParsedInterface, error) {
 	return out, nil
 }
 
+// parseMulticastMAC parses a cluster MAC: a multicast Ethernet address
+// (every node receives it; there is no unicast mode), not the broadcast
+// address (every host on the link would receive the cluster's traffic).
+func parseMulticastMAC(s string) (net.HardwareAddr, error) {
+	mac, err := net.ParseMAC(s)
+	switch {
+	case err != nil || len(mac) != 6 || mac[0]&1 == 0:
+		return nil, errors.New("must be a multicast Ethernet address (first byte odd)")
+	case bytes.Equal(mac, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}):
+		return nil, errors.New("must be a multicast Ethernet address, not the broadcast address")
+	}
+	return mac, nil
+}
+
 // Validate checks everything, reporting every problem.
 func (c *Config) Validate() error {
 	var errs []error
@@ -346,15 +380,32 @@ func (c *Config) Validate() error {
 	if _, err := c.Match(); err != nil {
 		errs = append(errs, err)
 	}
+	if c.written != nil {
+		if c.Cluster.Iptables == "" && !c.written["cluster.hash_seed"] {
+			errs = append(errs, errors.New("cluster.hash_seed: required (the --cluster-hash-seed of the cluster's rules, 0..0xffffffff; write 0 if that is the seed)"))
+		}
+		if c.Cluster.Iptables != "" {
+			for _, k := range []string{"total_nodes", "local_node", "local_nodemask", "hash_seed", "invert"} {
+				if c.written["cluster."+k] {
+					errs = append(errs, fmt.Errorf("cluster.%s: give either cluster.iptables or the separate keys, not both", k))
+				}
+			}
+		}
+	}
 	if len(c.Interfaces) == 0 {
 		errs = append(errs, errors.New("interfaces: at least one data interface is required"))
 	}
 	if _, err := c.ParseInterfaces(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.Conntrack.MaxEntries < 1 || c.Conntrack.MaxEntries > 1<<28 {
-		errs = append(errs, fmt.Errorf("conntrack.max_entries %d: must be 1..%d", c.Conntrack.MaxEntries, 1<<28))
+	if c.Conntrack.MaxEntries < 1 || c.Conntrack.MaxEntries > MaxConntrackEntries {
+		errs = append(errs, fmt.Errorf("conntrack.max_entries %d: must be 1..%d", c.Conntrack.MaxEntries, MaxConntrackEntries))
+	} else if c.Role == "gateway" {
+		if err := c.checkMemory(); err != nil {
+			errs = append(errs, err)
+		}
 	}
+	errs = append(errs, c.checkTimeouts()...)
 	oneOf := func(key, v string, allowed ...string) {
 		for _, a := range allowed {
 			if v == a {
@@ -374,19 +425,8 @@ func (c *Config) Validate() error {
 	}
 	oneOf("log.format", c.Log.Format, "text", "json")
 	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
-	for _, p := range []struct {
-		key string
-		v   Number
-	}{{"dataplane.frames", c.Dataplane.Frames}, {"dataplane.ring_size", c.Dataplane.RingSize}, {"dataplane.frame_size", c.Dataplane.FrameSize}} {
-		if p.v == 0 || p.v&(p.v-1) != 0 {
-			errs = append(errs, fmt.Errorf("%s %d: must be a power of two", p.key, p.v))
-		}
-	}
-	if c.Dataplane.FrameSize < 2048 || c.Dataplane.FrameSize > 4096 {
-		errs = append(errs, fmt.Errorf("dataplane.frame_size %d: must be 2048 or 4096", c.Dataplane.FrameSize))
-	}
-	if c.Dataplane.RingSize*2 > c.Dataplane.Frames {
-		errs = append(errs, fmt.Errorf("dataplane.ring_size %d: must be at most frames/2 (%d)", c.Dataplane.RingSize, c.Dataplane.Frames/2))
+	if err := c.checkPort(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Control.Socket == "" {
 		errs = append(errs, errors.New("control.socket: required (a unix socket path)"))
@@ -410,3 +450,94 @@ func (c *Config) YAML() string {
 	}
 	return string(out)
 }
+
+// PortOptions returns the AF_XDP socket options the dataplane keys give.
+// Values too large for the socket are kept too large (not wrapped), so
+// that validating the result refuses them.
+func (c *Config) PortOptions() xsk.PortOptions {
+	clamp := func(n Number) int {
+		return int(min(n, 1<<40))
+	}
+	d := c.Dataplane
+	return xsk.PortOptions{NumFrames: clamp(d.Frames), FrameSize: clamp(d.FrameSize), RingSize: clamp(d.RingSize), ZeroCopy: d.ZeroCopy}
+}
+
+// checkPort validates the AF_XDP sizes with the dataplane's own rule
+// (xsk.PortOptions.Validate), naming the configuration's keys.
+func (c *Config) checkPort() error {
+	err := c.PortOptions().Validate()
+	var oe *xsk.OptionError
+	if err == nil || !errors.As(err, &oe) {
+		return err
+	}
+	d := c.Dataplane
+	switch oe.Field {
+	case "num_frames":
+		return fmt.Errorf("dataplane.frames %d: %s", d.Frames, strings.ReplaceAll(oe.Rule, "num_frames", "frames"))
+	case "frame_size":
+		return fmt.Errorf("dataplane.frame_size %d: %s", d.FrameSize, oe.Rule)
+	case "ring_size":
+		return fmt.Errorf("dataplane.ring_size %d: %s", d.RingSize, strings.ReplaceAll(oe.Rule, "num_frames", "frames"))
+	case "zero_copy":
+		return nil // checked with the other one-of keys
+	}
+	return fmt.Errorf("dataplane: %w", err)
+}
+
+// MaxConntrackEntries bounds conntrack.max_entries.
+const MaxConntrackEntries = 1 << 28
+
+// MaxTimeout bounds the conntrack timeouts (far beyond any sensible value,
+// and far from overflowing the tracker's nanosecond clock).
+const MaxTimeout = 10 * 365 * 24 * time.Hour
+
+// checkTimeouts refuses a negative timeout, or one written as zero (the
+// key left out means the kernel's default), or one beyond MaxTimeout.
+func (c *Config) checkTimeouts() []error {
+	t := c.Conntrack.Timeouts
+	def := conntrack.DefaultTimeouts()
+	var errs []error
+	for _, d := range []struct {
+		key      string
+		v        Duration
+		kernDflt time.Duration
+	}{{"tcp_established", t.TCPEstablished, def.Established}, {"tcp_time_wait", t.TCPTimeWait, def.TimeWait},
+		{"udp_unreplied", t.UDPUnreplied, def.UDPUnreplied}, {"udp_replied", t.UDPReplied, def.UDPReplied},
+		{"icmp", t.ICMP, def.ICMP}, {"generic", t.Generic, def.Generic}} {
+		key := "conntrack.timeouts." + d.key
+		switch v := time.Duration(d.v); {
+		case v < 0 || v == 0 && c.written[key]:
+			errs = append(errs, fmt.Errorf("%s %v: must be positive (leave the key out for the kernel's default, %v)", key, v, d.kernDflt))
+		case v > MaxTimeout:
+			errs = append(errs, fmt.Errorf("%s %v: must be at most %v (10 years)", key, v, MaxTimeout))
+		}
+	}
+	return errs
+}
+
+// SystemMemory returns the machine's total RAM in bytes (sysinfo(2), the
+// MemTotal of /proc/meminfo). Tests replace it. When it fails, memory is not checked.
+var SystemMemory = func() (uint64, error) {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return 0, fmt.Errorf("sysinfo: %w", err)
+	}
+	return uint64(si.Totalram) * uint64(si.Unit), nil
+}
+
+// checkMemory refuses a connection table that, full, would take more than
+// half of the machine's RAM.
+func (c *Config) checkMemory() error {
+	total, err := SystemMemory()
+	if err != nil || total == 0 {
+		return nil
+	}
+	need := conntrack.TableBytes(int(c.Conntrack.MaxEntries))
+	if need > total/2 {
+		return fmt.Errorf("conntrack.max_entries %d: a full connection table takes %d bytes (%s), more than half of this machine's %d bytes (%s) of RAM; lower it",
+			c.Conntrack.MaxEntries, need, mib(need), total, mib(total))
+	}
+	return nil
+}
+
+func mib(n uint64) string { return fmt.Sprintf("%d MiB", n>>20) }

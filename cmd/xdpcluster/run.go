@@ -103,19 +103,9 @@ failover), set the node mask, or reload the configuration.`)
 		return code
 	}
 	c := daemon.NewClient(*sock)
-	a := fs.Args()
-	var method, path string
-	switch {
-	case len(a) == 1 && a[0] == "status":
-		method, path = "GET", "/status"
-	case len(a) == 1 && a[0] == "reload":
-		method, path = "POST", "/reload"
-	case len(a) == 2 && (a[0] == "takeover" || a[0] == "release"):
-		method, path = "POST", "/"+a[0]+"?node="+a[1]
-	case len(a) == 2 && a[0] == "set-mask":
-		method, path = "POST", "/mask?mask="+a[1]
-	default:
-		fmt.Fprintf(e.stderr, "xdpcluster ctl: want status, takeover N, release N, set-mask M or reload; got %q\n", strings.Join(a, " "))
+	method, path, err := ctlRequest(fs.Args())
+	if err != nil {
+		fmt.Fprintf(e.stderr, "xdpcluster ctl: %v\n", err)
 		return exitUsage
 	}
 	st, err := c.Do(method, path)

@@ -30,24 +30,53 @@ func DefaultPortOptions() PortOptions {
 	return PortOptions{NumFrames: 8192, FrameSize: 2048, RingSize: 4096}
 }
 
-// Validate names the first invalid field.
+// Bounds of PortOptions. The kernel takes UMEM chunks of 2048 bytes up to
+// a page; the UMEM (frames × frame size) is mmapped and locked once per
+// socket, so it is bounded to keep a mistyped size from failing at run
+// time (or, with the "auto" backend, from silently falling back to raw
+// sockets).
+const (
+	MinFrameSize = 2048
+	MaxFrameSize = 4096
+	MaxUMEMBytes = 1 << 30 // per socket
+)
+
+// OptionError is an invalid PortOptions field: Field is its name
+// (num_frames, frame_size, ring_size, zero_copy), Rule what is allowed.
+// Callers with their own names for the fields (the configuration's keys)
+// rename Field and keep Rule, so the rule is written once, here.
+type OptionError struct {
+	Field string
+	Value any
+	Rule  string
+}
+
+func (e *OptionError) Error() string {
+	return fmt.Sprintf("xsk %s %v: %s", e.Field, e.Value, e.Rule)
+}
+
+// Validate names the first invalid field (an *OptionError).
 func (o PortOptions) Validate() error {
 	for _, f := range []struct {
 		name string
 		v    int
 	}{{"num_frames", o.NumFrames}, {"frame_size", o.FrameSize}, {"ring_size", o.RingSize}} {
 		if f.v <= 0 || f.v&(f.v-1) != 0 {
-			return fmt.Errorf("xsk %s %d: must be a power of two", f.name, f.v)
+			return &OptionError{f.name, f.v, "must be a power of two"}
 		}
 	}
-	if o.FrameSize < 2048 {
-		return fmt.Errorf("xsk frame_size %d: must be at least 2048", o.FrameSize)
+	if o.FrameSize < MinFrameSize || o.FrameSize > MaxFrameSize {
+		return &OptionError{"frame_size", o.FrameSize, fmt.Sprintf("must be %d or %d", MinFrameSize, MaxFrameSize)}
 	}
-	if o.ZeroCopy != "" && o.ZeroCopy != "auto" && o.ZeroCopy != "on" && o.ZeroCopy != "off" {
-		return fmt.Errorf("xsk zero_copy %q: must be auto, on or off", o.ZeroCopy)
+	if o.NumFrames > MaxUMEMBytes/o.FrameSize {
+		return &OptionError{"num_frames", o.NumFrames, fmt.Sprintf("must be at most %d with frame_size %d (the UMEM, frames × frame_size, is at most %d MiB per socket)",
+			MaxUMEMBytes/o.FrameSize, o.FrameSize, MaxUMEMBytes>>20)}
 	}
 	if o.RingSize > o.NumFrames/2 {
-		return fmt.Errorf("xsk ring_size %d: must be at most num_frames/2 (%d)", o.RingSize, o.NumFrames/2)
+		return &OptionError{"ring_size", o.RingSize, fmt.Sprintf("must be at most num_frames/2 (%d)", o.NumFrames/2)}
+	}
+	if o.ZeroCopy != "" && o.ZeroCopy != "auto" && o.ZeroCopy != "on" && o.ZeroCopy != "off" {
+		return &OptionError{"zero_copy", fmt.Sprintf("%q", o.ZeroCopy), "must be one of auto, on, off"}
 	}
 	return nil
 }

@@ -317,13 +317,10 @@ func (d *Daemon) Reload() error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	old := *d.cfg
 	newM, _ := nc.Match()
-	oldM, _ := old.Match()
-	changed := *nc
-	changed.Cluster, old.Cluster = config.Cluster{}, config.Cluster{}
-	if changed.YAML() != old.YAML() || newM.TotalNodes != oldM.TotalNodes || newM.Seed != oldM.Seed || newM.Hash != oldM.Hash {
-		return errors.New("reload refused, keeping the running configuration: only cluster.local_node, local_nodemask and invert can change without a restart")
+	if keys := config.RestartKeys(d.cfg, nc); len(keys) > 0 {
+		return fmt.Errorf("reload refused, keeping the running configuration: %s changed, which needs a restart (only %s change at run time)",
+			strings.Join(keys, ", "), strings.Join(config.RuntimeKeys, ", "))
 	}
 	if d.eng != nil {
 		if err := d.eng.SetMatch(newM); err != nil {
@@ -383,6 +380,9 @@ func (d *Daemon) controlAPI() http.Handler {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) { reply(w, nil) })
 	mux.HandleFunc("POST /takeover", func(w http.ResponseWriter, r *http.Request) {
 		n, err := num(r, "node")
+		if err == nil && n > cluster.MaxNodes {
+			err = fmt.Errorf("node %d: must be 1..%d", n, cluster.MaxNodes)
+		}
 		if err == nil {
 			err = d.Takeover(int(n))
 		}
@@ -390,6 +390,9 @@ func (d *Daemon) controlAPI() http.Handler {
 	})
 	mux.HandleFunc("POST /release", func(w http.ResponseWriter, r *http.Request) {
 		n, err := num(r, "node")
+		if err == nil && n > cluster.MaxNodes {
+			err = fmt.Errorf("node %d: must be 1..%d", n, cluster.MaxNodes)
+		}
 		if err == nil {
 			err = d.Release(int(n))
 		}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/xdpcluster/xdpcluster/config"
+)
+
+const checkBase = `cluster:
+  total_nodes: 2
+  local_node: 1
+  hash_seed: 0xdeadbeef
+interfaces:
+  - name: eth1
+    cluster_mac: "01:00:5e:00:01:01"
+    nd_mac: "33:33:00:00:01:01"
+    cluster_addresses: ["10.1.0.1"]
+conntrack:
+  max_entries: 1048576
+  timeouts:
+    udp_replied: 3m
+dataplane:
+  frames: 8192
+`
+
+// TestCheckAndRunAgree: each configuration is refused by `check` (exit 1,
+// the message naming the YAML key) and, with the same message, by
+// config.Load, which `run` and reloads use: the two cannot drift. Each was
+// once accepted by `check` and then failed, or misbehaved, in `run`.
+func TestCheckAndRunAgree(t *testing.T) {
+	// A 1 GiB machine: a full table may take 512 MiB.
+	saved := config.SystemMemory
+	config.SystemMemory = func() (uint64, error) { return 1 << 30, nil }
+	t.Cleanup(func() { config.SystemMemory = saved })
+
+	tests := []struct {
+		name, from, to, want string
+	}{
+		{"hash_seed missing", "  hash_seed: 0xdeadbeef\n", "",
+			"cluster.hash_seed: required (the --cluster-hash-seed of the cluster's rules, 0..0xffffffff; write 0 if that is the seed)"},
+		{"hash_seed null", "hash_seed: 0xdeadbeef", "hash_seed:",
+			"cluster.hash_seed: required"},
+		{"negative timeout", "udp_replied: 3m", "tcp_established: -5s",
+			"conntrack.timeouts.tcp_established -5s: must be positive (leave the key out for the kernel's default, 120h0m0s)"},
+		{"zero timeout", "udp_replied: 3m", "udp_replied: 0s",
+			"conntrack.timeouts.udp_replied 0s: must be positive (leave the key out for the kernel's default, 2m0s)"},
+		{"negative icmp", "udp_replied: 3m", "icmp: -1ns",
+			"conntrack.timeouts.icmp -1ns: must be positive"},
+		{"huge timeout", "udp_replied: 3m", "generic: 2562047h",
+			"conntrack.timeouts.generic 2562047h0m0s: must be at most 87600h0m0s (10 years)"},
+		{"frames 0x10000000", "frames: 8192", "frames: 0x10000000",
+			"dataplane.frames 268435456: must be at most 524288 with frame_size 2048 (the UMEM, frames × frame_size, is at most 1024 MiB per socket)"},
+		{"frames 2^63", "frames: 8192", "frames: 0x8000000000000000",
+			"dataplane.frames 9223372036854775808: must be at most 524288 with frame_size 2048"},
+		{"frames not a power of two", "frames: 8192", "frames: 10000",
+			"dataplane.frames 10000: must be a power of two"},
+		{"frame_size 8192", "frames: 8192", "frames: 8192\n  frame_size: 8192",
+			"dataplane.frame_size 8192: must be 2048 or 4096"},
+		{"ring_size above frames/2", "frames: 8192", "frames: 8192\n  ring_size: 8192",
+			"dataplane.ring_size 8192: must be at most frames/2 (4096)"},
+		{"broadcast cluster_mac", `"01:00:5e:00:01:01"`, `"ff:ff:ff:ff:ff:ff"`,
+			`interfaces[0].cluster_mac "ff:ff:ff:ff:ff:ff": must be a multicast Ethernet address, not the broadcast address, e.g. 01:00:5e:00:01:01`},
+		{"zero cluster_mac", `"01:00:5e:00:01:01"`, `"00:00:00:00:00:00"`,
+			`interfaces[0].cluster_mac "00:00:00:00:00:00": must be a multicast Ethernet address (first byte odd)`},
+		{"broadcast nd_mac", `"33:33:00:00:01:01"`, `"FF:FF:FF:FF:FF:FF"`,
+			`interfaces[0].nd_mac "FF:FF:FF:FF:FF:FF": must be a multicast Ethernet address, not the broadcast address`},
+		{"loopback", "name: eth1", "name: lo",
+			`interfaces[0].name "lo": the loopback interface cannot be a data interface (name an Ethernet interface)`},
+		{"max_entries beyond RAM", "max_entries: 1048576", "max_entries: 16777216",
+			"conntrack.max_entries 16777216: a full connection table takes 2147483648 bytes (2048 MiB), more than half of this machine's 1073741824 bytes (1024 MiB) of RAM; lower it"},
+		{"iptables and hash_seed 0", "  local_node: 1\n  hash_seed: 0xdeadbeef\n", "  hash_seed: 0\n  iptables: \"-m cluster --cluster-total-nodes 2 --cluster-local-node 1 --cluster-hash-seed 1\"\n",
+			"cluster.total_nodes: give either cluster.iptables or the separate keys, not both"},
+	}
+	dir := t.TempDir()
+	for i, tc := range tests {
+		in := strings.Replace(checkBase, tc.from, tc.to, 1)
+		if in == checkBase {
+			t.Fatalf("%s: replacement did not apply", tc.name)
+		}
+		path := filepath.Join(dir, fmt.Sprintf("%02d.yaml", i))
+		if err := os.WriteFile(path, []byte(in), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, errOut, code := runCmd("", "check", "--config", path)
+		if code != exitFail || !strings.Contains(errOut, tc.want) || out != "" {
+			t.Errorf("%s: check exit %d, stderr %q; want exit %d naming %q", tc.name, code, errOut, exitFail, tc.want)
+		}
+		_, err := config.Load(path)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: config.Load (run): %v; want %q", tc.name, err, tc.want)
+		}
+	}
+
+	// What is valid passes both: a seed written as 0, the largest UMEM,
+	// the largest table this machine allows.
+	for _, tc := range []struct{ from, to string }{
+		{"hash_seed: 0xdeadbeef", "hash_seed: 0"},
+		{"frames: 8192", "frames: 262144\n  frame_size: 4096\n  ring_size: 131072"},
+		{"max_entries: 1048576", "max_entries: 4194304"},
+		{"udp_replied: 3m", "tcp_established: 87600h"},
+	} {
+		path := filepath.Join(dir, "good.yaml")
+		os.WriteFile(path, []byte(strings.Replace(checkBase, tc.from, tc.to, 1)), 0o644)
+		if out, errOut, code := runCmd("", "check", "--config", path); code != exitOK || !strings.Contains(out, "is valid") {
+			t.Errorf("%s: check exit %d: %s", tc.to, code, errOut)
+		}
+		if _, err := config.Load(path); err != nil {
+			t.Errorf("%s: config.Load: %v", tc.to, err)
+		}
+	}
+}
