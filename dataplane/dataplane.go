@@ -44,8 +44,8 @@ const (
 	// What a Linux router does not forward (see packet.Classify and
 	// Resolver). The address checks run on every node before tracking;
 	// the route-type ones on the owner.
-	MartianSource      // loopback, 0/8, multicast or broadcast source, IPv6 ::, ::1, multicast, v4-mapped, or one of the node's own addresses
-	MartianDestination // 0/8, loopback, IPv6 :: or ::1, or a route type a router does not forward to (anycast...)
+	MartianSource      // loopback, 0.0.0.0, multicast or broadcast source, IPv6 ::, ::1 or multicast, or one of the node's own IPv4 addresses
+	MartianDestination // 0.0.0.0, loopback, IPv6 :: or ::1, or a route type a router does not forward to (anycast...)
 	Broadcast          // limited broadcast, or a broadcast route (a directed broadcast)
 	Multicast          // a multicast destination (no multicast routing), or a multicast route
 	LinkLocal          // IPv4 169.254/16 or IPv6 fe80::/10 source or destination
@@ -224,10 +224,10 @@ func (d *Dataplane) SetMatch(m cluster.Match) error {
 }
 
 // SetLocalAddrs replaces the node's own addresses (its kernel's addresses
-// and the cluster addresses it answers for). Workers drop a packet from
-// one of them as a martian source (the kernel's fib_validate_source
-// does) and count one to one of them as local; they see the new set at
-// their next batch.
+// and the cluster addresses it answers for). Workers drop an IPv4 packet
+// from one of them as a martian source (the kernel's fib_validate_source
+// does; IPv6 forwarding does not check, nor do we) and count one to one
+// of them as local; they see the new set at their next batch.
 func (d *Dataplane) SetLocalAddrs(addrs []netip.Addr) { d.local.Store(newLocalSet(addrs)) }
 
 // FlushRoutes makes every worker forget its cached routes at its next

@@ -93,7 +93,10 @@ func screen(p *packet.Parsed, local *localSet) Verdict {
 		return LinkLocal
 	}
 	if local != nil {
-		if local.has(p.Family, &p.Src) {
+		// fib_validate_source: an IPv4 packet from one of the node's own
+		// addresses is a martian source. ip6_forward makes no such check,
+		// so an IPv6 one is forwarded, as the kernel does.
+		if p.Family == 4 && local.has(4, &p.Src) {
 			return MartianSource
 		}
 		if local.has(p.Family, &p.Dst) {

@@ -28,7 +28,7 @@ func TestClassify(t *testing.T) {
 		{"127.0.0.1", "203.0.113.80", MartianSource},
 		{"127.255.0.9", "203.0.113.80", MartianSource},
 		{"0.0.0.0", "203.0.113.80", MartianSource},
-		{"0.1.2.3", "203.0.113.80", MartianSource},
+		{"0.1.2.3", "203.0.113.80", Routable}, // 0/8 but 0.0.0.0: unicast since Linux 5.2
 		{"224.0.0.1", "203.0.113.80", MartianSource},
 		{"239.255.255.255", "203.0.113.80", MartianSource},
 		{"255.255.255.255", "203.0.113.80", MartianSource},
@@ -36,7 +36,7 @@ func TestClassify(t *testing.T) {
 		{"0.0.0.0", "255.255.255.255", LimitedBroadcast}, // DHCP discover: the kernel receives it
 		{"0.0.0.0", "0.0.0.0", LimitedBroadcast},
 		{"198.51.100.10", "0.0.0.0", MartianDestination},
-		{"198.51.100.10", "0.9.9.9", MartianDestination},
+		{"198.51.100.10", "0.9.9.9", Routable},
 		{"198.51.100.10", "127.0.0.1", MartianDestination},
 		{"127.0.0.1", "127.0.0.1", MartianSource},
 		{"198.51.100.10", "224.0.0.1", MulticastDest},
@@ -53,8 +53,8 @@ func TestClassify(t *testing.T) {
 		{"::", "2001:db8:200::80", MartianSource},
 		{"ff02::1", "2001:db8:200::80", MartianSource},
 		{"ff0e::1", "2001:db8:200::80", MartianSource},
-		{"::ffff:127.0.0.1", "2001:db8:200::80", MartianSource},
-		{"::ffff:198.51.100.10", "2001:db8:200::80", MartianSource},
+		{"::ffff:127.0.0.1", "2001:db8:200::80", Routable}, // the kernel forwards it
+		{"::ffff:198.51.100.10", "2001:db8:200::80", Routable},
 		{"2001:db8:100::10", "::1", MartianDestination},
 		{"2001:db8:100::10", "::", MartianDestination},
 		{"2001:db8:100::10", "ff02::1", MulticastDest},
