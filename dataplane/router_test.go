@@ -4,11 +4,13 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/packet"
 )
 
 // mapResolver answers per destination; anything else goes out of back.
@@ -186,6 +188,58 @@ func TestWorkerRouterRulesAllocs(t *testing.T) {
 		pkts, _, _ := d.Totals(0)
 		if pkts[MartianSource] == 0 || pkts[Local] == 0 || pkts[Forwarded] == 0 {
 			t.Fatalf("%d own addresses: verdicts %v", len(own), pkts)
+		}
+	}
+}
+
+// BenchmarkScreen: the per-packet cost of the router checks on a normal
+// packet (it passes every one), with a node's usual handful of addresses.
+func BenchmarkScreen(b *testing.B) {
+	var p packet.Parsed
+	if r := p.Decode(ipFrame(b, "198.51.100.10", "203.0.113.80")); r != packet.OK {
+		b.Fatal(r)
+	}
+	own := newLocalSet(append(ownAddrs, netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1"),
+		netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("203.0.113.2")))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if screen(&p, own) != Forwarded {
+			b.Fatal("screened out")
+		}
+	}
+}
+
+// countingResolver answers one verdict and counts the questions.
+type countingResolver struct {
+	v     Verdict
+	calls *int
+}
+
+func (c countingResolver) Resolve(uint8, [16]byte) Route { *c.calls++; return Route{Verdict: c.v} }
+
+// TestRouteTypeCached: a route type that does not forward is an answer,
+// cached like a usable route, so a flood to a blackhole or a broadcast
+// address does not ask the kernel every 20 ms; a failed resolution (no
+// route, no neighbour) is retried soon.
+func TestRouteTypeCached(t *testing.T) {
+	for _, c := range []struct {
+		v         Verdict
+		wantCalls int
+	}{{RouteBlackhole, 1}, {Broadcast, 1}, {Local, 1}, {NoRoute, 2}} {
+		calls := 0
+		d, front, _ := testDataplane(t, cluster.LocalNode(1, 1, 1), countingResolver{c.v, &calls})
+		w := d.workers[0]
+		for i := 0; i < 2; i++ {
+			front.frames = [][]byte{ipFrame(t, "198.51.100.10", "192.0.2.1")}
+			n := front.Receive(w.rx)
+			w.batch(0, front, w.rx[:n], d.match.Load())
+			time.Sleep(3 * negativeRouteTTL / 2)
+		}
+		if pkts, _, _ := d.Totals(0); pkts[c.v] != 2 {
+			t.Errorf("%s: counted %v", c.v, pkts)
+		}
+		if calls != c.wantCalls {
+			t.Errorf("%s: resolved %d times, want %d", c.v, calls, c.wantCalls)
 		}
 	}
 }

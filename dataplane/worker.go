@@ -210,7 +210,10 @@ func (w *worker) route(family uint8, dst [16]byte, now int64) Route {
 	}
 	r := w.d.cfg.Resolver.Resolve(family, dst)
 	ttl := routeTTL
-	if r.Verdict != Forwarded {
+	if r.Verdict == NoRoute || r.Verdict == NoNeighbour {
+		// A failed resolution is retried soon; a route's type (local,
+		// broadcast, blackhole...) is an answer, kept like a usable route
+		// (route changes flush the caches anyway).
 		ttl = negativeRouteTTL
 	}
 	if len(w.routes) > 1<<16 {
