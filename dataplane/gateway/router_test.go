@@ -257,6 +257,25 @@ func TestGatewayRouterRules(t *testing.T) {
 	}
 	ours := forwardedCases(t, atServer(), atClient())
 
+	// An address the nodes get at run time is theirs at once: the workers'
+	// set of own addresses follows the kernel's route events.
+	for _, n := range nodes {
+		nstest.Run(t, n.ns, "ip", "addr", "add", "198.51.100.77/32", "dev", "back")
+	}
+	late := routerFrame(t, 99, routerCase{src: "198.51.100.77", dst: "203.0.113.80"}, cl.FrontMAC, clientMAC, cl.ClusterFront4, cl.ClusterFront6)
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		before, _ := frontVerdicts(nodes)
+		inj.Send(late)
+		time.Sleep(50 * time.Millisecond)
+		if after, _ := frontVerdicts(nodes); after[dataplane.MartianSource]-before[dataplane.MartianSource] == uint64(len(nodes)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an address added to the nodes at run time is not a martian source 3 s later")
+		}
+	}
+
 	kernel := kernelRouterForwards(t)
 	for i, c := range routerCases {
 		if ours[i] != (c.want == dataplane.Forwarded) {
