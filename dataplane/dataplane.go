@@ -16,6 +16,7 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 
@@ -40,11 +41,24 @@ const (
 	TxFull                         // no TX buffer or ring slot, dropped
 	Local                          // addressed to the node itself, dropped
 	ForwardedKernel                // owned; handed to the kernel to send while it resolves the next hop
+	// What a Linux router does not forward (see packet.Classify and
+	// Resolver). The address checks run on every node before tracking;
+	// the route-type ones on the owner.
+	MartianSource      // loopback, 0.0.0.0, multicast or broadcast source, IPv6 ::, ::1 or multicast, or one of the node's own IPv4 addresses
+	MartianDestination // 0.0.0.0, loopback, IPv6 :: or ::1, or a route type a router does not forward to (anycast...)
+	Broadcast          // limited broadcast, or a broadcast route (a directed broadcast)
+	Multicast          // a multicast destination (no multicast routing), or a multicast route
+	LinkLocal          // IPv4 169.254/16 or IPv6 fe80::/10 source or destination
+	RouteBlackhole     // a blackhole route
+	RouteUnreachable   // an unreachable route
+	RouteProhibit      // a prohibit route
 	NumVerdicts
 )
 
 var verdictNames = [NumVerdicts]string{"forwarded", "foreign", "invalid", "malformed", "not_ip", "no_route",
-	"no_neighbour", "ttl_expired", "tx_full", "local", "forwarded_kernel"}
+	"no_neighbour", "ttl_expired", "tx_full", "local", "forwarded_kernel",
+	"martian_source", "martian_destination", "broadcast", "multicast", "link_local",
+	"route_blackhole", "route_unreachable", "route_prohibit"}
 
 // Sent reports whether a verdict means the packet went out.
 func (v Verdict) Sent() bool { return v == Forwarded || v == ForwardedKernel }
@@ -77,11 +91,24 @@ type Counters struct {
 type Route struct {
 	Iface   int     // index into the dataplane's interfaces
 	NextHop [6]byte // next hop's MAC
-	Verdict Verdict // Forwarded when usable, else NoRoute, NoNeighbour or Local
+	// Verdict is Forwarded when usable, else why not: NoRoute,
+	// NoNeighbour, or the route's type when it is not unicast (Local,
+	// Broadcast, Multicast, RouteBlackhole, RouteUnreachable,
+	// RouteProhibit, MartianDestination for any other).
+	Verdict Verdict
 }
 
 // Resolver finds routes; it is called off the per-packet path (workers
-// cache its answers) and must be safe for concurrent use.
+// cache its answers per destination) and must be safe for concurrent
+// use. It sees only the destination: the checks that need the source run
+// in the worker (packet.Classify and the node's own addresses, see
+// SetLocalAddrs), so the cache stays per destination.
+//
+// A unicast route back out of the ingress interface is followed, as the
+// kernel does for a unicast route (it also sends an ICMP redirect; we
+// send none). Everything else the kernel would never send back out of
+// its ingress interface (broadcast, multicast, link-local) is dropped
+// before the route is looked at.
 type Resolver interface {
 	Resolve(family uint8, dst [16]byte) Route
 }
@@ -112,6 +139,7 @@ type Config struct {
 type Dataplane struct {
 	cfg      Config
 	match    atomic.Pointer[cluster.Match]
+	local    atomic.Pointer[localSet]
 	workers  []*worker
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -194,6 +222,13 @@ func (d *Dataplane) SetMatch(m cluster.Match) error {
 	d.match.Store(&m)
 	return nil
 }
+
+// SetLocalAddrs replaces the node's own addresses (its kernel's addresses
+// and the cluster addresses it answers for). Workers drop an IPv4 packet
+// from one of them as a martian source (the kernel's fib_validate_source
+// does; IPv6 forwarding does not check, nor do we) and count one to one
+// of them as local; they see the new set at their next batch.
+func (d *Dataplane) SetLocalAddrs(addrs []netip.Addr) { d.local.Store(newLocalSet(addrs)) }
 
 // FlushRoutes makes every worker forget its cached routes at its next
 // batch (call on route or neighbour changes).

@@ -112,12 +112,19 @@ func (w *worker) run() {
 // batch handles one receive batch from ingress interface in.
 func (w *worker) batch(in int, p Port, frames []Frame, m *cluster.Match) {
 	now := int64(time.Since(w.epoch))
+	local := w.d.local.Load() // one atomic load per batch
 	w.tracked = w.tracked[:0]
 	w.idx = w.idx[:0]
 	for k, f := range frames {
 		r := w.parsed[k].Decode(p.Bytes(f))
 		switch r {
 		case packet.OK:
+			// What no router forwards is dropped before it is tracked, on
+			// every node: it creates no connection.
+			if v := screen(&w.parsed[k], local); v != Forwarded {
+				w.count(v, f.Len)
+				continue
+			}
 			w.tracked = append(w.tracked, &w.parsed[k])
 			w.idx = append(w.idx, k)
 		case packet.NotIP:
@@ -203,7 +210,10 @@ func (w *worker) route(family uint8, dst [16]byte, now int64) Route {
 	}
 	r := w.d.cfg.Resolver.Resolve(family, dst)
 	ttl := routeTTL
-	if r.Verdict != Forwarded {
+	if r.Verdict == NoRoute || r.Verdict == NoNeighbour {
+		// A failed resolution is retried soon; a route's type (local,
+		// broadcast, blackhole...) is an answer, kept like a usable route
+		// (route changes flush the caches anyway).
 		ttl = negativeRouteTTL
 	}
 	if len(w.routes) > 1<<16 {

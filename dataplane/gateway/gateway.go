@@ -74,6 +74,9 @@ type Gateway struct {
 	closeErr error
 	done     chan struct{}
 	sender   *kernelSender
+	// clusterAddrs are the cluster addresses of every interface: the
+	// node's own, like its kernel's (see refreshLocal).
+	clusterAddrs []netip.Addr
 }
 
 // Start sets everything up and starts the workers. On error it undoes
@@ -154,6 +157,12 @@ func Start(cfg Config) (g *Gateway, err error) {
 		return g, err
 	}
 	for _, ic := range cfg.Interfaces {
+		g.clusterAddrs = append(append(g.clusterAddrs, ic.IPv4...), ic.IPv6...)
+	}
+	if err := g.refreshLocal(); err != nil {
+		return g, err
+	}
+	for _, ic := range cfg.Interfaces {
 		if len(ic.IPv4)+len(ic.IPv6) == 0 {
 			continue
 		}
@@ -207,6 +216,9 @@ func (g *Gateway) followKernel() error {
 			case <-tick.C:
 				if dirty {
 					g.DP.FlushRoutes()
+					if err := g.refreshLocal(); err != nil {
+						g.log.Warn("dataplane: the node's own addresses are not updated", "error", err)
+					}
 					dirty = false
 				}
 			case <-g.done:

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 
@@ -51,11 +52,11 @@ func (r *NetlinkResolver) Resolve(family uint8, dst [16]byte) dataplane.Route {
 	}
 	routes, err := r.h.RouteGet(ip)
 	if err != nil || len(routes) == 0 {
-		return dataplane.Route{Verdict: dataplane.NoRoute}
+		return dataplane.Route{Verdict: routeError(err)}
 	}
 	rt := routes[0]
-	if rt.Type == unix.RTN_LOCAL {
-		return dataplane.Route{Verdict: dataplane.Local}
+	if v := routeType(rt.Type); v != dataplane.Forwarded {
+		return dataplane.Route{Verdict: v}
 	}
 	idx, ok := r.ifaces[rt.LinkIndex]
 	if !ok {
@@ -78,6 +79,75 @@ func (r *NetlinkResolver) Resolve(family uint8, dst [16]byte) dataplane.Route {
 	// Ask the kernel to resolve it; the packet is dropped meanwhile.
 	r.h.NeighSet(&netlink.Neigh{LinkIndex: rt.LinkIndex, Family: fam, IP: nh, State: netlink.NUD_NONE, Flags: netlink.NTF_USE})
 	return dataplane.Route{Iface: idx, Verdict: dataplane.NoNeighbour}
+}
+
+// routeError names why the kernel's route lookup failed: the errno of a
+// reject route (blackhole: EINVAL, unreachable: EHOSTUNREACH, prohibit:
+// EACCES, as `ip route get` shows them), else no route (ENETUNREACH).
+func routeError(err error) dataplane.Verdict {
+	switch {
+	case errors.Is(err, unix.EINVAL):
+		return dataplane.RouteBlackhole
+	case errors.Is(err, unix.EHOSTUNREACH):
+		return dataplane.RouteUnreachable
+	case errors.Is(err, unix.EACCES):
+		return dataplane.RouteProhibit
+	}
+	return dataplane.NoRoute
+}
+
+// routeType is the verdict for a route of kernel type t: only unicast
+// routes forward (ip_route_input_slow: local is received, broadcast is
+// received unless bc_forwarding, any other type is a martian
+// destination; there is no multicast routing here).
+func routeType(t int) dataplane.Verdict {
+	switch t {
+	case unix.RTN_UNICAST:
+		return dataplane.Forwarded
+	case unix.RTN_LOCAL:
+		return dataplane.Local
+	case unix.RTN_BROADCAST:
+		return dataplane.Broadcast
+	case unix.RTN_MULTICAST:
+		return dataplane.Multicast
+	case unix.RTN_BLACKHOLE:
+		return dataplane.RouteBlackhole
+	case unix.RTN_UNREACHABLE:
+		return dataplane.RouteUnreachable
+	case unix.RTN_PROHIBIT:
+		return dataplane.RouteProhibit
+	}
+	return dataplane.MartianDestination
+}
+
+// LocalAddrs lists the addresses of the node's network namespace (the
+// kernel's own: a packet from one of them is a martian source).
+func (r *NetlinkResolver) LocalAddrs() ([]netip.Addr, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	list, err := r.h.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list the node's addresses: %w", err)
+	}
+	var out []netip.Addr
+	for _, a := range list {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			out = append(out, ip.Unmap())
+		}
+	}
+	return out, nil
+}
+
+// refreshLocal gives the workers the node's own addresses: the kernel's
+// and the cluster addresses. Address changes also change the local
+// routing table, so followKernel calls it on route events.
+func (g *Gateway) refreshLocal() error {
+	addrs, err := g.Resolver.LocalAddrs()
+	if err != nil {
+		return err
+	}
+	g.DP.SetLocalAddrs(append(addrs, g.clusterAddrs...))
+	return nil
 }
 
 // kernelSender sends IP packets through raw sockets (the header included),
