@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xdpcluster/xdpcluster/internal/daemon"
+	"github.com/xdpcluster/xdpcluster/internal/netns"
+	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+)
+
+// buildBinary builds the xdpcluster command into a temporary directory:
+// these tests run the daemon as a real process, which they signal and
+// kill.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("skipping: the go command is needed to build the daemon")
+	}
+	bin := filepath.Join(t.TempDir(), "xdpcluster")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// proc is `xdpcluster run` in a namespace, its log collected.
+type proc struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	log  strings.Builder
+	done chan struct{}
+	err  error // once done
+}
+
+func startRun(t *testing.T, ns *netns.NS, bin, cfg string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command("ip", "netns", "exec", ns.Name, bin, "run", "--config", cfg), done: make(chan struct{})}
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.log.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+		}
+	}()
+	go func() {
+		<-read
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+	})
+	return p
+}
+
+func (p *proc) logs() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// waitLog waits for a log line containing s; it fails the test if the
+// process exits or the time runs out first.
+func (p *proc) waitLog(t *testing.T, s string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !strings.Contains(p.logs(), s) {
+		select {
+		case <-p.done:
+			if strings.Contains(p.logs(), s) {
+				return
+			}
+			t.Fatalf("the daemon exited (%v) before logging %q:\n%s", p.err, s, p.logs())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon did not log %q within %v:\n%s", s, timeout, p.logs())
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+// wait waits for the process to exit and returns its exit status.
+func (p *proc) wait(t *testing.T, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		t.Fatalf("the daemon did not exit within %v:\n%s", timeout, p.logs())
+	}
+	if p.err == nil {
+		return 0
+	}
+	if ee, ok := p.err.(*exec.ExitError); ok {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return ee.ExitCode()
+	}
+	t.Fatalf("wait: %v", p.err)
+	return -1
+}
+
+// backendConfig writes a back-end node's configuration (node 1 of 2, on
+// the front interface) into dir.
+func backendConfig(t *testing.T, cl *netns.Cluster, dir string) (path, sock, stateDir string) {
+	path, sock, stateDir = filepath.Join(dir, "config.yaml"), filepath.Join(dir, "control.sock"), filepath.Join(dir, "state")
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(`role: backend
+cluster:
+  total_nodes: 2
+  local_node: 1
+  hash_seed: 0xdeadbeef
+interfaces:
+  - name: front
+    cluster_mac: "%s"
+    cluster_addresses: ["%s", "%s"]
+metrics:
+  listen: ""
+control:
+  socket: %s
+state_dir: %s
+`, cl.FrontMAC, cl.ClusterFront4, cl.ClusterFront6, sock, stateDir)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, sock, stateDir
+}
+
+// hostState is what a back-end node changes in its namespace: the
+// addresses on lo, the ARP sysctls of front, and whether an XDP program
+// is attached to front.
+func hostState(t *testing.T, cl *netns.Cluster) string {
+	t.Helper()
+	ns := cl.Nodes[0]
+	var b strings.Builder
+	lo := nstest.Run(t, ns, "ip", "-br", "addr", "show", "lo")
+	for _, a := range []string{cl.ClusterFront4.String(), cl.ClusterFront6.String()} {
+		fmt.Fprintf(&b, "lo has %s: %v\n", a, strings.Contains(lo, a+"/"))
+	}
+	for _, k := range []string{"arp_ignore", "arp_announce"} {
+		fmt.Fprintf(&b, "%s=%s\n", k, strings.TrimSpace(nstest.Run(t, ns, "sysctl", "-n", "net.ipv4.conf.front."+k)))
+	}
+	fmt.Fprintf(&b, "xdp on front: %v\n", strings.Contains(nstest.Run(t, ns, "ip", "link", "show", "front"), "xdp"))
+	return b.String()
+}
+
+// operatorSysctls sets values of its own for the sysctls the back end
+// changes, so that restoring them is seen.
+func operatorSysctls(t *testing.T, cl *netns.Cluster) {
+	nstest.Run(t, cl.Nodes[0], "sysctl", "-qw", "net.ipv4.conf.front.arp_ignore=0", "net.ipv4.conf.front.arp_announce=1")
+}
+
+// TestRunSignalsDuringStart: a SIGHUP that arrives while the daemon starts
+// (right after it loaded its configuration, while it sets the dataplane
+// up) does not kill it: the reload is applied once start completes. A
+// SIGTERM during start stops it cleanly, leaving nothing behind.
+func TestRunSignalsDuringStart(t *testing.T) {
+	nstest.Require(t)
+	bin := buildBinary(t)
+	cl := nstest.Cluster(t, "xc-sig", netns.ClusterOptions{Nodes: 1, Clients4: 1, Clients6: 1})
+	operatorSysctls(t, cl)
+	clean := hostState(t, cl)
+
+	t.Run("SIGHUP", func(t *testing.T) {
+		cfg, sock, _ := backendConfig(t, cl, t.TempDir())
+		p := startRun(t, cl.Nodes[0], bin, cfg)
+		p.waitLog(t, "msg=starting", 10*time.Second)
+		p.cmd.Process.Signal(syscall.SIGHUP)
+		p.waitLog(t, "configuration reloaded", 10*time.Second)
+		if !strings.Contains(p.logs(), "applying the reload requested during start") {
+			t.Errorf("the reload was not the one requested during start:\n%s", p.logs())
+		}
+		if st, err := daemon.NewClient(sock).Do("GET", "/status"); err != nil || st.NodeMask != "0x1" {
+			t.Fatalf("after a SIGHUP during start: %+v %v\n%s", st, err, p.logs())
+		}
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		if code := p.wait(t, 10*time.Second); code != 0 {
+			t.Fatalf("exit %d after SIGTERM:\n%s", code, p.logs())
+		}
+		if got := hostState(t, cl); got != clean {
+			t.Errorf("left behind after the stop:\n%s\nwant\n%s", got, clean)
+		}
+	})
+	t.Run("SIGTERM", func(t *testing.T) {
+		cfg, sock, _ := backendConfig(t, cl, t.TempDir())
+		p := startRun(t, cl.Nodes[0], bin, cfg)
+		p.waitLog(t, "msg=starting", 10*time.Second)
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		if code := p.wait(t, 10*time.Second); code != 0 {
+			t.Fatalf("exit %d after a SIGTERM during start:\n%s", code, p.logs())
+		}
+		if !strings.Contains(p.logs(), "msg=stopping") {
+			t.Errorf("the stop was not logged:\n%s", p.logs())
+		}
+		if got := hostState(t, cl); got != clean {
+			t.Errorf("left behind by a SIGTERM during start:\n%s\nwant\n%s", got, clean)
+		}
+		if _, err := os.Lstat(sock); err == nil {
+			t.Errorf("control socket %s left behind", sock)
+		}
+	})
+}
