@@ -121,6 +121,23 @@ func (p *proc) wait(t *testing.T, timeout time.Duration) int {
 	return -1
 }
 
+// waitStatus waits for the daemon's control socket to answer.
+func waitStatus(t *testing.T, p *proc, sock string) daemon.Status {
+	t.Helper()
+	c := daemon.NewClient(sock)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := c.Do("GET", "/status")
+		if err == nil {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the control socket does not answer: %v\n%s", err, p.logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // backendConfig writes a back-end node's configuration (node 1 of 2, on
 // the front interface) into dir.
 func backendConfig(t *testing.T, cl *netns.Cluster, dir string) (path, sock, stateDir string) {
@@ -189,8 +206,8 @@ func TestRunSignalsDuringStart(t *testing.T) {
 		if !strings.Contains(p.logs(), "applying the reload requested during start") {
 			t.Errorf("the reload was not the one requested during start:\n%s", p.logs())
 		}
-		if st, err := daemon.NewClient(sock).Do("GET", "/status"); err != nil || st.NodeMask != "0x1" {
-			t.Fatalf("after a SIGHUP during start: %+v %v\n%s", st, err, p.logs())
+		if st := waitStatus(t, p, sock); st.NodeMask != "0x1" {
+			t.Fatalf("after a SIGHUP during start: %+v\n%s", st, p.logs())
 		}
 		p.cmd.Process.Signal(syscall.SIGTERM)
 		if code := p.wait(t, 10*time.Second); code != 0 {
@@ -218,4 +235,69 @@ func TestRunSignalsDuringStart(t *testing.T) {
 			t.Errorf("control socket %s left behind", sock)
 		}
 	})
+}
+
+// TestRunBackendKilled: a back-end daemon killed with SIGKILL leaves the
+// cluster addresses on lo and its ARP sysctls; the next start undoes them
+// (and says so), and its stop leaves the namespace as the operator had it.
+// Without the record (state_dir wiped), the addresses are still known as
+// ours by their mark.
+func TestRunBackendKilled(t *testing.T) {
+	nstest.Require(t)
+	bin := buildBinary(t)
+	cl := nstest.Cluster(t, "xc-kill", netns.ClusterOptions{Nodes: 1, Clients4: 1, Clients6: 1})
+	operatorSysctls(t, cl)
+	clean := hostState(t, cl)
+	cfg, sock, stateDir := backendConfig(t, cl, t.TempDir())
+	dirty := fmt.Sprintf("lo has %s: true\nlo has %s: true\narp_ignore=1\narp_announce=2\nxdp on front: false\n", cl.ClusterFront4, cl.ClusterFront6)
+
+	kill := func() {
+		t.Helper()
+		p := startRun(t, cl.Nodes[0], bin, cfg)
+		p.waitLog(t, "node started", 10*time.Second)
+		lo := nstest.Run(t, cl.Nodes[0], "ip", "addr", "show", "lo")
+		if !strings.Contains(lo, cl.ClusterFront4.String()+"/32 scope global lo:xdpc") {
+			t.Errorf("the cluster IPv4 address on lo is not labelled lo:xdpc:\n%s", lo)
+		}
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		if code := p.wait(t, 10*time.Second); code != 128+int(syscall.SIGKILL) {
+			t.Fatalf("exit %d after SIGKILL", code)
+		}
+		if got := hostState(t, cl); got != dirty {
+			t.Fatalf("after kill -9:\n%s\nwant (the kill leaves these behind)\n%s", got, dirty)
+		}
+		os.Remove(sock) // a stale socket would be replaced anyway
+	}
+	restartStop := func(wantUndo bool) string {
+		t.Helper()
+		p := startRun(t, cl.Nodes[0], bin, cfg)
+		p.waitLog(t, "node started", 10*time.Second)
+		if undid := strings.Contains(p.logs(), "level=WARN msg=\"undid the changes of a previous back-end run"); undid != wantUndo {
+			t.Errorf("undo logged %v, want %v:\n%s", undid, wantUndo, p.logs())
+		}
+		if st := waitStatus(t, p, sock); st.Role != "backend" {
+			t.Fatalf("restarted daemon: %+v", st)
+		}
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		if code := p.wait(t, 10*time.Second); code != 0 {
+			t.Fatalf("exit %d after SIGTERM:\n%s", code, p.logs())
+		}
+		return hostState(t, cl)
+	}
+
+	kill()
+	if got := restartStop(true); got != clean {
+		t.Errorf("after kill -9, restart and stop:\n%s\nwant the operator's state\n%s", got, clean)
+	}
+	if ents, _ := os.ReadDir(stateDir); len(ents) > 1 { // the lock file stays
+		t.Errorf("state_dir after a clean stop: %v", ents)
+	}
+
+	// The record lost: the marked addresses are still ours.
+	kill()
+	os.RemoveAll(stateDir)
+	got := restartStop(true)
+	if lo := nstest.Run(t, cl.Nodes[0], "ip", "addr", "show", "lo"); strings.Contains(lo, cl.ClusterFront4.String()) || strings.Contains(lo, cl.ClusterFront6.String()) {
+		t.Errorf("without the record, the killed run's addresses stayed on lo after restart and stop:\n%s\n%s", lo, got)
+	}
 }

@@ -132,7 +132,7 @@ func (d *Daemon) startBackend() error {
 	if err != nil {
 		return err
 	}
-	bc := backend.Config{Match: m, Logger: d.log}
+	bc := backend.Config{Match: m, Logger: d.log, StateDir: d.cfg.StateDir}
 	for _, i := range ifs {
 		bc.Interfaces = append(bc.Interfaces, backend.Interface{Name: i.Name, ClusterMAC: i.ClusterMAC, NDMAC: i.NDMAC, IPv4: i.IPv4, IPv6: i.IPv6})
 	}
