@@ -301,3 +301,75 @@ func TestRunBackendKilled(t *testing.T) {
 		t.Errorf("without the record, the killed run's addresses stayed on lo after restart and stop:\n%s\n%s", lo, got)
 	}
 }
+
+// gatewayConfig writes a gateway node's configuration into dir.
+func gatewayConfig(t *testing.T, cl *netns.Cluster, dir string, node int) (path, sock string) {
+	path, sock = filepath.Join(dir, "config.yaml"), filepath.Join(dir, "control.sock")
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(`cluster:
+  total_nodes: 2
+  local_node: %d
+  hash_seed: 0xdeadbeef
+interfaces:
+  - name: front
+    cluster_mac: "%s"
+    cluster_addresses: ["%s"]
+  - name: back
+    cluster_mac: "%s"
+    cluster_addresses: ["%s"]
+metrics:
+  listen: ""
+control:
+  socket: %s
+state_dir: %s
+`, node, cl.FrontMAC, cl.ClusterFront4, cl.BackMAC, cl.ClusterBack4, sock, filepath.Join(dir, "state"))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, sock
+}
+
+// TestRunSecondInstanceRefused: a second daemon on the interfaces of a
+// running one, with another configuration, control socket and state
+// directory, is refused with a message naming the first (its PID and
+// control socket), instead of starting on raw sockets next to it (gateway)
+// or taking lo over (back end); the first keeps running untouched.
+func TestRunSecondInstanceRefused(t *testing.T) {
+	nstest.Require(t)
+	bin := buildBinary(t)
+	cl := nstest.Cluster(t, "xc-two", netns.ClusterOptions{Nodes: 1, Clients4: 1, Clients6: 1})
+	for _, role := range []string{"gateway", "backend"} {
+		t.Run(role, func(t *testing.T) {
+			var cfgA, sockA, cfgB string
+			if role == "gateway" {
+				cfgA, sockA = gatewayConfig(t, cl, t.TempDir(), 1)
+				cfgB, _ = gatewayConfig(t, cl, t.TempDir(), 2)
+			} else {
+				cfgA, sockA, _ = backendConfig(t, cl, t.TempDir())
+				cfgB, _, _ = backendConfig(t, cl, t.TempDir())
+			}
+			a := startRun(t, cl.Nodes[0], bin, cfgA)
+			before := waitStatus(t, a, sockA)
+			state := hostState(t, cl)
+			b := startRun(t, cl.Nodes[0], bin, cfgB)
+			if code := b.wait(t, 10*time.Second); code != exitFail {
+				t.Fatalf("the second daemon: exit %d, want %d (refused):\n%s", code, exitFail, b.logs())
+			}
+			t.Logf("the second daemon: %s", strings.TrimSpace(b.logs()))
+			for _, want := range []string{"interface front is in use", fmt.Sprintf("pid %d", a.cmd.Process.Pid), "control socket " + sockA} {
+				if !strings.Contains(b.logs(), want) {
+					t.Errorf("the refusal does not say %q:\n%s", want, b.logs())
+				}
+			}
+			after := waitStatus(t, a, sockA)
+			if fmt.Sprint(after.Interfaces) != fmt.Sprint(before.Interfaces) || after.NodeMask != before.NodeMask {
+				t.Errorf("the first daemon changed: %+v, was %+v", after, before)
+			}
+			if got := hostState(t, cl); got != state {
+				t.Errorf("the refused daemon changed the namespace:\n%s\nwas\n%s", got, state)
+			}
+			a.cmd.Process.Signal(syscall.SIGTERM)
+			if code := a.wait(t, 10*time.Second); code != 0 {
+				t.Errorf("the first daemon: exit %d:\n%s", code, a.logs())
+			}
+		})
+	}
+}

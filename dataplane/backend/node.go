@@ -102,7 +102,11 @@ func Start(cfg Config) (n *Node, err error) {
 	}
 	n.lo = lo
 	if cfg.StateDir != "" {
-		if err := n.openState(cfg.StateDir, log); err != nil {
+		var ours []netip.Addr
+		for _, ic := range cfg.Interfaces {
+			ours = append(append(ours, ic.IPv4...), ic.IPv6...)
+		}
+		if err := n.openState(cfg.StateDir, ours, log); err != nil {
 			return n, err
 		}
 	}

@@ -52,8 +52,10 @@ func netnsInode() (uint64, error) {
 // openState takes the lock of this namespace's record in dir (one
 // back-end node per namespace manages lo) and undoes what a previous run
 // recorded and did not undo itself. Call it with the thread in the
-// server's namespace, before any change.
-func (n *Node) openState(dir string, log *slog.Logger) error {
+// server's namespace, before any change. Without a record, only the
+// marked addresses among ours (the configured cluster addresses) are
+// removed: a marked address that is not could be another node's.
+func (n *Node) openState(dir string, ours []netip.Addr, log *slog.Logger) error {
 	ino, err := netnsInode()
 	if err != nil {
 		return fmt.Errorf("backend: %w", err)
@@ -102,7 +104,11 @@ func (n *Node) openState(dir string, log *slog.Logger) error {
 	}
 	del := map[netip.Prefix]bool{}
 	for _, p := range marked {
-		del[p] = true
+		for _, a := range ours {
+			if p.Addr() == a {
+				del[p] = true
+			}
+		}
 	}
 	for _, s := range old.Addresses {
 		if p, err := netip.ParsePrefix(s); err == nil {

@@ -103,6 +103,13 @@ func gatewayConfig(c *config.Config, log *slog.Logger) (gateway.Config, error) {
 func (d *Daemon) StartDataplane() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	var names []string
+	for _, i := range d.cfg.Interfaces {
+		names = append(names, i.Name)
+	}
+	if err := checkInterfacesFree(names); err != nil {
+		return fmt.Errorf("start dataplane: %w", err)
+	}
 	if d.cfg.Role == "backend" {
 		return d.startBackend()
 	}
