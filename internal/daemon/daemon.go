@@ -107,7 +107,8 @@ func (d *Daemon) StartDataplane() error {
 	for _, i := range d.cfg.Interfaces {
 		names = append(names, i.Name)
 	}
-	if err := checkInterfacesFree(names); err != nil {
+	attachesXDP := d.cfg.Role == "backend" || d.cfg.Dataplane.Backend != "afpacket"
+	if err := checkInterfacesFree(names, attachesXDP); err != nil {
 		return fmt.Errorf("start dataplane: %w", err)
 	}
 	if d.cfg.Role == "backend" {

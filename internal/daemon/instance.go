@@ -17,31 +17,34 @@ import (
 // checkInterfacesFree refuses to start on an interface that another live
 // process (another xdpcluster, whatever its configuration, control socket
 // or state directory) holds an XDP program on through a bpf_link: starting
-// anyway would fall back to raw sockets next to it, or fight it. A
-// program attached through netlink, which no process holds (a crashed
-// older run's, `ip link set xdp`), is removed here as the dataplane's own
-// attach would. Call it with the thread in the node's network namespace,
-// before anything is attached.
-func checkInterfacesFree(names []string) error {
+// anyway would fall back to raw sockets next to it, or fight it. When
+// attachesXDP, a program attached through netlink, which no process holds
+// (a crashed older run's, `ip link set xdp`), is removed here as the
+// dataplane's own attach would, and one that stays attached (a bpf_link
+// this process cannot trace to its holder) is refused too. Call it with
+// the thread in the node's network namespace, before anything is
+// attached.
+func checkInterfacesFree(names []string, attachesXDP bool) error {
 	for _, name := range names {
 		l, err := netlink.LinkByName(name)
 		if err != nil {
 			continue // the dataplane's start names the missing interface
 		}
-		if x := l.Attrs().Xdp; x == nil || !x.Attached {
+		x := l.Attrs().Xdp
+		if x == nil || !x.Attached {
+			continue
+		}
+		if h := xdpHolder(x.ProgId); h != "" {
+			return fmt.Errorf("interface %s is in use: XDP program id %d is attached to it through a bpf_link held by %s; is another xdpcluster running on it? Stop it first (refusing to start next to it)", name, x.ProgId, h)
+		}
+		if !attachesXDP {
 			continue
 		}
 		netlink.LinkSetXdpFdWithFlags(l, -1, unix.XDP_FLAGS_DRV_MODE)
 		netlink.LinkSetXdpFdWithFlags(l, -1, unix.XDP_FLAGS_SKB_MODE)
-		if l, err = netlink.LinkByName(name); err != nil || l.Attrs().Xdp == nil || !l.Attrs().Xdp.Attached {
-			continue
+		if l, err = netlink.LinkByName(name); err == nil && l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached {
+			return fmt.Errorf("interface %s is in use: XDP program id %d is attached to it through a bpf_link that cannot be replaced, held by a process this one cannot see (run as root to name it) or pinned; is another xdpcluster running on it? Stop it first (refusing to start next to it)", name, l.Attrs().Xdp.ProgId)
 		}
-		id := l.Attrs().Xdp.ProgId
-		who := "a process this one cannot see (run as root to name it), or a pinned bpf_link"
-		if h := xdpHolder(id); h != "" {
-			who = h
-		}
-		return fmt.Errorf("interface %s is in use: XDP program id %d is attached to it through a bpf_link held by %s; is another xdpcluster running on it? Stop it first (refusing to start next to it)", name, id, who)
 	}
 	return nil
 }
