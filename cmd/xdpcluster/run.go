@@ -27,13 +27,43 @@ func newLogger(w io.Writer, c config.Log) *slog.Logger {
 }
 
 func runRun(e env, args []string) int {
+	// Signals first, before anything else: Go's default for SIGHUP, SIGINT
+	// and SIGTERM is to exit at once, which during start would leave the
+	// node half set up. A reload asked for during start is applied once
+	// start completes; a stop asked for during start stops the node as
+	// soon as start completes (undoing everything it did).
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	reload := make(chan struct{}, 1) // requests coalesce
+	stop := make(chan os.Signal, 1)
+	go func() {
+		for s := range sigs {
+			if s == syscall.SIGHUP {
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
+				continue
+			}
+			select {
+			case stop <- s:
+			default:
+			}
+		}
+	}()
+	defer func() {
+		signal.Stop(sigs)
+		close(sigs)
+	}()
+
 	fs := newFlags(e, "run", "[--config FILE]", `
 Run the daemon: attach the dataplane to the data interfaces, answer ARP/ND
 for the cluster addresses, serve Prometheus metrics and the control API.
 SIGHUP re-reads the configuration (a bad file keeps the running one; the
 node mask and invert flag change without a restart); SIGINT and SIGTERM
-detach everything and exit. Needs root (or CAP_NET_ADMIN, CAP_NET_RAW,
-CAP_BPF, CAP_SYS_ADMIN for older kernels, CAP_IPC_LOCK).`)
+detach everything and exit. Signals that arrive while the daemon starts
+are acted on once it has started. Needs root (or CAP_NET_ADMIN,
+CAP_NET_RAW, CAP_BPF, CAP_SYS_ADMIN for older kernels, CAP_IPC_LOCK).`)
 	path := fs.String("config", defaultConfig, "configuration file")
 	if ok, code := parseFlags(e, fs, args); !ok {
 		return code
@@ -44,35 +74,58 @@ CAP_BPF, CAP_SYS_ADMIN for older kernels, CAP_IPC_LOCK).`)
 		return exitFail
 	}
 	log := newLogger(e.stderr, cfg.Log)
+	select {
+	case s := <-stop:
+		log.Info("stopping before start", "signal", s.String())
+		return exitOK
+	default:
+	}
+	log.Info("starting", "version", version, "config", *path, "role", cfg.Role, "pid", os.Getpid())
 	d := daemon.New(*path, cfg, log)
 	d.Version = version
 	if err := d.StartDataplane(); err != nil {
 		log.Error("cannot start", "error", err)
-		return exitFail
-	}
-	if err := d.Serve(); err != nil {
-		log.Error("cannot start", "error", err)
 		d.Stop()
 		return exitFail
 	}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	for s := range sigs {
-		if s == syscall.SIGHUP {
-			if err := d.Reload(); err != nil {
-				log.Error("reload", "error", err)
-			}
-			continue
-		}
-		log.Info("stopping", "signal", s.String())
+	stopNow := func(s os.Signal, during string) int {
+		log.Info("stopping", "signal", s.String(), "received", during)
 		if err := d.Stop(); err != nil {
 			log.Error("stop", "error", err)
 			return exitFail
 		}
 		return exitOK
 	}
-	return exitOK
+	select {
+	case s := <-stop:
+		return stopNow(s, "during start")
+	default:
+	}
+	if err := d.Serve(); err != nil {
+		log.Error("cannot start", "error", err)
+		d.Stop()
+		return exitFail
+	}
+	select {
+	case s := <-stop:
+		return stopNow(s, "during start")
+	case <-reload:
+		log.Info("applying the reload requested during start")
+		if err := d.Reload(); err != nil {
+			log.Error("reload", "error", err)
+		}
+	default:
+	}
+	for {
+		select {
+		case <-reload:
+			if err := d.Reload(); err != nil {
+				log.Error("reload", "error", err)
+			}
+		case s := <-stop:
+			return stopNow(s, "while running")
+		}
+	}
 }
 
 func runCheck(e env, args []string) int {

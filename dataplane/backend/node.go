@@ -11,7 +11,6 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/xdpcluster/xdpcluster/arp"
 	"github.com/xdpcluster/xdpcluster/cluster"
@@ -30,6 +29,11 @@ type Config struct {
 	Interfaces []Interface
 	Match      cluster.Match
 	Logger     *slog.Logger
+	// StateDir, if set, is where Start records each change it makes to
+	// the host before making it (backend-net<netns inode>.json), and
+	// takes the lock of the namespace's lo: the next start undoes what a
+	// run that did not stop cleanly left behind.
+	StateDir string
 }
 
 // Node is a running back-end server: our program on each data interface,
@@ -46,8 +50,13 @@ type Node struct {
 	lo      netlink.Link
 	added   []netlink.Addr // cluster addresses Start put on lo
 	sysctls map[string]sysctl
-	once    sync.Once
-	err     error
+	// The record of our changes (see Config.StateDir).
+	statePath string
+	lock      *os.File
+	rec       changes
+	keepState bool // a previous run's changes could not all be undone
+	once      sync.Once
+	err       error
 }
 
 // sysctl is a sysctl file opened in the server's namespace and its old
@@ -63,7 +72,9 @@ type sysctl struct {
 // interface arp_ignore=1 (answer only for addresses of that interface) and
 // arp_announce=2 (never use them as the source of its own ARP requests);
 // for IPv6 the kernel answers solicitations only for addresses of the
-// receiving interface. Close undoes all of it.
+// receiving interface. Close undoes all of it. The addresses it adds are
+// marked ours (AddrProto), and with cfg.StateDir each change is recorded
+// before it is made, so that a later start undoes a killed run's changes.
 func Start(cfg Config) (n *Node, err error) {
 	if len(cfg.Interfaces) == 0 {
 		return nil, errors.New("backend: no data interfaces")
@@ -90,6 +101,17 @@ func Start(cfg Config) (n *Node, err error) {
 		return n, fmt.Errorf("backend: lo: %w", err)
 	}
 	n.lo = lo
+	if cfg.StateDir != "" {
+		var ours []netip.Addr
+		for _, ic := range cfg.Interfaces {
+			ours = append(append(ours, ic.IPv4...), ic.IPv6...)
+		}
+		if err := n.openState(cfg.StateDir, ours, log); err != nil {
+			return n, err
+		}
+	}
+	// What is on lo now is the operator's: ours, marked, were removed by
+	// openState if a previous run left them.
 	have, _ := n.handle.AddrList(lo, netlink.FAMILY_ALL)
 	for _, ic := range cfg.Interfaces {
 		link, err := n.handle.LinkByName(ic.Name)
@@ -109,13 +131,15 @@ func Start(cfg Config) (n *Node, err error) {
 			if a.Is6() {
 				bits = 128
 			}
-			addr := netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, bits)}}
-			if a.Is6() {
-				addr.Flags = unix.IFA_F_NODAD // three servers share it: no duplicate address detection
+			p := netip.PrefixFrom(a, bits)
+			n.rec.Addresses = append(n.rec.Addresses, p.String())
+			if err := n.saveState(); err != nil {
+				return n, err
 			}
-			if err := n.handle.AddrAdd(lo, &addr); err != nil {
+			if err := addMarked(lo.Attrs().Index, p); err != nil {
 				return n, fmt.Errorf("backend: add cluster address %s to lo: %w", a, err)
 			}
+			addr := netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, bits)}}
 			n.added = append(n.added, addr)
 		}
 		p, err := NewProgram(ic.ClusterMAC, link.Attrs().HardwareAddr, cfg.Match)
@@ -150,6 +174,9 @@ func onLo(have []netlink.Addr, a netip.Addr) bool {
 // setSysctl writes a sysctl of the calling thread's namespace, keeping the
 // file open and the old value for Close.
 func (n *Node) setSysctl(path, value string) error {
+	if _, ok := n.sysctls[path]; ok {
+		return nil
+	}
 	old, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("backend: read %s: %w", path, err)
@@ -158,14 +185,17 @@ func (n *Node) setSysctl(path, value string) error {
 	if err != nil {
 		return fmt.Errorf("backend: open %s: %w (needs CAP_NET_ADMIN)", path, err)
 	}
-	if _, err := f.WriteString(value); err != nil {
-		f.Close()
-		return fmt.Errorf("backend: set %s=%s: %w (needs CAP_NET_ADMIN)", path, value, err)
+	sc := sysctl{f: f, old: strings.TrimSpace(string(old))}
+	if n.rec.Sysctls != nil { // recorded before it is changed
+		n.rec.Sysctls[path] = sc.old
+		if err := n.saveState(); err != nil {
+			f.Close()
+			return err
+		}
 	}
-	if _, ok := n.sysctls[path]; !ok {
-		n.sysctls[path] = sysctl{f: f, old: strings.TrimSpace(string(old))}
-	} else {
-		f.Close()
+	n.sysctls[path] = sc
+	if _, err := f.WriteString(value); err != nil {
+		return fmt.Errorf("backend: set %s=%s: %w (needs CAP_NET_ADMIN)", path, value, err)
 	}
 	return nil
 }
@@ -223,6 +253,7 @@ func (n *Node) Close() error {
 			n.handle.Close()
 		}
 		n.err = errors.Join(errs...)
+		n.closeState(n.err == nil)
 	})
 	return n.err
 }

@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +46,11 @@ type Daemon struct {
 	servers []*http.Server
 	sock    string
 	metrics string // the metrics listener's address
+
+	// Limits bounds the metrics and control servers; set it before Serve.
+	Limits    Limits
+	metricsLn *limitListener
+	controlLn *limitListener
 }
 
 // MetricsAddr is the address metrics are served on ("" when disabled).
@@ -99,6 +103,14 @@ func gatewayConfig(c *config.Config, log *slog.Logger) (gateway.Config, error) {
 func (d *Daemon) StartDataplane() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	var names []string
+	for _, i := range d.cfg.Interfaces {
+		names = append(names, i.Name)
+	}
+	attachesXDP := d.cfg.Role == "backend" || d.cfg.Dataplane.Backend != "afpacket"
+	if err := checkInterfacesFree(names, attachesXDP); err != nil {
+		return fmt.Errorf("start dataplane: %w", err)
+	}
 	if d.cfg.Role == "backend" {
 		return d.startBackend()
 	}
@@ -128,7 +140,7 @@ func (d *Daemon) startBackend() error {
 	if err != nil {
 		return err
 	}
-	bc := backend.Config{Match: m, Logger: d.log}
+	bc := backend.Config{Match: m, Logger: d.log, StateDir: d.cfg.StateDir}
 	for _, i := range ifs {
 		bc.Interfaces = append(bc.Interfaces, backend.Interface{Name: i.Name, ClusterMAC: i.ClusterMAC, NDMAC: i.NDMAC, IPv4: i.IPv4, IPv6: i.IPv6})
 	}
@@ -159,6 +171,19 @@ func (d *Daemon) Serve() error {
 	if eng == nil {
 		return errors.New("serve: the dataplane is not running")
 	}
+	lim := d.Limits.withDefaults()
+	// The control socket first: a path that cannot be used is refused
+	// before anything else is bound.
+	sock := cfg.Control.Socket
+	cln, err := listenControl(sock)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.sock = sock
+	d.controlLn = newLimitListener(cln, lim.ControlConns)
+	d.mu.Unlock()
+	d.serve(d.server(d.controlAPI(), lim), d.controlLn)
 	if cfg.Metrics.Listen != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(eng.Collector(d.Version))
@@ -177,34 +202,24 @@ func (d *Daemon) Serve() error {
 		})
 		ln, err := net.Listen("tcp", cfg.Metrics.Listen)
 		if err != nil {
-			return fmt.Errorf("metrics listen %s: %w", cfg.Metrics.Listen, err)
+			return fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err)
 		}
-		d.serve(&http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln)
 		d.mu.Lock()
 		d.metrics = ln.Addr().String()
+		d.metricsLn = newLimitListener(ln, lim.MetricsConns)
 		d.mu.Unlock()
-		d.log.Info("metrics served", "url", "http://"+ln.Addr().String()+"/metrics")
+		d.serve(d.server(mux, lim), d.metricsLn)
+		d.log.Info("metrics served", "url", "http://"+ln.Addr().String()+"/metrics", "max_connections", lim.MetricsConns)
 	}
-	sock := cfg.Control.Socket
-	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
-		return fmt.Errorf("control socket directory: %w", err)
-	}
-	if c, err := net.Dial("unix", sock); err == nil {
-		c.Close()
-		return fmt.Errorf("control socket %s: another xdpcluster is running", sock)
-	}
-	os.Remove(sock)
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		return fmt.Errorf("control socket %s: %w", sock, err)
-	}
-	if err := os.Chmod(sock, 0o600); err != nil {
-		ln.Close()
-		return fmt.Errorf("control socket %s: %w", sock, err)
-	}
-	d.sock = sock
-	d.serve(&http.Server{Handler: d.controlAPI(), ReadHeaderTimeout: 5 * time.Second}, ln)
 	return nil
+}
+
+// server is an HTTP server that bounds how long a client may hold a
+// connection: reading a request, writing its answer, idling between two.
+func (d *Daemon) server(h http.Handler, lim Limits) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: lim.ReadTimeout, ReadTimeout: lim.ReadTimeout,
+		WriteTimeout: lim.WriteTimeout, IdleTimeout: lim.IdleTimeout, MaxHeaderBytes: 16 << 10,
+		ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)}
 }
 
 func (d *Daemon) serve(s *http.Server, ln net.Listener) {

@@ -31,7 +31,8 @@ metrics:
   listen: "127.0.0.1:0"
 control:
   socket: %s
-`, extra, cl.FrontMAC, cl.ClusterFront4, cl.ClusterFront6, cl.BackMAC, cl.ClusterBack4, cl.ClusterBack6, sock)
+state_dir: %s
+`, extra, cl.FrontMAC, cl.ClusterFront4, cl.ClusterFront6, cl.BackMAC, cl.ClusterBack4, cl.ClusterBack6, sock, filepath.Join(filepath.Dir(sock), "state"))
 }
 
 func get(t *testing.T, url string) string {
@@ -171,7 +172,8 @@ metrics:
   listen: "127.0.0.1:0"
 control:
   socket: %s
-`, cl.FrontMAC, cl.ClusterFront4, cl.ClusterFront6, sock)), 0o644)
+state_dir: %s
+`, cl.FrontMAC, cl.ClusterFront4, cl.ClusterFront6, sock, filepath.Join(dir, "state"))), 0o644)
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
