@@ -66,6 +66,10 @@ type Gateway struct {
 	// (every node tracks every connection).
 	NewConns [cluster.MaxNodes]atomic.Uint64
 	Modes    []string // per interface: "native, afxdp copy, 1 queue"
+	// Clock is the dataplane's one time origin: the workers, the sweeper
+	// and the snapshots read it.
+	Clock    conntrack.Clock
+	sweeper  *conntrack.Sweeper
 	handle   *netlink.Handle
 	links    []int
 	ports    []dataplane.Port
@@ -120,6 +124,7 @@ func Start(cfg Config) (g *Gateway, err error) {
 	if g.Tracker, err = conntrack.NewTable(ct); err != nil {
 		return g, err
 	}
+	g.Clock = conntrack.NewClock()
 	for _, ic := range cfg.Interfaces {
 		link, err := h.LinkByName(ic.Name)
 		if err != nil {
@@ -149,7 +154,8 @@ func Start(cfg Config) (g *Gateway, err error) {
 	if g.sender, err = newKernelSender(); err != nil {
 		return g, err
 	}
-	g.DP, err = dataplane.New(dataplane.Config{Ifaces: ifaces, Match: cfg.Match, Tracker: g.Tracker, Resolver: g.Resolver, SlowPath: g.sender.send, BatchSize: cfg.BatchSize})
+	g.DP, err = dataplane.New(dataplane.Config{Ifaces: ifaces, Match: cfg.Match, Tracker: g.Tracker, Resolver: g.Resolver, SlowPath: g.sender.send,
+		BatchSize: cfg.BatchSize, Clock: g.Clock})
 	if err != nil {
 		return g, err
 	}
@@ -165,6 +171,9 @@ func Start(cfg Config) (g *Gateway, err error) {
 		g.Responders = append(g.Responders, r)
 	}
 	g.DP.Start()
+	// Timed-out connections are removed in the background, a few shards
+	// at a time, the whole table every conntrack.DefaultSweepPeriod.
+	g.sweeper = g.Tracker.StartSweeper(g.Clock.Now, 0)
 	if err := g.followKernel(); err != nil {
 		return g, err
 	}
@@ -353,6 +362,9 @@ func (g *Gateway) close() error {
 	}
 	if g.DP != nil {
 		g.DP.Stop()
+	}
+	if g.sweeper != nil {
+		g.sweeper.Stop()
 	}
 	for _, p := range g.Programs {
 		errs = append(errs, p.Detach())
