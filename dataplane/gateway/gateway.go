@@ -51,6 +51,14 @@ type Config struct {
 	// BatchSize bounds a receive batch (0: 64).
 	BatchSize int
 	Logger    *slog.Logger
+	// Snapshot, if set, is the file the connection table is restored from
+	// at Start (before the workers run) and saved to at Close (after they
+	// stop), so that connections survive a restart. It is restored only
+	// if younger than SnapshotMaxAge (0: conntrack.DefaultSnapshotMaxAge)
+	// and taken with the same total nodes, seed and hash mode; otherwise
+	// the table starts empty and the reason is logged.
+	Snapshot       string
+	SnapshotMaxAge time.Duration
 }
 
 // Gateway is a running gateway dataplane.
@@ -70,6 +78,8 @@ type Gateway struct {
 	// and the snapshots read it.
 	Clock    conntrack.Clock
 	sweeper  *conntrack.Sweeper
+	cfg      Config
+	running  bool // Start completed: Close saves the snapshot
 	handle   *netlink.Handle
 	links    []int
 	ports    []dataplane.Port
@@ -100,7 +110,7 @@ func Start(cfg Config) (g *Gateway, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlink: %w", err)
 	}
-	g = &Gateway{handle: h, log: log}
+	g = &Gateway{handle: h, log: log, cfg: cfg}
 	defer func() {
 		if err != nil {
 			g.Close()
@@ -170,6 +180,9 @@ func Start(cfg Config) (g *Gateway, err error) {
 		}
 		g.Responders = append(g.Responders, r)
 	}
+	if cfg.Snapshot != "" {
+		g.restoreSnapshot(cfg.Snapshot, cfg.Match, cfg.SnapshotMaxAge)
+	}
 	g.DP.Start()
 	// Timed-out connections are removed in the background, a few shards
 	// at a time, the whole table every conntrack.DefaultSweepPeriod.
@@ -178,6 +191,7 @@ func Start(cfg Config) (g *Gateway, err error) {
 		return g, err
 	}
 	go g.watchPorts(time.Second)
+	g.running = true
 	for i, ic := range cfg.Interfaces {
 		log.Debug("dataplane started", "interface", ic.Name, "cluster_mac", ic.ClusterMAC.String(), "mode", g.Modes[i], "match", cfg.Match.String())
 	}
@@ -365,6 +379,9 @@ func (g *Gateway) close() error {
 	}
 	if g.sweeper != nil {
 		g.sweeper.Stop()
+	}
+	if g.running && g.cfg.Snapshot != "" {
+		errs = append(errs, g.saveSnapshot(g.cfg.Snapshot, g.DP.Match()))
 	}
 	for _, p := range g.Programs {
 		errs = append(errs, p.Detach())
