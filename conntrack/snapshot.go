@@ -233,7 +233,7 @@ func (t *Table) readSnapshot(r io.Reader, p SnapshotParams, now int64, wall time
 	if count > uint64(t.cfg.MaxEntries) {
 		return info, fmt.Errorf("%w: %d connections, max_entries is %d", ErrSnapshotTooLarge, count, t.cfg.MaxEntries)
 	}
-	gapMs := uint32(gap / time.Millisecond)
+	gapMs := uint32(min(gap/time.Millisecond, maxAgeMs))
 	nowMs := uint32(now / 1e6)
 	var rec [snapRecordSize]byte
 	var k key
