@@ -44,7 +44,7 @@ func (g *Gateway) restoreSnapshot(path string, m cluster.Match, maxAge time.Dura
 		return
 	}
 	g.log.Info("connection table restored", "path", path, "connections", info.Restored, "expired_while_down", info.Expired,
-		"skipped_table_full", info.Skipped, "saved_ago", time.Since(info.Saved).Round(time.Millisecond).String())
+		"saved_ago", time.Since(info.Saved).Round(time.Millisecond).String())
 }
 
 // saveSnapshot writes the connection table to path, atomically (a
