@@ -232,6 +232,17 @@ func (t *Table) readSnapshot(r io.Reader, p SnapshotParams, now int64, wall time
 	if count > uint64(t.cfg.MaxEntries) {
 		return info, fmt.Errorf("%w: %d connections, max_entries is %d", ErrSnapshotTooLarge, count, t.cfg.MaxEntries)
 	}
+	// Size the shards for their share at once rather than doubling them
+	// step by step (at most what MaxEntries allows anyway).
+	share := int(count)/numShards + int(count)/numShards/4 + 8
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		for share*4 > len(sh.tab.Load().slots)*3 {
+			sh.grow()
+		}
+		sh.mu.Unlock()
+	}
 	gapMs := uint32(min(gap/time.Millisecond, maxAgeMs))
 	nowMs := uint32(now / 1e6)
 	var rec [snapRecordSize]byte
