@@ -15,8 +15,10 @@
 // its own lock, map and counters; a connection's two directions hash to
 // the same shard (the key is direction-free), so a request and its reply
 // handled by different workers meet in one place. Time is passed in by the
-// caller as nanoseconds from any fixed origin (a monotonic clock); expiry
-// happens on lookup and in Expire, which sweeps one shard at a time.
+// caller as nanoseconds since one Clock's origin; expiry happens on lookup
+// and in Expire, which sweeps one shard at a time (a Sweeper calls it in
+// the background). WriteSnapshot and ReadSnapshot carry the table across
+// a restart.
 // Track allocates nothing once the table has grown to its working size.
 package conntrack
 

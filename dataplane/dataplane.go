@@ -133,6 +133,10 @@ type Config struct {
 	// yet, as a kernel router queues it while resolving. It is called from
 	// a control goroutine, never from a worker.
 	SlowPath func(family uint8, ip []byte)
+	// Clock is the time origin of every worker's Track calls; whatever
+	// else uses the tracker (its sweeper, snapshots) must use the same
+	// one. Zero: New makes one.
+	Clock conntrack.Clock
 }
 
 // Dataplane runs the workers.
@@ -166,6 +170,9 @@ func New(cfg Config) (*Dataplane, error) {
 			return nil, fmt.Errorf("dataplane: interface %s has %d queues, %s has %d: every data interface needs the same number",
 				ifc.Name, len(ifc.Ports), cfg.Ifaces[0].Name, queues)
 		}
+	}
+	if cfg.Clock.IsZero() {
+		cfg.Clock = conntrack.NewClock()
 	}
 	d := &Dataplane{cfg: cfg, stop: make(chan struct{})}
 	m := cfg.Match
@@ -203,6 +210,9 @@ func (d *Dataplane) Stop() {
 	}
 	d.wg.Wait()
 }
+
+// Clock returns the workers' clock: the origin of the tracker's times.
+func (d *Dataplane) Clock() conntrack.Clock { return d.cfg.Clock }
 
 // Match returns the match in force.
 func (d *Dataplane) Match() cluster.Match { return *d.match.Load() }

@@ -33,7 +33,6 @@ type worker struct {
 	q        int
 	ports    []Port
 	counters []Counters
-	epoch    time.Time
 
 	rx      []Frame
 	parsed  []packet.Parsed
@@ -56,7 +55,7 @@ type worker struct {
 
 func newWorker(d *Dataplane, q int) *worker {
 	n := d.cfg.BatchSize
-	w := &worker{d: d, q: q, counters: make([]Counters, len(d.cfg.Ifaces)), epoch: time.Now(),
+	w := &worker{d: d, q: q, counters: make([]Counters, len(d.cfg.Ifaces)),
 		rx: make([]Frame, n), parsed: make([]packet.Parsed, n), tracked: make([]*packet.Parsed, 0, n),
 		idx: make([]int, 0, n), results: make([]conntrack.Result, n), tx: make([][]Frame, len(d.cfg.Ifaces)),
 		routes: make(map[routeKey]cachedRoute)}
@@ -111,7 +110,7 @@ func (w *worker) run() {
 
 // batch handles one receive batch from ingress interface in.
 func (w *worker) batch(in int, p Port, frames []Frame, m *cluster.Match) {
-	now := int64(time.Since(w.epoch))
+	now := w.d.cfg.Clock.Now() // the dataplane's one origin, shared with the sweeper
 	local := w.d.local.Load() // one atomic load per batch
 	w.tracked = w.tracked[:0]
 	w.idx = w.idx[:0]

@@ -113,6 +113,7 @@ func runDemo(e env, args []string) int {
 		}
 		cfg.Metrics.Listen = fmt.Sprintf("127.0.0.1:%d", *port+i)
 		cfg.Control.Socket = fmt.Sprintf("%s/node%d.sock", dir, i+1)
+		cfg.StateDir = fmt.Sprintf("%s/node%d.state", dir, i+1) // each node's own snapshot
 		if err := cfg.Validate(); err != nil {
 			fmt.Fprintf(e.stderr, "xdpcluster demo: node %d: %v\n", i+1, err)
 			return exitFail

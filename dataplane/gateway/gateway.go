@@ -51,6 +51,14 @@ type Config struct {
 	// BatchSize bounds a receive batch (0: 64).
 	BatchSize int
 	Logger    *slog.Logger
+	// Snapshot, if set, is the file the connection table is restored from
+	// at Start (before the workers run) and saved to at Close (after they
+	// stop), so that connections survive a restart. It is restored only
+	// if younger than SnapshotMaxAge (0: conntrack.DefaultSnapshotMaxAge)
+	// and taken with the same total nodes, seed and hash mode; otherwise
+	// the table starts empty and the reason is logged.
+	Snapshot       string
+	SnapshotMaxAge time.Duration
 }
 
 // Gateway is a running gateway dataplane.
@@ -66,6 +74,12 @@ type Gateway struct {
 	// (every node tracks every connection).
 	NewConns [cluster.MaxNodes]atomic.Uint64
 	Modes    []string // per interface: "native, afxdp copy, 1 queue"
+	// Clock is the dataplane's one time origin: the workers, the sweeper
+	// and the snapshots read it.
+	Clock    conntrack.Clock
+	sweeper  *conntrack.Sweeper
+	cfg      Config
+	running  bool // Start completed: Close saves the snapshot
 	handle   *netlink.Handle
 	links    []int
 	ports    []dataplane.Port
@@ -99,7 +113,7 @@ func Start(cfg Config) (g *Gateway, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlink: %w", err)
 	}
-	g = &Gateway{handle: h, log: log}
+	g = &Gateway{handle: h, log: log, cfg: cfg}
 	defer func() {
 		if err != nil {
 			g.Close()
@@ -123,6 +137,7 @@ func Start(cfg Config) (g *Gateway, err error) {
 	if g.Tracker, err = conntrack.NewTable(ct); err != nil {
 		return g, err
 	}
+	g.Clock = conntrack.NewClock()
 	for _, ic := range cfg.Interfaces {
 		link, err := h.LinkByName(ic.Name)
 		if err != nil {
@@ -152,7 +167,8 @@ func Start(cfg Config) (g *Gateway, err error) {
 	if g.sender, err = newKernelSender(); err != nil {
 		return g, err
 	}
-	g.DP, err = dataplane.New(dataplane.Config{Ifaces: ifaces, Match: cfg.Match, Tracker: g.Tracker, Resolver: g.Resolver, SlowPath: g.sender.send, BatchSize: cfg.BatchSize})
+	g.DP, err = dataplane.New(dataplane.Config{Ifaces: ifaces, Match: cfg.Match, Tracker: g.Tracker, Resolver: g.Resolver, SlowPath: g.sender.send,
+		BatchSize: cfg.BatchSize, Clock: g.Clock})
 	if err != nil {
 		return g, err
 	}
@@ -173,11 +189,18 @@ func Start(cfg Config) (g *Gateway, err error) {
 		}
 		g.Responders = append(g.Responders, r)
 	}
+	if cfg.Snapshot != "" {
+		g.restoreSnapshot(cfg.Snapshot, cfg.Match, cfg.SnapshotMaxAge)
+	}
 	g.DP.Start()
+	// Timed-out connections are removed in the background, a few shards
+	// at a time, the whole table every conntrack.DefaultSweepPeriod.
+	g.sweeper = g.Tracker.StartSweeper(g.Clock.Now, 0)
 	if err := g.followKernel(); err != nil {
 		return g, err
 	}
 	go g.watchPorts(time.Second)
+	g.running = true
 	for i, ic := range cfg.Interfaces {
 		log.Debug("dataplane started", "interface", ic.Name, "cluster_mac", ic.ClusterMAC.String(), "mode", g.Modes[i], "match", cfg.Match.String())
 	}
@@ -365,6 +388,12 @@ func (g *Gateway) close() error {
 	}
 	if g.DP != nil {
 		g.DP.Stop()
+	}
+	if g.sweeper != nil {
+		g.sweeper.Stop()
+	}
+	if g.running && g.cfg.Snapshot != "" {
+		errs = append(errs, g.saveSnapshot(g.cfg.Snapshot, g.DP.Match()))
 	}
 	for _, p := range g.Programs {
 		errs = append(errs, p.Detach())

@@ -118,6 +118,9 @@ func (d *Daemon) StartDataplane() error {
 	if err != nil {
 		return err
 	}
+	if err := withState(&gc, d.cfg); err != nil {
+		return err
+	}
 	if d.gw, err = gateway.Start(gc); err != nil {
 		return fmt.Errorf("start dataplane: %w", err)
 	}

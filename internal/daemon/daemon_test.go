@@ -15,6 +15,8 @@ import (
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
 )
 
+// nodeConfig is a gateway's configuration; its state_dir is the socket's
+// path with ".state" appended (one per node).
 func nodeConfig(cl *netns.Cluster, sock, extra string) string {
 	return fmt.Sprintf(`cluster:
   total_nodes: 2
@@ -32,7 +34,7 @@ metrics:
 control:
   socket: %s
 state_dir: %s
-`, extra, cl.FrontMAC, cl.ClusterFront4, cl.ClusterFront6, cl.BackMAC, cl.ClusterBack4, cl.ClusterBack6, sock, filepath.Join(filepath.Dir(sock), "state"))
+`, extra, cl.FrontMAC, cl.ClusterFront4, cl.ClusterFront6, cl.BackMAC, cl.ClusterBack4, cl.ClusterBack6, sock, sock+".state")
 }
 
 func get(t *testing.T, url string) string {

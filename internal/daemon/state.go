@@ -1,0 +1,25 @@
+package daemon
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/xdpcluster/xdpcluster/config"
+	"github.com/xdpcluster/xdpcluster/dataplane/gateway"
+)
+
+// SnapshotFile is the connection table snapshot's name in state_dir: the
+// gateway writes it at a graceful stop and reads (then removes) it at the
+// next start, so established connections survive a restart of the daemon.
+const SnapshotFile = "conntrack.snap"
+
+// withState makes sure state_dir exists and points the gateway's
+// connection table snapshot into it.
+func withState(gc *gateway.Config, c *config.Config) error {
+	if err := os.MkdirAll(c.StateDir, 0o755); err != nil {
+		return fmt.Errorf("state_dir %s: %w", c.StateDir, err)
+	}
+	gc.Snapshot = filepath.Join(c.StateDir, SnapshotFile)
+	return nil
+}
