@@ -111,7 +111,7 @@ func (w *worker) run() {
 // batch handles one receive batch from ingress interface in.
 func (w *worker) batch(in int, p Port, frames []Frame, m *cluster.Match) {
 	now := w.d.cfg.Clock.Now() // the dataplane's one origin, shared with the sweeper
-	local := w.d.local.Load() // one atomic load per batch
+	local := w.d.local.Load()  // one atomic load per batch
 	w.tracked = w.tracked[:0]
 	w.idx = w.idx[:0]
 	for k, f := range frames {
