@@ -544,3 +544,26 @@ func TestCorruptRecords(t *testing.T) {
 }
 
 func bufioReader(b []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(b)) }
+
+// FuzzRun: any input, read as a capture, gives a report or an error, never
+// a panic or a read beyond what it holds.
+func FuzzRun(f *testing.F) {
+	var t testing.T
+	c := newCapture(&t, 2, 1)
+	c.tcpConn(netip.MustParseAddr("198.51.100.1"), 1000, 1)
+	c.udpFlow(netip.MustParseAddr("2001:db8::1"), 53, 1)
+	f.Add(c.pcap(layers.LinkTypeEthernet))
+	f.Add(c.pcapng())
+	f.Add(c.pcap(layers.LinkTypeLinuxSLL))
+	f.Add(pcapOf(&t, c.frames, layers.LinkTypeEthernet, 60))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rep, err := Run(bytes.NewReader(data), Options{TotalNodes: 2, Seed: 1, MaxEntries: 64, MaxSources: 64})
+		if err == nil && rep == nil {
+			t.Fatal("no report and no error")
+		}
+		var ce *CaptureError
+		if errors.As(err, &ce) && (rep == nil || ce.Offset > int64(len(data)) && !bytes.HasPrefix(data, []byte{0x1f, 0x8b})) {
+			t.Fatalf("capture error %v at offset %d of %d bytes", ce, ce.Offset, len(data))
+		}
+	})
+}

@@ -5,7 +5,8 @@
 // why, the shares after a failover, and seeds that balance better.
 //
 // It streams: memory is bounded by the connection tracker's limit and by
-// Options.MaxSources, never by the capture's size. Run is not safe for
+// Options.MaxSources, never by the capture's size (at most MaxRecord bytes
+// of a record are read; see capture.go for the formats and link types). Run is not safe for
 // concurrent use of one Options.Progress callback.
 package simulate
 
