@@ -66,6 +66,11 @@ type Stats struct {
 	RateLimited   uint64 // requests dropped by the rate limit
 	Ignored       uint64 // ARP/ND for other addresses (the kernel's business)
 	Errors        uint64 // send failures
+	// SocketDrops are ARP/ND frames the kernel dropped before the
+	// responder read them, because the socket's receive buffer was full
+	// (a flood faster than the responder): PACKET_STATISTICS tp_drops,
+	// accumulated (reading the kernel's counter resets it).
+	SocketDrops uint64
 }
 
 // Responder answers for one interface.
@@ -83,6 +88,12 @@ type Responder struct {
 	mu     sync.Mutex
 	tokens float64
 	last   time.Time
+
+	// dropsMu guards drops and the fd against Close while the kernel's
+	// drop counter is read.
+	dropsMu  sync.Mutex
+	drops    uint64
+	dropsErr bool // a failed read was logged
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
@@ -218,10 +229,34 @@ func notAssigned(link netlink.Link, cfg Config) error {
 	return nil
 }
 
+// readDrops adds the kernel's count of frames dropped at the socket since
+// the last read (the read resets it) and returns the total.
+func (r *Responder) readDrops() uint64 {
+	r.dropsMu.Lock()
+	defer r.dropsMu.Unlock()
+	if r.fd >= 0 {
+		st, err := unix.GetsockoptTpacketStats(r.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
+		if err == nil {
+			r.drops += uint64(st.Drops)
+		} else if !r.dropsErr {
+			r.dropsErr = true
+			r.log.Warn("neighbour responder: cannot read socket drop statistics", "interface", r.cfg.Interface, "error", err)
+		}
+	}
+	return r.drops
+}
+
 func (r *Responder) loop() {
 	defer r.wg.Done()
 	buf := make([]byte, 2048)
+	// The kernel's counter is 32 bits: fold it in every second even when
+	// nobody scrapes.
+	lastDrops := time.Now()
 	for {
+		if now := time.Now(); now.Sub(lastDrops) >= time.Second {
+			lastDrops = now
+			r.readDrops()
+		}
 		select {
 		case <-r.done:
 			return
@@ -393,7 +428,8 @@ func (r *Responder) Announce() {
 // Stats returns the counters.
 func (r *Responder) Stats() Stats {
 	return Stats{ARPRequests: r.arpReq.Load(), ARPReplies: r.arpRep.Load(), NSRequests: r.nsReq.Load(), NAReplies: r.naRep.Load(),
-		Announcements: r.ann.Load(), RateLimited: r.limited.Load(), Ignored: r.ignored.Load(), Errors: r.errs.Load()}
+		Announcements: r.ann.Load(), RateLimited: r.limited.Load(), Ignored: r.ignored.Load(), Errors: r.errs.Load(),
+		SocketDrops: r.readDrops()}
 }
 
 // Interface is the interface's name.
@@ -408,6 +444,9 @@ func (r *Responder) Close() error {
 		close(r.done)
 	}
 	r.wg.Wait()
+	r.readDrops() // keep the last drops in Stats
+	r.dropsMu.Lock()
+	defer r.dropsMu.Unlock()
 	if r.fd >= 0 {
 		err := unix.Close(r.fd)
 		r.fd = -1

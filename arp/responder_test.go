@@ -9,6 +9,7 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpcluster/xdpcluster/internal/netns"
@@ -84,6 +85,21 @@ func replies(t *testing.T, peer *netns.NS, send func(), wait time.Duration) []*l
 	return out
 }
 
+// rxDropped is the interface's rx_dropped counter in ns.
+func rxDropped(t *testing.T, ns *netns.NS, dev string) uint64 {
+	var v uint64
+	if err := ns.Do(func() error {
+		l, err := netlink.LinkByName(dev)
+		if err == nil {
+			v = l.Attrs().Statistics.RxDropped
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 func TestAnswersWithClusterMAC(t *testing.T) {
 	nstest.Require(t)
 	peer, node := pair(t)
@@ -131,6 +147,7 @@ func TestRateLimit(t *testing.T) {
 	in := nstest.NewInjector(t, peer, "p0")
 	peerMAC := nstest.MAC(t, peer, "p0")
 	req := arpRequest(peerMAC, netip.MustParseAddr("192.0.2.9"), cluster, make([]byte, 6))
+	vethBefore := rxDropped(t, node, "n0")
 	got := replies(t, peer, func() {
 		for i := 0; i < 2000; i++ {
 			in.Send(req)
@@ -140,7 +157,14 @@ func TestRateLimit(t *testing.T) {
 	if st.RateLimited == 0 || st.ARPReplies > 50+100 || len(got) == 0 {
 		t.Fatalf("flood of 2000: %d replies seen, stats %+v", len(got), st)
 	}
-	t.Logf("flood of 2000 requests: %d replies, %d rate-limited", st.ARPReplies, st.RateLimited)
+	t.Logf("flood of 2000 requests: %d replies, %d rate-limited, %d dropped at the socket", st.ARPReplies, st.RateLimited, st.SocketDrops)
+	// Every request is accounted for: read (and answered or rate-limited)
+	// or dropped at the socket; a few other ARP/NS frames may be dropped too.
+	// (The veth's own drops, rare, are the kernel's and not ours to count.)
+	veth := rxDropped(t, node, "n0") - vethBefore
+	if got := st.ARPRequests + st.SocketDrops + veth; got < 2000 || got > 2010 || st.ARPRequests != st.ARPReplies+st.RateLimited {
+		t.Errorf("flood of 2000: %d read + %d dropped at the socket + %d by the veth = %d; %d answered, %d rate-limited", st.ARPRequests, st.SocketDrops, veth, got, st.ARPReplies, st.RateLimited)
+	}
 }
 
 func TestRefusesAssignedClusterAddress(t *testing.T) {
@@ -175,4 +199,70 @@ func FuzzHandle(f *testing.F) {
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		r.handle(frame)
 	})
+}
+
+// TestSocketDropsCounted: requests the kernel drops because the
+// responder's socket buffer is full are counted as SocketDrops. The
+// responder is stalled (the test holds its rate limiter's lock) and its
+// receive buffer shrunk to the minimum, then a paced flood arrives: every
+// request sent is either read (ARPRequests) or dropped at the socket
+// (SocketDrops). The bound: requests + drops equals what was sent, give or
+// take the few other ARP/NS frames the filter lets through (counted as
+// ignored, or dropped along with the flood) and frames the veth itself
+// dropped (its rx_dropped, read from the kernel).
+func TestSocketDropsCounted(t *testing.T) {
+	nstest.Require(t)
+	peer, node := pair(t)
+	cluster := netip.MustParseAddr("192.0.2.1")
+	r := start(t, node, Config{Interface: "n0", ClusterMAC: clusterMAC, IPv4: []netip.Addr{cluster}, RateLimit: 1 << 20})
+	if err := unix.SetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1); err != nil {
+		t.Fatal(err)
+	}
+	in := nstest.NewInjector(t, peer, "p0")
+	peerMAC := nstest.MAC(t, peer, "p0")
+	req := arpRequest(peerMAC, netip.MustParseAddr("192.0.2.9"), cluster, make([]byte, 6))
+	vethDrops := func() uint64 { return rxDropped(t, node, "n0") }
+	before := r.Stats()
+	vethBefore := vethDrops()
+	const sent = 3000
+	r.mu.Lock() // the responder stalls on its first request
+	for i := 0; i < sent; i++ {
+		in.Send(req)
+		if i%50 == 49 {
+			time.Sleep(time.Millisecond) // pace: no drops in the veth's backlog
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	r.mu.Unlock()
+	// Let the responder drain what its buffer held.
+	var st Stats
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		st = r.Stats()
+		if st.ARPRequests-before.ARPRequests+st.SocketDrops-before.SocketDrops >= sent {
+			break
+		}
+	}
+	reqs, drops := st.ARPRequests-before.ARPRequests, st.SocketDrops-before.SocketDrops
+	other := st.Ignored - before.Ignored
+	veth := vethDrops() - vethBefore
+	t.Logf("sent %d: %d read, %d dropped at the socket, %d other ARP/ND frames, %d dropped by the veth", sent, reqs, drops, other, veth)
+	if drops == 0 {
+		t.Fatal("no socket drops counted, though the responder was stalled with a minimal buffer")
+	}
+	if drops < sent/2 {
+		t.Errorf("only %d of %d dropped with the responder stalled", drops, sent)
+	}
+	// The kernel may also drop a few unrelated ARP/NS frames at the socket;
+	// allow 10 of those.
+	if got := reqs + drops + veth; got < sent || got > sent+10 {
+		t.Errorf("read %d + dropped %d + veth %d = %d, want %d (+ at most 10 other frames)", reqs, drops, veth, got, sent)
+	}
+	if st.ARPReplies-before.ARPReplies != reqs {
+		t.Errorf("%d requests read, %d answered", reqs, st.ARPReplies-before.ARPReplies)
+	}
+	// The total survives Close.
+	r.Close()
+	if after := r.Stats(); after.SocketDrops < st.SocketDrops {
+		t.Errorf("drops fell from %d to %d at Close", st.SocketDrops, after.SocketDrops)
+	}
 }

@@ -49,7 +49,8 @@ func (c *Backend) Collect(ch chan<- prometheus.Metric) {
 			proto, event string
 			v            uint64
 		}{{"arp", "requests", s.ARPRequests}, {"arp", "replies", s.ARPReplies}, {"nd", "requests", s.NSRequests}, {"nd", "replies", s.NAReplies},
-			{"any", "announcements", s.Announcements}, {"any", "rate_limited", s.RateLimited}, {"any", "ignored", s.Ignored}, {"any", "errors", s.Errors}} {
+			{"any", "announcements", s.Announcements}, {"any", "rate_limited", s.RateLimited}, {"any", "ignored", s.Ignored}, {"any", "errors", s.Errors},
+			{"any", "socket_drops", s.SocketDrops}} {
 			ch <- prometheus.MustNewConstMetric(arpDesc, prometheus.CounterValue, float64(e.v), r.Interface(), e.proto, e.event)
 		}
 	}

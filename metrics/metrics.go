@@ -44,7 +44,7 @@ var (
 
 	ringDesc = desc("ring_events_total", "Ring health events per port (interface/queue): rx_dropped, rx_invalid_descs, tx_invalid_descs, tx_errors, tx_ring_full, fill_ring_empty.", "port", "event")
 	xdpDesc  = desc("xdp_packets_total", "Verdicts of the XDP program: to_xsk, no_socket, passed (to the kernel).", "interface", "verdict")
-	arpDesc  = desc("neighbour_messages_total", "ARP/ND responder: requests for cluster addresses, replies, announcements, rate_limited, ignored, errors.", "interface", "protocol", "event")
+	arpDesc  = desc("neighbour_messages_total", "ARP/ND responder: requests for cluster addresses, replies, announcements, rate_limited, ignored, errors, socket_drops (frames the kernel dropped before the responder read them: its socket buffer was full).", "interface", "protocol", "event")
 
 	maskDesc  = desc("node_mask", "The node mask in force (bit n-1 set: this node serves node n's share).")
 	totalDesc = desc("total_nodes", "Nodes in the cluster.")
@@ -171,6 +171,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(arpDesc, s.RateLimited, name, "any", "rate_limited")
 		counter(arpDesc, s.Ignored, name, "any", "ignored")
 		counter(arpDesc, s.Errors, name, "any", "errors")
+		counter(arpDesc, s.SocketDrops, name, "any", "socket_drops")
 	}
 	gauge(maskDesc, float64(m.NodeMask))
 	gauge(totalDesc, float64(m.TotalNodes))

@@ -82,7 +82,13 @@ type Parsed struct {
 	L3Off      uint16 // IP header
 	L4Off      uint16 // transport header; 0 when there is none (non-first fragment, ESP...)
 	PayloadOff uint16 // transport payload; 0 when unknown
-	End        uint16 // end of the IP packet in the frame (Ethernet padding excluded)
+	End        uint16 // end of the IP packet in the frame (Ethernet padding excluded); with Cut, the end of the frame
+
+	// Cut is set only by DecodeCaptured: the capture cut the frame before
+	// the end of its IP packet (a short snap length), so the payload, or
+	// part of it, was not captured. Lengths were checked against the IP
+	// header and the frame's length on the wire.
+	Cut bool
 
 	TTL uint8 // IPv4 TTL or IPv6 hop limit
 
@@ -112,7 +118,36 @@ func (p *Parsed) IsFirstFragment() bool { return p.Fragment && p.FragOffset == 0
 // Decode parses frame into p, overwriting every field. It returns OK, NotIP
 // for a frame that is not IPv4/IPv6, or the reason the frame is malformed.
 // It never allocates and never panics.
-func (p *Parsed) Decode(frame []byte) Reason {
+//
+// Decode is for frames off the wire: a frame shorter than its IP header
+// says is malformed. DecodeCaptured is for frames from capture files.
+func (p *Parsed) Decode(frame []byte) Reason { return p.decode(frame, len(frame)) }
+
+// MaxCapturedFrame is the longest frame DecodeCaptured parses (offsets are
+// 16 bits); it reads longer frames as cut at this length.
+const MaxCapturedFrame = 0xffff
+
+// DecodeCaptured parses a frame read from a capture file whose record says
+// the frame was wireLen bytes long on the wire. A whole frame (wireLen at
+// most len(frame)) is decoded exactly as Decode does. A frame the capture
+// cut short (a snap length: tcpdump -s 96) is decoded from the headers it
+// holds: the IP header's lengths are checked against wireLen instead of the
+// captured bytes, End is the end of the captured bytes, and p.Cut is set
+// when the IP packet goes on beyond them. Headers the capture cut in the
+// middle are still malformed (truncated_tcp, truncated_ipv6, ...), since
+// the fields the tracker needs are missing. The dataplane never calls it:
+// on the wire a frame shorter than its IP header says is malformed.
+func (p *Parsed) DecodeCaptured(frame []byte, wireLen int) Reason {
+	if len(frame) > MaxCapturedFrame {
+		wireLen = max(wireLen, len(frame))
+		frame = frame[:MaxCapturedFrame]
+	}
+	return p.decode(frame, max(wireLen, len(frame)))
+}
+
+// decode parses frame, which was wire bytes long on the wire (wire ==
+// len(frame) for a live frame; more for a capture cut by its snap length).
+func (p *Parsed) decode(frame []byte, wire int) Reason {
 	*p = Parsed{}
 	if len(frame) < 14 {
 		return TruncEthernet
@@ -136,14 +171,14 @@ func (p *Parsed) Decode(frame []byte) Reason {
 	p.L3Off = uint16(off)
 	switch et {
 	case EtherTypeIPv4:
-		return p.decodeIPv4(frame, off)
+		return p.decodeIPv4(frame, off, wire)
 	case EtherTypeIPv6:
-		return p.decodeIPv6(frame, off)
+		return p.decodeIPv6(frame, off, wire)
 	}
 	return NotIP
 }
 
-func (p *Parsed) decodeIPv4(frame []byte, off int) Reason {
+func (p *Parsed) decodeIPv4(frame []byte, off, wire int) Reason {
 	if len(frame) < off+20 {
 		return TruncIPv4
 	}
@@ -159,14 +194,18 @@ func (p *Parsed) decodeIPv4(frame []byte, off int) Reason {
 		return TruncIPv4
 	}
 	total := int(binary.BigEndian.Uint16(h[2:]))
-	if total < ihl || total > len(h) {
+	if total < ihl || total > wire-off {
 		return BadIPv4Length
 	}
 	if checksum(h[:ihl], 0) != 0 {
 		return BadIPv4Checksum
 	}
-	h = h[:total] // drop Ethernet padding
-	p.End = uint16(off + total)
+	ipEnd, end := off+total, off+total
+	if end > len(frame) { // only from DecodeCaptured: cut by the snap length
+		end, p.Cut = len(frame), true
+	}
+	h = frame[off:end] // drop Ethernet padding
+	p.End = uint16(end)
 	p.Family = 4
 	p.TTL = h[8]
 	p.Proto = h[9]
@@ -180,10 +219,10 @@ func (p *Parsed) decodeIPv4(frame []byte, off int) Reason {
 	if p.FragOffset != 0 {
 		return OK // non-first fragment: no transport header
 	}
-	return p.decodeL4(frame[:p.End], off+ihl)
+	return p.decodeL4(frame[:end], off+ihl, ipEnd)
 }
 
-func (p *Parsed) decodeIPv6(frame []byte, off int) Reason {
+func (p *Parsed) decodeIPv6(frame []byte, off, wire int) Reason {
 	if len(frame) < off+40 {
 		return TruncIPv6
 	}
@@ -195,15 +234,19 @@ func (p *Parsed) decodeIPv6(frame []byte, off int) Reason {
 	if plen == 0 && h[6] == ProtoHopByHop {
 		return BadIPv6Length // jumbogram: not on Ethernet
 	}
-	if 40+plen > len(h) {
+	if 40+plen > wire-off {
 		return BadIPv6Length
 	}
-	p.End = uint16(off + 40 + plen)
+	ipEnd, end := off+40+plen, off+40+plen
+	if end > len(frame) { // only from DecodeCaptured: cut by the snap length
+		end, p.Cut = len(frame), true
+	}
+	p.End = uint16(end)
 	p.Family = 6
 	p.TTL = h[7]
 	copy(p.Src[:], h[8:24])
 	copy(p.Dst[:], h[24:40])
-	frame = frame[:p.End]
+	frame = frame[:end]
 	next, l4, r := p.walkExt(frame, h[6], off+40, true)
 	if r != OK {
 		return r
@@ -212,7 +255,7 @@ func (p *Parsed) decodeIPv6(frame []byte, off int) Reason {
 	if l4 < 0 {
 		return OK // non-first fragment, ESP or no next header
 	}
-	return p.decodeL4(frame, l4)
+	return p.decodeL4(frame, l4, ipEnd)
 }
 
 // walkExt follows IPv6 extension headers from off, where next names the
@@ -261,16 +304,21 @@ func (p *Parsed) walkExt(frame []byte, next uint8, off int, outer bool) (uint8, 
 	}
 }
 
-func (p *Parsed) decodeL4(frame []byte, off int) Reason {
+// decodeL4 parses the transport header at off. frame ends where the IP
+// packet does, or where the capture cut it; ipEnd is where the IP packet
+// ends on the wire (len(frame) for a live frame). Header fields must be in
+// frame; length fields are checked against ipEnd.
+func (p *Parsed) decodeL4(frame []byte, off, ipEnd int) Reason {
 	p.L4Off = uint16(off)
 	l4 := frame[off:]
+	wl4 := ipEnd - off // the transport segment's length on the wire
 	switch p.Proto {
 	case ProtoTCP:
 		if len(l4) < 20 {
 			return TruncTCP
 		}
 		doff := int(l4[12]>>4) * 4
-		if doff < 20 || doff > len(l4) {
+		if doff < 20 || doff > wl4 {
 			return BadTCPOffset
 		}
 		p.SrcPort = binary.BigEndian.Uint16(l4[0:])
@@ -279,15 +327,17 @@ func (p *Parsed) decodeL4(frame []byte, off int) Reason {
 		p.Ack = binary.BigEndian.Uint32(l4[8:])
 		p.TCPFlags = l4[13]
 		p.HasPorts = true
-		p.PayloadOff = uint16(off + doff)
+		if doff <= len(l4) { // else options were cut by the capture: payload offset unknown
+			p.PayloadOff = uint16(off + doff)
+		}
 	case ProtoUDP, ProtoUDPLite:
 		if len(l4) < 8 {
 			return TruncUDP
 		}
 		ulen := int(binary.BigEndian.Uint16(l4[4:]))
 		// UDP-Lite's field is a checksum coverage (0 = everything).
-		if p.Proto == ProtoUDP && (ulen < 8 || ulen > len(l4)) ||
-			p.Proto == ProtoUDPLite && ulen != 0 && (ulen < 8 || ulen > len(l4)) {
+		if p.Proto == ProtoUDP && (ulen < 8 || ulen > wl4) ||
+			p.Proto == ProtoUDPLite && ulen != 0 && (ulen < 8 || ulen > wl4) {
 			return BadUDPLength
 		}
 		p.SrcPort = binary.BigEndian.Uint16(l4[0:])

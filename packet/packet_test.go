@@ -626,6 +626,9 @@ func TestReasonNames(t *testing.T) {
 
 // FuzzDecode: any input decodes without panic, and an OK result has
 // consistent offsets inside the frame; DecTTL keeps an IPv4 header valid.
+// DecodeCaptured agrees with Decode on the whole frame and, on every
+// prefix of the first 128 bytes (a capture's short snap length), gives the
+// same headers or a truncation (checkCaptured).
 func FuzzDecode(f *testing.F) {
 	for _, s := range corpus()[:60] {
 		f.Add(buildF(s))
@@ -636,6 +639,7 @@ func FuzzDecode(f *testing.F) {
 		if r >= NumReasons {
 			t.Fatalf("reason %d out of range", r)
 		}
+		checkCaptured(t, frame, &p, r, 128)
 		if r != OK {
 			return
 		}

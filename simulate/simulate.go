@@ -5,7 +5,8 @@
 // why, the shares after a failover, and seeds that balance better.
 //
 // It streams: memory is bounded by the connection tracker's limit and by
-// Options.MaxSources, never by the capture's size. Run is not safe for
+// Options.MaxSources, never by the capture's size (at most MaxRecord bytes
+// of a record are read; see capture.go for the formats and link types). Run is not safe for
 // concurrent use of one Options.Progress callback.
 package simulate
 
@@ -24,9 +25,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/conntrack"
@@ -176,8 +175,23 @@ type Report struct {
 	Seed       uint32    `json:"seed"`
 	Hash       string    `json:"hash"`
 
-	NotIP     uint64            `json:"not_ip"`
+	NotIP uint64 `json:"not_ip"`
+	// Malformed counts frames that could not be parsed, by parser reason,
+	// and frames that cannot be decoded at all: unsupported_link_type_N
+	// (N the link type number), truncated_link_header, and no_such_interface
+	// (a pcapng packet for an interface its section does not describe).
 	Malformed map[string]uint64 `json:"malformed"`
+	// PayloadNotCaptured counts frames the capture cut after their headers
+	// (a short snap length, e.g. tcpdump -s 96): they were decoded from
+	// their headers, with lengths from the IP header; bytes are the lengths
+	// on the wire.
+	PayloadNotCaptured uint64 `json:"payload_not_captured"`
+	// HeadersNotCaptured counts frames the capture cut inside their
+	// headers; they are also counted as malformed (truncated_*).
+	HeadersNotCaptured uint64 `json:"headers_not_captured"`
+	// LongRecords counts records longer than MaxRecord bytes: only their
+	// first MaxRecord bytes were read, the rest skipped.
+	LongRecords uint64 `json:"long_records"`
 	// Unowned counts packets that no node owns, by reason: INVALID
 	// packets by conntrack reason, "untracked" for ND/MLD.
 	Unowned     map[string]uint64 `json:"unowned"`
@@ -220,21 +234,11 @@ type srcKey struct {
 	addr [16]byte
 }
 
-// counter counts bytes read through it.
-type counter struct {
-	r io.Reader
-	n int64
-}
+// emptyReader is a capture with no records (a zero-byte file).
+type emptyReader struct{}
 
-func (c *counter) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
-type packetSource interface {
-	ZeroCopyReadPacketData() ([]byte, gopacket.CaptureInfo, error)
-}
+func (emptyReader) next(*record) error { return io.EOF }
+func (emptyReader) offset() int64      { return 0 }
 
 // Run replays the capture in r. On a truncated or corrupt capture it
 // returns the report of what was read (with Warning set) and a
@@ -249,57 +253,36 @@ func Run(r io.Reader, opts Options) (*Report, error) {
 	if opts.MaxSources == 0 {
 		opts.MaxSources = 1 << 20
 	}
-	cnt := &counter{r: r}
-	br := bufio.NewReaderSize(cnt, 1<<20)
+	br := bufio.NewReaderSize(r, 1<<20)
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		gz, err := gzip.NewReader(br)
 		if err != nil {
 			return nil, fmt.Errorf("gzip: %w", err)
 		}
-		cnt = &counter{r: gz}
-		br = bufio.NewReaderSize(cnt, 1<<20)
+		br = bufio.NewReaderSize(gz, 1<<20)
 	}
-	offset := func() int64 { return cnt.n - int64(br.Buffered()) }
 
 	rep := &Report{TotalNodes: opts.TotalNodes, Seed: opts.Seed, Hash: opts.Hash.String(),
 		Malformed: map[string]uint64{}, Unowned: map[string]uint64{}}
-	var src packetSource
-	linkOf := func(gopacket.CaptureInfo) layers.LinkType { return 0 }
+	var src recordReader
 	magic, err := br.Peek(4)
-	if err != nil {
+	switch {
+	case len(magic) == 0 && err == io.EOF:
+		rep.Format = "empty"
+		src = emptyReader{}
+	case err != nil:
 		return nil, fmt.Errorf("read capture header: %w", err)
-	}
-	if binary.LittleEndian.Uint32(magic) == 0x0a0d0d0a {
-		ng, err := pcapgo.NewNgReader(br, pcapgo.NgReaderOptions{})
-		if err != nil {
-			return nil, fmt.Errorf("pcapng: %w", err)
-		}
+	case binary.LittleEndian.Uint32(magic) == ngSHB:
 		rep.Format = "pcapng"
-		src = ng
-		cache := map[int]layers.LinkType{}
-		linkOf = func(ci gopacket.CaptureInfo) layers.LinkType {
-			lt, ok := cache[ci.InterfaceIndex]
-			if !ok {
-				if ifc, err := ng.Interface(ci.InterfaceIndex); err == nil {
-					lt = ifc.LinkType
-				} else {
-					lt = ng.LinkType()
-				}
-				cache[ci.InterfaceIndex] = lt
-			}
-			return lt
-		}
-	} else {
-		pr, err := pcapgo.NewReader(br)
+		src = newNgReader(br)
+	default:
+		pr, err := newPcapReader(br)
 		if err != nil {
 			return nil, fmt.Errorf("not a pcap or pcapng capture: %w", err)
 		}
 		rep.Format = "pcap"
 		src = pr
-		lt := pr.LinkType()
-		linkOf = func(gopacket.CaptureInfo) layers.LinkType { return lt }
 	}
-
 	var buckets [cluster.MaxNodes]counts
 	match := cluster.LocalNode(opts.TotalNodes, 1, opts.Seed)
 	match.Hash = opts.Hash
@@ -328,12 +311,13 @@ func Run(r io.Reader, opts Options) (*Report, error) {
 	seenLinks := map[layers.LinkType]bool{}
 	var (
 		p      packet.Parsed
-		eth    = make([]byte, 0, 1<<16)
+		rec    record
+		eth    = make([]byte, 0, MaxRecord+64)
 		capErr error
 	)
 	for {
-		off := offset()
-		data, ci, err := src.ZeroCopyReadPacketData()
+		off := src.offset()
+		err := src.next(&rec)
 		if err == io.EOF {
 			break
 		}
@@ -342,34 +326,56 @@ func Run(r io.Reader, opts Options) (*Report, error) {
 			break
 		}
 		rep.Frames++
-		rep.Bytes += uint64(ci.Length)
-		if rep.First.IsZero() {
-			rep.First = ci.Timestamp
+		wire := uint64(rec.wireLen)
+		rep.Bytes += wire
+		if !rec.noIface { // else its timestamp's units are unknown
+			if rep.First.IsZero() {
+				rep.First = rec.ts
+			}
+			rep.Last = rec.ts
 		}
-		rep.Last = ci.Timestamp
 		if opts.Progress != nil && rep.Frames&0xffff == 0 {
-			opts.Progress(rep.Frames, offset())
+			opts.Progress(rep.Frames, src.offset())
 		}
-		lt := linkOf(ci)
-		if !seenLinks[lt] {
-			seenLinks[lt] = true
-			rep.LinkTypes = append(rep.LinkTypes, lt.String())
+		if rec.capLen > MaxRecord {
+			rep.LongRecords++
 		}
-		frame, ok := toEthernet(lt, data, &eth)
-		if !ok {
-			rep.Malformed["unsupported_link_type_"+strconv.Itoa(int(lt))]++
+		if rec.noIface {
+			rep.Malformed["no_such_interface"]++
 			continue
 		}
-		switch r := p.Decode(frame); r {
+		if !seenLinks[rec.link] {
+			seenLinks[rec.link] = true
+			rep.LinkTypes = append(rep.LinkTypes, rec.link.String())
+		}
+		frame, delta, lr := toEthernet(rec.link, rec.data, &eth)
+		switch lr {
+		case linkUnsupported:
+			rep.Malformed["unsupported_link_type_"+strconv.Itoa(int(rec.link))]++
+			continue
+		case linkTruncated:
+			rep.Malformed["truncated_link_header"]++
+			continue
+		case linkNotIP:
+			rep.NotIP++
+			continue
+		}
+		switch r := p.DecodeCaptured(frame, int(rec.wireLen)+delta); r {
 		case packet.OK:
+			if p.Cut {
+				rep.PayloadNotCaptured++
+			}
 		case packet.NotIP:
 			rep.NotIP++
 			continue
 		default:
 			rep.Malformed[r.String()]++
+			if int64(len(rec.data)) < rec.wireLen && strings.HasPrefix(r.String(), "truncated_") {
+				rep.HeadersNotCaptured++
+			}
 			continue
 		}
-		res := tb.Track(&p, ci.Timestamp.UnixNano())
+		res := tb.Track(&p, rec.ts.UnixNano())
 		switch res.State {
 		case conntrack.Invalid:
 			rep.Unowned[res.Reason.String()]++
@@ -381,16 +387,16 @@ func Run(r io.Reader, opts Options) (*Report, error) {
 		rep.Tracked++
 		b := &buckets[res.Tag]
 		b.pkts++
-		b.bytes += uint64(ci.Length)
+		b.bytes += wire
 		if c := sources[srcKey{fam: res.Family, addr: res.Orig}]; c != nil {
 			c.pkts++
-			c.bytes += uint64(ci.Length)
+			c.bytes += wire
 		} else {
-			rep.UnsampledBytes += uint64(ci.Length)
+			rep.UnsampledBytes += wire
 		}
 	}
 	if opts.Progress != nil {
-		opts.Progress(rep.Frames, offset())
+		opts.Progress(rep.Frames, src.offset())
 	}
 	rep.Conntrack = tb.Stats()
 	rep.Connections = rep.Conntrack.Inserts
@@ -424,42 +430,6 @@ func Run(r io.Reader, opts Options) (*Report, error) {
 		return rep, capErr
 	}
 	return rep, nil
-}
-
-// toEthernet returns the frame as an Ethernet frame for the parser,
-// converting Linux cooked (SLL, SLL2) and raw IP captures into buf.
-func toEthernet(lt layers.LinkType, data []byte, buf *[]byte) ([]byte, bool) {
-	var proto uint16
-	var payload []byte
-	switch lt {
-	case layers.LinkTypeEthernet:
-		return data, true
-	case layers.LinkTypeLinuxSLL:
-		if len(data) < 16 {
-			return data, true // let the parser count it as truncated
-		}
-		proto, payload = binary.BigEndian.Uint16(data[14:]), data[16:]
-	case layers.LinkTypeLinuxSLL2:
-		if len(data) < 20 {
-			return data, true
-		}
-		proto, payload = binary.BigEndian.Uint16(data[0:]), data[20:]
-	case layers.LinkTypeRaw, layers.LinkTypeIPv4, layers.LinkTypeIPv6:
-		if len(data) == 0 {
-			return data, true
-		}
-		proto, payload = packet.EtherTypeIPv4, data
-		if data[0]>>4 == 6 {
-			proto = packet.EtherTypeIPv6
-		}
-	default:
-		return nil, false
-	}
-	b := (*buf)[:0]
-	b = append(b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, byte(proto>>8), byte(proto))
-	b = append(b, payload...)
-	*buf = b
-	return b, true
 }
 
 func imbalance(vals []uint64) float64 {

@@ -50,7 +50,7 @@ func runOwner(e env, args []string) int {
 		status := exitOK
 		for _, a := range fs.Args() {
 			if err := ownerLine(out, &m, []byte(a)); err != nil {
-				fmt.Fprintf(e.stderr, "xdpcluster owner: argument %q: %v\n", a, err)
+				fmt.Fprintf(e.stderr, "xdpcluster owner: argument %s: %v\n", echo([]byte(a)), err)
 				status = exitFail
 			}
 		}
@@ -107,21 +107,26 @@ func ownerStream(e env, out *bufio.Writer, m *cluster.Match) int {
 	for lineNo := 1; ; lineNo++ {
 		line, err := in.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
-			// An absurdly long line: report it and skip to its end.
+			// An absurdly long line: report it once, with its start and
+			// length, and skip to its end without keeping it.
+			head := fmt.Sprintf("%q...", line[:echoMax])
+			n := len(line)
 			for errors.Is(err, bufio.ErrBufferFull) {
-				_, err = in.ReadSlice('\n')
+				line, err = in.ReadSlice('\n')
+				n += len(line)
 			}
-			fmt.Fprintf(e.stderr, "xdpcluster owner: line %d: longer than %d bytes, not an address\n", lineNo, in.Size())
+			if len(line) > 0 && line[len(line)-1] == '\n' {
+				n--
+			}
+			fmt.Fprintf(e.stderr, "xdpcluster owner: line %d: %d bytes, over the %d-byte limit, not an address: %s\n", lineNo, n, in.Size()-1, head)
 			status = exitFail
-			if err == nil {
-				continue
-			}
+			line = nil // nothing of it is answered
 		}
 		if len(line) > 0 {
 			text := bytes.TrimSpace(line)
 			if len(text) > 0 && text[0] != '#' {
 				if perr := ownerLine(out, m, text); perr != nil {
-					fmt.Fprintf(e.stderr, "xdpcluster owner: line %d: %q: %v\n", lineNo, text, perr)
+					fmt.Fprintf(e.stderr, "xdpcluster owner: line %d: %s: %v\n", lineNo, echo(text), perr)
 					status = exitFail
 				}
 			}
@@ -134,6 +139,19 @@ func ownerStream(e env, out *bufio.Writer, m *cluster.Match) int {
 			return exitFail
 		}
 	}
+}
+
+// echoMax is how much of a bad line or argument an error message quotes.
+const echoMax = 64
+
+// echo quotes text for an error message: whole if short, else its first
+// echoMax bytes, "..." and its length, so a huge line cannot flood the
+// terminal.
+func echo(text []byte) string {
+	if len(text) <= echoMax {
+		return fmt.Sprintf("%q", text)
+	}
+	return fmt.Sprintf("%q... (%d bytes)", text[:echoMax], len(text))
 }
 
 var errNotAddr = errors.New("not an IPv4 or IPv6 address")

@@ -168,3 +168,62 @@ func BenchmarkOwnerStream(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*lines)/b.Elapsed().Seconds(), "lines/s")
 }
+
+// TestOwnerLongLines: a line longer than the 64 KiB read buffer, in the
+// middle or last without a newline, is reported once with its line number
+// and length, quoted only by its first 64 bytes; the other lines are still
+// answered. A long bad argument is quoted the same way.
+func TestOwnerLongLines(t *testing.T) {
+	long := strings.Repeat("9", 200000)
+	for _, tc := range []struct {
+		name, in string
+		line     int
+		answered []string
+	}{
+		{"last line, no newline", "10.0.0.1\n10.0.0.2\n" + long, 3, []string{"10.0.0.1", "10.0.0.2"}},
+		{"last line, newline", "10.0.0.1\n" + long + "\n", 2, []string{"10.0.0.1"}},
+		{"middle", "10.0.0.1\n" + long + "\n10.0.0.3\n", 2, []string{"10.0.0.1", "10.0.0.3"}},
+		{"exactly the buffer", "10.0.0.1\n" + long[:64<<10] + "\n10.0.0.3", 2, []string{"10.0.0.1", "10.0.0.3"}},
+		{"bad short line", "10.0.0.1\n" + long[:1000] + "\n10.0.0.3", 2, []string{"10.0.0.1", "10.0.0.3"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, code := runCmd(tc.in, "owner", "--cluster-total-nodes", "2", "--cluster-hash-seed", "0")
+			if code != exitFail {
+				t.Errorf("exit %d, want 1", code)
+			}
+			m := cluster.LocalNode(2, 1, 0)
+			var want strings.Builder
+			for _, a := range tc.answered {
+				fmt.Fprintf(&want, "%s %d\n", a, m.Node(netip.MustParseAddr(a))+1)
+			}
+			if out != want.String() {
+				t.Errorf("stdout %.200q, want %q", out, want.String())
+			}
+			if n := strings.Count(errOut, "xdpcluster owner:"); n != 1 {
+				t.Errorf("%d error lines, want 1: %.300q", n, errOut)
+			}
+			if len(errOut) > 300 {
+				t.Errorf("stderr is %d bytes: the long line is echoed: %.300q", len(errOut), errOut)
+			}
+			n := len(long)
+			switch tc.name {
+			case "exactly the buffer":
+				n = 64 << 10
+			case "bad short line":
+				// Within the limit: an ordinary bad line, quoted by its start.
+				if want := fmt.Sprintf("line 2: %q... (1000 bytes): not an IPv4 or IPv6 address", long[:64]); !strings.Contains(errOut, want) {
+					t.Errorf("stderr %.300q lacks %q", errOut, want)
+				}
+				return
+			}
+			wantMsg := fmt.Sprintf("line %d: %d bytes, over the 65535-byte limit, not an address: %q...", tc.line, n, long[:64])
+			if !strings.Contains(errOut, wantMsg) {
+				t.Errorf("stderr %.300q lacks %q", errOut, wantMsg)
+			}
+		})
+	}
+	_, errOut, code := runCmd("", "owner", "--cluster-total-nodes", "2", "--cluster-hash-seed", "0", long)
+	if want := fmt.Sprintf("argument %q... (200000 bytes): not an IPv4", long[:64]); code != exitFail || !strings.Contains(errOut, want) || len(errOut) > 300 {
+		t.Errorf("long argument: exit %d, stderr %.300q; want %q", code, errOut, want)
+	}
+}

@@ -19,7 +19,9 @@ import (
 
 const simulateDescription = `
 Replay a capture (pcap or pcapng, optionally gzipped; Ethernet, VLAN-tagged,
-Linux cooked SLL/SLL2 or raw IP) through xdpcluster's real parser,
+Linux cooked SLL/SLL2, raw IP, BSD loopback NULL/LOOP, PPP, Cisco HDLC,
+PFLOG, FDDI or 802.11; in pcapng every interface's own link type) through
+xdpcluster's real parser,
 connection tracker and cluster match for all nodes at once, and print each
 node's share of connections, packets and bytes, the imbalance (max / mean),
 the sources that drive it, the packets no node would own and why, and a
@@ -28,9 +30,15 @@ check that every tracked packet is owned by exactly one node.
 --takeover FAILED:BY (several separated by commas) adds the shares after a
 failover; --seed-search K tries K seeds and prints the best, with the rule
 to use. Memory is bounded by --max-entries and --max-sources, not by the
-capture's size. A truncated or corrupt capture is reported with the frame
-number and byte offset; the results so far are still printed, and the exit
-status is 1.
+capture's size: at most 65,535 bytes of a record are read, the rest of a
+longer one is skipped (and counted). A capture taken with a short snap
+length (tcpdump -s 96) is decoded from the headers it holds, with lengths
+from the IP header; the report says how many frames lacked their payload.
+Frames that cannot be decoded (link types that carry no IP, headers cut by
+the snap length) are counted as malformed, never skipped silently. An empty
+capture is 0 frames. A truncated or corrupt capture is reported with the
+frame number and byte offset; the results so far are still printed, and the
+exit status is 1.
 
 Examples:
   xdpcluster simulate --pcap gw.pcap --cluster-total-nodes 3 --cluster-hash-seed 0xdeadbeef
@@ -230,6 +238,20 @@ var reasonHelp = map[string]string{
 	"untracked":             "IPv6 neighbour discovery / MLD (control path, never tracked)",
 }
 
+// malformedHelp explains the reasons that are about the capture rather
+// than the packet.
+func malformedHelp(k string) string {
+	switch {
+	case strings.HasPrefix(k, "unsupported_link_type_"):
+		return "frames of a link type that carries no IP (or unknown): not decoded"
+	case k == "truncated_link_header":
+		return "link-layer header cut short"
+	case k == "no_such_interface":
+		return "pcapng packets for an interface the file does not describe"
+	}
+	return ""
+}
+
 func printScenario(w io.Writer, s *simulate.Scenario) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "node\tbuckets\tconnections\t\tpackets\t\tbytes\t\t\n")
@@ -276,7 +298,11 @@ func printSources(w io.Writer, title string, ss []simulate.Source) {
 
 func printReport(w io.Writer, name string, r *simulate.Report, opts simulate.Options) {
 	dur := r.Last.Sub(r.First).Round(time.Millisecond)
-	fmt.Fprintf(w, "capture: %s (%s, %s): %s frames, %s", name, r.Format, strings.Join(r.LinkTypes, ", "), thousands(r.Frames), humanBytes(r.Bytes))
+	kind := r.Format
+	if len(r.LinkTypes) > 0 {
+		kind += ", " + strings.Join(r.LinkTypes, ", ")
+	}
+	fmt.Fprintf(w, "capture: %s (%s): %s frames, %s", name, kind, thousands(r.Frames), humanBytes(r.Bytes))
 	if !r.First.IsZero() {
 		fmt.Fprintf(w, ", %s over %s", r.First.Format(time.RFC3339), dur)
 	}
@@ -304,8 +330,23 @@ func printReport(w io.Writer, name string, r *simulate.Report, opts simulate.Opt
 		malformed += v
 	}
 	fmt.Fprintf(w, "not IP (ARP, LLDP, ...): %s frames; malformed: %s frames\n", thousands(r.NotIP), thousands(malformed))
-	for k, v := range r.Malformed {
-		fmt.Fprintf(w, "  %-22s %12s\n", k, thousands(v))
+	var kinds []string
+	for k := range r.Malformed {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		fmt.Fprintln(w, strings.TrimRight(fmt.Sprintf("  %-22s %12s  %s", k, thousands(r.Malformed[k]), malformedHelp(k)), " "))
+	}
+	if r.PayloadNotCaptured > 0 {
+		fmt.Fprintf(w, "payload not captured (snap length): %s frames, decoded from their headers; lengths from the IP header\n", thousands(r.PayloadNotCaptured))
+	}
+	if r.HeadersNotCaptured > 0 {
+		fmt.Fprintf(w, "headers not captured (snap length): %s frames, counted as malformed above\n", thousands(r.HeadersNotCaptured))
+	}
+	if r.LongRecords > 0 {
+		fmt.Fprintf(w, "records longer than %s bytes: %s, truncated (only their first %s bytes were read)\n",
+			thousands(simulate.MaxRecord), thousands(r.LongRecords), thousands(simulate.MaxRecord))
 	}
 	printSources(w, "top original sources by bytes (the hash input):", r.TopSources)
 	title := "top prefixes by bytes (IPv4 /24; IPv6 /32, which lands whole on one node in xt_cluster mode):"

@@ -88,6 +88,7 @@ func TestDaemon(t *testing.T) {
 		`xdpcluster_ring_events_total{event="tx_errors",port="back/q0"}`,
 		`xdpcluster_xdp_packets_total{interface="front",verdict="passed"}`,
 		`xdpcluster_neighbour_messages_total{event="announcements",interface="front",protocol="any"} 2`,
+		`xdpcluster_neighbour_messages_total{event="socket_drops",interface="front",protocol="any"} 0`,
 		`xdpcluster_batch_size_bucket{interface="front",le="64"}`,
 		`xdpcluster_node_mask 1`, `xdpcluster_total_nodes 2`, `xdpcluster_local_node{node="1"} 1`,
 		`xdpcluster_build_info{`, `xdpcluster_interface_info{interface="front",mode="xdp native, afxdp`,
@@ -199,7 +200,8 @@ state_dir: %s
 	}
 	m := get(t, "http://"+d.MetricsAddr()+"/metrics")
 	for _, want := range []string{`xdpcluster_packets_total{interface="front",verdict="owned"}`, `xdpcluster_packets_total{interface="front",verdict="foreign"}`,
-		`xdpcluster_icmp_errors_by_inner_total{interface="front"}`, `xdpcluster_node_mask 3`, `xdpcluster_neighbour_messages_total`} {
+		`xdpcluster_icmp_errors_by_inner_total{interface="front"}`, `xdpcluster_node_mask 3`, `xdpcluster_neighbour_messages_total`,
+		`xdpcluster_neighbour_messages_total{event="socket_drops",interface="front",protocol="any"}`} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)
 		}
