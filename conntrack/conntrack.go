@@ -139,6 +139,7 @@ type Stats struct {
 	Evicted     uint64 // removed early to make room for a new connection
 	TableFull   uint64 // new connections refused: nothing evictable
 	Reopened    uint64 // TCP connections reopened by a SYN in TIME_WAIT/CLOSE
+	Reset       uint64 // TCP connections deleted by a RST before any reply (a refused SYN)
 	Fragments   int    // datagrams in the fragment table now
 	FragEvicted uint64 // fragment records dropped to make room
 }
@@ -157,6 +158,7 @@ type shard struct {
 	evicted  uint64
 	full     uint64
 	reopened uint64
+	reset    uint64
 	fragEv   uint64
 	_        [64]byte // keep neighbouring shards' locks off this cache line
 }
@@ -389,6 +391,7 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 		dir := dirOf(e, srcIsA)
 		old := TCPState(e.state)
 		nw := tcpTransitions[dir][idx][old]
+		replied := e.flags&flagSeenReply != 0
 		// A SYN in TIME_WAIT or CLOSE reopens the connection only if its
 		// close began with a FIN, or if the last packet was a RST sent in
 		// the SYN's direction; otherwise the kernel ignores it.
@@ -412,7 +415,13 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 					e.flags |= flagCloseInit
 				}
 				e.state = uint8(nw)
-				e.expires = now + t.tmo[nw]
+				// A SYN repeated before any reply (a retransmission, or
+				// the reply SYN of a simultaneous open) does not renew
+				// the timeout, as in the kernel: a client reusing its
+				// port cannot keep an unanswered entry alive forever.
+				if replied || idx != tcpSyn || old != TCPSynSent {
+					e.expires = now + t.tmo[nw]
+				}
 			}
 			e.flags &^= flagLastRst | flagLastReply
 			if idx == tcpRst {
@@ -422,6 +431,17 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 				e.flags |= flagSeenReply | flagLastReply
 			}
 			setResult(r, k, e, dir, stateOf(e))
+			// A RST on a connection that has seen no reply (typically the
+			// server refusing a SYN) deletes it at once, as the kernel's
+			// nf_conntrack_tcp_packet does: the packet itself still counts
+			// as part of the connection, but a retried SYN on the same
+			// port starts a new one, and a second RST belongs to nothing.
+			// (A RST is never ignored: it reaches here only as a
+			// transition to CLOSE.)
+			if idx == tcpRst && !replied {
+				sh.removeKey(k, h)
+				sh.reset++
+			}
 			return
 		}
 		// A SYN reopens a closed connection: forget it and start again
@@ -681,6 +701,7 @@ func (t *Table) Stats() Stats {
 		s.Evicted += sh.evicted
 		s.TableFull += sh.full
 		s.Reopened += sh.reopened
+		s.Reset += sh.reset
 		s.FragEvicted += sh.fragEv
 		sh.mu.Unlock()
 	}

@@ -113,9 +113,28 @@ func TestTCPTransitions(t *testing.T) {
 		{"RST from server", false, append(handshake[:3:3],
 			step{s, RST, Established, 0, TCPClose},
 			step{c, ACK, Established, 0, TCPClose})},
+		// A RST before any reply deletes the connection (the kernel's
+		// nf_ct_kill on an unreplied RST): a second RST belongs to
+		// nothing, and the client's retry on the same port is new.
 		{"RST answering SYN", false, []step{
 			{c, SYN, New, 0, TCPSynSent},
-			{s, RST | ACK, Established, 0, TCPClose}}},
+			{s, RST | ACK, Established, 0, 0},
+			{s, RST | ACK, Invalid, TCPNoSyn, 0},
+			{c, SYN, New, 0, TCPSynSent},
+			{s, SYN | ACK, Established, 0, TCPSynRecv},
+			{c, ACK, Established, 0, TCPEstablished}}},
+		{"client RST before any reply", false, []step{
+			{c, SYN, New, 0, TCPSynSent},
+			{c, RST, New, 0, 0},
+			{c, RST, Invalid, TCPNoSyn, 0}}},
+		{"RST after a reply keeps the connection", false, []step{
+			{c, SYN, New, 0, TCPSynSent},
+			{s, SYN | ACK, Established, 0, TCPSynRecv},
+			{s, RST, Established, 0, TCPClose},
+			{s, RST, Established, 0, TCPClose}}},
+		{"RST of a picked-up unreplied connection", true, []step{
+			{c, ACK, New, 0, TCPEstablished},
+			{c, RST, New, 0, 0}}},
 		{"FIN both ways, then reuse", false, append(handshake[:3:3],
 			step{c, FIN | ACK, Established, 0, TCPFinWait},
 			step{s, ACK, Established, 0, TCPCloseWait},
@@ -198,6 +217,29 @@ func TestTCPAssuredAndTimeouts(t *testing.T) {
 	tb2.Track(pkt(false, c, packet.ProtoTCP, SYN), now)
 	if res := tb2.Track(pkt(false, s, packet.ProtoTCP, SYN|ACK), now+int64(6*time.Second)); res.State != Invalid {
 		t.Fatalf("SYN/ACK after the SYN expired: %v", res.State)
+	}
+	// A retransmitted SYN does not renew an unreplied entry's timeout
+	// (the kernel's "do not renew timeout on SYN retransmit").
+	tb3 := newTable(t, Config{Timeouts: Timeouts{SynSent: 5 * time.Second}})
+	tb3.Track(pkt(false, c, packet.ProtoTCP, SYN), now)
+	if res := tb3.Track(pkt(false, c, packet.ProtoTCP, SYN), now+int64(3*time.Second)); res.State != New {
+		t.Fatalf("retransmitted SYN: %v", res.State)
+	}
+	if info, _ := tb3.Get(pkt(false, c, packet.ProtoTCP, 0).Tuple, now); info.Expires != now+int64(5*time.Second) {
+		t.Fatalf("retransmitted SYN renewed the timeout: expires %v after the first SYN, want 5s", time.Duration(info.Expires-now))
+	}
+	if res := tb3.Track(pkt(false, s, packet.ProtoTCP, SYN|ACK), now+int64(6*time.Second)); res.State != Invalid {
+		t.Fatalf("SYN/ACK 6 s after the first SYN (3 s after its retransmission): %v, want INVALID", res.State)
+	}
+}
+
+func TestRSTBeforeReplyCounted(t *testing.T) {
+	tb := newTable(t, Config{})
+	now := int64(time.Hour)
+	tb.Track(pkt(false, c, packet.ProtoTCP, SYN), now)
+	tb.Track(pkt(false, s, packet.ProtoTCP, RST|ACK), now)
+	if st := tb.Stats(); st.Reset != 1 || st.Entries != 0 {
+		t.Fatalf("after SYN, RST: reset %d, entries %d; want 1 and 0", st.Reset, st.Entries)
 	}
 }
 
