@@ -109,14 +109,20 @@ const (
 	flagCloseInit             // TCP: the close began with a FIN (IP_CT_TCP_FLAG_CLOSE_INIT)
 	flagLastRst               // TCP: the last packet was a RST...
 	flagLastReply             // ...or anything else, sent in the reply direction
+	flagLastSyn               // TCP: the last packet was a SYN
+	flagChallenge             // TCP: a SYN was ignored in LAST_ACK; its peer may answer with a challenge ACK (IP_CT_EXP_CHALLENGE_ACK)
 )
 
 type entry struct {
-	expires int64  // ns
-	born    uint32 // ms, wrapping; only differences are used
-	state   uint8  // TCPState for TCP
-	flags   uint8
-	tag     uint8
+	expires int64 // ns
+	// born is when the entry was created (ms, wrapping; only differences
+	// are used), for UDP-like protocols. TCP has no use for it there and
+	// keeps in it the end sequence (seq + length + 1) of the last SYN it
+	// ignored (the kernel's last_end), valid while flagLastSyn is set.
+	born  uint32
+	state uint8 // TCPState for TCP
+	flags uint8
+	tag   uint8
 }
 
 type fragKey struct {
@@ -400,6 +406,27 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 		if nw == TCPSynSent && old >= TCPTimeWait && !reopen {
 			nw = tcpIgnore
 		}
+		lastSynOther := e.flags&flagLastSyn != 0 && (e.flags&flagLastReply != 0) != (dir == Reply)
+		switch {
+		case nw == tcpIgnore && idx == tcpSynAck && lastSynOther && p.Ack == e.born:
+			// A SYN/ACK answering the SYN just ignored: client and server
+			// are in sync and we are not (e.g. a client reconnecting from
+			// its port after the server's RST). Resynchronise as the
+			// kernel does: SYN_RECV, and the close forgotten.
+			old, nw = TCPSynSent, TCPSynRecv
+			e.flags &^= flagCloseInit | flagChallenge
+		case old == TCPLastAck && idx == tcpAck && lastSynOther && e.flags&flagChallenge != 0:
+			// The peer's challenge ACK (RFC 5961) to a SYN ignored in
+			// LAST_ACK does not acknowledge the last FIN: accepted,
+			// nothing else changes (the kernel does not even record it
+			// as the last packet).
+			e.flags &^= flagChallenge
+			if dir == Reply {
+				e.flags |= flagSeenReply
+			}
+			setResult(r, k, e, dir, stateOf(e))
+			return
+		}
 		if !reopen {
 			switch nw {
 			case tcpInvalid:
@@ -423,9 +450,19 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 					e.expires = now + t.tmo[nw]
 				}
 			}
-			e.flags &^= flagLastRst | flagLastReply
-			if idx == tcpRst {
+			e.flags &^= flagLastRst | flagLastSyn | flagLastReply
+			switch idx {
+			case tcpRst:
 				e.flags |= flagLastRst
+			case tcpSyn:
+				e.flags |= flagLastSyn
+				if nw == tcpIgnore && dir == Original {
+					e.born = tcpEnd(p)
+					e.flags &^= flagChallenge
+					if old == TCPLastAck {
+						e.flags |= flagChallenge
+					}
+				}
 			}
 			if dir == Reply {
 				e.flags |= flagSeenReply | flagLastReply
@@ -465,6 +502,23 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 		return
 	}
 	setResult(r, k, e, Original, New)
+}
+
+// tcpEnd is the sequence number just past a segment: its sequence
+// number, plus its payload, plus one for a SYN and one for a FIN (the
+// kernel's segment_seq_plus_len).
+func tcpEnd(p *packet.Parsed) uint32 {
+	end := p.Seq
+	if p.PayloadOff != 0 && p.End > p.PayloadOff {
+		end += uint32(p.End - p.PayloadOff)
+	}
+	if p.TCPFlags&packet.TCPSyn != 0 {
+		end++
+	}
+	if p.TCPFlags&packet.TCPFin != 0 {
+		end++
+	}
+	return end
 }
 
 // trackDatagram tracks UDP-like protocols (ports) and the generic

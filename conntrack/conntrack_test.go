@@ -233,6 +233,62 @@ func TestTCPAssuredAndTimeouts(t *testing.T) {
 	}
 }
 
+// TestTCPResyncAndChallenge: the two places where the kernel looks at
+// sequence numbers even when liberal, both about a SYN it ignored.
+func TestTCPResyncAndChallenge(t *testing.T) {
+	type seg struct {
+		from     string
+		flags    uint8
+		seq, ack uint32
+		want     State
+		after    TCPState
+	}
+	handshake := []seg{{c, SYN, 1000, 0, New, TCPSynSent}, {s, SYN | ACK, 5000, 1001, Established, TCPSynRecv}, {c, ACK, 1001, 5001, Established, TCPEstablished}}
+	tests := []struct {
+		name string
+		segs []seg
+	}{
+		{"SYN/ACK answering the SYN ignored after the server's RST", []seg{
+			{s, RST, 5001, 0, Established, TCPClose},
+			{c, SYN, 9000, 0, Established, TCPClose},
+			{s, SYN | ACK, 7000, 9001, Established, TCPSynRecv},
+			{c, ACK, 9001, 7001, Established, TCPEstablished}}},
+		{"SYN/ACK answering something else", []seg{
+			{s, RST, 5001, 0, Established, TCPClose},
+			{c, SYN, 9000, 0, Established, TCPClose},
+			{s, SYN | ACK, 7000, 4242, Established, TCPClose}}},
+		{"resync from FIN_WAIT", []seg{
+			{c, FIN | ACK, 1001, 5001, Established, TCPFinWait},
+			{c, SYN, 9000, 0, Established, TCPFinWait},
+			{s, SYN | ACK, 7000, 9001, Established, TCPSynRecv},
+			{c, ACK, 9001, 7001, Established, TCPEstablished},
+			{c, SYN, 19000, 0, Established, TCPEstablished}}},
+		{"challenge ACK in LAST_ACK", []seg{
+			{c, FIN | ACK, 1001, 5001, Established, TCPFinWait},
+			{s, FIN | ACK, 5001, 1002, Established, TCPLastAck},
+			{c, SYN, 9000, 0, Established, TCPLastAck},
+			{s, ACK, 5002, 1002, Established, TCPLastAck}, // the challenge
+			{s, ACK, 5002, 1002, Established, TCPTimeWait},
+			{c, SYN, 9000, 0, New, TCPSynSent}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tb := newTable(t, Config{})
+			now := int64(time.Hour)
+			for i, sg := range append(handshake[:3:3], tc.segs...) {
+				p := pkt(false, sg.from, packet.ProtoTCP, sg.flags)
+				p.Seq, p.Ack = sg.seq, sg.ack
+				if res := tb.Track(p, now); res.State != sg.want {
+					t.Fatalf("segment %d (%s %#x): %v, want %v", i, sg.from, sg.flags, res.State, sg.want)
+				}
+				if info, _ := tb.Get(p.Tuple, now); info.TCPState != sg.after {
+					t.Fatalf("segment %d (%s %#x): state %v, want %v", i, sg.from, sg.flags, info.TCPState, sg.after)
+				}
+			}
+		})
+	}
+}
+
 func TestRSTBeforeReplyCounted(t *testing.T) {
 	tb := newTable(t, Config{})
 	now := int64(time.Hour)

@@ -334,6 +334,44 @@ func scenarios() []scenario {
 			{from: "s", kind: "tcp", flags: "A", seq: 5000, ack: 77},
 			{from: "c", kind: "tcp", flags: "R", seq: 77},
 			{from: "c", kind: "tcp", flags: "S", seq: 1000}})
+		// The server resets an established connection and the client
+		// reconnects from the same port: the kernel ignores the SYN (the
+		// RST came from the other side), then resynchronises on the
+		// SYN/ACK that answers it.
+		add("server RST, client reconnects from the same port", hs(
+			pk{from: "s", kind: "tcp", flags: "R", seq: 5001},
+			pk{from: "c", kind: "tcp", flags: "S", seq: 9000},
+			pk{from: "s", kind: "tcp", flags: "SA", seq: 7000, ack: 9001},
+			pk{from: "c", kind: "tcp", flags: "A", seq: 9001, ack: 7001},
+			pk{from: "c", kind: "tcp", flags: "FA", seq: 9001, ack: 7001},
+			pk{from: "s", kind: "tcp", flags: "FA", seq: 7001, ack: 9002},
+			pk{from: "c", kind: "tcp", flags: "A", seq: 9002, ack: 7002},
+			pk{from: "c", kind: "tcp", flags: "S", seq: 19000}))
+		add("SYN/ACK not answering the ignored SYN", hs(
+			pk{from: "s", kind: "tcp", flags: "R", seq: 5001},
+			pk{from: "c", kind: "tcp", flags: "S", seq: 9000},
+			pk{from: "s", kind: "tcp", flags: "SA", seq: 7000, ack: 4242},
+			pk{from: "c", kind: "tcp", flags: "A", seq: 9001, ack: 7001},
+			pk{from: "c", kind: "tcp", flags: "S", seq: 9000}))
+		add("SYN in FIN_WAIT, SYN/ACK answering it", hs(
+			pk{from: "c", kind: "tcp", flags: "FA", seq: 1001, ack: 5001},
+			pk{from: "c", kind: "tcp", flags: "S", seq: 9000},
+			pk{from: "s", kind: "tcp", flags: "SA", seq: 7000, ack: 9001},
+			pk{from: "c", kind: "tcp", flags: "A", seq: 9001, ack: 7001},
+			pk{from: "s", kind: "tcp", flags: "FA", seq: 7001, ack: 9001},
+			pk{from: "c", kind: "tcp", flags: "A", seq: 9001, ack: 7002},
+			pk{from: "c", kind: "tcp", flags: "S", seq: 29000}))
+		// RFC 5961: a SYN in LAST_ACK draws a challenge ACK, which must
+		// not be taken for the ACK of the last FIN.
+		add("challenge ACK to a SYN in LAST_ACK", hs(
+			pk{from: "c", kind: "tcp", flags: "FA", seq: 1001, ack: 5001},
+			pk{from: "s", kind: "tcp", flags: "FA", seq: 5001, ack: 1002},
+			pk{from: "c", kind: "tcp", flags: "S", seq: 9000},
+			pk{from: "s", kind: "tcp", flags: "A", seq: 5002, ack: 1002},
+			pk{from: "c", kind: "tcp", flags: "S", seq: 9000},
+			pk{from: "s", kind: "tcp", flags: "A", seq: 5002, ack: 1002},
+			pk{from: "c", kind: "tcp", flags: "A", seq: 1002, ack: 5002},
+			pk{from: "c", kind: "tcp", flags: "S", seq: 9000}))
 		add("established, RST both ways", hs(
 			pk{from: "s", kind: "tcp", flags: "R", seq: 5001},
 			pk{from: "c", kind: "tcp", flags: "R", seq: 1001},
@@ -417,6 +455,19 @@ func timedScenarios() []scenario {
 			{from: "c", kind: "tcp", flags: "PA", seq: 3001, ack: 7001, wait: shortClose + 700*time.Millisecond},
 			{from: "s", kind: "tcp", flags: "PA", seq: 7001, ack: 3011},
 			{from: "c", kind: "tcp", flags: "A", seq: 3011, ack: 7011}})
+		// The client reconnecting after the server's RST keeps its new
+		// connection through an idle gap longer than the CLOSE timeout
+		// (the kernel resynchronised on the SYN/ACK).
+		add("server RST, reconnect from the same port, idle, data", []pk{
+			{from: "c", kind: "tcp", flags: "S", seq: 1000},
+			{from: "s", kind: "tcp", flags: "SA", seq: 5000, ack: 1001},
+			{from: "c", kind: "tcp", flags: "A", seq: 1001, ack: 5001},
+			{from: "s", kind: "tcp", flags: "R", seq: 5001},
+			{from: "c", kind: "tcp", flags: "S", seq: 9000},
+			{from: "s", kind: "tcp", flags: "SA", seq: 7000, ack: 9001},
+			{from: "c", kind: "tcp", flags: "A", seq: 9001, ack: 7001},
+			{from: "c", kind: "tcp", flags: "PA", seq: 9001, ack: 7001, wait: shortClose + 700*time.Millisecond},
+			{from: "s", kind: "tcp", flags: "A", seq: 7001, ack: 9011}})
 		// A retransmitted SYN does not renew the SYN_SENT timeout: the
 		// SYN/ACK arriving after the first SYN's timeout finds nothing.
 		add("SYN, retransmitted SYN, late SYN/ACK", []pk{
@@ -431,7 +482,7 @@ func timedScenarios() []scenario {
 
 // TestAgainstKernelConntrackTimeouts replays scenarios with idle gaps
 // through a namespace whose TCP timeouts are shortened to match our
-// table's, so that the gaps take seconds, not minutes (about 9 s in all).
+// table's, so that the gaps take seconds, not minutes (about 14 s in all).
 func TestAgainstKernelConntrackTimeouts(t *testing.T) {
 	k := newKernelCT(t,
 		fmt.Sprintf("net.netfilter.nf_conntrack_tcp_timeout_syn_sent=%d", int(shortSynSent/time.Second)),
