@@ -50,7 +50,7 @@ func runDemo(e env, args []string) int {
 	fs := newFlags(e, "demo", "[--nodes N] [--clients N] [--duration D]", demoDescription)
 	nodes := fs.Int("nodes", 3, "cluster nodes, 1..8")
 	clients := fs.Int("clients", 40, "IPv4 client addresses (plus a few IPv6 ones), 1..200")
-	duration := fs.Duration("duration", 0, "stop after this long (0: run until Ctrl-C)")
+	duration := fs.Duration("duration", 0, "stop the traffic after this long (0: run until Ctrl-C)")
 	seedFlag := fs.String("seed", "0xdeadbeef", "cluster hash seed")
 	port := fs.Int("metrics-port", 9477, "first metrics port on 127.0.0.1 (node N uses port+N-1)")
 	if ok, code := parseFlags(e, fs, args); !ok {
@@ -78,11 +78,6 @@ func runDemo(e env, args []string) int {
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if *duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *duration)
-		defer cancel()
-	}
 
 	// One random run name for all of this run's namespaces, so that
 	// several demos (and their tests) on one host never mistake each
@@ -146,6 +141,11 @@ func runDemo(e env, args []string) int {
 	match := cluster.LocalNode(uint32(*nodes), 1, uint32(seed))
 	var clientErrs atomic.Uint64
 	var wg sync.WaitGroup
+	if *duration > 0 { // of traffic: building the namespaces does not count
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *duration)
+		defer cancel()
+	}
 	traffic, stopTraffic := context.WithCancel(ctx)
 	defer stopTraffic()
 	addrs := append(append([]netip.Addr(nil), cl.Clients4...), cl.Clients6...)
