@@ -111,14 +111,20 @@ const (
 	flagCloseInit             // TCP: the close began with a FIN (IP_CT_TCP_FLAG_CLOSE_INIT)
 	flagLastRst               // TCP: the last packet was a RST...
 	flagLastReply             // ...or anything else, sent in the reply direction
+	flagLastSyn               // TCP: the last packet was a SYN
+	flagChallenge             // TCP: a SYN was ignored in LAST_ACK; its peer may answer with a challenge ACK (IP_CT_EXP_CHALLENGE_ACK)
 )
 
 type entry struct {
-	expires int64  // ns
-	born    uint32 // ms, wrapping; only differences are used
-	state   uint8  // TCPState for TCP
-	flags   uint8
-	tag     uint8
+	expires int64 // ns
+	// born is when the entry was created (ms, wrapping; only differences
+	// are used), for UDP-like protocols. TCP has no use for it there and
+	// keeps in it the end sequence (seq + length + 1) of the last SYN it
+	// ignored (the kernel's last_end), valid while flagLastSyn is set.
+	born  uint32
+	state uint8 // TCPState for TCP
+	flags uint8
+	tag   uint8
 }
 
 type fragKey struct {
@@ -141,6 +147,7 @@ type Stats struct {
 	Evicted     uint64 // removed early to make room for a new connection
 	TableFull   uint64 // new connections refused: nothing evictable
 	Reopened    uint64 // TCP connections reopened by a SYN in TIME_WAIT/CLOSE
+	Reset       uint64 // TCP connections deleted by a RST before any reply (a refused SYN)
 	Fragments   int    // datagrams in the fragment table now
 	FragEvicted uint64 // fragment records dropped to make room
 }
@@ -159,6 +166,7 @@ type shard struct {
 	evicted  uint64
 	full     uint64
 	reopened uint64
+	reset    uint64
 	fragEv   uint64
 	_        [64]byte // keep neighbouring shards' locks off this cache line
 }
@@ -391,6 +399,7 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 		dir := dirOf(e, srcIsA)
 		old := TCPState(e.state)
 		nw := tcpTransitions[dir][idx][old]
+		replied := e.flags&flagSeenReply != 0
 		// A SYN in TIME_WAIT or CLOSE reopens the connection only if its
 		// close began with a FIN, or if the last packet was a RST sent in
 		// the SYN's direction; otherwise the kernel ignores it.
@@ -398,6 +407,27 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 			(e.flags&flagCloseInit != 0 || e.flags&flagLastRst != 0 && (e.flags&flagLastReply != 0) == (dir == Reply))
 		if nw == TCPSynSent && old >= TCPTimeWait && !reopen {
 			nw = tcpIgnore
+		}
+		lastSynOther := e.flags&flagLastSyn != 0 && (e.flags&flagLastReply != 0) != (dir == Reply)
+		switch {
+		case nw == tcpIgnore && idx == tcpSynAck && lastSynOther && p.Ack == e.born:
+			// A SYN/ACK answering the SYN just ignored: client and server
+			// are in sync and we are not (e.g. a client reconnecting from
+			// its port after the server's RST). Resynchronise as the
+			// kernel does: SYN_RECV, and the close forgotten.
+			old, nw = TCPSynSent, TCPSynRecv
+			e.flags &^= flagCloseInit | flagChallenge
+		case old == TCPLastAck && idx == tcpAck && lastSynOther && e.flags&flagChallenge != 0:
+			// The peer's challenge ACK (RFC 5961) to a SYN ignored in
+			// LAST_ACK does not acknowledge the last FIN: accepted,
+			// nothing else changes (the kernel does not even record it
+			// as the last packet).
+			e.flags &^= flagChallenge
+			if dir == Reply {
+				e.flags |= flagSeenReply
+			}
+			setResult(r, k, e, dir, stateOf(e))
+			return
 		}
 		if !reopen {
 			switch nw {
@@ -414,16 +444,43 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 					e.flags |= flagCloseInit
 				}
 				e.state = uint8(nw)
-				e.expires = now + t.tmo[nw]
+				// A SYN repeated before any reply (a retransmission, or
+				// the reply SYN of a simultaneous open) does not renew
+				// the timeout, as in the kernel: a client reusing its
+				// port cannot keep an unanswered entry alive forever.
+				if replied || idx != tcpSyn || old != TCPSynSent {
+					e.expires = now + t.tmo[nw]
+				}
 			}
-			e.flags &^= flagLastRst | flagLastReply
-			if idx == tcpRst {
+			e.flags &^= flagLastRst | flagLastSyn | flagLastReply
+			switch idx {
+			case tcpRst:
 				e.flags |= flagLastRst
+			case tcpSyn:
+				e.flags |= flagLastSyn
+				if nw == tcpIgnore && dir == Original {
+					e.born = tcpEnd(p)
+					e.flags &^= flagChallenge
+					if old == TCPLastAck {
+						e.flags |= flagChallenge
+					}
+				}
 			}
 			if dir == Reply {
 				e.flags |= flagSeenReply | flagLastReply
 			}
 			setResult(r, k, e, dir, stateOf(e))
+			// A RST on a connection that has seen no reply (typically the
+			// server refusing a SYN) deletes it at once, as the kernel's
+			// nf_conntrack_tcp_packet does: the packet itself still counts
+			// as part of the connection, but a retried SYN on the same
+			// port starts a new one, and a second RST belongs to nothing.
+			// (A RST is never ignored: it reaches here only as a
+			// transition to CLOSE.)
+			if idx == tcpRst && !replied {
+				sh.removeKey(k, h)
+				sh.reset++
+			}
 			return
 		}
 		// A SYN reopens a closed connection: forget it and start again
@@ -447,6 +504,23 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 		return
 	}
 	setResult(r, k, e, Original, New)
+}
+
+// tcpEnd is the sequence number just past a segment: its sequence
+// number, plus its payload, plus one for a SYN and one for a FIN (the
+// kernel's segment_seq_plus_len).
+func tcpEnd(p *packet.Parsed) uint32 {
+	end := p.Seq
+	if p.PayloadOff != 0 && p.End > p.PayloadOff {
+		end += uint32(p.End - p.PayloadOff)
+	}
+	if p.TCPFlags&packet.TCPSyn != 0 {
+		end++
+	}
+	if p.TCPFlags&packet.TCPFin != 0 {
+		end++
+	}
+	return end
 }
 
 // trackDatagram tracks UDP-like protocols (ports) and the generic
@@ -683,6 +757,7 @@ func (t *Table) Stats() Stats {
 		s.Evicted += sh.evicted
 		s.TableFull += sh.full
 		s.Reopened += sh.reopened
+		s.Reset += sh.reset
 		s.FragEvicted += sh.fragEv
 		sh.mu.Unlock()
 	}

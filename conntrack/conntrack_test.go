@@ -113,9 +113,28 @@ func TestTCPTransitions(t *testing.T) {
 		{"RST from server", false, append(handshake[:3:3],
 			step{s, RST, Established, 0, TCPClose},
 			step{c, ACK, Established, 0, TCPClose})},
+		// A RST before any reply deletes the connection (the kernel's
+		// nf_ct_kill on an unreplied RST): a second RST belongs to
+		// nothing, and the client's retry on the same port is new.
 		{"RST answering SYN", false, []step{
 			{c, SYN, New, 0, TCPSynSent},
-			{s, RST | ACK, Established, 0, TCPClose}}},
+			{s, RST | ACK, Established, 0, 0},
+			{s, RST | ACK, Invalid, TCPNoSyn, 0},
+			{c, SYN, New, 0, TCPSynSent},
+			{s, SYN | ACK, Established, 0, TCPSynRecv},
+			{c, ACK, Established, 0, TCPEstablished}}},
+		{"client RST before any reply", false, []step{
+			{c, SYN, New, 0, TCPSynSent},
+			{c, RST, New, 0, 0},
+			{c, RST, Invalid, TCPNoSyn, 0}}},
+		{"RST after a reply keeps the connection", false, []step{
+			{c, SYN, New, 0, TCPSynSent},
+			{s, SYN | ACK, Established, 0, TCPSynRecv},
+			{s, RST, Established, 0, TCPClose},
+			{s, RST, Established, 0, TCPClose}}},
+		{"RST of a picked-up unreplied connection", true, []step{
+			{c, ACK, New, 0, TCPEstablished},
+			{c, RST, New, 0, 0}}},
 		{"FIN both ways, then reuse", false, append(handshake[:3:3],
 			step{c, FIN | ACK, Established, 0, TCPFinWait},
 			step{s, ACK, Established, 0, TCPCloseWait},
@@ -198,6 +217,85 @@ func TestTCPAssuredAndTimeouts(t *testing.T) {
 	tb2.Track(pkt(false, c, packet.ProtoTCP, SYN), now)
 	if res := tb2.Track(pkt(false, s, packet.ProtoTCP, SYN|ACK), now+int64(6*time.Second)); res.State != Invalid {
 		t.Fatalf("SYN/ACK after the SYN expired: %v", res.State)
+	}
+	// A retransmitted SYN does not renew an unreplied entry's timeout
+	// (the kernel's "do not renew timeout on SYN retransmit").
+	tb3 := newTable(t, Config{Timeouts: Timeouts{SynSent: 5 * time.Second}})
+	tb3.Track(pkt(false, c, packet.ProtoTCP, SYN), now)
+	if res := tb3.Track(pkt(false, c, packet.ProtoTCP, SYN), now+int64(3*time.Second)); res.State != New {
+		t.Fatalf("retransmitted SYN: %v", res.State)
+	}
+	if info, _ := tb3.Get(pkt(false, c, packet.ProtoTCP, 0).Tuple, now); info.Expires != now+int64(5*time.Second) {
+		t.Fatalf("retransmitted SYN renewed the timeout: expires %v after the first SYN, want 5s", time.Duration(info.Expires-now))
+	}
+	if res := tb3.Track(pkt(false, s, packet.ProtoTCP, SYN|ACK), now+int64(6*time.Second)); res.State != Invalid {
+		t.Fatalf("SYN/ACK 6 s after the first SYN (3 s after its retransmission): %v, want INVALID", res.State)
+	}
+}
+
+// TestTCPResyncAndChallenge: the two places where the kernel looks at
+// sequence numbers even when liberal, both about a SYN it ignored.
+func TestTCPResyncAndChallenge(t *testing.T) {
+	type seg struct {
+		from     string
+		flags    uint8
+		seq, ack uint32
+		want     State
+		after    TCPState
+	}
+	handshake := []seg{{c, SYN, 1000, 0, New, TCPSynSent}, {s, SYN | ACK, 5000, 1001, Established, TCPSynRecv}, {c, ACK, 1001, 5001, Established, TCPEstablished}}
+	tests := []struct {
+		name string
+		segs []seg
+	}{
+		{"SYN/ACK answering the SYN ignored after the server's RST", []seg{
+			{s, RST, 5001, 0, Established, TCPClose},
+			{c, SYN, 9000, 0, Established, TCPClose},
+			{s, SYN | ACK, 7000, 9001, Established, TCPSynRecv},
+			{c, ACK, 9001, 7001, Established, TCPEstablished}}},
+		{"SYN/ACK answering something else", []seg{
+			{s, RST, 5001, 0, Established, TCPClose},
+			{c, SYN, 9000, 0, Established, TCPClose},
+			{s, SYN | ACK, 7000, 4242, Established, TCPClose}}},
+		{"resync from FIN_WAIT", []seg{
+			{c, FIN | ACK, 1001, 5001, Established, TCPFinWait},
+			{c, SYN, 9000, 0, Established, TCPFinWait},
+			{s, SYN | ACK, 7000, 9001, Established, TCPSynRecv},
+			{c, ACK, 9001, 7001, Established, TCPEstablished},
+			{c, SYN, 19000, 0, Established, TCPEstablished}}},
+		{"challenge ACK in LAST_ACK", []seg{
+			{c, FIN | ACK, 1001, 5001, Established, TCPFinWait},
+			{s, FIN | ACK, 5001, 1002, Established, TCPLastAck},
+			{c, SYN, 9000, 0, Established, TCPLastAck},
+			{s, ACK, 5002, 1002, Established, TCPLastAck}, // the challenge
+			{s, ACK, 5002, 1002, Established, TCPTimeWait},
+			{c, SYN, 9000, 0, New, TCPSynSent}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tb := newTable(t, Config{})
+			now := int64(time.Hour)
+			for i, sg := range append(handshake[:3:3], tc.segs...) {
+				p := pkt(false, sg.from, packet.ProtoTCP, sg.flags)
+				p.Seq, p.Ack = sg.seq, sg.ack
+				if res := tb.Track(p, now); res.State != sg.want {
+					t.Fatalf("segment %d (%s %#x): %v, want %v", i, sg.from, sg.flags, res.State, sg.want)
+				}
+				if info, _ := tb.Get(p.Tuple, now); info.TCPState != sg.after {
+					t.Fatalf("segment %d (%s %#x): state %v, want %v", i, sg.from, sg.flags, info.TCPState, sg.after)
+				}
+			}
+		})
+	}
+}
+
+func TestRSTBeforeReplyCounted(t *testing.T) {
+	tb := newTable(t, Config{})
+	now := int64(time.Hour)
+	tb.Track(pkt(false, c, packet.ProtoTCP, SYN), now)
+	tb.Track(pkt(false, s, packet.ProtoTCP, RST|ACK), now)
+	if st := tb.Stats(); st.Reset != 1 || st.Entries != 0 {
+		t.Fatalf("after SYN, RST: reset %d, entries %d; want 1 and 0", st.Reset, st.Entries)
 	}
 }
 
@@ -576,11 +674,43 @@ func fill(tb *Table, n int) []*packet.Parsed {
 
 // FuzzTrack feeds random packet sequences among a few hosts: no panic,
 // results are consistent, and the table never exceeds its bound.
+//
+// It reuses two small tables (loose pickup off and on) across inputs,
+// emptied between inputs by resetForFuzz: a fresh table costs 256 shards'
+// slot arrays and maps (about 1 MB), and Len locks every shard, which made
+// each input cost milliseconds. The fuzz function runs one input at a time
+// per process, so the reuse is safe.
 func FuzzTrack(f *testing.F) {
 	f.Add([]byte{0, SYN, 1, SYN | ACK, 0, ACK, 0, FIN | ACK, 1, ACK})
 	f.Add([]byte{2, 0, 3, 0, 0x44, 0x10, 0x85, 0x02, 0xff, 0xff})
-	f.Fuzz(func(t *testing.T, ops []byte) {
-		tb := newTable(t, Config{MaxEntries: 2 * numShards, TCPLoose: len(ops)%2 == 1})
+	f.Add([]byte{0, SYN, 1, RST | ACK, 1, RST | ACK, 0, SYN, 1, SYN | ACK, 0, ACK})
+	tables := newFuzzTables(f)
+	f.Fuzz(func(t *testing.T, ops []byte) { fuzzTrackOne(t, &tables, ops) })
+}
+
+// fuzzLimit is the fuzzed tables' MaxEntries: two connections per shard,
+// so that inputs reach eviction and table-full.
+const fuzzLimit = 2 * numShards
+
+func newFuzzTables(t testing.TB) [2]*Table {
+	return [2]*Table{newTable(t, Config{MaxEntries: fuzzLimit}), newTable(t, Config{MaxEntries: fuzzLimit, TCPLoose: true})}
+}
+
+// fuzzMaxOps bounds the packets of one input. Longer inputs explore no
+// more of the state machine, but the fuzzer's minimizer tries a number of
+// candidates quadratic in an input's length: with inputs of hundreds of
+// packets it stalled all fuzzing for seconds at a time.
+const fuzzMaxOps = 64
+
+// fuzzTrackOne is FuzzTrack's body for one input: pairs of bytes (op,
+// arg), at most fuzzMaxOps of them.
+func fuzzTrackOne(t testing.TB, tables *[2]*Table, ops []byte) {
+	if len(ops) > 2*fuzzMaxOps {
+		ops = ops[:2*fuzzMaxOps]
+	}
+	{
+		tb := tables[len(ops)%2]
+		tb.resetForFuzz()
 		now := int64(time.Hour)
 		for i := 0; i+1 < len(ops); i += 2 {
 			op, arg := ops[i], ops[i+1]
@@ -618,9 +748,62 @@ func FuzzTrack(f *testing.F) {
 				}
 			}
 			now += int64(arg) * int64(time.Second)
-			if tb.Len() > 2*numShards {
-				t.Fatalf("%d entries over the bound", tb.Len())
+			// Only a packet's own flow gains an entry, in its shard:
+			// check that shard's bound after every packet, the whole
+			// table's once at the end.
+			if simple(p) {
+				var fl flow
+				tb.setFlow(&fl, &p.Tuple, p.HasPorts)
+				if sh := tb.shardOf(fl.h); sh.n > sh.limit {
+					t.Fatalf("packet %d: %d entries in a shard limited to %d", i/2, sh.n, sh.limit)
+				}
 			}
 		}
-	})
+		if n := tb.entriesForFuzz(); n > fuzzLimit {
+			t.Fatalf("%d entries over the bound", n)
+		}
+	}
+}
+
+// BenchmarkFuzzTrackInput measures FuzzTrack's cost per input, on random
+// inputs of up to 32 packets.
+func BenchmarkFuzzTrackInput(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	inputs := make([][]byte, 256)
+	for i := range inputs {
+		inputs[i] = make([]byte, 2+r.IntN(63))
+		for j := range inputs[i] {
+			inputs[i][j] = byte(r.Uint32())
+		}
+	}
+	tables := newFuzzTables(b)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		fuzzTrackOne(b, &tables, inputs[i%len(inputs)])
+	}
+}
+
+// resetForFuzz empties the table without reallocating it: only the shards
+// that hold something are cleared (one input touches a few of the 256).
+// Not for concurrent use.
+func (t *Table) resetForFuzz() {
+	for i := range t.shards {
+		sh := &t.shards[i]
+		if sh.n == 0 && len(sh.frags) == 0 {
+			continue
+		}
+		clear(sh.tab.Load().slots)
+		sh.n = 0
+		clear(sh.frags)
+	}
+}
+
+// entriesForFuzz counts the connections without taking the shards' locks
+// (Len takes all 256). Not for concurrent use.
+func (t *Table) entriesForFuzz() int {
+	n := 0
+	for i := range t.shards {
+		n += t.shards[i].n
+	}
+	return n
 }

@@ -42,7 +42,9 @@ type kernelCT struct {
 	dst net.HardwareAddr
 }
 
-func newKernelCT(t *testing.T) *kernelCT {
+// newKernelCT builds the oracle; sysctls ("key=value") are set in its
+// namespace once conntrack is active there (e.g. short timeouts).
+func newKernelCT(t *testing.T, sysctls ...string) *kernelCT {
 	nstest.Require(t)
 	for _, tool := range []string{"iptables", "ip6tables"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -80,6 +82,9 @@ func newKernelCT(t *testing.T) *kernelCT {
 	// The conntrack sysctls exist once conntrack is active in the namespace.
 	nstest.Run(t, ns, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0")
 	nstest.Run(t, ns, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_be_liberal=1")
+	for _, kv := range sysctls {
+		nstest.Run(t, ns, "sysctl", "-qw", kv)
+	}
 	k.src, k.dst = nstest.MAC(t, ns, "vs"), nstest.MAC(t, ns, "vr")
 	k.in = nstest.NewInjector(t, ns, "vs")
 	return k
@@ -170,6 +175,7 @@ type pk struct {
 	ack   uint32
 	about int // kind error: index of the earlier packet the error reports on
 	to    string
+	wait  time.Duration // idle time before this packet
 }
 
 type scenario struct {
@@ -298,6 +304,78 @@ func scenarios() []scenario {
 		add("RST answering SYN", []pk{
 			{from: "c", kind: "tcp", flags: "S", seq: 1000},
 			{from: "s", kind: "tcp", flags: "RA", seq: 0, ack: 1001}})
+		// The kernel deletes an unreplied connection on a RST: the
+		// second RST (a public capture's frame 575) belongs to nothing.
+		add("SYN, RST/ACK, second RST", []pk{
+			{from: "c", kind: "tcp", flags: "S", seq: 1000},
+			{from: "s", kind: "tcp", flags: "RA", seq: 0, ack: 1001},
+			{from: "s", kind: "tcp", flags: "RA", seq: 0, ack: 1001}})
+		add("SYN, RST, retried SYN on the same port", []pk{
+			{from: "c", kind: "tcp", flags: "S", seq: 1000},
+			{from: "s", kind: "tcp", flags: "RA", seq: 0, ack: 1001},
+			{from: "c", kind: "tcp", flags: "S", seq: 3000},
+			{from: "s", kind: "tcp", flags: "SA", seq: 7000, ack: 3001},
+			{from: "c", kind: "tcp", flags: "A", seq: 3001, ack: 7001},
+			{from: "c", kind: "tcp", flags: "PA", seq: 3001, ack: 7001},
+			{from: "s", kind: "tcp", flags: "PA", seq: 7001, ack: 3011}})
+		add("client RST before any reply, twice", []pk{
+			{from: "c", kind: "tcp", flags: "S", seq: 1000},
+			{from: "c", kind: "tcp", flags: "R", seq: 1001},
+			{from: "c", kind: "tcp", flags: "R", seq: 1001},
+			{from: "s", kind: "tcp", flags: "SA", seq: 5000, ack: 1001}})
+		add("RST answering the SYN/ACK, twice", []pk{
+			{from: "c", kind: "tcp", flags: "S", seq: 1000},
+			{from: "s", kind: "tcp", flags: "SA", seq: 5000, ack: 1001},
+			{from: "c", kind: "tcp", flags: "R", seq: 1001},
+			{from: "c", kind: "tcp", flags: "R", seq: 1001},
+			{from: "c", kind: "tcp", flags: "S", seq: 2000}})
+		add("RST after a challenge ACK to the SYN", []pk{
+			{from: "c", kind: "tcp", flags: "S", seq: 1000},
+			{from: "s", kind: "tcp", flags: "A", seq: 5000, ack: 77},
+			{from: "c", kind: "tcp", flags: "R", seq: 77},
+			{from: "c", kind: "tcp", flags: "S", seq: 1000}})
+		// The server resets an established connection and the client
+		// reconnects from the same port: the kernel ignores the SYN (the
+		// RST came from the other side), then resynchronises on the
+		// SYN/ACK that answers it.
+		add("server RST, client reconnects from the same port", hs(
+			pk{from: "s", kind: "tcp", flags: "R", seq: 5001},
+			pk{from: "c", kind: "tcp", flags: "S", seq: 9000},
+			pk{from: "s", kind: "tcp", flags: "SA", seq: 7000, ack: 9001},
+			pk{from: "c", kind: "tcp", flags: "A", seq: 9001, ack: 7001},
+			pk{from: "c", kind: "tcp", flags: "FA", seq: 9001, ack: 7001},
+			pk{from: "s", kind: "tcp", flags: "FA", seq: 7001, ack: 9002},
+			pk{from: "c", kind: "tcp", flags: "A", seq: 9002, ack: 7002},
+			pk{from: "c", kind: "tcp", flags: "S", seq: 19000}))
+		add("SYN/ACK not answering the ignored SYN", hs(
+			pk{from: "s", kind: "tcp", flags: "R", seq: 5001},
+			pk{from: "c", kind: "tcp", flags: "S", seq: 9000},
+			pk{from: "s", kind: "tcp", flags: "SA", seq: 7000, ack: 4242},
+			pk{from: "c", kind: "tcp", flags: "A", seq: 9001, ack: 7001},
+			pk{from: "c", kind: "tcp", flags: "S", seq: 9000}))
+		add("SYN in FIN_WAIT, SYN/ACK answering it", hs(
+			pk{from: "c", kind: "tcp", flags: "FA", seq: 1001, ack: 5001},
+			pk{from: "c", kind: "tcp", flags: "S", seq: 9000},
+			pk{from: "s", kind: "tcp", flags: "SA", seq: 7000, ack: 9001},
+			pk{from: "c", kind: "tcp", flags: "A", seq: 9001, ack: 7001},
+			pk{from: "s", kind: "tcp", flags: "FA", seq: 7001, ack: 9001},
+			pk{from: "c", kind: "tcp", flags: "A", seq: 9001, ack: 7002},
+			pk{from: "c", kind: "tcp", flags: "S", seq: 29000}))
+		// RFC 5961: a SYN in LAST_ACK draws a challenge ACK, which must
+		// not be taken for the ACK of the last FIN.
+		add("challenge ACK to a SYN in LAST_ACK", hs(
+			pk{from: "c", kind: "tcp", flags: "FA", seq: 1001, ack: 5001},
+			pk{from: "s", kind: "tcp", flags: "FA", seq: 5001, ack: 1002},
+			pk{from: "c", kind: "tcp", flags: "S", seq: 9000},
+			pk{from: "s", kind: "tcp", flags: "A", seq: 5002, ack: 1002},
+			pk{from: "c", kind: "tcp", flags: "S", seq: 9000},
+			pk{from: "s", kind: "tcp", flags: "A", seq: 5002, ack: 1002},
+			pk{from: "c", kind: "tcp", flags: "A", seq: 1002, ack: 5002},
+			pk{from: "c", kind: "tcp", flags: "S", seq: 9000}))
+		add("established, RST both ways", hs(
+			pk{from: "s", kind: "tcp", flags: "R", seq: 5001},
+			pk{from: "c", kind: "tcp", flags: "R", seq: 1001},
+			pk{from: "s", kind: "tcp", flags: "R", seq: 5001}))
 		add("client SYN/ACK after its SYN", []pk{
 			{from: "c", kind: "tcp", flags: "S", seq: 1000},
 			{from: "c", kind: "tcp", flags: "SA", seq: 1000, ack: 1}})
@@ -340,8 +418,90 @@ func TestAgainstKernelConntrack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	n := k.compare(tb, scenarios())
+	t.Logf("%d packets classified like the kernel", n)
+}
+
+// Timeouts short enough for a test, set alike in the kernel's namespace
+// and in our table.
+const (
+	shortSynSent = 2 * time.Second
+	shortClose   = 1 * time.Second
+)
+
+// timedScenarios need idle gaps measured against those timeouts.
+func timedScenarios() []scenario {
+	var out []scenario
+	for _, v6 := range []bool{false, true} {
+		port := uint16(43000)
+		if v6 {
+			port = 44000
+		}
+		add := func(name string, pkts []pk) {
+			port++
+			out = append(out, scenario{name: fmt.Sprintf("%s/v6=%v", name, v6), v6: v6, sport: port, pkts: pkts})
+		}
+		// A refused client retries on the same port and its connection
+		// then idles longer than the CLOSE timeout: the kernel has it
+		// ESTABLISHED (it deleted the refused one); a tracker that kept
+		// the refused connection in CLOSE ignores the retry and loses
+		// the connection with the CLOSE timeout.
+		add("SYN, RST, retry, handshake, idle, data", []pk{
+			{from: "c", kind: "tcp", flags: "S", seq: 1000},
+			{from: "s", kind: "tcp", flags: "RA", seq: 0, ack: 1001},
+			{from: "c", kind: "tcp", flags: "S", seq: 3000, wait: 200 * time.Millisecond},
+			{from: "s", kind: "tcp", flags: "SA", seq: 7000, ack: 3001},
+			{from: "c", kind: "tcp", flags: "A", seq: 3001, ack: 7001},
+			{from: "c", kind: "tcp", flags: "PA", seq: 3001, ack: 7001, wait: shortClose + 700*time.Millisecond},
+			{from: "s", kind: "tcp", flags: "PA", seq: 7001, ack: 3011},
+			{from: "c", kind: "tcp", flags: "A", seq: 3011, ack: 7011}})
+		// The client reconnecting after the server's RST keeps its new
+		// connection through an idle gap longer than the CLOSE timeout
+		// (the kernel resynchronised on the SYN/ACK).
+		add("server RST, reconnect from the same port, idle, data", []pk{
+			{from: "c", kind: "tcp", flags: "S", seq: 1000},
+			{from: "s", kind: "tcp", flags: "SA", seq: 5000, ack: 1001},
+			{from: "c", kind: "tcp", flags: "A", seq: 1001, ack: 5001},
+			{from: "s", kind: "tcp", flags: "R", seq: 5001},
+			{from: "c", kind: "tcp", flags: "S", seq: 9000},
+			{from: "s", kind: "tcp", flags: "SA", seq: 7000, ack: 9001},
+			{from: "c", kind: "tcp", flags: "A", seq: 9001, ack: 7001},
+			{from: "c", kind: "tcp", flags: "PA", seq: 9001, ack: 7001, wait: shortClose + 700*time.Millisecond},
+			{from: "s", kind: "tcp", flags: "A", seq: 7001, ack: 9011}})
+		// A retransmitted SYN does not renew the SYN_SENT timeout: the
+		// SYN/ACK arriving after the first SYN's timeout finds nothing.
+		add("SYN, retransmitted SYN, late SYN/ACK", []pk{
+			{from: "c", kind: "tcp", flags: "S", seq: 1000},
+			{from: "c", kind: "tcp", flags: "S", seq: 1000, wait: shortSynSent / 2},
+			{from: "s", kind: "tcp", flags: "SA", seq: 5000, ack: 1001, wait: shortSynSent/2 + 500*time.Millisecond},
+			{from: "c", kind: "tcp", flags: "S", seq: 1000},
+			{from: "s", kind: "tcp", flags: "SA", seq: 5000, ack: 1001}})
+	}
+	return out
+}
+
+// TestAgainstKernelConntrackTimeouts replays scenarios with idle gaps
+// through a namespace whose TCP timeouts are shortened to match our
+// table's, so that the gaps take seconds, not minutes (about 14 s in all).
+func TestAgainstKernelConntrackTimeouts(t *testing.T) {
+	k := newKernelCT(t,
+		fmt.Sprintf("net.netfilter.nf_conntrack_tcp_timeout_syn_sent=%d", int(shortSynSent/time.Second)),
+		fmt.Sprintf("net.netfilter.nf_conntrack_tcp_timeout_close=%d", int(shortClose/time.Second)))
+	tb, err := conntrack.NewTable(conntrack.Config{Timeouts: conntrack.Timeouts{SynSent: shortSynSent, Close: shortClose}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := k.compare(tb, timedScenarios())
+	t.Logf("%d packets classified like the kernel", n)
+}
+
+// compare plays each scenario's frames to the kernel and to tb, one frame
+// at a time, and fails on every frame whose states differ. It returns how
+// many frames it compared.
+func (k *kernelCT) compare(tb *conntrack.Table, scs []scenario) int {
+	t := k.t
 	checked := 0
-	for _, sc := range scenarios() {
+	for _, sc := range scs {
 		frames := make([][]byte, len(sc.pkts))
 		for i := range sc.pkts {
 			frames[i] = k.build(sc, i)
@@ -357,13 +517,14 @@ func TestAgainstKernelConntrack(t *testing.T) {
 		}
 		var log bytes.Buffer
 		for _, i := range order {
+			time.Sleep(sc.pkts[i].wait)
 			kern := k.verdict(frames[i], sc.v6)
 			var p packet.Parsed
 			if r := p.Decode(frames[i]); r != packet.OK {
 				t.Fatalf("%s packet %d: Decode = %v", sc.name, i, r)
 			}
 			ours := tb.Track(&p, time.Now().UnixNano()).State.String()
-			fmt.Fprintf(&log, "  #%d %s %s %s: kernel %s, ours %s\n", i, sc.pkts[i].from, sc.pkts[i].kind, sc.pkts[i].flags, kern, ours)
+			fmt.Fprintf(&log, "  #%d %s %s %s (after %v): kernel %s, ours %s\n", i, sc.pkts[i].from, sc.pkts[i].kind, sc.pkts[i].flags, sc.pkts[i].wait, kern, ours)
 			if kern != ours {
 				t.Errorf("%s: packet %d disagrees\n%s", sc.name, i, log.String())
 			}
@@ -373,5 +534,5 @@ func TestAgainstKernelConntrack(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d packets classified like the kernel", checked)
+	return checked
 }

@@ -50,7 +50,7 @@ func runDemo(e env, args []string) int {
 	fs := newFlags(e, "demo", "[--nodes N] [--clients N] [--duration D]", demoDescription)
 	nodes := fs.Int("nodes", 3, "cluster nodes, 1..8")
 	clients := fs.Int("clients", 40, "IPv4 client addresses (plus a few IPv6 ones), 1..200")
-	duration := fs.Duration("duration", 0, "stop after this long (0: run until Ctrl-C)")
+	duration := fs.Duration("duration", 0, "stop the traffic after this long (0: run until Ctrl-C)")
 	seedFlag := fs.String("seed", "0xdeadbeef", "cluster hash seed")
 	port := fs.Int("metrics-port", 9477, "first metrics port on 127.0.0.1 (node N uses port+N-1)")
 	if ok, code := parseFlags(e, fs, args); !ok {
@@ -78,14 +78,14 @@ func runDemo(e env, args []string) int {
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if *duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *duration)
-		defer cancel()
-	}
 
+	// One random run name for all of this run's namespaces, so that
+	// several demos (and their tests) on one host never mistake each
+	// other's namespaces for their own.
+	prefix := demoPrefix + netns.Suffix(6)
 	fmt.Fprintf(e.stdout, "building %d nodes, a client and a server in network namespaces...\n", *nodes)
-	cl, err := netns.NewCluster("xcdemo", netns.ClusterOptions{Nodes: *nodes, Clients4: *clients, Clients6: 4})
+	fmt.Fprintf(e.stdout, "namespaces: %s-* (removed on exit)\n", prefix)
+	cl, err := netns.NewCluster(prefix, netns.ClusterOptions{Nodes: *nodes, Clients4: *clients, Clients6: 4})
 	if err != nil {
 		fmt.Fprintf(e.stderr, "xdpcluster demo: %v\n", err)
 		return exitFail
@@ -142,6 +142,11 @@ func runDemo(e env, args []string) int {
 	match := cluster.LocalNode(uint32(*nodes), 1, uint32(seed))
 	var clientErrs atomic.Uint64
 	var wg sync.WaitGroup
+	if *duration > 0 { // of traffic: building the namespaces does not count
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *duration)
+		defer cancel()
+	}
 	traffic, stopTraffic := context.WithCancel(ctx)
 	defer stopTraffic()
 	addrs := append(append([]netip.Addr(nil), cl.Clients4...), cl.Clients6...)
@@ -180,40 +185,155 @@ func runDemo(e env, args []string) int {
 			if tty && lines > 0 {
 				fmt.Fprintf(e.stdout, "\033[%dA\033[J", lines)
 			}
-			lines = demoTable(e.stdout, ns, prev, now.Sub(last), clientErrs.Load(), false)
-			last = now
+			cur := demoSnapshot(ns)
+			lines, _ = demoTable(e.stdout, ns, cur, prev, now.Sub(last), clientErrs.Load(), false)
+			prev, last = cur, now
 		}
 	}
 	stopTraffic()
 	wg.Wait()
-	time.Sleep(time.Second) // let the last packets drain
+	// Let the last packets drain: the final counts are read once they
+	// stop changing, so that every node's count covers the same frames.
+	cur, settled := demoSettle(ns, 200*time.Millisecond, 5*time.Second)
 	fmt.Fprintf(e.stdout, "\nfinal (traffic stopped):\n")
-	demoTable(e.stdout, ns, prev, time.Since(last), clientErrs.Load(), true)
-	fmt.Fprintln(e.stdout, "removing the namespaces...")
+	if !settled {
+		fmt.Fprintln(e.stdout, "(the counters were still moving 5 s after the traffic stopped)")
+	}
+	_, sum := demoTable(e.stdout, ns, cur, prev, time.Since(last), clientErrs.Load(), true)
+	if !sum.exact() {
+		return exitFail
+	}
 	return exitOK
 }
 
-// demoTable prints one table and returns how many lines it printed. prev is
-// updated to the counters read now.
-func demoTable(w io.Writer, ns []*demoNode, prev [][dataplane.NumVerdicts]uint64, dt time.Duration, clientErrs uint64, final bool) int {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "node\tflows\tshare\tforwarded\tforwarded/s\tdropped (not ours)/s\tinvalid\t\n")
-	var flows, fwd uint64
-	var seenMin, seenMax uint64
+// demoPrefix begins the names of every demo namespace; each run adds its
+// own random name.
+const demoPrefix = "xcdemo-"
+
+// demoSnapshot reads every node's verdict counters, one read per node.
+func demoSnapshot(ns []*demoNode) [][dataplane.NumVerdicts]uint64 {
 	cur := make([][dataplane.NumVerdicts]uint64, len(ns))
 	for i, n := range ns {
 		cur[i], _, _ = n.d.Gateway().DP.Totals(-1)
+	}
+	return cur
+}
+
+// demoSettle reads snapshots every interval until two in a row are equal
+// (nothing in flight), or until limit; it returns the last and whether it
+// settled.
+func demoSettle(ns []*demoNode, interval, limit time.Duration) ([][dataplane.NumVerdicts]uint64, bool) {
+	cur := demoSnapshot(ns)
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); {
+		time.Sleep(interval)
+		next := demoSnapshot(ns)
+		same := true
+		for i := range next {
+			same = same && next[i] == cur[i]
+		}
+		cur = next
+		if same {
+			return cur, true
+		}
+	}
+	return cur, false
+}
+
+// demoCount is one node's frames, from one snapshot.
+type demoCount struct {
+	seen      uint64 // every verdict: each node sees every frame
+	forwarded uint64
+}
+
+// demoSummary is the cluster-wide arithmetic over one snapshot. Every node
+// sees every frame and exactly one forwards it, so the forwarded counts
+// must add up to what each node saw.
+type demoSummary struct {
+	seenMin, seenMax uint64 // equal unless a node missed frames
+	forwarded        uint64 // in all
+	// duplicates = forwarded - seen and losses = seen - forwarded (one of
+	// them 0) when every node saw the same count; otherwise lower bounds
+	// against the most and the fewest seen.
+	duplicates, losses uint64
+	clientErrors       uint64
+}
+
+func summarize(counts []demoCount, clientErrs uint64) demoSummary {
+	s := demoSummary{clientErrors: clientErrs}
+	for i, c := range counts {
+		s.forwarded += c.forwarded
+		if i == 0 || c.seen < s.seenMin {
+			s.seenMin = c.seen
+		}
+		s.seenMax = max(s.seenMax, c.seen)
+	}
+	if s.forwarded > s.seenMax {
+		s.duplicates = s.forwarded - s.seenMax
+	}
+	if s.seenMin > s.forwarded {
+		s.losses = s.seenMin - s.forwarded
+	}
+	return s
+}
+
+// exact: every frame forwarded once, and every exchange answered.
+func (s demoSummary) exact() bool {
+	return s.seenMin == s.seenMax && s.forwarded == s.seenMin && s.clientErrors == 0
+}
+
+// line is the cluster line. While traffic flows the nodes' counters are
+// read one after another, with frames in flight between them, so the live
+// line shows the counts only; the final one (on settled counters) does
+// the arithmetic.
+func (s demoSummary) line(final bool) string {
+	seen := fmt.Sprintf("each node saw %d frames", s.seenMin)
+	if s.seenMin != s.seenMax {
+		seen = fmt.Sprintf("the nodes saw %d to %d frames", s.seenMin, s.seenMax)
+	}
+	if !final {
+		return fmt.Sprintf("cluster (live, frames in flight): %s so far; %d forwarded in all; client errors %d", seen, s.forwarded, s.clientErrors)
+	}
+	if s.seenMin != s.seenMax {
+		return fmt.Sprintf("cluster: %s; %d forwarded in all: duplicates at least %d, losses at least %d; client errors %d",
+			seen, s.forwarded, s.duplicates, s.losses, s.clientErrors)
+	}
+	return fmt.Sprintf("cluster: %s; %d forwarded in all: duplicates %d, losses %d; client errors %d",
+		seen, s.forwarded, s.duplicates, s.losses, s.clientErrors)
+}
+
+// verdict is the demo's last line.
+func (s demoSummary) verdict() string {
+	if s.exact() {
+		return "every packet was forwarded exactly once"
+	}
+	var why []string
+	if s.duplicates > 0 {
+		why = append(why, fmt.Sprintf("%d duplicates", s.duplicates))
+	}
+	if s.losses > 0 {
+		why = append(why, fmt.Sprintf("%d losses", s.losses))
+	}
+	if s.seenMin != s.seenMax {
+		why = append(why, fmt.Sprintf("a node missed %d frames", s.seenMax-s.seenMin))
+	}
+	if s.clientErrors > 0 {
+		why = append(why, fmt.Sprintf("%d client errors", s.clientErrors))
+	}
+	return "NOT exactly once: " + strings.Join(why, ", ")
+}
+
+// demoTable prints one table from snapshot cur (prev: the one before, for
+// rates) and returns how many lines it printed and the cluster summary.
+func demoTable(w io.Writer, ns []*demoNode, cur, prev [][dataplane.NumVerdicts]uint64, dt time.Duration, clientErrs uint64, final bool) (int, demoSummary) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "node\tflows\tshare\tseen\tforwarded\tforwarded/s\tdropped (not ours)/s\tinvalid\t\n")
+	counts := make([]demoCount, len(ns))
+	var flows uint64
+	for i, n := range ns {
 		flows += n.flows.Load()
-		fwd += cur[i][dataplane.Forwarded] + cur[i][dataplane.ForwardedKernel]
-		var seen uint64
+		counts[i].forwarded = cur[i][dataplane.Forwarded] + cur[i][dataplane.ForwardedKernel]
 		for _, v := range cur[i] {
-			seen += v
-		}
-		if i == 0 || seen < seenMin {
-			seenMin = seen
-		}
-		if seen > seenMax {
-			seenMax = seen
+			counts[i].seen += v
 		}
 	}
 	sec := max(dt.Seconds(), 0.001)
@@ -222,31 +342,19 @@ func demoTable(w io.Writer, ns []*demoNode, prev [][dataplane.NumVerdicts]uint64
 		if flows > 0 {
 			share = float64(n.flows.Load()) / float64(flows)
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%.1f%%\t%d\t%.0f\t%.0f\t%d\t\n", i+1, n.flows.Load(), 100*share, cur[i][dataplane.Forwarded]+cur[i][dataplane.ForwardedKernel],
-			float64(cur[i][dataplane.Forwarded]-prev[i][dataplane.Forwarded])/sec,
+		fmt.Fprintf(tw, "%d\t%d\t%.1f%%\t%d\t%d\t%.0f\t%.0f\t%d\t\n", i+1, n.flows.Load(), 100*share, counts[i].seen, counts[i].forwarded,
+			float64(cur[i][dataplane.Forwarded]+cur[i][dataplane.ForwardedKernel]-prev[i][dataplane.Forwarded]-prev[i][dataplane.ForwardedKernel])/sec,
 			float64(cur[i][dataplane.Foreign]-prev[i][dataplane.Foreign])/sec, cur[i][dataplane.Invalid])
-		prev[i] = cur[i]
 	}
 	tw.Flush()
-	lines := len(ns) + 1
-	var dup, loss uint64
-	if fwd > seenMax {
-		dup = fwd - seenMax
-	}
-	if seenMin > fwd {
-		loss = seenMin - fwd
-	}
-	fmt.Fprintf(w, "cluster: %d frames seen by each node, %d forwarded in all: duplicates %d, losses %d; client errors %d\n", seenMin, fwd, dup, loss, clientErrs)
-	lines++
+	sum := summarize(counts, clientErrs)
+	fmt.Fprintln(w, sum.line(final))
+	lines := len(ns) + 2
 	if final {
-		verdict := "every packet was forwarded exactly once"
-		if dup != 0 || loss != 0 || seenMin != seenMax || clientErrs != 0 {
-			verdict = "NOT exactly once: see the counts above"
-		}
-		fmt.Fprintln(w, verdict)
+		fmt.Fprintln(w, sum.verdict())
 		lines++
 	}
-	return lines
+	return lines, sum
 }
 
 // demoFlow runs one exchange from client address a: mostly TCP echoes,

@@ -415,6 +415,14 @@ func TestGatewayTakeover(t *testing.T) {
 // TestGatewayLinkFlap: the owner's egress link goes down while a
 // connection sends, then comes back: the worker survives (a failed TX kick
 // is counted, not fatal) and the connection completes.
+//
+// Which way the outage meets the owner is a race the test does not
+// decide: a frame sent before the worker's route cache learns of the
+// change hits the downed link (a TX error on back, which must then be
+// logged naming the port); once the kernel has removed the link's route
+// and neighbours, frames are dropped as NoRoute/NoNeighbour. Either must
+// be counted: the link comes back only once the owner's counters show the
+// outage, and the log is required exactly when TX errors were counted.
 func TestGatewayLinkFlap(t *testing.T) {
 	nstest.Require(t)
 	var logs syncBuffer
@@ -428,10 +436,32 @@ func TestGatewayLinkFlap(t *testing.T) {
 	c := dial(t, cl, a)
 	defer c.Close()
 	echo(t, c, 2000)
+	// outage reads the owner's TX errors on back and its drops for want
+	// of a route or a neighbour.
+	outage := func() (txErrors, dropped uint64) {
+		for _, ifc := range owner.gw.DP.Ifaces() {
+			if ifc.Name == "back" {
+				for _, p := range ifc.Ports {
+					txErrors += p.Stats().TxErrors
+				}
+			}
+		}
+		pkts, _, _ := owner.gw.DP.Totals(-1)
+		return txErrors, pkts[dataplane.NoRoute] + pkts[dataplane.NoNeighbour]
+	}
+	tx0, drop0 := outage()
+	down := time.Now()
 	nstest.Run(t, owner.ns, "ip", "link", "set", "back", "down")
-	done := make(chan error)
+	done := make(chan error, 1)
 	go func() { done <- echoErr(c, 20000) }() // sent while the link is down, finished after
-	time.Sleep(500 * time.Millisecond)
+	tx, drop := outage()
+	for deadline := time.Now().Add(10 * time.Second); tx == tx0 && drop == drop0; tx, drop = outage() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the owner counted nothing for 10 s while its egress link was down (no TX error on back, no NoRoute/NoNeighbour drop)")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(time.Until(down.Add(500 * time.Millisecond))) // a few retransmissions meet the downed link too
 	nstest.Run(t, owner.ns, "ip", "link", "set", "back", "up")
 	if err := <-done; err != nil {
 		t.Fatalf("across the link flap: %v", err)
@@ -440,10 +470,15 @@ func TestGatewayLinkFlap(t *testing.T) {
 	c2 := dial(t, cl, a)
 	echo(t, c2, 2000)
 	c2.Close()
+	tx, drop = outage()
+	t.Logf("while the link was down the owner counted %d TX errors on back and %d NoRoute/NoNeighbour drops", tx-tx0, drop-drop0)
+	if tx == tx0 {
+		return // the route vanished before any send hit the downed link: nothing to log
+	}
 	deadline := time.Now().Add(3 * time.Second)
 	for !strings.Contains(logs.String(), "port=back/q0") {
 		if time.Now().After(deadline) {
-			t.Fatalf("no port error logged for the downed link; logs:\n%s", logs.String())
+			t.Fatalf("%d TX errors on back, but no port error logged for it; logs:\n%s", tx-tx0, logs.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
