@@ -103,9 +103,9 @@ type Port struct {
 	// so a worker with frames on the TX ring does not spin on failing
 	// syscalls (it was 2.4 million a second).
 	stalledUntil int64
-	txErrors  atomic.Uint64
-	txFull    atomic.Uint64
-	fillEmpty atomic.Uint64
+	txErrors     atomic.Uint64
+	txFull       atomic.Uint64
+	fillEmpty    atomic.Uint64
 }
 
 // OpenPort binds an AF_XDP socket to queue of interface ifindex and fills
