@@ -35,7 +35,7 @@ import (
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdpcluster/xdpcluster/dataplane/bpfutil"
+	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 )
 
 // Config is one interface's cluster addresses.

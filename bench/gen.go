@@ -13,7 +13,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdpcluster/xdpcluster/dataplane/bpfutil"
+	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 )
 
 // Generator sends frames out of one interface at kernel speed.

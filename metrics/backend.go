@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/xdpcluster/xdpcluster/dataplane/backend"
+	"github.com/xdpcluster/xdpcluster/node/backend"
 )
 
 var icmpInnerDesc = desc("icmp_errors_by_inner_total", "Back-end mode: ICMP errors decided by the destination of the packet they embed.", "interface")

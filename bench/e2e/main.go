@@ -34,10 +34,10 @@ import (
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/dataplane"
 	"github.com/xdpcluster/xdpcluster/dataplane/afpacket"
-	"github.com/xdpcluster/xdpcluster/dataplane/bpfutil"
-	"github.com/xdpcluster/xdpcluster/dataplane/gateway"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
+	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
+	"github.com/xdpcluster/xdpcluster/node/gateway"
 	"github.com/xdpcluster/xdpcluster/packet"
 )
 

@@ -20,7 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpcluster/xdpcluster/dataplane"
-	"github.com/xdpcluster/xdpcluster/dataplane/bpfutil"
+	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 )
 
 // Options size the rings (frame counts are powers of two).

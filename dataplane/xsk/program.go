@@ -22,7 +22,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 
-	"github.com/xdpcluster/xdpcluster/dataplane/bpfutil"
+	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 )
 
 // Program verdict counters, indexes of the per-CPU stats map.

@@ -27,9 +27,9 @@ import (
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/config"
 	"github.com/xdpcluster/xdpcluster/conntrack"
-	"github.com/xdpcluster/xdpcluster/dataplane/backend"
-	"github.com/xdpcluster/xdpcluster/dataplane/gateway"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
+	"github.com/xdpcluster/xdpcluster/node/backend"
+	"github.com/xdpcluster/xdpcluster/node/gateway"
 )
 
 // Daemon is one running node.

@@ -5,9 +5,9 @@ import (
 
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/dataplane"
-	"github.com/xdpcluster/xdpcluster/dataplane/backend"
-	"github.com/xdpcluster/xdpcluster/dataplane/gateway"
 	"github.com/xdpcluster/xdpcluster/metrics"
+	"github.com/xdpcluster/xdpcluster/node/backend"
+	"github.com/xdpcluster/xdpcluster/node/gateway"
 )
 
 // engine is what a role runs: the gateway dataplane or a back-end node.

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/xdpcluster/xdpcluster/config"
-	"github.com/xdpcluster/xdpcluster/dataplane/gateway"
+	"github.com/xdpcluster/xdpcluster/node/gateway"
 )
 
 // SnapshotFile is the connection table snapshot's name in state_dir: the

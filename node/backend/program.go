@@ -30,7 +30,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
-	"github.com/xdpcluster/xdpcluster/dataplane/bpfutil"
+	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 	"github.com/xdpcluster/xdpcluster/jhash"
 )
 

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
-	"github.com/xdpcluster/xdpcluster/dataplane/backend"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+	"github.com/xdpcluster/xdpcluster/node/backend"
 )
 
 const seed = 0xdeadbeef

@@ -12,9 +12,9 @@ import (
 	"github.com/xdpcluster/xdpcluster/bench"
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/dataplane"
-	"github.com/xdpcluster/xdpcluster/dataplane/gateway"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+	"github.com/xdpcluster/xdpcluster/node/gateway"
 )
 
 // benchDirect: gen -- dut -- sink over plain veths (no bridge), the dut

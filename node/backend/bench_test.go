@@ -12,8 +12,8 @@ import (
 
 	"github.com/xdpcluster/xdpcluster/bench"
 	"github.com/xdpcluster/xdpcluster/cluster"
-	"github.com/xdpcluster/xdpcluster/dataplane/backend"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+	"github.com/xdpcluster/xdpcluster/node/backend"
 )
 
 // BenchmarkBackendVsDrop: back-end decisions per second against the

@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
-	"github.com/xdpcluster/xdpcluster/dataplane/gateway"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+	"github.com/xdpcluster/xdpcluster/node/gateway"
 )
 
 // TestRestartRebinds: a gateway can be started again on the same

@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
-	"github.com/xdpcluster/xdpcluster/dataplane/gateway"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+	"github.com/xdpcluster/xdpcluster/node/gateway"
 )
 
 // TestBackendChoice: "auto" falls back to raw sockets when AF_XDP cannot

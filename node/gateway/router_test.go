@@ -14,9 +14,9 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/xdpcluster/xdpcluster/dataplane"
-	"github.com/xdpcluster/xdpcluster/dataplane/gateway"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+	"github.com/xdpcluster/xdpcluster/node/gateway"
 )
 
 // The router's own front addresses stand for these in the cases: the
