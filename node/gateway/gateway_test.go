@@ -37,8 +37,8 @@ func TestBackendChoice(t *testing.T) {
 	if err != nil {
 		t.Fatalf("auto: %v", err)
 	}
-	if len(g.Modes) != 1 || !strings.HasPrefix(g.Modes[0], "afpacket") {
-		t.Errorf("auto chose %v, want the raw-socket fallback", g.Modes)
+	if len(g.Modes()) != 1 || !strings.HasPrefix(g.Modes()[0], "afpacket") {
+		t.Errorf("auto chose %v, want the raw-socket fallback", g.Modes())
 	}
 	g.Close()
 	if _, err := start("afxdp"); err == nil || !strings.Contains(err.Error(), "num_frames 1000: must be a power of two") {
@@ -65,10 +65,10 @@ func TestFollowsKernelChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	before := g.DP.RouteGeneration()
+	before := g.Dataplane().RouteGeneration()
 	nstest.Run(t, ns, "ip", "neigh", "add", "192.0.2.9", "lladdr", "02:00:00:00:00:09", "dev", "dpa", "nud", "permanent")
 	deadline := time.Now().Add(3 * time.Second)
-	for g.DP.RouteGeneration() == before {
+	for g.Dataplane().RouteGeneration() == before {
 		if time.Now().After(deadline) {
 			t.Fatal("a neighbour change did not flush the route caches")
 		}
