@@ -71,10 +71,7 @@ const (
 // attaches where it says, as the kernel reports it, and Attach returns
 // the mode it used.
 func TestAttachModes(t *testing.T) {
-	ns := nstest.New(t, "xc-bpfu")
-	nstest.Run(t, ns, "ip", "link", "add", "a0", "type", "veth", "peer", "name", "b0")
-	nstest.Run(t, ns, "ip", "link", "set", "a0", "up")
-	nstest.Run(t, ns, "ip", "link", "set", "b0", "up")
+	ns := nstest.Veth(t, "xc-bpfu", "a0", "b0")
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2 /* XDP_PASS */), asm.Return()}})
 	if err != nil {
