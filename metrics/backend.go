@@ -31,8 +31,8 @@ func (c *Backend) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *Backend) Collect(ch chan<- prometheus.Metric) {
-	names := c.n.Interfaces()
-	for i, p := range c.n.Programs {
+	names, modes := c.n.Interfaces(), c.n.Modes()
+	for i, p := range c.n.Programs() {
 		st, err := p.Stats()
 		if err != nil {
 			continue
@@ -41,9 +41,9 @@ func (c *Backend) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(st[v]), names[i], backend.StatNames[v])
 		}
 		ch <- prometheus.MustNewConstMetric(icmpInnerDesc, prometheus.CounterValue, float64(st[backend.StatICMPInner]), names[i])
-		ch <- prometheus.MustNewConstMetric(modeDesc, prometheus.GaugeValue, 1, names[i], c.n.Modes[i])
+		ch <- prometheus.MustNewConstMetric(modeDesc, prometheus.GaugeValue, 1, names[i], modes[i])
 	}
-	for _, r := range c.n.Responders {
+	for _, r := range c.n.Responders() {
 		s := r.Stats()
 		for _, e := range []struct {
 			proto, event string

@@ -73,7 +73,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	dp := c.gw.DP
+	dp := c.gw.Dataplane()
 	m := dp.Match()
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
@@ -131,11 +131,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstHistogram(batchDesc, nBatches, float64(sum), buckets, ifc.Name)
 	}
 	for n := 0; n < int(m.TotalNodes); n++ {
-		counter(connsDesc, c.gw.NewConns[n].Load(), strconv.Itoa(n+1))
+		counter(connsDesc, c.gw.NewConns(n), strconv.Itoa(n+1))
 	}
-	st := c.gw.Tracker.Stats()
+	st := c.gw.Tracker().Stats()
 	gauge(ctEntriesDesc, float64(st.Entries))
-	gauge(ctMaxDesc, float64(c.gw.Tracker.Config().MaxEntries))
+	gauge(ctMaxDesc, float64(c.gw.Tracker().Config().MaxEntries))
 	counter(ctInsertsDesc, st.Inserts)
 	counter(ctExpiredDesc, st.Expired)
 	counter(ctEvictedDesc, st.Evicted)
@@ -153,14 +153,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
-	for i, prog := range c.gw.Programs {
+	for i, prog := range c.gw.Programs() {
 		if st, err := prog.Stats(); err == nil {
 			for v := 0; v < xsk.NumStats; v++ {
 				counter(xdpDesc, st[v], dp.Ifaces()[i].Name, xsk.StatNames[v])
 			}
 		}
 	}
-	for _, r := range c.gw.Responders {
+	for _, r := range c.gw.Responders() {
 		s := r.Stats()
 		name := r.Interface()
 		counter(arpDesc, s.ARPRequests, name, "arp", "requests")
@@ -187,10 +187,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gover = bi.GoVersion
 	}
 	gauge(infoDesc, 1, c.version, gover, m.Hash.String())
+	modes := c.gw.Modes()
 	for i, ifc := range dp.Ifaces() {
 		mode := ""
-		if i < len(c.gw.Modes) {
-			mode = c.gw.Modes[i]
+		if i < len(modes) {
+			mode = modes[i]
 		}
 		gauge(modeDesc, 1, ifc.Name, mode)
 	}
@@ -201,5 +202,5 @@ var _ prometheus.Collector = (*Collector)(nil)
 
 // String is for debugging.
 func (c *Collector) String() string {
-	return fmt.Sprintf("metrics collector for %d interfaces", len(c.gw.DP.Ifaces()))
+	return fmt.Sprintf("metrics collector for %d interfaces", len(c.gw.Dataplane().Ifaces()))
 }

@@ -336,7 +336,7 @@ func startGateway(t *topo, backend string, r rings) *gateway.Gateway {
 		})
 		return err
 	}))
-	for g.Resolver.Resolve(4, [16]byte{203, 0, 113, 80}).Verdict != dataplane.Forwarded {
+	for g.Resolver().Resolve(4, [16]byte{203, 0, 113, 80}).Verdict != dataplane.Forwarded {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return g
@@ -501,7 +501,7 @@ func realMain() (code int) {
 		if gw == nil {
 			return 0
 		}
-		p, _, _ := gw.DP.Totals(0)
+		p, _, _ := gw.Dataplane().Totals(0)
 		var n uint64
 		for _, v := range p {
 			n += v
@@ -589,6 +589,6 @@ func realMain() (code int) {
 	return 0
 }
 
-func attachNative(d *bench.DropCounter, ifindex int) (string, link.Link, error) {
-	return bpfutil.Attach(d.Prog, ifindex, "native")
+func attachNative(d *bench.DropCounter, ifindex int) (bpfutil.AttachMode, link.Link, error) {
+	return bpfutil.Attach(d.Prog, ifindex, bpfutil.ModeNative)
 }

@@ -129,9 +129,10 @@ func runDemo(e env, args []string) int {
 			fmt.Fprintf(e.stderr, "xdpcluster demo: node %d: %v\n", i+1, err)
 			return exitFail
 		}
-		m := n.d.Gateway().DP.Match()
+		gw := n.d.Gateway()
+		m, modes := gw.Dataplane().Match(), gw.Modes()
 		fmt.Fprintf(e.stdout, "node %d (netns %s): %s | front: %s | back: %s | metrics %s | ctl --socket %s\n",
-			i+1, nsn.Name, m, n.d.Gateway().Modes[0], n.d.Gateway().Modes[1], n.metrics, n.sock)
+			i+1, nsn.Name, m, modes[0], modes[1], n.metrics, n.sock)
 	}
 	stopServers, err := cl.Server.EchoServers(":8080", ":5353")
 	if err != nil {
@@ -214,7 +215,7 @@ const demoPrefix = "xcdemo-"
 func demoSnapshot(ns []*demoNode) [][dataplane.NumVerdicts]uint64 {
 	cur := make([][dataplane.NumVerdicts]uint64, len(ns))
 	for i, n := range ns {
-		cur[i], _, _ = n.d.Gateway().DP.Totals(-1)
+		cur[i], _, _ = n.d.Gateway().Dataplane().Totals(-1)
 	}
 	return cur
 }

@@ -150,30 +150,17 @@ func instructions(mac net.HardwareAddr, xsksFD, statsFD int) asm.Instructions {
 	return ins
 }
 
-// Mode is how the program is attached.
-type Mode string
-
-// Attach modes.
-const (
-	ModeNative  Mode = "native"
-	ModeGeneric Mode = "generic"
-)
-
-// Attach attaches the program to the interface as a bpf_link, natively if
-// the driver supports it and generically otherwise (want "" tries both);
-// see bpfutil.Attach. Call it with the thread in the interface's network
-// namespace.
-func (p *Program) Attach(ifindex int, want Mode) (Mode, error) {
-	modes := []string{string(ModeNative), string(ModeGeneric)}
-	if want != "" {
-		modes = []string{string(want)}
-	}
-	m, l, err := bpfutil.Attach(p.Prog, ifindex, modes...)
+// Attach attaches the program to the interface as a bpf_link in mode
+// (bpfutil.ModeAuto: natively if the driver supports it, else
+// generically) and returns the mode it attached in; see bpfutil.Attach.
+// Call it with the thread in the interface's network namespace.
+func (p *Program) Attach(ifindex int, mode bpfutil.AttachMode) (bpfutil.AttachMode, error) {
+	m, l, err := bpfutil.Attach(p.Prog, ifindex, mode)
 	if err != nil {
-		return "", err
+		return m, err
 	}
 	p.links = append(p.links, l)
-	return Mode(m), nil
+	return m, nil
 }
 
 // Detach removes the program from every interface it was attached to.

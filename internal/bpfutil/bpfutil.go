@@ -49,15 +49,71 @@ func Sums(m *ebpf.Map, n int) ([]uint64, error) {
 	return out, nil
 }
 
-// Attach attaches prog to ifindex as a bpf_link with the first of modes
-// ("native", "generic") that works, after removing a program an earlier
-// run attached through netlink. A bpf_link is released with its process,
-// so a crashed run leaves nothing attached. Call it with the thread in the
-// interface's network namespace.
-func Attach(prog *ebpf.Program, ifindex int, modes ...string) (string, link.Link, error) {
+// AttachMode is how an XDP program is attached to an interface: in the
+// driver (native), in the kernel's generic skb path, or the first of the
+// two that works. The zero value is ModeAuto.
+type AttachMode uint8
+
+// Attach modes.
+const (
+	// ModeAuto attaches natively if the driver supports it, else
+	// generically.
+	ModeAuto AttachMode = iota
+	// ModeNative attaches in the driver (XDP_FLAGS_DRV_MODE) or fails.
+	ModeNative
+	// ModeGeneric attaches in the generic skb path (XDP_FLAGS_SKB_MODE).
+	ModeGeneric
+	numAttachModes
+)
+
+var attachModeNames = [numAttachModes]string{ModeAuto: "auto", ModeNative: "native", ModeGeneric: "generic"}
+
+// String returns the mode's configuration name: "auto", "native" or
+// "generic".
+func (m AttachMode) String() string {
+	if m < numAttachModes {
+		return attachModeNames[m]
+	}
+	return fmt.Sprintf("AttachMode(%d)", uint8(m))
+}
+
+// ParseAttachMode parses a mode name as String returns it. It is the one
+// place configuration text becomes an AttachMode; any other text is an
+// error.
+func ParseAttachMode(s string) (AttachMode, error) {
+	for m, name := range attachModeNames {
+		if s == name {
+			return AttachMode(m), nil
+		}
+	}
+	return 0, fmt.Errorf("xdp attach mode %q: must be auto, native or generic", s)
+}
+
+// candidates returns the modes Attach tries, in order.
+func (m AttachMode) candidates() ([]AttachMode, error) {
+	switch m {
+	case ModeAuto:
+		return []AttachMode{ModeNative, ModeGeneric}, nil
+	case ModeNative, ModeGeneric:
+		return []AttachMode{m}, nil
+	}
+	return nil, fmt.Errorf("invalid xdp attach mode %s", m)
+}
+
+// Attach attaches prog to ifindex as a bpf_link in mode (ModeAuto: the
+// first of native and generic that works), after removing a program an
+// earlier run attached through netlink, and returns the mode it attached
+// in (ModeNative or ModeGeneric). A bpf_link is released with its
+// process, so a crashed run leaves nothing attached. Call it with the
+// thread in the interface's network namespace.
+func Attach(prog *ebpf.Program, ifindex int, mode AttachMode) (AttachMode, link.Link, error) {
+	modes, err := mode.candidates()
+	if err != nil {
+		return mode, nil, fmt.Errorf("attach xdp to interface %d: %w", ifindex, err)
+	}
 	nl, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
-		return "", nil, fmt.Errorf("interface %d: %w", ifindex, err)
+		return mode, nil, fmt.Errorf("interface %d: %w", ifindex, err)
 	}
 	if x := nl.Attrs().Xdp; x != nil && x.Attached {
 		netlink.LinkSetXdpFdWithFlags(nl, -1, unix.XDP_FLAGS_DRV_MODE)
@@ -66,7 +122,7 @@ func Attach(prog *ebpf.Program, ifindex int, modes ...string) (string, link.Link
 	var errs []error
 	for _, m := range modes {
 		flags := link.XDPDriverMode
-		if m == "generic" {
+		if m == ModeGeneric {
 			flags = link.XDPGenericMode
 		}
 		l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: flags})
@@ -76,7 +132,7 @@ func Attach(prog *ebpf.Program, ifindex int, modes ...string) (string, link.Link
 		}
 		return m, l, nil
 	}
-	return "", nil, fmt.Errorf("attach xdp to %s: %w", nl.Attrs().Name, errors.Join(errs...))
+	return mode, nil, fmt.Errorf("attach xdp to %s: %w", nl.Attrs().Name, errors.Join(errs...))
 }
 
 // SocketFilter assembles a classic BPF program for SO_ATTACH_FILTER.

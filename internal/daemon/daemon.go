@@ -28,6 +28,7 @@ import (
 	"github.com/xdpcluster/xdpcluster/config"
 	"github.com/xdpcluster/xdpcluster/conntrack"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
+	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 	"github.com/xdpcluster/xdpcluster/node/backend"
 	"github.com/xdpcluster/xdpcluster/node/gateway"
 )
@@ -81,11 +82,8 @@ func gatewayConfig(c *config.Config, log *slog.Logger) (gateway.Config, error) {
 	}
 	gc := gateway.Config{Match: m, Backend: c.Dataplane.Backend, Logger: log, Queues: int(c.Dataplane.Queues), BatchSize: int(c.Dataplane.BatchSize),
 		Port: xsk.PortOptions{NumFrames: int(c.Dataplane.Frames), FrameSize: int(c.Dataplane.FrameSize), RingSize: int(c.Dataplane.RingSize), ZeroCopy: c.Dataplane.ZeroCopy}}
-	switch c.Dataplane.XDPMode {
-	case "native":
-		gc.XDPMode = xsk.ModeNative
-	case "generic":
-		gc.XDPMode = xsk.ModeGeneric
+	if gc.XDPMode, err = bpfutil.ParseAttachMode(c.Dataplane.XDPMode); err != nil {
+		return gateway.Config{}, fmt.Errorf("dataplane.xdp_mode: %w", err)
 	}
 	t := c.Conntrack.Timeouts
 	gc.Conntrack = conntrack.Config{MaxEntries: int(c.Conntrack.MaxEntries), TCPLoose: c.Conntrack.TCPLoose,
@@ -127,8 +125,9 @@ func (d *Daemon) StartDataplane() error {
 	d.eng = gatewayEngine{d.gw}
 	d.started = time.Now()
 	var ifs []string
+	modes := d.gw.Modes()
 	for i, ic := range gc.Interfaces {
-		ifs = append(ifs, fmt.Sprintf("%s (%s, cluster MAC %s, %d addresses)", ic.Name, d.gw.Modes[i], ic.ClusterMAC, len(ic.IPv4)+len(ic.IPv6)))
+		ifs = append(ifs, fmt.Sprintf("%s (%s, cluster MAC %s, %d addresses)", ic.Name, modes[i], ic.ClusterMAC, len(ic.IPv4)+len(ic.IPv6)))
 	}
 	d.log.Info("node started", "role", "gateway", "match", gc.Match.String(), "serves", gc.Match.Nodes(), "interfaces", strings.Join(ifs, "; "))
 	return nil
@@ -153,7 +152,7 @@ func (d *Daemon) startBackend() error {
 	}
 	d.eng = backendEngine{n}
 	d.started = time.Now()
-	d.log.Info("node started", "role", "backend", "match", m.String(), "serves", m.Nodes(), "modes", n.Modes)
+	d.log.Info("node started", "role", "backend", "match", m.String(), "serves", m.Nodes(), "modes", n.Modes())
 	return nil
 }
 

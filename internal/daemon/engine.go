@@ -24,23 +24,23 @@ type engine interface {
 
 type gatewayEngine struct{ g *gateway.Gateway }
 
-func (e gatewayEngine) Match() cluster.Match           { return e.g.DP.Match() }
-func (e gatewayEngine) SetMatch(m cluster.Match) error { return e.g.DP.SetMatch(m) }
-func (e gatewayEngine) Connections() int               { return e.g.Tracker.Len() }
+func (e gatewayEngine) Match() cluster.Match           { return e.g.Dataplane().Match() }
+func (e gatewayEngine) SetMatch(m cluster.Match) error { return e.g.Dataplane().SetMatch(m) }
+func (e gatewayEngine) Connections() int               { return e.g.Tracker().Len() }
 func (e gatewayEngine) Close() error                   { return e.g.Close() }
 func (e gatewayEngine) Collector(v string) prometheus.Collector {
 	return metrics.New(e.g, v)
 }
 func (e gatewayEngine) Modes() map[string]string {
-	out := map[string]string{}
-	for i, ifc := range e.g.DP.Ifaces() {
-		out[ifc.Name] = e.g.Modes[i]
+	out, modes := map[string]string{}, e.g.Modes()
+	for i, ifc := range e.g.Dataplane().Ifaces() {
+		out[ifc.Name] = modes[i]
 	}
 	return out
 }
 func (e gatewayEngine) Packets() map[string]uint64 {
 	out := map[string]uint64{}
-	pkts, _, _ := e.g.DP.Totals(-1)
+	pkts, _, _ := e.g.Dataplane().Totals(-1)
 	for v, n := range pkts {
 		if n != 0 {
 			out[dataplane.Verdict(v).String()] = n
@@ -49,7 +49,7 @@ func (e gatewayEngine) Packets() map[string]uint64 {
 	return out
 }
 func (e gatewayEngine) Announce() {
-	for _, r := range e.g.Responders {
+	for _, r := range e.g.Responders() {
 		r.Announce()
 	}
 }
@@ -64,15 +64,15 @@ func (e backendEngine) Collector(v string) prometheus.Collector {
 	return metrics.NewBackend(e.n, v)
 }
 func (e backendEngine) Modes() map[string]string {
-	out := map[string]string{}
+	out, modes := map[string]string{}, e.n.Modes()
 	for i, name := range e.n.Interfaces() {
-		out[name] = e.n.Modes[i]
+		out[name] = modes[i]
 	}
 	return out
 }
 func (e backendEngine) Packets() map[string]uint64 {
 	out := map[string]uint64{}
-	for _, p := range e.n.Programs {
+	for _, p := range e.n.Programs() {
 		if st, err := p.Stats(); err == nil {
 			for i, v := range st {
 				if v != 0 {
@@ -84,7 +84,7 @@ func (e backendEngine) Packets() map[string]uint64 {
 	return out
 }
 func (e backendEngine) Announce() {
-	for _, r := range e.n.Responders {
+	for _, r := range e.n.Responders() {
 		r.Announce()
 	}
 }

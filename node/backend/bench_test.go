@@ -12,6 +12,7 @@ import (
 
 	"github.com/xdpcluster/xdpcluster/bench"
 	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
 	"github.com/xdpcluster/xdpcluster/node/backend"
 )
@@ -57,10 +58,7 @@ func BenchmarkBackendVsDrop(b *testing.B) {
 		})
 		return float64(sent) / time.Since(start).Seconds()
 	}
-	for _, mode := range []struct {
-		name  string
-		flags link.XDPAttachFlags
-	}{{"native", link.XDPDriverMode}, {"generic", link.XDPGenericMode}} {
+	for _, mode := range []bpfutil.AttachMode{bpfutil.ModeNative, bpfutil.ModeGeneric} {
 		frames = mixed
 		// The ceiling: count and drop.
 		d, err := bench.NewDropCounter()
@@ -69,7 +67,7 @@ func BenchmarkBackendVsDrop(b *testing.B) {
 		}
 		var l link.Link
 		if err := dut.Do(func() (err error) {
-			l, err = link.AttachXDP(link.XDPOptions{Program: d.Prog, Interface: ifindex, Flags: mode.flags})
+			_, l, err = bpfutil.Attach(d.Prog, ifindex, mode)
 			return err
 		}); err != nil {
 			b.Fatal(err)
@@ -79,8 +77,8 @@ func BenchmarkBackendVsDrop(b *testing.B) {
 		ceiling := float64(d.Count()) / time.Since(start).Seconds()
 		l.Close()
 		d.Close()
-		b.ReportMetric(offered, mode.name+"_offered_pps")
-		b.ReportMetric(ceiling, mode.name+"_xdp_drop_pps")
+		b.ReportMetric(offered, mode.String()+"_offered_pps")
+		b.ReportMetric(ceiling, mode.String()+"_xdp_drop_pps")
 		// Our back-end program: all foreign (the decision alone, dropped),
 		// then half owned (those go up the stack on the same cores).
 		for _, traffic := range []struct {
@@ -93,7 +91,7 @@ func BenchmarkBackendVsDrop(b *testing.B) {
 				if p, err = backend.NewProgram(clusterMAC, nstest.MAC(b, dut, "in0"), m); err != nil {
 					return err
 				}
-				_, err = p.AttachMode(ifindex, mode.name)
+				_, err = p.Attach(ifindex, mode)
 				return err
 			}); err != nil {
 				b.Fatal(err)
@@ -103,8 +101,8 @@ func BenchmarkBackendVsDrop(b *testing.B) {
 			st, _ := p.Stats()
 			decided := float64(st[backend.StatOwned]+st[backend.StatForeign]) / time.Since(start).Seconds()
 			p.Close()
-			b.ReportMetric(decided, mode.name+"_backend_"+traffic.name+"_pps")
-			b.ReportMetric(100*decided/ceiling, mode.name+"_backend_"+traffic.name+"_pct_of_ceiling")
+			b.ReportMetric(decided, mode.String()+"_backend_"+traffic.name+"_pps")
+			b.ReportMetric(100*decided/ceiling, mode.String()+"_backend_"+traffic.name+"_pct_of_ceiling")
 		}
 	}
 }

@@ -106,8 +106,8 @@ func TestBackendEndToEnd(t *testing.T) {
 	var nodes []*backend.Node
 	dump = func() {
 		for i, n := range nodes {
-			st, _ := n.Programs[0].Stats()
-			t.Logf("node %d: %v responder %+v", i+1, st, n.Responders[0].Stats())
+			st, _ := n.Programs()[0].Stats()
+			t.Logf("node %d: %v responder %+v", i+1, st, n.Responders()[0].Stats())
 			out, _ := cl.Nodes[i].Run("ip", "addr", "show", "lo")
 			t.Logf("node %d lo: %s", i+1, out)
 		}
@@ -137,7 +137,7 @@ func TestBackendEndToEnd(t *testing.T) {
 	}
 	var total [backend.NumStats]uint64
 	for _, n := range nodes {
-		st, _ := n.Programs[0].Stats()
+		st, _ := n.Programs()[0].Stats()
 		for i := range st {
 			total[i] += st[i]
 		}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/xdpcluster/xdpcluster/arp"
 	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 )
 
 // Interface is one data interface of a back-end server.
@@ -37,11 +39,13 @@ type Config struct {
 }
 
 // Node is a running back-end server: our program on each data interface,
-// the cluster addresses on lo, the ARP/ND responders.
+// the cluster addresses on lo, the ARP/ND responders. Its methods may be
+// called concurrently once Start has returned it.
 type Node struct {
-	Programs   []*Program
-	Responders []*arp.Responder
-	Modes      []string
+	// Set by Start, one per data interface, and never changed after.
+	programs   []*Program
+	responders []*arp.Responder
+	modes      []string
 	names      []string
 
 	mu      sync.Mutex
@@ -146,18 +150,18 @@ func Start(cfg Config) (n *Node, err error) {
 		if err != nil {
 			return n, fmt.Errorf("backend: interface %s: %w", ic.Name, err)
 		}
-		n.Programs = append(n.Programs, p)
+		n.programs = append(n.programs, p)
 		n.names = append(n.names, ic.Name)
-		mode, err := p.Attach(link.Attrs().Index)
+		mode, err := p.Attach(link.Attrs().Index, bpfutil.ModeAuto)
 		if err != nil {
 			return n, err
 		}
-		n.Modes = append(n.Modes, "backend xdp "+mode)
+		n.modes = append(n.modes, "backend xdp "+mode.String())
 		r, err := arp.Start(arp.Config{Interface: ic.Name, ClusterMAC: ic.ClusterMAC, NDMAC: ic.NDMAC, IPv4: ic.IPv4, IPv6: ic.IPv6, Logger: log})
 		if err != nil {
 			return n, err
 		}
-		n.Responders = append(n.Responders, r)
+		n.responders = append(n.responders, r)
 	}
 	return n, nil
 }
@@ -214,7 +218,7 @@ func (n *Node) Match() cluster.Match {
 func (n *Node) SetMatch(m cluster.Match) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for _, p := range n.Programs {
+	for _, p := range n.programs {
 		if err := p.SetMatch(m); err != nil {
 			return err
 		}
@@ -223,8 +227,23 @@ func (n *Node) SetMatch(m cluster.Match) error {
 	return nil
 }
 
-// Interfaces names the data interfaces.
-func (n *Node) Interfaces() []string { return n.names }
+// Interfaces names the data interfaces, in the order of Config.Interfaces.
+// The slice is the caller's.
+func (n *Node) Interfaces() []string { return slices.Clone(n.names) }
+
+// Programs returns the XDP program of each data interface, in the order
+// of Interfaces. The slice is the caller's; a Program is safe for
+// concurrent use.
+func (n *Node) Programs() []*Program { return slices.Clone(n.programs) }
+
+// Responders returns the ARP/ND responders, one per data interface, in
+// the order of Interfaces. The slice is the caller's; a Responder is safe
+// for concurrent use.
+func (n *Node) Responders() []*arp.Responder { return slices.Clone(n.responders) }
+
+// Modes describes how each data interface runs (e.g. "backend xdp
+// generic"), in the order of Interfaces. The slice is the caller's.
+func (n *Node) Modes() []string { return slices.Clone(n.modes) }
 
 // Close detaches the programs, stops the responders, removes the addresses
 // it added to lo and restores the sysctls (through handles opened in the
@@ -232,10 +251,10 @@ func (n *Node) Interfaces() []string { return n.names }
 func (n *Node) Close() error {
 	n.once.Do(func() {
 		var errs []error
-		for _, r := range n.Responders {
+		for _, r := range n.responders {
 			errs = append(errs, r.Close())
 		}
-		for _, p := range n.Programs {
+		for _, p := range n.programs {
 			errs = append(errs, p.Close())
 		}
 		for _, a := range n.added {

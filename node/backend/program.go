@@ -312,32 +312,23 @@ func instructions(clusterMAC, ownMAC net.HardwareAddr, paramsFD, statsFD int) as
 	return ins
 }
 
-// Attach attaches the program to ifindex as a bpf_link: natively, else
-// generically. On a veth it attaches generically: veth's native XDP runs
-// on an skb that keeps its packet type, so a frame whose destination MAC
-// the program rewrote would still reach the stack as multicast and TCP
-// would drop it; generic XDP re-derives the packet type (as a real NIC's
-// driver does when it builds the skb after XDP). Call it with the thread
-// in the interface's namespace.
-func (p *Program) Attach(ifindex int) (string, error) { return p.AttachMode(ifindex, "") }
-
-// AttachMode is Attach with the mode forced: "native", "generic", or ""
-// (as Attach chooses).
-func (p *Program) AttachMode(ifindex int, mode string) (string, error) {
-	modes := []string{"native", "generic"}
-	switch mode {
-	case "native":
-		modes = modes[:1]
-	case "generic":
-		modes = modes[1:]
-	case "":
+// Attach attaches the program to ifindex as a bpf_link in mode and
+// returns the mode it attached in. bpfutil.ModeAuto attaches natively,
+// else generically, except on a veth, where it attaches generically:
+// veth's native XDP runs on an skb that keeps its packet type, so a frame
+// whose destination MAC the program rewrote would still reach the stack
+// as multicast and TCP would drop it; generic XDP re-derives the packet
+// type (as a real NIC's driver does when it builds the skb after XDP).
+// Call it with the thread in the interface's namespace.
+func (p *Program) Attach(ifindex int, mode bpfutil.AttachMode) (bpfutil.AttachMode, error) {
+	if mode == bpfutil.ModeAuto {
 		if nl, err := netlink.LinkByIndex(ifindex); err == nil && nl.Type() == "veth" {
-			modes = modes[1:]
+			mode = bpfutil.ModeGeneric
 		}
 	}
-	m, l, err := bpfutil.Attach(p.Prog, ifindex, modes...)
+	m, l, err := bpfutil.Attach(p.Prog, ifindex, mode)
 	if err != nil {
-		return "", err
+		return m, err
 	}
 	p.links = append(p.links, l)
 	return m, nil

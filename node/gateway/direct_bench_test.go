@@ -89,7 +89,7 @@ func benchDirect(b *testing.B, backend string) {
 			owned++
 		}
 	}
-	before, _, _ := gw.DP.Totals(-1)
+	before, _, _ := gw.Dataplane().Totals(-1)
 	const repeat = 4096
 	var sent uint64
 	start := time.Now()
@@ -106,7 +106,7 @@ func benchDirect(b *testing.B, backend string) {
 	}
 	elapsed := time.Since(start)
 	time.Sleep(100 * time.Millisecond)
-	after, _, _ := gw.DP.Totals(-1)
+	after, _, _ := gw.Dataplane().Totals(-1)
 	var in uint64
 	for v := range after {
 		in += after[v] - before[v]

@@ -122,7 +122,7 @@ func startMixed(t testing.TB, cl *netns.Cluster, kernelNode int, backend string)
 		}
 		t.Cleanup(func() {
 			if t.Failed() && n.gw != nil {
-				pkts, _, _ := n.gw.DP.Totals(-1)
+				pkts, _, _ := n.gw.Dataplane().Totals(-1)
 				var ps []string
 				for v, c := range pkts {
 					if c != 0 {
@@ -130,15 +130,15 @@ func startMixed(t testing.TB, cl *netns.Cluster, kernelNode int, backend string)
 					}
 				}
 				var xs []string
-				for _, p := range n.gw.Programs {
+				for _, p := range n.gw.Programs() {
 					st, _ := p.Stats()
 					xs = append(xs, fmt.Sprint(st))
 				}
-				t.Logf("node %s: %v; xdp %v; invalid %v", n.ns.Name, ps, xs, invalidReasons(n.gw.DP))
+				t.Logf("node %s: %v; xdp %v; invalid %v", n.ns.Name, ps, xs, invalidReasons(n.gw.Dataplane()))
 			}
 			n.gw.Close()
 		})
-		t.Logf("node %d: %v", i+1, n.gw.Modes)
+		t.Logf("node %d: %v", i+1, n.gw.Modes())
 		nodes = append(nodes, n)
 	}
 	// Warm the neighbour tables through the dataplane's own resolver (it
@@ -158,14 +158,14 @@ func startMixed(t testing.TB, cl *netns.Cluster, kernelNode int, backend string)
 				b = [16]byte{}
 				copy(b[:], v[:])
 			}
-			for n.gw.Resolver.Resolve(fam, b).Verdict != dataplane.Forwarded {
+			for n.gw.Resolver().Resolve(fam, b).Verdict != dataplane.Forwarded {
 				if time.Now().After(deadline) {
-					t.Fatalf("node %s cannot resolve %s: %v", n.ns.Name, a, n.gw.Resolver.Resolve(fam, b).Verdict)
+					t.Fatalf("node %s cannot resolve %s: %v", n.ns.Name, a, n.gw.Resolver().Resolve(fam, b).Verdict)
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
 		}
-		n.gw.DP.FlushRoutes()
+		n.gw.Dataplane().FlushRoutes()
 	}
 	return nodes
 }
@@ -306,7 +306,7 @@ func endToEnd(t *testing.T, prefix string, kernelNode int, backend string) {
 			t.Logf("node %d (kernel recipe): forwarded %d", i+1, k)
 			continue
 		}
-		pkts, _, _ := n.gw.DP.Totals(-1)
+		pkts, _, _ := n.gw.Dataplane().Totals(-1)
 		for v, c := range pkts {
 			switch dataplane.Verdict(v) {
 			case dataplane.Forwarded, dataplane.ForwardedKernel, dataplane.Foreign, dataplane.Invalid:
@@ -317,12 +317,12 @@ func endToEnd(t *testing.T, prefix string, kernelNode int, backend string) {
 			}
 		}
 		var xdpIn uint64
-		for _, p := range n.gw.Programs {
+		for _, p := range n.gw.Programs() {
 			st, _ := p.Stats()
 			xdpIn += st[xsk.StatToXSK]
 		}
 		got := pkts[dataplane.Forwarded] + pkts[dataplane.ForwardedKernel] + pkts[dataplane.Foreign] + pkts[dataplane.Invalid]
-		if len(n.gw.Programs) > 0 && got != xdpIn {
+		if len(n.gw.Programs()) > 0 && got != xdpIn {
 			t.Errorf("node %d: the program sent %d frames to AF_XDP, the workers handled %d", i+1, xdpIn, got)
 		}
 		frames = append(frames, got)
@@ -331,7 +331,7 @@ func endToEnd(t *testing.T, prefix string, kernelNode int, backend string) {
 			t.Errorf("node %d forwarded nothing", i+1)
 		}
 		t.Logf("node %d: forwarded %d, foreign %d, invalid %d %v", i+1, pkts[dataplane.Forwarded], pkts[dataplane.Foreign],
-			pkts[dataplane.Invalid], invalidReasons(n.gw.DP))
+			pkts[dataplane.Invalid], invalidReasons(n.gw.Dataplane()))
 	}
 	for i := range frames {
 		if frames[i] != frames[0] {
@@ -388,7 +388,7 @@ func TestGatewayTakeover(t *testing.T) {
 	long := dial(t, cl, share2[0])
 	defer long.Close()
 	echo(t, long, 5000)
-	before, _, _ := nodes[0].gw.DP.Totals(-1)
+	before, _, _ := nodes[0].gw.Dataplane().Totals(-1)
 
 	// Node 2 fails: its dataplane stops and its XDP program goes away.
 	if err := nodes[1].gw.Close(); err != nil {
@@ -396,18 +396,18 @@ func TestGatewayTakeover(t *testing.T) {
 	}
 	m := nodes[0].match
 	m.NodeMask |= 1 << 1
-	if err := nodes[0].gw.DP.SetMatch(m); err != nil {
+	if err := nodes[0].gw.Dataplane().SetMatch(m); err != nil {
 		t.Fatal(err)
 	}
 	echo(t, long, 5000) // the established connection survives
 	c := dial(t, cl, share2[1])
 	echo(t, c, 3000) // and a new one of node 2's share works
 	c.Close()
-	after, _, _ := nodes[0].gw.DP.Totals(-1)
+	after, _, _ := nodes[0].gw.Dataplane().Totals(-1)
 	if after[dataplane.Forwarded]-before[dataplane.Forwarded] < 10 {
 		t.Errorf("node 1 forwarded only %d packets after the takeover", after[dataplane.Forwarded]-before[dataplane.Forwarded])
 	}
-	if err := nodes[0].gw.DP.SetMatch(cluster.LocalNode(3, 1, 7)); err == nil {
+	if err := nodes[0].gw.Dataplane().SetMatch(cluster.LocalNode(3, 1, 7)); err == nil {
 		t.Error("SetMatch accepted a new seed at run time")
 	}
 }
@@ -439,14 +439,14 @@ func TestGatewayLinkFlap(t *testing.T) {
 	// outage reads the owner's TX errors on back and its drops for want
 	// of a route or a neighbour.
 	outage := func() (txErrors, dropped uint64) {
-		for _, ifc := range owner.gw.DP.Ifaces() {
+		for _, ifc := range owner.gw.Dataplane().Ifaces() {
 			if ifc.Name == "back" {
 				for _, p := range ifc.Ports {
 					txErrors += p.Stats().TxErrors
 				}
 			}
 		}
-		pkts, _, _ := owner.gw.DP.Totals(-1)
+		pkts, _, _ := owner.gw.Dataplane().Totals(-1)
 		return txErrors, pkts[dataplane.NoRoute] + pkts[dataplane.NoNeighbour]
 	}
 	tx0, drop0 := outage()
@@ -566,7 +566,7 @@ func TestNeighbourResolution(t *testing.T) {
 		}
 	}
 	for _, n := range nodes {
-		for _, r := range n.gw.Responders {
+		for _, r := range n.gw.Responders() {
 			st := r.Stats()
 			t.Logf("%s %s: %+v", n.ns.Name, r.Interface(), st)
 			if st.Announcements == 0 {

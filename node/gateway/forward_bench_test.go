@@ -50,7 +50,7 @@ func benchForward(b *testing.B, backend string) {
 			&layers.Ethernet{SrcMAC: srcMAC, DstMAC: cl.FrontMAC, EthernetType: layers.EthernetTypeIPv4}, ip, udp, gopacket.Payload(make([]byte, 18)))
 		frames = append(frames, append([]byte(nil), buf.Bytes()...))
 	}
-	before, _, _ := gw.DP.Totals(-1)
+	before, _, _ := gw.Dataplane().Totals(-1)
 	const repeat = 2048
 	start := time.Now()
 	var sent uint64
@@ -68,7 +68,7 @@ func benchForward(b *testing.B, backend string) {
 	}
 	elapsed := time.Since(start)
 	time.Sleep(100 * time.Millisecond)
-	after, _, _ := gw.DP.Totals(-1)
+	after, _, _ := gw.Dataplane().Totals(-1)
 	fwd := after[dataplane.Forwarded] - before[dataplane.Forwarded]
 	b.ReportMetric(float64(sent)/elapsed.Seconds(), "offered_pps")
 	b.ReportMetric(float64(fwd)/elapsed.Seconds(), "forwarded_pps")

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/xdpcluster/xdpcluster/dataplane"
 	"github.com/xdpcluster/xdpcluster/dataplane/afpacket"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
+	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 )
 
 // Interface is one data interface, the cluster MAC its peers send to and
@@ -45,7 +47,8 @@ type Config struct {
 	Backend string
 	Port    xsk.PortOptions  // zero: xsk.DefaultPortOptions
 	Packet  afpacket.Options // zero: afpacket.DefaultOptions
-	XDPMode xsk.Mode         // "": native, else generic
+	// XDPMode is how our program attaches (zero: bpfutil.ModeAuto).
+	XDPMode bpfutil.AttachMode
 	// Queues limits the RX queues used (0: every one the interfaces have).
 	Queues int
 	// BatchSize bounds a receive batch (0: 64).
@@ -61,22 +64,25 @@ type Config struct {
 	SnapshotMaxAge time.Duration
 }
 
-// Gateway is a running gateway dataplane.
+// Gateway is a running gateway dataplane. Its accessors may be called
+// concurrently, with each other and with Close, once Start has returned
+// it: what they return is set by Start and never replaced (Close stops
+// and frees it but leaves the values).
 type Gateway struct {
-	DP       *dataplane.Dataplane
-	Tracker  *conntrack.Table
-	Resolver *NetlinkResolver
-	// Responders answer ARP/ND for the cluster addresses, per interface
+	dp       *dataplane.Dataplane
+	tracker  *conntrack.Table
+	resolver *NetlinkResolver
+	// responders answer ARP/ND for the cluster addresses, per interface
 	// that has any.
-	Responders []*arp.Responder
-	Programs   []*xsk.Program
-	// NewConns counts new connections by the 0-based node that owns them
+	responders []*arp.Responder
+	programs   []*xsk.Program // per interface, with AF_XDP only
+	// newConns counts new connections by the 0-based node that owns them
 	// (every node tracks every connection).
-	NewConns [cluster.MaxNodes]atomic.Uint64
-	Modes    []string // per interface: "native, afxdp copy, 1 queue"
-	// Clock is the dataplane's one time origin: the workers, the sweeper
+	newConns [cluster.MaxNodes]atomic.Uint64
+	modes    []string // per interface: "xdp native, afxdp copy, 1 queue(s)"
+	// clock is the dataplane's one time origin: the workers, the sweeper
 	// and the snapshots read it.
-	Clock    conntrack.Clock
+	clock    conntrack.Clock
 	sweeper  *conntrack.Sweeper
 	cfg      Config
 	running  bool // Start completed: Close saves the snapshot
@@ -131,13 +137,13 @@ func Start(cfg Config) (g *Gateway, err error) {
 		} else {
 			b = m.Bucket16(&orig)
 		}
-		g.NewConns[b].Add(1)
+		g.newConns[b].Add(1)
 		return uint8(b)
 	}
-	if g.Tracker, err = conntrack.NewTable(ct); err != nil {
+	if g.tracker, err = conntrack.NewTable(ct); err != nil {
 		return g, err
 	}
-	g.Clock = conntrack.NewClock()
+	g.clock = conntrack.NewClock()
 	for _, ic := range cfg.Interfaces {
 		link, err := h.LinkByName(ic.Name)
 		if err != nil {
@@ -163,12 +169,12 @@ func Start(cfg Config) (g *Gateway, err error) {
 	if err != nil {
 		return g, err
 	}
-	g.Resolver = NewNetlinkResolver(h, g.links)
+	g.resolver = NewNetlinkResolver(h, g.links)
 	if g.sender, err = newKernelSender(); err != nil {
 		return g, err
 	}
-	g.DP, err = dataplane.New(dataplane.Config{Ifaces: ifaces, Match: cfg.Match, Tracker: g.Tracker, Resolver: g.Resolver, SlowPath: g.sender.send,
-		BatchSize: cfg.BatchSize, Clock: g.Clock})
+	g.dp, err = dataplane.New(dataplane.Config{Ifaces: ifaces, Match: cfg.Match, Tracker: g.tracker, Resolver: g.resolver, SlowPath: g.sender.send,
+		BatchSize: cfg.BatchSize, Clock: g.clock})
 	if err != nil {
 		return g, err
 	}
@@ -187,25 +193,57 @@ func Start(cfg Config) (g *Gateway, err error) {
 		if err != nil {
 			return g, err
 		}
-		g.Responders = append(g.Responders, r)
+		g.responders = append(g.responders, r)
 	}
 	if cfg.Snapshot != "" {
 		g.restoreSnapshot(cfg.Snapshot, cfg.Match, cfg.SnapshotMaxAge)
 	}
-	g.DP.Start()
+	g.dp.Start()
 	// Timed-out connections are removed in the background, a few shards
 	// at a time, the whole table every conntrack.DefaultSweepPeriod.
-	g.sweeper = g.Tracker.StartSweeper(g.Clock.Now, 0)
+	g.sweeper = g.tracker.StartSweeper(g.clock.Now, 0)
 	if err := g.followKernel(); err != nil {
 		return g, err
 	}
 	go g.watchPorts(time.Second)
 	g.running = true
 	for i, ic := range cfg.Interfaces {
-		log.Debug("dataplane started", "interface", ic.Name, "cluster_mac", ic.ClusterMAC.String(), "mode", g.Modes[i], "match", cfg.Match.String())
+		log.Debug("dataplane started", "interface", ic.Name, "cluster_mac", ic.ClusterMAC.String(), "mode", g.modes[i], "match", cfg.Match.String())
 	}
 	return g, nil
 }
+
+// Dataplane returns the workers' dataplane: its counters, match, route
+// cache generation and clock. Its methods other than Start and Stop (which
+// belong to Start and Close) may be called concurrently.
+func (g *Gateway) Dataplane() *dataplane.Dataplane { return g.dp }
+
+// Tracker returns the connection table (safe for concurrent use).
+func (g *Gateway) Tracker() *conntrack.Table { return g.tracker }
+
+// Resolver returns the netlink route resolver the workers ask on a route
+// cache miss (safe for concurrent use).
+func (g *Gateway) Resolver() *NetlinkResolver { return g.resolver }
+
+// Responders returns the ARP/ND responders, one per interface that has
+// cluster addresses. The slice is the caller's; a Responder is safe for
+// concurrent use.
+func (g *Gateway) Responders() []*arp.Responder { return slices.Clone(g.responders) }
+
+// Programs returns the XDP program of each interface, in the order of
+// Config.Interfaces; none with the raw-socket backend. The slice is the
+// caller's; a Program is safe for concurrent use.
+func (g *Gateway) Programs() []*xsk.Program { return slices.Clone(g.programs) }
+
+// NewConns returns the number of new connections owned by node (0-based,
+// below cluster.MaxNodes) since Start. Every node tracks every connection,
+// so each gateway counts the whole cluster's.
+func (g *Gateway) NewConns(node int) uint64 { return g.newConns[node].Load() }
+
+// Modes describes how each interface runs (e.g. "xdp native, afxdp
+// copy, 2 queue(s)" or "afpacket, 1 queue"), in the order of
+// Config.Interfaces. The slice is the caller's.
+func (g *Gateway) Modes() []string { return slices.Clone(g.modes) }
 
 // followKernel flushes the workers' route caches when the kernel's routes
 // or neighbours change, at most every 100 ms (neighbour states change
@@ -238,7 +276,7 @@ func (g *Gateway) followKernel() error {
 				dirty = true
 			case <-tick.C:
 				if dirty {
-					g.DP.FlushRoutes()
+					g.dp.FlushRoutes()
 					if err := g.refreshLocal(); err != nil {
 						g.log.Warn("dataplane: the node's own addresses are not updated", "error", err)
 					}
@@ -316,7 +354,7 @@ func (g *Gateway) openXDP(h *netlink.Handle, cfg Config) ([]dataplane.Iface, err
 		if err != nil {
 			return nil, fmt.Errorf("interface %s: %w", ic.Name, err)
 		}
-		g.Programs = append(g.Programs, prog)
+		g.programs = append(g.programs, prog)
 		ifc := dataplane.Iface{Name: ic.Name}
 		copy(ifc.MAC[:], link.Attrs().HardwareAddr)
 		for q, p := range perIface[i][:queues] {
@@ -329,7 +367,7 @@ func (g *Gateway) openXDP(h *netlink.Handle, cfg Config) ([]dataplane.Iface, err
 		if err != nil {
 			return nil, err
 		}
-		g.Modes = append(g.Modes, fmt.Sprintf("xdp %s, %s, %d queue(s)", xm, perIface[i][0].Mode(), queues))
+		g.modes = append(g.modes, fmt.Sprintf("xdp %s, %s, %d queue(s)", xm, perIface[i][0].Mode(), queues))
 		ifaces = append(ifaces, ifc)
 	}
 	return ifaces, nil
@@ -354,7 +392,7 @@ func (g *Gateway) openPacket(h *netlink.Handle, cfg Config) ([]dataplane.Iface, 
 		g.ports = append(g.ports, p)
 		ifc := dataplane.Iface{Name: ic.Name, Ports: []dataplane.Port{p}}
 		copy(ifc.MAC[:], link.Attrs().HardwareAddr)
-		g.Modes = append(g.Modes, "afpacket, 1 queue")
+		g.modes = append(g.modes, "afpacket, 1 queue")
 		ifaces = append(ifaces, ifc)
 	}
 	return ifaces, nil
@@ -362,13 +400,13 @@ func (g *Gateway) openPacket(h *netlink.Handle, cfg Config) ([]dataplane.Iface, 
 
 // closePorts releases the ports and programs opened so far.
 func (g *Gateway) closePorts() {
-	for _, p := range g.Programs {
+	for _, p := range g.programs {
 		p.Close()
 	}
 	for _, p := range g.ports {
 		p.Close()
 	}
-	g.Programs, g.ports, g.Modes = nil, nil, nil
+	g.programs, g.ports, g.modes = nil, nil, nil
 }
 
 // Close stops the workers, detaches the programs and frees the rings. It
@@ -383,25 +421,25 @@ func (g *Gateway) close() error {
 	if g.done != nil {
 		close(g.done)
 	}
-	for _, r := range g.Responders {
+	for _, r := range g.responders {
 		errs = append(errs, r.Close())
 	}
-	if g.DP != nil {
-		g.DP.Stop()
+	if g.dp != nil {
+		g.dp.Stop()
 	}
 	if g.sweeper != nil {
 		g.sweeper.Stop()
 	}
 	if g.running && g.cfg.Snapshot != "" {
-		errs = append(errs, g.saveSnapshot(g.cfg.Snapshot, g.DP.Match()))
+		errs = append(errs, g.saveSnapshot(g.cfg.Snapshot, g.dp.Match()))
 	}
-	for _, p := range g.Programs {
+	for _, p := range g.programs {
 		errs = append(errs, p.Detach())
 	}
 	for _, p := range g.ports {
 		errs = append(errs, p.Close())
 	}
-	for _, p := range g.Programs {
+	for _, p := range g.programs {
 		errs = append(errs, p.Close())
 	}
 	if g.handle != nil {

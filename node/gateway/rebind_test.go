@@ -12,10 +12,7 @@ import (
 // TestRestartRebinds: a gateway can be started again on the same
 // interfaces right after Close (the AF_XDP queues are released).
 func TestRestartRebinds(t *testing.T) {
-	ns := nstest.New(t, "xc-rebind")
-	nstest.Run(t, ns, "ip", "link", "add", "dpa", "type", "veth", "peer", "name", "dpb")
-	nstest.Run(t, ns, "ip", "link", "set", "dpa", "up")
-	nstest.Run(t, ns, "ip", "link", "set", "dpb", "up")
+	ns := nstest.Veth(t, "xc-rebind", "dpa", "dpb")
 	for i := 0; i < 3; i++ {
 		var g *gateway.Gateway
 		if err := ns.Do(func() (err error) {

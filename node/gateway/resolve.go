@@ -142,11 +142,11 @@ func (r *NetlinkResolver) LocalAddrs() ([]netip.Addr, error) {
 // and the cluster addresses. Address changes also change the local
 // routing table, so followKernel calls it on route events.
 func (g *Gateway) refreshLocal() error {
-	addrs, err := g.Resolver.LocalAddrs()
+	addrs, err := g.resolver.LocalAddrs()
 	if err != nil {
 		return err
 	}
-	g.DP.SetLocalAddrs(append(addrs, g.clusterAddrs...))
+	g.dp.SetLocalAddrs(append(addrs, g.clusterAddrs...))
 	return nil
 }
 

@@ -170,7 +170,7 @@ func forwardedCases(t *testing.T, files ...string) map[int]bool {
 // (what the server sends back arrives on back), and how many frames that is.
 func frontVerdicts(nodes []*node) (s [dataplane.NumVerdicts]uint64, frames uint64) {
 	for _, n := range nodes {
-		p, _, _ := n.gw.DP.Totals(0)
+		p, _, _ := n.gw.Dataplane().Totals(0)
 		for v := range s {
 			s[v] += p[v]
 			frames += p[v]

@@ -38,7 +38,7 @@ func (g *Gateway) restoreSnapshot(path string, m cluster.Match, maxAge time.Dura
 		return
 	}
 	defer f.Close()
-	info, err := g.Tracker.ReadSnapshot(f, snapshotParams(m), g.Clock.Now(), time.Now(), maxAge)
+	info, err := g.tracker.ReadSnapshot(f, snapshotParams(m), g.clock.Now(), time.Now(), maxAge)
 	if err != nil {
 		g.log.Warn("connection table snapshot not restored: starting with an empty table", "path", path, "reason", err)
 		return
@@ -65,7 +65,7 @@ func (g *Gateway) saveSnapshot(path string, m cluster.Match) (err error) {
 	if err := f.Chmod(0o600); err != nil {
 		return err
 	}
-	n, err := g.Tracker.WriteSnapshot(f, snapshotParams(m), g.Clock.Now(), time.Now())
+	n, err := g.tracker.WriteSnapshot(f, snapshotParams(m), g.clock.Now(), time.Now())
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ func snapGateway(t *testing.T, logs *bytes.Buffer) *Gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Gateway{Tracker: tb, Clock: conntrack.NewClock(), log: slog.New(slog.NewTextHandler(logs, nil))}
+	return &Gateway{tracker: tb, clock: conntrack.NewClock(), log: slog.New(slog.NewTextHandler(logs, nil))}
 }
 
 func udp4(src string) *packet.Parsed {
@@ -46,7 +46,7 @@ func TestSnapshotFile(t *testing.T) {
 		var logs bytes.Buffer
 		g := snapGateway(t, &logs)
 		for _, a := range []string{"198.51.100.10", "198.51.100.11", "198.51.100.12"} {
-			g.Tracker.Track(udp4(a), g.Clock.Now())
+			g.tracker.Track(udp4(a), g.clock.Now())
 		}
 		if err := g.saveSnapshot(path, m); err != nil {
 			t.Fatal(err)
@@ -83,7 +83,7 @@ func TestSnapshotFile(t *testing.T) {
 			var logs bytes.Buffer
 			g := snapGateway(t, &logs)
 			g.restoreSnapshot(path, tc.match, 0)
-			if n := g.Tracker.Len(); n != tc.want {
+			if n := g.tracker.Len(); n != tc.want {
 				t.Errorf("%d connections restored, want %d", n, tc.want)
 			}
 			if !strings.Contains(logs.String(), tc.log) {

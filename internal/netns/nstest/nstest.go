@@ -66,6 +66,17 @@ func Cluster(t testing.TB, prefix string, opts netns.ClusterOptions) *netns.Clus
 	return cl
 }
 
+// Veth creates a namespace prefix-RANDOM, deleted when the test ends,
+// holding a veth pair a–b with both ends up.
+func Veth(t testing.TB, prefix, a, b string) *netns.NS {
+	t.Helper()
+	ns := New(t, prefix)
+	Run(t, ns, "ip", "link", "add", a, "type", "veth", "peer", "name", b)
+	Run(t, ns, "ip", "link", "set", a, "up")
+	Run(t, ns, "ip", "link", "set", b, "up")
+	return ns
+}
+
 // Run runs a command in ns and fails the test if it fails.
 func Run(t testing.TB, ns *netns.NS, name string, args ...string) string {
 	t.Helper()
