@@ -39,6 +39,9 @@ var (
 		why: "hot path (all deps): configuration arrives as plain values, converted from YAML above it"}
 	noGopacket = rule{dep: "github.com/gopacket/...", trans: true,
 		why: "hot path (all deps): gopacket allocates per packet; packet is our zero-allocation parser (gopacket is its test oracle and the control path's frame builder)"}
+	noModuleAbove = rule{dep: m("..."), trans: true,
+		except: []string{m("jhash"), m("packet"), m("cluster"), m("conntrack"), m("dataplane"), m("dataplane/xsk"), m("dataplane/afpacket"), m("internal/bpfutil")},
+		why:    "hot path (all deps): nothing of the module above the hot path (config, metrics, the roles, arp, the daemon, the tools) is linked into it, however indirectly"}
 	coreOwnCode = rule{dep: nonStd, trans: true, except: []string{m("..."), "golang.org/x/sys/unix"},
 		why: "hot-path core (all deps): only the module's own code and x/sys/unix (poll) run per packet, all of it allocation-checked; BPF, netlink and AF_XDP libraries belong to the ports and the roles"}
 	leafStdOnly = rule{dep: nonStd, trans: true,
@@ -56,7 +59,7 @@ var (
 )
 
 // hotPath are the rules of every per-packet package.
-var hotPath = []rule{noSlog, noHTTP, noProm, noYAML, noGopacket}
+var hotPath = []rule{noModuleAbove, noSlog, noHTTP, noProm, noYAML, noGopacket}
 
 func join(rs ...[]rule) []rule {
 	var out []rule
