@@ -257,7 +257,7 @@ func TestGatewayEndToEndAFPacket(t *testing.T) { endToEnd(t, "xc-afp", 0, "afpac
 // 0xdeadbeef), because a recipe node drops the datagrams it does not own
 // before conntrack confirms them, so a UDP reply would start a new
 // connection hashed by the server's address and be forwarded twice if the
-// server hashed to that node (a pitfall of the recipe, see DESIGN.md).
+// server hashed to that node (a pitfall of the recipe: README, "Found on the way").
 func TestGatewayMixedWithKernelNode(t *testing.T) { endToEnd(t, "xc-mix", 3, "afxdp") }
 
 func endToEnd(t *testing.T, prefix string, kernelNode int, backend string) {
