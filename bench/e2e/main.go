@@ -37,6 +37,7 @@ import (
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
 	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
+	"github.com/xdpcluster/xdpcluster/node"
 	"github.com/xdpcluster/xdpcluster/node/gateway"
 	"github.com/xdpcluster/xdpcluster/packet"
 )
@@ -330,8 +331,8 @@ func startGateway(t *topo, backend string, r rings) *gateway.Gateway {
 	var g *gateway.Gateway
 	must(t.dut.Do(func() (err error) {
 		g, err = gateway.Start(gateway.Config{
-			Interfaces: []gateway.Interface{{Name: "in0", ClusterMAC: clusterMAC}, {Name: "out0", ClusterMAC: backMAC}},
-			Match:      match, Backend: backend, Port: r.xsk, Packet: r.packet,
+			Interfaces: []node.Interface{{Name: "in0", ClusterMAC: clusterMAC}, {Name: "out0", ClusterMAC: backMAC}},
+			Match:      match, IO: backend, Port: r.xsk, Packet: r.packet,
 			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		})
 		return err

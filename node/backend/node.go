@@ -14,19 +14,12 @@ import (
 
 	"github.com/xdpcluster/xdpcluster/arp"
 	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/node"
 )
-
-// Interface is one data interface of a back-end server.
-type Interface struct {
-	Name       string
-	ClusterMAC net.HardwareAddr
-	IPv4, IPv6 []netip.Addr
-	NDMAC      net.HardwareAddr
-}
 
 // Config configures Start.
 type Config struct {
-	Interfaces []Interface
+	Interfaces []node.Interface
 	Match      cluster.Match
 	Logger     *slog.Logger
 	// StateDir, if set, is where Start records each change it makes to
@@ -76,8 +69,8 @@ type sysctl struct {
 // marked ours (AddrProto), and with cfg.StateDir each change is recorded
 // before it is made, so that a later start undoes a killed run's changes.
 func Start(cfg Config) (n *Node, err error) {
-	if len(cfg.Interfaces) == 0 {
-		return nil, errors.New("backend: no data interfaces")
+	if err := node.Validate(cfg.Interfaces); err != nil {
+		return nil, fmt.Errorf("backend: %w", err)
 	}
 	if err := cfg.Match.Validate(); err != nil {
 		return nil, err
@@ -207,13 +200,17 @@ func (n *Node) Match() cluster.Match {
 	return n.match
 }
 
-// SetMatch changes the decision of every interface's program at once. In
-// back-end mode even the seed and node count may change (there is no
-// per-connection state), though existing connections of a moved share
-// break.
+// SetMatch changes the decision of every interface's program at once.
+// As for the gateway, only the node mask and invert flag may change at
+// run time (cluster.Match.CanChangeTo): the node count, seed and hash mode
+// are the whole cluster's, and a node changing them alone would serve a
+// share other nodes serve too, or nobody's.
 func (n *Node) SetMatch(m cluster.Match) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if err := n.match.CanChangeTo(m); err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
 	for _, p := range n.Programs {
 		if err := p.SetMatch(m); err != nil {
 			return err

@@ -9,6 +9,7 @@ import (
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+	xnode "github.com/xdpcluster/xdpcluster/node"
 	"github.com/xdpcluster/xdpcluster/node/gateway"
 )
 
@@ -26,8 +27,8 @@ func TestBackendChoice(t *testing.T) {
 		var g *gateway.Gateway
 		err := ns.Do(func() (err error) {
 			g, err = gateway.Start(gateway.Config{
-				Interfaces: []gateway.Interface{{Name: "dpa", ClusterMAC: mac}},
-				Match:      cluster.LocalNode(2, 1, 1), Backend: backend, Port: bad,
+				Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: mac}},
+				Match:      cluster.LocalNode(2, 1, 1), IO: backend, Port: bad,
 			})
 			return err
 		})
@@ -58,8 +59,8 @@ func TestFollowsKernelChanges(t *testing.T) {
 	nstest.Run(t, ns, "ip", "link", "set", "dpb", "up")
 	var g *gateway.Gateway
 	if err := ns.Do(func() (err error) {
-		g, err = gateway.Start(gateway.Config{Interfaces: []gateway.Interface{{Name: "dpa", ClusterMAC: net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}}},
-			Match: cluster.LocalNode(2, 1, 1), Backend: "afpacket"})
+		g, err = gateway.Start(gateway.Config{Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}}},
+			Match: cluster.LocalNode(2, 1, 1), IO: "afpacket"})
 		return err
 	}); err != nil {
 		t.Fatal(err)
