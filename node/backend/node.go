@@ -97,7 +97,7 @@ func Start(cfg Config) (n *Node, err error) {
 	if cfg.StateDir != "" {
 		var ours []netip.Addr
 		for _, ic := range cfg.Interfaces {
-			ours = append(append(ours, ic.IPv4...), ic.IPv6...)
+			ours = append(ours, ic.Addrs()...)
 		}
 		if err := n.openState(cfg.StateDir, ours, log); err != nil {
 			return n, err
@@ -116,7 +116,7 @@ func Start(cfg Config) (n *Node, err error) {
 				return n, err
 			}
 		}
-		for _, a := range append(append([]netip.Addr(nil), ic.IPv4...), ic.IPv6...) {
+		for _, a := range ic.Addrs() {
 			if onLo(have, a) {
 				continue
 			}

@@ -163,7 +163,7 @@ func Start(cfg Config) (g *Gateway, err error) {
 		return g, err
 	}
 	for _, ic := range cfg.Interfaces {
-		g.clusterAddrs = append(append(g.clusterAddrs, ic.IPv4...), ic.IPv6...)
+		g.clusterAddrs = append(g.clusterAddrs, ic.Addrs()...)
 	}
 	if err := g.refreshLocal(); err != nil {
 		return g, err

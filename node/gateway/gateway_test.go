@@ -15,7 +15,7 @@ import (
 
 // TestBackendChoice: "auto" falls back to raw sockets when AF_XDP cannot
 // be set up (here: impossible ring options), "afxdp" then fails with the
-// reason, and a bad backend name is refused.
+// reason, and a bad io name is refused.
 func TestBackendChoice(t *testing.T) {
 	ns := nstest.New(t, "xc-backend")
 	nstest.Run(t, ns, "ip", "link", "add", "dpa", "type", "veth", "peer", "name", "dpb")
@@ -45,8 +45,8 @@ func TestBackendChoice(t *testing.T) {
 	if _, err := start("afxdp"); err == nil || !strings.Contains(err.Error(), "num_frames 1000: must be a power of two") {
 		t.Errorf("afxdp with bad options: %v", err)
 	}
-	if _, err := start("dpdk"); err == nil || !strings.Contains(err.Error(), `backend "dpdk"`) {
-		t.Errorf("unknown backend: %v", err)
+	if _, err := start("dpdk"); err == nil || !strings.Contains(err.Error(), `io "dpdk"`) {
+		t.Errorf("unknown io: %v", err)
 	}
 }
 
