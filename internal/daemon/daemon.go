@@ -360,26 +360,21 @@ func (d *Daemon) controlAPI() http.Handler {
 		return n, nil
 	}
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) { reply(w, nil) })
-	mux.HandleFunc("POST /takeover", func(w http.ResponseWriter, r *http.Request) {
-		n, err := num(r, "node")
-		if err == nil && n > cluster.MaxNodes {
-			err = fmt.Errorf("node %d: must be 1..%d", n, cluster.MaxNodes)
+	// forNode serves /takeover and /release: node=N, 1-based.
+	forNode := func(op func(int) error) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			n, err := num(r, "node")
+			if err == nil && n > cluster.MaxNodes {
+				err = fmt.Errorf("node %d: must be 1..%d", n, cluster.MaxNodes)
+			}
+			if err == nil {
+				err = op(int(n))
+			}
+			reply(w, err)
 		}
-		if err == nil {
-			err = d.Takeover(int(n))
-		}
-		reply(w, err)
-	})
-	mux.HandleFunc("POST /release", func(w http.ResponseWriter, r *http.Request) {
-		n, err := num(r, "node")
-		if err == nil && n > cluster.MaxNodes {
-			err = fmt.Errorf("node %d: must be 1..%d", n, cluster.MaxNodes)
-		}
-		if err == nil {
-			err = d.Release(int(n))
-		}
-		reply(w, err)
-	})
+	}
+	mux.HandleFunc("POST /takeover", forNode(d.Takeover))
+	mux.HandleFunc("POST /release", forNode(d.Release))
 	mux.HandleFunc("POST /mask", func(w http.ResponseWriter, r *http.Request) {
 		n, err := num(r, "mask")
 		if err == nil && n > 0xffffffff {
