@@ -85,11 +85,50 @@ type Match struct {
 // LocalNode returns the match of `--cluster-local-node node` (1-based).
 // Call Validate on the result.
 func LocalNode(total, node, seed uint32) Match {
-	m := Match{TotalNodes: total, Seed: seed}
-	if node >= 1 && node <= MaxNodes {
-		m.NodeMask = 1 << (node - 1)
+	mask, _ := NodeMask(uint64(node), MaxNodes)
+	return Match{TotalNodes: total, NodeMask: mask, Seed: seed}
+}
+
+// NodeMask returns the node mask of the 1-based node n of a cluster of
+// total nodes: bit n-1, as --cluster-local-node n sets it. The error, an
+// *OptionError for --cluster-local-node, says n is not 1..total.
+func NodeMask(n, total uint64) (uint32, error) {
+	total = min(total, MaxNodes)
+	if n < 1 || n > total {
+		return 0, &OptionError{OptLocalNode, fmt.Sprint(n), fmt.Sprintf("must be 1..%d", total)}
 	}
-	return m
+	return 1 << (n - 1), nil
+}
+
+// CanChangeTo reports whether a running node may switch from m to next:
+// only the node mask and the invert flag change at run time. Connections
+// remember their bucket, which depends on the node count, the seed and
+// the hash mode; the error, a *FixedError, names those that differ.
+func (m Match) CanChangeTo(next Match) error {
+	var differ []string
+	if m.TotalNodes != next.TotalNodes {
+		differ = append(differ, OptTotalNodes)
+	}
+	if m.Seed != next.Seed {
+		differ = append(differ, OptHashSeed)
+	}
+	if m.Hash != next.Hash {
+		differ = append(differ, OptHash)
+	}
+	if differ == nil {
+		return nil
+	}
+	return &FixedError{Options: differ, From: m, To: next}
+}
+
+// FixedError is a change of a match that cannot happen at run time.
+type FixedError struct {
+	Options  []string // the options that differ, as iptables names them (OptTotalNodes, OptHashSeed, OptHash)
+	From, To Match
+}
+
+func (e *FixedError) Error() string {
+	return fmt.Sprintf("the node count, seed and hash mode cannot change at run time (restart the node): have %s, want %s", e.From, e.To)
 }
 
 // OptionError reports an invalid option value: which option, the value and

@@ -161,11 +161,10 @@ func ParseIptables(s string) (Match, error) {
 			}
 			m.TotalNodes = uint32(v)
 		case OptLocalNode:
-			if v < 1 || v > MaxNodes {
-				return fail(name, val, fmt.Sprintf("must be 1..%d", MaxNodes))
+			if m.NodeMask, err = NodeMask(v, MaxNodes); err != nil {
+				return Match{}, fmt.Errorf("%w: %w", ErrSyntax, err)
 			}
 			localN = v
-			m.NodeMask = 1 << (v - 1)
 			m.Invert = inv
 		case OptLocalNodemask:
 			if v == 0 || v > 0xffffffff {

@@ -1,8 +1,14 @@
 // Package config is xdpcluster's YAML configuration: the schema, its
 // defaults and its validation. Parsing is strict: an unknown key is an
 // error with its line and column; every invalid value is an error naming
-// the key, the value and what is allowed. The rest of the daemon gets plain
-// values from it (Match, Interfaces, ...).
+// the key, the value and what is allowed.
+//
+// It is the one boundary between YAML and the rest of the daemon:
+// Config.Settings converts the file, once, into the values the roles take
+// (cluster.Match, []node.Interface, conntrack.Config, xsk.PortOptions,
+// ...). Each of those packages validates its own values; this one adds
+// the rules only a file has (a required key, a key written as 0) and
+// renames their errors to the keys of the file.
 package config
 
 import (
@@ -23,6 +29,8 @@ import (
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/conntrack"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
+	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
+	"github.com/xdpcluster/xdpcluster/node"
 )
 
 // Number is an unsigned number written as iptables reads it: decimal,
@@ -78,7 +86,8 @@ type Interface struct {
 	NDMAC            string   `yaml:"nd_mac,omitempty"`
 }
 
-// Timeouts override the kernel's default conntrack timeouts.
+// Timeouts override the kernel's default conntrack timeouts. Each key is
+// the name of a conntrack.NamedTimeout, which Settings sets from it.
 type Timeouts struct {
 	TCPEstablished Duration `yaml:"tcp_established,omitempty"`
 	TCPTimeWait    Duration `yaml:"tcp_time_wait,omitempty"`
@@ -97,7 +106,7 @@ type Conntrack struct {
 
 // Dataplane configures the packet path.
 type Dataplane struct {
-	Backend   string `yaml:"backend"`    // auto | afxdp | afpacket
+	IO        string `yaml:"io"`         // auto | afxdp | afpacket
 	XDPMode   string `yaml:"xdp_mode"`   // auto | native | generic
 	ZeroCopy  string `yaml:"zero_copy"`  // auto | on | off
 	Queues    Number `yaml:"queues"`     // 0: every RX queue
@@ -150,7 +159,7 @@ func Defaults() Config {
 		Role:      "gateway",
 		Cluster:   Cluster{Hash: "xt_cluster"},
 		Conntrack: Conntrack{MaxEntries: 1 << 20},
-		Dataplane: Dataplane{Backend: "auto", XDPMode: "auto", ZeroCopy: "auto", BatchSize: 64, Frames: 8192, RingSize: 4096, FrameSize: 2048},
+		Dataplane: Dataplane{IO: "auto", XDPMode: "auto", ZeroCopy: "auto", BatchSize: 64, Frames: 8192, RingSize: 4096, FrameSize: 2048},
 		Metrics:   Metrics{Listen: "127.0.0.1:9477"},
 		Control:   Control{Socket: "/run/xdpcluster/control.sock"},
 		Log:       Log{Format: "text", Level: "info"},
@@ -158,8 +167,8 @@ func Defaults() Config {
 	}
 }
 
-// Load reads and validates a configuration file.
-func Load(path string) (*Config, error) {
+// Load reads a configuration file and converts it into Settings.
+func Load(path string) (*Settings, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
@@ -171,8 +180,9 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
-// Parse reads and validates a configuration: defaults, then the file.
-func Parse(data []byte) (*Config, error) {
+// Parse reads a configuration, defaults then the file, and converts it
+// into Settings.
+func Parse(data []byte) (*Settings, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, fmt.Errorf("invalid YAML: %w", err)
@@ -191,10 +201,13 @@ func Parse(data []byte) (*Config, error) {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
 	c.written = written
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	return &c, nil
+	return c.Settings()
+}
+
+// renamed are keys that were renamed, by their dotted old name: a file
+// that still uses one is refused with the new name.
+var renamed = map[string]string{
+	"dataplane.backend": "dataplane.io", // "backend" is also a role
 }
 
 // checkKeys reports the first unknown key with its line and column and
@@ -218,6 +231,9 @@ func checkKeys(n *yaml.Node, t reflect.Type, path string, written map[string]boo
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k := n.Content[i]
 			ft, ok := fields[k.Value]
+			if to, ok := renamed[join(path, k.Value)]; ok {
+				return fmt.Errorf("line %d, column %d: key %s was renamed to %s (same values); rename it in the file", k.Line, k.Column, join(path, k.Value), to)
+			}
 			if !ok {
 				where := "at the top level"
 				if path != "" {
@@ -249,127 +265,201 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-// Match returns the cluster match the configuration describes.
-func (c *Config) Match() (cluster.Match, error) {
+// match converts the cluster keys (cluster.Options.Match does).
+func (c *Config) match() (cluster.Match, []error) {
 	cl := c.Cluster
-	if cl.Iptables != "" {
-		if cl.TotalNodes != 0 || cl.LocalNode != 0 || cl.LocalNodemask != 0 || cl.HashSeed != 0 || cl.Invert {
-			return cluster.Match{}, errors.New("cluster.iptables: give either the iptables text or total_nodes/local_node/local_nodemask/hash_seed/invert, not both")
+	var errs []error
+	if c.written != nil {
+		// A key written as 0 is a key given: the file's own rules.
+		if cl.Iptables == "" && !c.written["cluster.hash_seed"] {
+			errs = append(errs, errors.New("cluster.hash_seed: required (the --cluster-hash-seed of the cluster's rules, 0..0xffffffff; write 0 if that is the seed)"))
 		}
-		m, err := cluster.ParseIptables(cl.Iptables)
-		if err != nil {
-			return cluster.Match{}, fmt.Errorf("cluster.iptables %q: %w", cl.Iptables, err)
-		}
-		if cl.Hash != "" && cl.Hash != "xt_cluster" {
-			if m.Hash, err = cluster.ParseHashMode(cl.Hash); err != nil {
-				return cluster.Match{}, fmt.Errorf("cluster.hash: %w", err)
+		if cl.Iptables != "" {
+			for _, k := range []string{"total_nodes", "local_node", "local_nodemask", "hash_seed", "invert"} {
+				if c.written["cluster."+k] {
+					errs = append(errs, fmt.Errorf("cluster.%s: give either cluster.iptables or the separate keys, not both", k))
+				}
+			}
+			if errs != nil {
+				return cluster.Match{}, errs
 			}
 		}
-		return m, nil
 	}
-	if cl.TotalNodes < 1 || cl.TotalNodes > cluster.MaxNodes {
-		return cluster.Match{}, fmt.Errorf("cluster.total_nodes %d: must be 1..%d", cl.TotalNodes, cluster.MaxNodes)
-	}
-	if cl.HashSeed > 0xffffffff {
-		return cluster.Match{}, fmt.Errorf("cluster.hash_seed %#x: must be 0..0xffffffff", uint64(cl.HashSeed))
-	}
-	m := cluster.Match{TotalNodes: uint32(cl.TotalNodes), Seed: uint32(cl.HashSeed), Invert: cl.Invert}
-	switch {
-	case cl.LocalNode != 0 && cl.LocalNodemask != 0:
-		return cluster.Match{}, errors.New("cluster.local_node and cluster.local_nodemask: give one, not both")
-	case cl.LocalNode != 0:
-		if cl.LocalNode > Number(cl.TotalNodes) {
-			return cluster.Match{}, fmt.Errorf("cluster.local_node %d: must be 1..%d (total_nodes)", cl.LocalNode, cl.TotalNodes)
-		}
-		m.NodeMask = 1 << (cl.LocalNode - 1)
-	case cl.LocalNodemask != 0:
-		if uint64(cl.LocalNodemask) >= 1<<cl.TotalNodes {
-			return cluster.Match{}, fmt.Errorf("cluster.local_nodemask %#x: names a node above total_nodes %d (must be below %#x)", uint64(cl.LocalNodemask), cl.TotalNodes, uint64(1)<<cl.TotalNodes)
-		}
-		m.NodeMask = uint32(cl.LocalNodemask)
-	default:
-		return cluster.Match{}, errors.New("cluster: local_node or local_nodemask is required (which node or nodes this is)")
-	}
-	h, err := cluster.ParseHashMode(cl.Hash)
+	m, err := cluster.Options{Iptables: cl.Iptables, TotalNodes: uint64(cl.TotalNodes), LocalNode: uint64(cl.LocalNode),
+		LocalNodemask: uint64(cl.LocalNodemask), Seed: uint64(cl.HashSeed), Invert: cl.Invert, Hash: cl.Hash}.Match()
 	if err != nil {
-		return cluster.Match{}, fmt.Errorf("cluster.hash: %w", err)
+		errs = append(errs, clusterError(err, cl))
 	}
-	m.Hash = h
-	return m, m.Validate()
+	return m, errs
 }
 
-// ParsedInterface is an interface with its values parsed.
-type ParsedInterface struct {
-	Name       string
-	ClusterMAC net.HardwareAddr
-	NDMAC      net.HardwareAddr
-	IPv4, IPv6 []netip.Addr
+// clusterKeys are the cluster keys by the option names of the cluster
+// package's errors.
+var clusterKeys = map[string]string{cluster.OptTotalNodes: "total_nodes", cluster.OptLocalNode: "local_node",
+	cluster.OptLocalNodemask: "local_nodemask", cluster.OptHashSeed: "hash_seed", "hash": "hash", cluster.OptHash: "hash",
+	cluster.OptIptables: "iptables"}
+
+// clusterError names the key of a cluster.OptionError, in its rule too.
+func clusterError(err error, cl Cluster) error {
+	var oe *cluster.OptionError
+	key, ok := "", false
+	if errors.As(err, &oe) {
+		key, ok = clusterKeys[oe.Option]
+	}
+	if !ok {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	rule := oe.Rule
+	for opt, k := range clusterKeys {
+		rule = strings.ReplaceAll(rule, "--"+opt, k)
+	}
+	value := oe.Value
+	switch key {
+	case "iptables":
+		value = fmt.Sprintf("%q", cl.Iptables)
+	case "hash":
+		value = fmt.Sprintf("%q", cl.Hash)
+	}
+	if value == "" {
+		return fmt.Errorf("cluster.%s: %s", key, rule)
+	}
+	return fmt.Errorf("cluster.%s %s: %s", key, value, rule)
 }
 
-// ParseInterfaces returns the interfaces with their values parsed.
-func (c *Config) ParseInterfaces() ([]ParsedInterface, error) {
-	var out []ParsedInterface
-	seen := map[string]bool{}
+// interfaces converts the interfaces (node.Validate checks them).
+func (c *Config) interfaces() ([]node.Interface, []error) {
+	var out []node.Interface
+	var errs []error
 	for i, ifc := range c.Interfaces {
-		key := fmt.Sprintf("interfaces[%d]", i)
-		if ifc.Name == "" {
-			return nil, fmt.Errorf("%s.name: required", key)
-		}
-		if seen[ifc.Name] {
-			return nil, fmt.Errorf("%s.name %q: listed twice", key, ifc.Name)
-		}
-		// Loopback is recognised by its name: it has no Ethernet link to
-		// receive the cluster MAC on (and back-end mode puts the cluster
-		// addresses on it).
-		if ifc.Name == "lo" {
-			return nil, fmt.Errorf("%s.name %q: the loopback interface cannot be a data interface (name an Ethernet interface)", key, ifc.Name)
-		}
-		seen[ifc.Name] = true
-		p := ParsedInterface{Name: ifc.Name}
-		mac, err := parseMulticastMAC(ifc.ClusterMAC)
-		if err != nil {
-			return nil, fmt.Errorf("%s.cluster_mac %q: %w, e.g. 01:00:5e:00:01:01", key, ifc.ClusterMAC, err)
-		}
-		p.ClusterMAC = mac
+		n := node.Interface{Name: ifc.Name, ClusterMAC: parseMAC(ifc.ClusterMAC)}
 		if ifc.NDMAC != "" {
-			nd, err := parseMulticastMAC(ifc.NDMAC)
-			if err != nil {
-				return nil, fmt.Errorf("%s.nd_mac %q: %w, e.g. 33:33:00:00:01:01", key, ifc.NDMAC, err)
-			}
-			p.NDMAC = nd
+			n.NDMAC = parseMAC(ifc.NDMAC)
 		}
 		for j, s := range ifc.ClusterAddresses {
 			a, err := netip.ParseAddr(s)
-			if err != nil || a.Zone() != "" {
-				return nil, fmt.Errorf("%s.cluster_addresses[%d] %q: must be an IPv4 or IPv6 address", key, j, s)
-			}
-			if a.Is4() {
-				p.IPv4 = append(p.IPv4, a)
-			} else {
-				p.IPv6 = append(p.IPv6, a)
+			switch {
+			case err != nil || a.Zone() != "":
+				errs = append(errs, fmt.Errorf("interfaces[%d].cluster_addresses[%d] %q: must be an IPv4 or IPv6 address", i, j, s))
+			case a.Is4():
+				n.IPv4 = append(n.IPv4, a)
+			default:
+				n.IPv6 = append(n.IPv6, a)
 			}
 		}
-		out = append(out, p)
+		out = append(out, n)
 	}
-	return out, nil
+	var fe *node.FieldError
+	switch err := node.Validate(out); {
+	case err == nil:
+	case !errors.As(err, &fe):
+		errs = append(errs, fmt.Errorf("interfaces: %w", err))
+	case fe.Index < 0:
+		errs = append(errs, fmt.Errorf("interfaces: %s", fe.Rule))
+	default:
+		// The value as written, not as parsed.
+		value, ifc := fe.Value, c.Interfaces[fe.Index]
+		switch fe.Field {
+		case "cluster_mac":
+			value = ifc.ClusterMAC
+		case "nd_mac":
+			value = ifc.NDMAC
+		}
+		key := fmt.Sprintf("interfaces[%d].%s", fe.Index, fe.Field)
+		if value == "" {
+			errs = append(errs, fmt.Errorf("%s: %s", key, fe.Rule))
+		} else {
+			errs = append(errs, fmt.Errorf("%s %q: %s", key, value, fe.Rule))
+		}
+	}
+	return out, errs
 }
 
-// parseMulticastMAC parses a cluster MAC: a multicast Ethernet address
-// (every node receives it; there is no unicast mode), not the broadcast
-// address (every host on the link would receive the cluster's traffic).
-func parseMulticastMAC(s string) (net.HardwareAddr, error) {
+// parseMAC parses a MAC address; what is not one is kept as an empty,
+// non-nil address, which node.Interface.Validate refuses.
+func parseMAC(s string) net.HardwareAddr {
 	mac, err := net.ParseMAC(s)
-	switch {
-	case err != nil || len(mac) != 6 || mac[0]&1 == 0:
-		return nil, errors.New("must be a multicast Ethernet address (first byte odd)")
-	case bytes.Equal(mac, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}):
-		return nil, errors.New("must be a multicast Ethernet address, not the broadcast address")
+	if err != nil {
+		return net.HardwareAddr{}
 	}
-	return mac, nil
+	return mac
 }
 
-// Validate checks everything, reporting every problem.
-func (c *Config) Validate() error {
+// conntrack converts the conntrack keys (conntrack.Config.Validate checks
+// the result).
+func (c *Config) conntrack() (conntrack.Config, []error) {
+	ct := conntrack.Config{TCPLoose: c.Conntrack.TCPLoose}
+	var errs []error
+	if n := c.Conntrack.MaxEntries; n < 1 || n > MaxConntrackEntries {
+		errs = append(errs, fmt.Errorf("conntrack.max_entries %d: must be 1..%d", n, MaxConntrackEntries))
+	} else {
+		ct.MaxEntries = int(n)
+		if c.Role == "gateway" {
+			if err := c.checkMemory(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	def := conntrack.DefaultTimeouts()
+	dflt := def.Named()
+	named := ct.Timeouts.Named()
+	v := reflect.ValueOf(c.Conntrack.Timeouts)
+	for i := 0; i < v.NumField(); i++ {
+		name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ",")
+		key := "conntrack.timeouts." + name
+		d := time.Duration(v.Field(i).Interface().(Duration))
+		for k, nt := range named {
+			switch {
+			case nt.Name != name:
+			case d < 0 || d == 0 && c.written[key]:
+				errs = append(errs, fmt.Errorf("%s %v: must be positive (leave the key out for the kernel's default, %v)", key, d, *dflt[k].Value))
+			default:
+				*nt.Value = d
+			}
+		}
+	}
+	if errs != nil {
+		return ct, errs
+	}
+	var te *conntrack.TimeoutError
+	switch err := ct.Validate(); {
+	case errors.As(err, &te):
+		errs = append(errs, fmt.Errorf("conntrack.timeouts.%s %v: %s", te.Name, te.Value, te.Rule))
+	case err != nil:
+		errs = append(errs, fmt.Errorf("conntrack: %w", err))
+	}
+	return ct, errs
+}
+
+// Settings are a valid configuration converted into the values the
+// daemon and the roles take. Config.Settings builds them, once; the
+// daemon keeps them, and Diff compares the files they came from.
+type Settings struct {
+	Role       string // gateway | backend
+	Match      cluster.Match
+	Interfaces []node.Interface
+	Conntrack  conntrack.Config
+	IO         string             // auto | afxdp | afpacket
+	XDPMode    bpfutil.AttachMode // zero (auto): native, else generic
+	Port       xsk.PortOptions
+	Queues     int // 0: every RX queue
+	BatchSize  int
+	// StateDir holds what the daemon keeps across its own restarts.
+	StateDir      string
+	MetricsListen string // "": no metrics endpoint
+	ControlSocket string
+	Log           Log
+
+	file Config // the configuration these came from
+}
+
+// YAML renders the effective configuration the settings came from.
+func (s *Settings) YAML() string { return s.file.YAML() }
+
+// Settings validates the configuration and converts it, reporting every
+// problem by its key.
+func (c *Config) Settings() (*Settings, error) {
+	s := &Settings{Role: c.Role, IO: c.Dataplane.IO, StateDir: c.StateDir, MetricsListen: c.Metrics.Listen,
+		ControlSocket: c.Control.Socket, Log: c.Log, file: *c}
 	var errs []error
 	if c.Role != "gateway" && c.Role != "backend" {
 		errs = append(errs, fmt.Errorf("role %q: must be gateway (forward between interfaces) or backend (servers sharing a cluster IP)", c.Role))
@@ -377,35 +467,13 @@ func (c *Config) Validate() error {
 	if c.Role == "backend" && c.Cluster.Hash != "" && c.Cluster.Hash != "xt_cluster" {
 		errs = append(errs, fmt.Errorf("cluster.hash %q: back-end mode decides in XDP with the kernel-compatible xt_cluster hash only", c.Cluster.Hash))
 	}
-	if _, err := c.Match(); err != nil {
-		errs = append(errs, err)
-	}
-	if c.written != nil {
-		if c.Cluster.Iptables == "" && !c.written["cluster.hash_seed"] {
-			errs = append(errs, errors.New("cluster.hash_seed: required (the --cluster-hash-seed of the cluster's rules, 0..0xffffffff; write 0 if that is the seed)"))
-		}
-		if c.Cluster.Iptables != "" {
-			for _, k := range []string{"total_nodes", "local_node", "local_nodemask", "hash_seed", "invert"} {
-				if c.written["cluster."+k] {
-					errs = append(errs, fmt.Errorf("cluster.%s: give either cluster.iptables or the separate keys, not both", k))
-				}
-			}
-		}
-	}
-	if len(c.Interfaces) == 0 {
-		errs = append(errs, errors.New("interfaces: at least one data interface is required"))
-	}
-	if _, err := c.ParseInterfaces(); err != nil {
-		errs = append(errs, err)
-	}
-	if c.Conntrack.MaxEntries < 1 || c.Conntrack.MaxEntries > MaxConntrackEntries {
-		errs = append(errs, fmt.Errorf("conntrack.max_entries %d: must be 1..%d", c.Conntrack.MaxEntries, MaxConntrackEntries))
-	} else if c.Role == "gateway" {
-		if err := c.checkMemory(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	errs = append(errs, c.checkTimeouts()...)
+	var more []error
+	s.Match, more = c.match()
+	errs = append(errs, more...)
+	s.Interfaces, more = c.interfaces()
+	errs = append(errs, more...)
+	s.Conntrack, more = c.conntrack()
+	errs = append(errs, more...)
 	oneOf := func(key, v string, allowed ...string) {
 		for _, a := range allowed {
 			if v == a {
@@ -414,20 +482,27 @@ func (c *Config) Validate() error {
 		}
 		errs = append(errs, fmt.Errorf("%s %q: must be one of %s", key, v, strings.Join(allowed, ", ")))
 	}
-	oneOf("dataplane.backend", c.Dataplane.Backend, "auto", "afxdp", "afpacket")
-	oneOf("dataplane.xdp_mode", c.Dataplane.XDPMode, "auto", "native", "generic")
+	oneOf("dataplane.io", c.Dataplane.IO, "auto", "afxdp", "afpacket")
+	if m, err := bpfutil.ParseAttachMode(c.Dataplane.XDPMode); err != nil {
+		errs = append(errs, fmt.Errorf("dataplane.xdp_mode: %w", err))
+	} else {
+		s.XDPMode = m
+	}
 	oneOf("dataplane.zero_copy", c.Dataplane.ZeroCopy, "auto", "on", "off")
 	if c.Dataplane.BatchSize < 1 || c.Dataplane.BatchSize > 64 {
 		errs = append(errs, fmt.Errorf("dataplane.batch_size %d: must be 1..64", c.Dataplane.BatchSize))
 	}
+	s.BatchSize = int(min(c.Dataplane.BatchSize, 64))
 	if c.Dataplane.Queues > 256 {
 		errs = append(errs, fmt.Errorf("dataplane.queues %d: must be 0 (every RX queue) .. 256", c.Dataplane.Queues))
 	}
-	oneOf("log.format", c.Log.Format, "text", "json")
-	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
-	if err := c.checkPort(); err != nil {
+	s.Queues = int(min(c.Dataplane.Queues, 256))
+	s.Port = c.portOptions()
+	if err := c.checkPort(s.Port); err != nil {
 		errs = append(errs, err)
 	}
+	oneOf("log.format", c.Log.Format, "text", "json")
+	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	if c.Control.Socket == "" {
 		errs = append(errs, errors.New("control.socket: required (a unix socket path)"))
 	}
@@ -439,7 +514,10 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("metrics.listen %q: must be host:port (or empty to disable)", c.Metrics.Listen))
 		}
 	}
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return s, nil
 }
 
 // YAML renders the effective configuration.
@@ -451,10 +529,10 @@ func (c *Config) YAML() string {
 	return string(out)
 }
 
-// PortOptions returns the AF_XDP socket options the dataplane keys give.
+// portOptions returns the AF_XDP socket options the dataplane keys give.
 // Values too large for the socket are kept too large (not wrapped), so
 // that validating the result refuses them.
-func (c *Config) PortOptions() xsk.PortOptions {
+func (c *Config) portOptions() xsk.PortOptions {
 	clamp := func(n Number) int {
 		return int(min(n, 1<<40))
 	}
@@ -464,8 +542,8 @@ func (c *Config) PortOptions() xsk.PortOptions {
 
 // checkPort validates the AF_XDP sizes with the dataplane's own rule
 // (xsk.PortOptions.Validate), naming the configuration's keys.
-func (c *Config) checkPort() error {
-	err := c.PortOptions().Validate()
+func (c *Config) checkPort(o xsk.PortOptions) error {
+	err := o.Validate()
 	var oe *xsk.OptionError
 	if err == nil || !errors.As(err, &oe) {
 		return err
@@ -486,34 +564,6 @@ func (c *Config) checkPort() error {
 
 // MaxConntrackEntries bounds conntrack.max_entries.
 const MaxConntrackEntries = 1 << 28
-
-// MaxTimeout bounds the conntrack timeouts (far beyond any sensible value,
-// and far from overflowing the tracker's nanosecond clock).
-const MaxTimeout = 10 * 365 * 24 * time.Hour
-
-// checkTimeouts refuses a negative timeout, or one written as zero (the
-// key left out means the kernel's default), or one beyond MaxTimeout.
-func (c *Config) checkTimeouts() []error {
-	t := c.Conntrack.Timeouts
-	def := conntrack.DefaultTimeouts()
-	var errs []error
-	for _, d := range []struct {
-		key      string
-		v        Duration
-		kernDflt time.Duration
-	}{{"tcp_established", t.TCPEstablished, def.Established}, {"tcp_time_wait", t.TCPTimeWait, def.TimeWait},
-		{"udp_unreplied", t.UDPUnreplied, def.UDPUnreplied}, {"udp_replied", t.UDPReplied, def.UDPReplied},
-		{"icmp", t.ICMP, def.ICMP}, {"generic", t.Generic, def.Generic}} {
-		key := "conntrack.timeouts." + d.key
-		switch v := time.Duration(d.v); {
-		case v < 0 || v == 0 && c.written[key]:
-			errs = append(errs, fmt.Errorf("%s %v: must be positive (leave the key out for the kernel's default, %v)", key, v, d.kernDflt))
-		case v > MaxTimeout:
-			errs = append(errs, fmt.Errorf("%s %v: must be at most %v (10 years)", key, v, MaxTimeout))
-		}
-	}
-	return errs
-}
 
 // SystemMemory returns the machine's total RAM in bytes (sysinfo(2), the
 // MemTotal of /proc/meminfo). Tests replace it. When it fails, memory is not checked.

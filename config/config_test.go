@@ -26,7 +26,7 @@ conntrack:
   max_entries: 1048576
   tcp_loose: false
 dataplane:
-  backend: auto
+  io: auto
 metrics:
   listen: "127.0.0.1:9477"
 control:
@@ -40,16 +40,15 @@ func TestExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, _ := c.Match()
-	if m != (cluster.Match{TotalNodes: 3, NodeMask: 1, Seed: 0xdeadbeef}) {
+	if m := c.Match; m != (cluster.Match{TotalNodes: 3, NodeMask: 1, Seed: 0xdeadbeef}) {
 		t.Errorf("match %+v", m)
 	}
-	ifs, _ := c.ParseInterfaces()
+	ifs := c.Interfaces
 	if len(ifs) != 2 || ifs[1].IPv4[0].String() != "10.2.0.1" || ifs[1].IPv6[0].String() != "2001:db8:2::1" {
 		t.Errorf("interfaces %+v", ifs)
 	}
-	if c.Dataplane.Frames != 8192 || c.Log.Level != "info" {
-		t.Errorf("defaults not applied: %+v", c.Dataplane)
+	if c.Port.NumFrames != 8192 || c.Log.Level != "info" {
+		t.Errorf("defaults not applied: %+v", c.Port)
 	}
 	// The effective configuration parses back to the same thing.
 	again, err := Parse([]byte(c.YAML()))
@@ -67,14 +66,14 @@ func TestIptablesAndNumbers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m, _ := c.Match(); m != (cluster.Match{TotalNodes: 2, NodeMask: 1, Seed: 8, Invert: true}) {
+	if m := c.Match; m != (cluster.Match{TotalNodes: 2, NodeMask: 1, Seed: 8, Invert: true}) {
 		t.Errorf("match %+v", m)
 	}
 	c, err = Parse([]byte(strings.Replace(example, "local_node: 1", `local_nodemask: "0x5"`, 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m, _ := c.Match(); m.NodeMask != 5 {
+	if m := c.Match; m.NodeMask != 5 {
 		t.Errorf("mask %#x", m.NodeMask)
 	}
 }
@@ -92,15 +91,15 @@ func TestErrors(t *testing.T) {
 		{"mask too big", "local_node: 1", "local_nodemask: 8", "cluster.local_nodemask 0x8: names a node above total_nodes 3"},
 		{"bad seed", "hash_seed: 0xdeadbeef", "hash_seed: 0x1ffffffff", "cluster.hash_seed 0x1ffffffff: must be 0..0xffffffff"},
 		{"not a number", "hash_seed: 0xdeadbeef", "hash_seed: beef", `"beef" is not a number`},
-		{"bad hash", "hash: xt_cluster", "hash: fast", `cluster.hash: --hash fast`},
+		{"bad hash", "hash: xt_cluster", "hash: fast", `cluster.hash "fast": must be "xt_cluster"`},
 		{"unicast cluster MAC", `"01:00:5e:00:01:01"`, `"02:00:5e:00:01:01"`, `interfaces[0].cluster_mac "02:00:5e:00:01:01": must be a multicast Ethernet address`},
 		{"bad address", `"10.1.0.1"`, `"10.1.0.300"`, `interfaces[0].cluster_addresses[0] "10.1.0.300": must be an IPv4 or IPv6 address`},
-		{"bad backend", "backend: auto", "backend: dpdk", `dataplane.backend "dpdk": must be one of auto, afxdp, afpacket`},
+		{"bad io", "io: auto", "io: dpdk", `dataplane.io "dpdk": must be one of auto, afxdp, afpacket`},
 		{"bad listen", `listen: "127.0.0.1:9477"`, `listen: "9477"`, `metrics.listen "9477": must be host:port`},
 		{"bad log", "format: text", "format: xml", `log.format "xml": must be one of text, json`},
 		{"max entries", "max_entries: 1048576", "max_entries: 0", "conntrack.max_entries 0: must be 1..268435456"},
-		{"zero copy", "backend: auto", "backend: auto\n  zero_copy: maybe", `dataplane.zero_copy "maybe": must be one of auto, on, off`},
-		{"batch size", "backend: auto", "backend: auto\n  batch_size: 65", "dataplane.batch_size 65: must be 1..64"},
+		{"zero copy", "io: auto", "io: auto\n  zero_copy: maybe", `dataplane.zero_copy "maybe": must be one of auto, on, off`},
+		{"batch size", "io: auto", "io: auto\n  batch_size: 65", "dataplane.batch_size 65: must be 1..64"},
 	}
 	for _, tc := range tests {
 		in := strings.Replace(example, tc.from, tc.to, 1)
@@ -137,7 +136,7 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data)
 		if err == nil {
-			if _, err := c.Match(); err != nil {
+			if err := c.Match.Validate(); err != nil {
 				t.Fatalf("accepted a config whose match is invalid: %v", err)
 			}
 		}

@@ -1,9 +1,12 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
+
+	"github.com/xdpcluster/xdpcluster/cluster"
 )
 
 // Diff returns the dotted key names (cluster.hash_seed,
@@ -49,35 +52,24 @@ func diff(a, b reflect.Value, path string, out *[]string) {
 // RuntimeKeys are the keys a reload applies without a restart.
 var RuntimeKeys = []string{"cluster.local_node", "cluster.local_nodemask", "cluster.invert"}
 
-// RestartKeys returns the keys that differ between the running
-// configuration and a new one and cannot change without a restart: every
-// key of Diff but RuntimeKeys. The cluster match may be written as
-// cluster.iptables text or as separate keys: its parameters are compared
-// as matches, so rewriting the same match another way is no change, and a
-// changed parameter is named by its key (cluster.hash_seed, also when it
-// is written in cluster.iptables).
-func RestartKeys(running, next *Config) []string {
-	var out []string
-	for _, k := range Diff(running, next) {
-		if !strings.HasPrefix(k, "cluster.") {
-			out = append(out, k)
+// RestartKeys returns the keys that differ between the running settings
+// and new ones and cannot change without a restart: every key of Diff but
+// RuntimeKeys. The cluster match may be written as cluster.iptables text
+// or as separate keys: its parameters are compared as matches
+// (cluster.Match.CanChangeTo), so rewriting the same match another way is
+// no change, and a changed parameter is named by its key
+// (cluster.hash_seed, also when it is written in cluster.iptables).
+func RestartKeys(running, next *Settings) []string {
+	var cl, out []string
+	var fe *cluster.FixedError
+	if errors.As(running.Match.CanChangeTo(next.Match), &fe) {
+		for _, opt := range fe.Options {
+			cl = append(cl, "cluster."+clusterKeys[opt])
 		}
 	}
-	ma, errA := running.Match()
-	mb, errB := next.Match()
-	var cl []string
-	switch {
-	case errA != nil || errB != nil:
-		cl = []string{"cluster"}
-	default:
-		if ma.TotalNodes != mb.TotalNodes {
-			cl = append(cl, "cluster.total_nodes")
-		}
-		if ma.Seed != mb.Seed {
-			cl = append(cl, "cluster.hash_seed")
-		}
-		if ma.Hash != mb.Hash {
-			cl = append(cl, "cluster.hash")
+	for _, k := range Diff(&running.file, &next.file) {
+		if !strings.HasPrefix(k, "cluster.") {
+			out = append(out, k)
 		}
 	}
 	return append(cl, out...)

@@ -28,7 +28,7 @@ func TestDiff(t *testing.T) {
 		{`["10.2.0.1", "2001:db8:2::1"]`, `["10.2.0.1"]`, []string{"interfaces[1].cluster_addresses"}, []string{"interfaces[1].cluster_addresses"}},
 		{"  - name: eth2\n    cluster_mac: \"01:00:5e:00:01:02\"\n    cluster_addresses: [\"10.2.0.1\", \"2001:db8:2::1\"]\n", "", []string{"interfaces"}, []string{"interfaces"}},
 		{"tcp_loose: false", "tcp_loose: false\n  timeouts: {icmp: 5s}", []string{"conntrack.timeouts.icmp"}, []string{"conntrack.timeouts.icmp"}},
-		{"backend: auto", "backend: auto\n  frames: 16384\n  zero_copy: on", []string{"dataplane.zero_copy", "dataplane.frames"}, []string{"dataplane.zero_copy", "dataplane.frames"}},
+		{"io: auto", "io: auto\n  frames: 16384\n  zero_copy: on", []string{"dataplane.zero_copy", "dataplane.frames"}, []string{"dataplane.zero_copy", "dataplane.frames"}},
 		{"format: text", "format: json", []string{"log.format"}, []string{"log.format"}},
 	}
 	for _, tc := range tests {
@@ -40,14 +40,14 @@ func TestDiff(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", tc.to, err)
 		}
-		if got := Diff(a, b); strings.Join(got, " ") != strings.Join(tc.diff, " ") {
+		if got := Diff(&a.file, &b.file); strings.Join(got, " ") != strings.Join(tc.diff, " ") {
 			t.Errorf("%q: Diff %q, want %q", tc.to, got, tc.diff)
 		}
 		if got := RestartKeys(a, b); strings.Join(got, " ") != strings.Join(tc.restart, " ") {
 			t.Errorf("%q: RestartKeys %q, want %q", tc.to, got, tc.restart)
 		}
 	}
-	if got := Diff(a, a); len(got) != 0 {
+	if got := Diff(&a.file, &a.file); len(got) != 0 {
 		t.Errorf("Diff of a config with itself: %q", got)
 	}
 }

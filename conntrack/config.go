@@ -19,6 +19,40 @@ type Timeouts struct {
 	Generic time.Duration
 }
 
+// NamedTimeout is one of the Timeouts with its name.
+type NamedTimeout struct {
+	// Name is the suffix of the kernel's sysctl, as the configuration
+	// spells it: tcp_established for nf_conntrack_tcp_timeout_established,
+	// udp_unreplied for nf_conntrack_udp_timeout, udp_replied for
+	// nf_conntrack_udp_timeout_stream, icmp, generic.
+	Name  string
+	Value *time.Duration
+}
+
+// Named returns every timeout with its name, in a fixed order: the one
+// list of them that validation, defaults and the configuration use.
+func (t *Timeouts) Named() []NamedTimeout {
+	return []NamedTimeout{{"tcp_syn_sent", &t.SynSent}, {"tcp_syn_recv", &t.SynRecv}, {"tcp_established", &t.Established},
+		{"tcp_fin_wait", &t.FinWait}, {"tcp_close_wait", &t.CloseWait}, {"tcp_last_ack", &t.LastAck}, {"tcp_time_wait", &t.TimeWait},
+		{"tcp_close", &t.Close}, {"tcp_syn_sent2", &t.SynSent2}, {"udp_unreplied", &t.UDPUnreplied}, {"udp_replied", &t.UDPReplied},
+		{"icmp", &t.ICMP}, {"generic", &t.Generic}}
+}
+
+// MaxTimeout bounds every timeout: far beyond any sensible value, and far
+// from overflowing the tracker's nanosecond clock.
+const MaxTimeout = 10 * 365 * 24 * time.Hour
+
+// TimeoutError is an invalid timeout, by its NamedTimeout name.
+type TimeoutError struct {
+	Name  string
+	Value time.Duration
+	Rule  string
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("conntrack timeout %s %v: %s", e.Name, e.Value, e.Rule)
+}
+
 // DefaultTimeouts are the kernel's defaults.
 func DefaultTimeouts() Timeouts {
 	return Timeouts{
@@ -79,16 +113,14 @@ func (c Config) Validate() error {
 	if c.FragTimeout < 0 {
 		return fmt.Errorf("conntrack frag_timeout %v: must be positive", c.FragTimeout)
 	}
-	t := c.Timeouts
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{{"syn_sent", t.SynSent}, {"syn_recv", t.SynRecv}, {"established", t.Established}, {"fin_wait", t.FinWait},
-		{"close_wait", t.CloseWait}, {"last_ack", t.LastAck}, {"time_wait", t.TimeWait}, {"close", t.Close},
-		{"syn_sent2", t.SynSent2}, {"udp_unreplied", t.UDPUnreplied}, {"udp_replied", t.UDPReplied},
-		{"icmp", t.ICMP}, {"generic", t.Generic}} {
-		if d.v < 0 {
-			return fmt.Errorf("conntrack timeout %s %v: must be positive (0 means the kernel default)", d.name, d.v)
+	def := DefaultTimeouts()
+	dflt := def.Named()
+	for i, d := range c.Timeouts.Named() {
+		switch v := *d.Value; {
+		case v < 0:
+			return &TimeoutError{Name: d.Name, Value: v, Rule: fmt.Sprintf("must be positive (0 means the kernel's default, %v)", *dflt[i].Value)}
+		case v > MaxTimeout:
+			return &TimeoutError{Name: d.Name, Value: v, Rule: fmt.Sprintf("must be at most %v (10 years)", MaxTimeout)}
 		}
 	}
 	return nil
@@ -104,15 +136,11 @@ func (c *Config) fill() {
 	if c.FragTimeout == 0 {
 		c.FragTimeout = 10 * time.Second
 	}
-	d := DefaultTimeouts()
-	t := &c.Timeouts
-	for _, p := range []struct{ v, def *time.Duration }{
-		{&t.SynSent, &d.SynSent}, {&t.SynRecv, &d.SynRecv}, {&t.Established, &d.Established}, {&t.FinWait, &d.FinWait},
-		{&t.CloseWait, &d.CloseWait}, {&t.LastAck, &d.LastAck}, {&t.TimeWait, &d.TimeWait}, {&t.Close, &d.Close},
-		{&t.SynSent2, &d.SynSent2}, {&t.UDPUnreplied, &d.UDPUnreplied}, {&t.UDPReplied, &d.UDPReplied},
-		{&t.ICMP, &d.ICMP}, {&t.Generic, &d.Generic}} {
-		if *p.v == 0 {
-			*p.v = *p.def
+	def := DefaultTimeouts()
+	dflt := def.Named()
+	for i, d := range c.Timeouts.Named() {
+		if *d.Value == 0 {
+			*d.Value = *dflt[i].Value
 		}
 	}
 }

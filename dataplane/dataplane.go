@@ -225,9 +225,8 @@ func (d *Dataplane) SetMatch(m cluster.Match) error {
 	if err := m.Validate(); err != nil {
 		return err
 	}
-	cur := d.match.Load()
-	if m.TotalNodes != cur.TotalNodes || m.Seed != cur.Seed || m.Hash != cur.Hash {
-		return fmt.Errorf("the node count, seed and hash mode cannot change at run time (restart the dataplane): have %s, want %s", cur, m)
+	if err := d.match.Load().CanChangeTo(m); err != nil {
+		return err
 	}
 	d.match.Store(&m)
 	return nil

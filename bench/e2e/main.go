@@ -37,6 +37,7 @@ import (
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
 	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
+	"github.com/xdpcluster/xdpcluster/node"
 	"github.com/xdpcluster/xdpcluster/node/gateway"
 	"github.com/xdpcluster/xdpcluster/packet"
 )
@@ -326,12 +327,12 @@ type rings struct {
 	packet afpacket.Options
 }
 
-func startGateway(t *topo, backend string, r rings) *gateway.Gateway {
+func startGateway(t *topo, ioKind string, r rings) *gateway.Gateway {
 	var g *gateway.Gateway
 	must(t.dut.Do(func() (err error) {
 		g, err = gateway.Start(gateway.Config{
-			Interfaces: []gateway.Interface{{Name: "in0", ClusterMAC: clusterMAC}, {Name: "out0", ClusterMAC: backMAC}},
-			Match:      match, Backend: backend, Port: r.xsk, Packet: r.packet,
+			Interfaces: []node.Interface{{Name: "in0", ClusterMAC: clusterMAC}, {Name: "out0", ClusterMAC: backMAC}},
+			Match:      match, IO: ioKind, Port: r.xsk, Packet: r.packet,
 			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		})
 		return err
@@ -397,7 +398,7 @@ func realMain() (code int) {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the xdpcluster AF_XDP runs (deep rings; the last run) to this file")
 	dur := flag.Duration("duration", 2*time.Second, "length of each run")
 	xskFrames := flag.Int("xsk-frames", 65536, "AF_XDP frames per port for the xdpcluster runs (half receive, half transmit; the rings hold half); the daemon's default (8192) runs as a scenario of its own")
-	packetRx := flag.Int("packet-rx-frames", 32768, "receive ring slots of the raw-socket backend's runs")
+	packetRx := flag.Int("packet-rx-frames", 32768, "receive ring slots of the raw-socket I/O's runs")
 	only := flag.String("only", "", "run only the rate scenarios whose name contains this text (e.g. afxdp); the set comparison always runs")
 	sink := flag.String("sink", "xdp", "what the sink does with forwarded packets during the rate runs: xdp (an XDP program counts and drops them, as another machine would take them off the wire) or stack (the sink's kernel receives them; its work runs on the dut's cores)")
 	generator := flag.String("generator", "live", "traffic generator for the rates: live (BPF_PROG_RUN live frames, a template rewritten per frame) or afpacket (an AF_PACKET TX ring)")
@@ -510,14 +511,14 @@ func realMain() (code int) {
 	}
 	defaults := rings{xsk: xsk.DefaultPortOptions(), packet: afpacket.DefaultOptions()}
 	for _, sc := range []struct {
-		name, backend string
-		r             rings
+		name, ioKind string
+		r            rings
 	}{
 		{"xdpcluster, afxdp", "afxdp", deep},
 		{"xdpcluster, afpacket", "afpacket", deep},
 		{fmt.Sprintf("xdpcluster, afxdp, default rings (%d frames)", defaults.xsk.NumFrames), "afxdp", defaults},
 	} {
-		be, r := sc.backend, sc.r
+		be, r := sc.ioKind, sc.r
 		measure(sc.name, toCluster, gwIn, func() func() {
 			gw = startGateway(t, be, r)
 			if sc.name == "xdpcluster, afxdp" && *cpuprofile != "" {

@@ -114,11 +114,12 @@ func runDemo(e env, args []string) int {
 		cfg.Metrics.Listen = fmt.Sprintf("127.0.0.1:%d", *port+i)
 		cfg.Control.Socket = fmt.Sprintf("%s/node%d.sock", dir, i+1)
 		cfg.StateDir = fmt.Sprintf("%s/node%d.state", dir, i+1) // each node's own snapshot
-		if err := cfg.Validate(); err != nil {
+		set, err := cfg.Settings()
+		if err != nil {
 			fmt.Fprintf(e.stderr, "xdpcluster demo: node %d: %v\n", i+1, err)
 			return exitFail
 		}
-		n := &demoNode{ns: nsn, d: daemon.New("", &cfg, log.With("node", i+1)), metrics: "http://" + cfg.Metrics.Listen + "/metrics", sock: cfg.Control.Socket}
+		n := &demoNode{ns: nsn, d: daemon.New("", set, log.With("node", i+1)), metrics: "http://" + cfg.Metrics.Listen + "/metrics", sock: cfg.Control.Socket}
 		n.d.Version = version
 		if err := nsn.Do(n.d.StartDataplane); err != nil {
 			fmt.Fprintf(e.stderr, "xdpcluster demo: node %d: %v\n", i+1, err)

@@ -59,45 +59,33 @@ func runOwner(e env, args []string) int {
 	return ownerStream(e, out, &m)
 }
 
-// ownerMatch builds the match from the flags. Only total, seed and hash
-// matter for ownership; the node mask is set to node 1 to make it valid.
+// ownerMatch builds the match from the flags (cluster.Options.Match).
+// Only total, seed and hash matter for ownership; the node is node 1, to
+// make the match valid.
 func ownerMatch(total, seed, hash, rule string) (cluster.Match, error) {
-	if rule != "" {
-		if total != "" || seed != "" {
-			return cluster.Match{}, errors.New("--iptables cannot be combined with --cluster-total-nodes or --cluster-hash-seed")
-		}
-		m, err := cluster.ParseIptables(rule)
-		if err != nil {
-			return cluster.Match{}, fmt.Errorf("--iptables: %w", err)
-		}
-		if hash != "xt_cluster" {
-			if m.Hash, err = cluster.ParseHashMode(hash); err != nil {
-				return cluster.Match{}, err
-			}
-		}
-		return m, nil
-	}
-	if total == "" {
+	o := cluster.Options{Iptables: rule, Hash: hash}
+	switch {
+	case rule != "" && (total != "" || seed != ""):
+		return cluster.Match{}, errors.New("--iptables cannot be combined with --cluster-total-nodes or --cluster-hash-seed")
+	case rule != "":
+	case total == "":
 		return cluster.Match{}, fmt.Errorf("--%s is required (1..32)", cluster.OptTotalNodes)
-	}
-	if seed == "" {
+	case seed == "":
 		return cluster.Match{}, fmt.Errorf("--%s is required (0..0xffffffff; the seed of your -m cluster rules)", cluster.OptHashSeed)
+	default:
+		o.LocalNode = 1
+		for _, f := range []struct {
+			opt, text string
+			v         *uint64
+		}{{cluster.OptTotalNodes, total, &o.TotalNodes}, {cluster.OptHashSeed, seed, &o.Seed}} {
+			n, err := cluster.ParseNumber(f.text)
+			if err != nil {
+				return cluster.Match{}, &cluster.OptionError{Option: f.opt, Value: f.text, Rule: "not a number (decimal, 0x hex, or 0-prefixed octal)"}
+			}
+			*f.v = n
+		}
 	}
-	t, err := cluster.ParseNumber(total)
-	if err != nil || t < 1 || t > cluster.MaxNodes {
-		return cluster.Match{}, &cluster.OptionError{Option: cluster.OptTotalNodes, Value: total, Rule: "must be a number 1..32"}
-	}
-	s, err := cluster.ParseNumber(seed)
-	if err != nil || s > 0xffffffff {
-		return cluster.Match{}, &cluster.OptionError{Option: cluster.OptHashSeed, Value: seed, Rule: "must be a number 0..4294967295 (0xffffffff)"}
-	}
-	h, err := cluster.ParseHashMode(hash)
-	if err != nil {
-		return cluster.Match{}, err
-	}
-	m := cluster.LocalNode(uint32(t), 1, uint32(s))
-	m.Hash = h
-	return m, m.Validate()
+	return o.Match()
 }
 
 // ownerStream answers one address per line of standard input.

@@ -93,7 +93,7 @@ func TestOwnerUsageErrors(t *testing.T) {
 	}{
 		{[]string{"owner", "--cluster-hash-seed", "1"}, "--cluster-total-nodes is required"},
 		{[]string{"owner", "--cluster-total-nodes", "2"}, "--cluster-hash-seed is required"},
-		{[]string{"owner", "--cluster-total-nodes", "33", "--cluster-hash-seed", "1"}, "--cluster-total-nodes 33: must be a number 1..32"},
+		{[]string{"owner", "--cluster-total-nodes", "33", "--cluster-hash-seed", "1"}, "--cluster-total-nodes 33: must be 1..32"},
 		{[]string{"owner", "--cluster-total-nodes", "2", "--cluster-hash-seed", "0x1ffffffff"}, "--cluster-hash-seed 0x1ffffffff"},
 		{[]string{"owner", "--cluster-total-nodes", "2", "--cluster-hash-seed", "1", "--hash", "bogus"}, `--hash bogus: must be "xt_cluster"`},
 		{[]string{"owner", "--iptables", "--cluster-total-nodes 2"}, "--iptables: invalid cluster match"},

@@ -141,7 +141,7 @@ every default filled in) and the cluster match it describes.`)
 		fmt.Fprintf(e.stderr, "xdpcluster check: %s\n", strings.ReplaceAll(err.Error(), "\n", "\n  "))
 		return exitFail
 	}
-	m, _ := cfg.Match()
+	m := cfg.Match
 	fmt.Fprintf(e.stdout, "# %s is valid\n# cluster match: %s (serves node(s) %v)\n%s", *path, m, m.Nodes(), cfg.YAML())
 	return exitOK
 }

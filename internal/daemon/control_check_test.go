@@ -56,7 +56,7 @@ func matchOnlyDaemon(t *testing.T, yaml string) (*Daemon, *cluster.Match, string
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, _ := cfg.Match()
+	m := cfg.Match
 	d := New(path, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	d.eng = matchOnlyEngine{&m}
 	return d, &m, path

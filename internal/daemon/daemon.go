@@ -1,7 +1,8 @@
-// Package daemon is xdpcluster's lifecycle: it turns the configuration into
-// plain values, starts the gateway dataplane, the metrics endpoint and the
-// control API, reloads on request (a bad file keeps the running
-// configuration), and stops everything.
+// Package daemon is xdpcluster's lifecycle: it starts the role the
+// configuration's settings (config.Settings, converted once from the
+// file) describe, the metrics endpoint and the control API, reloads on
+// request (a bad file keeps the running configuration), and stops
+// everything.
 //
 // A Daemon is safe for concurrent use: the control API, the signal handler
 // and the metrics scrapes call it from their own goroutines.
@@ -26,9 +27,6 @@ import (
 
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/config"
-	"github.com/xdpcluster/xdpcluster/conntrack"
-	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
-	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 	"github.com/xdpcluster/xdpcluster/node/backend"
 	"github.com/xdpcluster/xdpcluster/node/gateway"
 )
@@ -40,7 +38,7 @@ type Daemon struct {
 	log     *slog.Logger
 
 	mu      sync.Mutex
-	cfg     *config.Config
+	cfg     *config.Settings
 	eng     engine           // the running role
 	gw      *gateway.Gateway // set in gateway mode
 	started time.Time
@@ -63,36 +61,17 @@ func (d *Daemon) MetricsAddr() string {
 
 // New prepares a daemon for cfg, read from path (for reloads; "" when the
 // configuration did not come from a file).
-func New(path string, cfg *config.Config, log *slog.Logger) *Daemon {
+func New(path string, cfg *config.Settings, log *slog.Logger) *Daemon {
 	if log == nil {
 		log = slog.Default()
 	}
 	return &Daemon{path: path, cfg: cfg, log: log, Version: "dev"}
 }
 
-// gatewayConfig turns the configuration into the gateway's plain values.
-func gatewayConfig(c *config.Config, log *slog.Logger) (gateway.Config, error) {
-	m, err := c.Match()
-	if err != nil {
-		return gateway.Config{}, err
-	}
-	ifs, err := c.ParseInterfaces()
-	if err != nil {
-		return gateway.Config{}, err
-	}
-	gc := gateway.Config{Match: m, Backend: c.Dataplane.Backend, Logger: log, Queues: int(c.Dataplane.Queues), BatchSize: int(c.Dataplane.BatchSize),
-		Port: xsk.PortOptions{NumFrames: int(c.Dataplane.Frames), FrameSize: int(c.Dataplane.FrameSize), RingSize: int(c.Dataplane.RingSize), ZeroCopy: c.Dataplane.ZeroCopy}}
-	if gc.XDPMode, err = bpfutil.ParseAttachMode(c.Dataplane.XDPMode); err != nil {
-		return gateway.Config{}, fmt.Errorf("dataplane.xdp_mode: %w", err)
-	}
-	t := c.Conntrack.Timeouts
-	gc.Conntrack = conntrack.Config{MaxEntries: int(c.Conntrack.MaxEntries), TCPLoose: c.Conntrack.TCPLoose,
-		Timeouts: conntrack.Timeouts{Established: time.Duration(t.TCPEstablished), TimeWait: time.Duration(t.TCPTimeWait),
-			UDPUnreplied: time.Duration(t.UDPUnreplied), UDPReplied: time.Duration(t.UDPReplied), ICMP: time.Duration(t.ICMP), Generic: time.Duration(t.Generic)}}
-	for _, i := range ifs {
-		gc.Interfaces = append(gc.Interfaces, gateway.Interface{Name: i.Name, ClusterMAC: i.ClusterMAC, NDMAC: i.NDMAC, IPv4: i.IPv4, IPv6: i.IPv6})
-	}
-	return gc, nil
+// gatewayConfig hands the settings to the gateway.
+func gatewayConfig(s *config.Settings, log *slog.Logger) gateway.Config {
+	return gateway.Config{Interfaces: s.Interfaces, Match: s.Match, Conntrack: s.Conntrack, IO: s.IO, Port: s.Port,
+		XDPMode: s.XDPMode, Queues: s.Queues, BatchSize: s.BatchSize, Logger: log}
 }
 
 // StartDataplane starts the role's dataplane: the gateway, or the
@@ -105,20 +84,18 @@ func (d *Daemon) StartDataplane() error {
 	for _, i := range d.cfg.Interfaces {
 		names = append(names, i.Name)
 	}
-	attachesXDP := d.cfg.Role == "backend" || d.cfg.Dataplane.Backend != "afpacket"
+	attachesXDP := d.cfg.Role == "backend" || d.cfg.IO != "afpacket"
 	if err := checkInterfacesFree(names, attachesXDP); err != nil {
 		return fmt.Errorf("start dataplane: %w", err)
 	}
 	if d.cfg.Role == "backend" {
 		return d.startBackend()
 	}
-	gc, err := gatewayConfig(d.cfg, d.log)
-	if err != nil {
-		return err
-	}
+	gc := gatewayConfig(d.cfg, d.log)
 	if err := withState(&gc, d.cfg); err != nil {
 		return err
 	}
+	var err error
 	if d.gw, err = gateway.Start(gc); err != nil {
 		return fmt.Errorf("start dataplane: %w", err)
 	}
@@ -134,19 +111,8 @@ func (d *Daemon) StartDataplane() error {
 }
 
 func (d *Daemon) startBackend() error {
-	m, err := d.cfg.Match()
-	if err != nil {
-		return err
-	}
-	ifs, err := d.cfg.ParseInterfaces()
-	if err != nil {
-		return err
-	}
-	bc := backend.Config{Match: m, Logger: d.log, StateDir: d.cfg.StateDir}
-	for _, i := range ifs {
-		bc.Interfaces = append(bc.Interfaces, backend.Interface{Name: i.Name, ClusterMAC: i.ClusterMAC, NDMAC: i.NDMAC, IPv4: i.IPv4, IPv6: i.IPv6})
-	}
-	n, err := backend.Start(bc)
+	m := d.cfg.Match
+	n, err := backend.Start(backend.Config{Interfaces: d.cfg.Interfaces, Match: m, Logger: d.log, StateDir: d.cfg.StateDir})
 	if err != nil {
 		return fmt.Errorf("start back-end node: %w", err)
 	}
@@ -176,7 +142,7 @@ func (d *Daemon) Serve() error {
 	lim := d.Limits.withDefaults()
 	// The control socket first: a path that cannot be used is refused
 	// before anything else is bound.
-	sock := cfg.Control.Socket
+	sock := cfg.ControlSocket
 	cln, err := listenControl(sock)
 	if err != nil {
 		return err
@@ -186,7 +152,7 @@ func (d *Daemon) Serve() error {
 	d.controlLn = newLimitListener(cln, lim.ControlConns)
 	d.mu.Unlock()
 	d.serve(d.server(d.controlAPI(), lim), d.controlLn)
-	if cfg.Metrics.Listen != "" {
+	if cfg.MetricsListen != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(eng.Collector(d.Version))
 		mux := http.NewServeMux()
@@ -202,9 +168,9 @@ func (d *Daemon) Serve() error {
 			}
 			fmt.Fprintln(w, "ready")
 		})
-		ln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		ln, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
-			return fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err)
+			return fmt.Errorf("metrics.listen %s: %w", cfg.MetricsListen, err)
 		}
 		d.mu.Lock()
 		d.metrics = ln.Addr().String()
@@ -286,38 +252,38 @@ func (d *Daemon) SetMask(mask uint32) error {
 
 // Takeover adds node n's share (1-based) to this node's mask.
 func (d *Daemon) Takeover(n int) error {
-	m, err := d.match()
+	m, bit, err := d.nodeMask(n)
 	if err != nil {
 		return err
 	}
-	if n < 1 || n > int(m.TotalNodes) {
-		return fmt.Errorf("node %d: must be 1..%d", n, m.TotalNodes)
-	}
-	return d.SetMask(m.NodeMask | 1<<(n-1))
+	return d.SetMask(m.NodeMask | bit)
 }
 
 // Release removes node n's share from this node's mask.
 func (d *Daemon) Release(n int) error {
-	m, err := d.match()
+	m, bit, err := d.nodeMask(n)
 	if err != nil {
 		return err
 	}
-	if n < 1 || n > int(m.TotalNodes) {
-		return fmt.Errorf("node %d: must be 1..%d", n, m.TotalNodes)
-	}
-	if m.NodeMask&^(1<<(n-1)) == 0 {
+	if m.NodeMask&^bit == 0 {
 		return fmt.Errorf("release %d: this node would serve no share at all; stop it instead", n)
 	}
-	return d.SetMask(m.NodeMask &^ (1 << (n - 1)))
+	return d.SetMask(m.NodeMask &^ bit)
 }
 
-func (d *Daemon) match() (cluster.Match, error) {
+// nodeMask returns the match in force and the mask of its 1-based node n.
+func (d *Daemon) nodeMask(n int) (cluster.Match, uint32, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.eng == nil {
-		return cluster.Match{}, errors.New("the dataplane is not running")
+		return cluster.Match{}, 0, errors.New("the dataplane is not running")
 	}
-	return d.eng.Match(), nil
+	m := d.eng.Match()
+	bit, err := cluster.NodeMask(uint64(n), uint64(m.TotalNodes))
+	if oe := (*cluster.OptionError)(nil); errors.As(err, &oe) {
+		return m, 0, fmt.Errorf("node %d: %s", n, oe.Rule)
+	}
+	return m, bit, err
 }
 
 // Reload re-reads the configuration file. A bad file keeps the running
@@ -334,7 +300,7 @@ func (d *Daemon) Reload() error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	newM, _ := nc.Match()
+	newM := nc.Match
 	if keys := config.RestartKeys(d.cfg, nc); len(keys) > 0 {
 		return fmt.Errorf("reload refused, keeping the running configuration: %s changed, which needs a restart (only %s change at run time)",
 			strings.Join(keys, ", "), strings.Join(config.RuntimeKeys, ", "))
@@ -395,26 +361,21 @@ func (d *Daemon) controlAPI() http.Handler {
 		return n, nil
 	}
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) { reply(w, nil) })
-	mux.HandleFunc("POST /takeover", func(w http.ResponseWriter, r *http.Request) {
-		n, err := num(r, "node")
-		if err == nil && n > cluster.MaxNodes {
-			err = fmt.Errorf("node %d: must be 1..%d", n, cluster.MaxNodes)
+	// forNode serves /takeover and /release: node=N, 1-based.
+	forNode := func(op func(int) error) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			n, err := num(r, "node")
+			if err == nil && n > cluster.MaxNodes {
+				err = fmt.Errorf("node %d: must be 1..%d", n, cluster.MaxNodes)
+			}
+			if err == nil {
+				err = op(int(n))
+			}
+			reply(w, err)
 		}
-		if err == nil {
-			err = d.Takeover(int(n))
-		}
-		reply(w, err)
-	})
-	mux.HandleFunc("POST /release", func(w http.ResponseWriter, r *http.Request) {
-		n, err := num(r, "node")
-		if err == nil && n > cluster.MaxNodes {
-			err = fmt.Errorf("node %d: must be 1..%d", n, cluster.MaxNodes)
-		}
-		if err == nil {
-			err = d.Release(int(n))
-		}
-		reply(w, err)
-	})
+	}
+	mux.HandleFunc("POST /takeover", forNode(d.Takeover))
+	mux.HandleFunc("POST /release", forNode(d.Release))
 	mux.HandleFunc("POST /mask", func(w http.ResponseWriter, r *http.Request) {
 		n, err := num(r, "mask")
 		if err == nil && n > 0xffffffff {

@@ -133,7 +133,7 @@ func describeProcess(pid string) string {
 			}
 		}
 		if c, err := config.Load(path); err == nil {
-			s += fmt.Sprintf(", configuration %s, control socket %s", path, c.Control.Socket)
+			s += fmt.Sprintf(", configuration %s, control socket %s", path, c.ControlSocket)
 		}
 		break
 	}

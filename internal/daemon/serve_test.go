@@ -52,10 +52,7 @@ func (e *fakeEngine) Collector(string) prometheus.Collector {
 // fakeDaemon is a daemon whose dataplane is a fakeEngine, its control
 // socket in a temporary directory.
 func fakeDaemon(t *testing.T, sock string) *Daemon {
-	c := config.Defaults()
-	c.Metrics.Listen = "127.0.0.1:0"
-	c.Control.Socket = sock
-	c.StateDir = t.TempDir()
+	c := config.Settings{Role: "gateway", MetricsListen: "127.0.0.1:0", ControlSocket: sock, StateDir: t.TempDir()}
 	d := New("", &c, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	d.eng = &fakeEngine{m: cluster.LocalNode(2, 1, 1)}
 	d.started = time.Now()
@@ -201,7 +198,7 @@ func TestControlSocketPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	d2 := fakeDaemon(t, sock)
-	d2.cfg.Metrics.Listen = ""
+	d2.cfg.MetricsListen = ""
 	if err := d2.Serve(); err == nil || !strings.Contains(err.Error(), "another xdpcluster answers") {
 		t.Fatalf("second daemon on a live socket: %v", err)
 	}
@@ -220,7 +217,7 @@ func TestControlSocketPath(t *testing.T) {
 	}
 	unix.Close(fd)
 	d3 := fakeDaemon(t, stale)
-	d3.cfg.Metrics.Listen = ""
+	d3.cfg.MetricsListen = ""
 	if err := d3.Serve(); err != nil {
 		t.Fatalf("stale socket: %v", err)
 	}

@@ -16,7 +16,7 @@ const SnapshotFile = "conntrack.snap"
 
 // withState makes sure state_dir exists and points the gateway's
 // connection table snapshot into it.
-func withState(gc *gateway.Config, c *config.Config) error {
+func withState(gc *gateway.Config, c *config.Settings) error {
 	if err := os.MkdirAll(c.StateDir, 0o755); err != nil {
 		return fmt.Errorf("state_dir %s: %w", c.StateDir, err)
 	}

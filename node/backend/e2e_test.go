@@ -12,6 +12,7 @@ import (
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+	"github.com/xdpcluster/xdpcluster/node"
 	"github.com/xdpcluster/xdpcluster/node/backend"
 )
 
@@ -86,7 +87,7 @@ func startNode(t *testing.T, cl *netns.Cluster, i int, m cluster.Match) *backend
 	var n *backend.Node
 	ns := cl.Nodes[i]
 	if err := ns.Do(func() (err error) {
-		n, err = backend.Start(backend.Config{Match: m, Interfaces: []backend.Interface{{Name: "front", ClusterMAC: cl.FrontMAC,
+		n, err = backend.Start(backend.Config{Match: m, Interfaces: []node.Interface{{Name: "front", ClusterMAC: cl.FrontMAC,
 			IPv4: []netip.Addr{cl.ClusterFront4}, IPv6: []netip.Addr{cl.ClusterFront6}}}})
 		return err
 	}); err != nil {

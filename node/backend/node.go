@@ -16,19 +16,12 @@ import (
 	"github.com/xdpcluster/xdpcluster/arp"
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
+	"github.com/xdpcluster/xdpcluster/node"
 )
-
-// Interface is one data interface of a back-end server.
-type Interface struct {
-	Name       string
-	ClusterMAC net.HardwareAddr
-	IPv4, IPv6 []netip.Addr
-	NDMAC      net.HardwareAddr
-}
 
 // Config configures Start.
 type Config struct {
-	Interfaces []Interface
+	Interfaces []node.Interface
 	Match      cluster.Match
 	Logger     *slog.Logger
 	// StateDir, if set, is where Start records each change it makes to
@@ -80,8 +73,8 @@ type sysctl struct {
 // marked ours (AddrProto), and with cfg.StateDir each change is recorded
 // before it is made, so that a later start undoes a killed run's changes.
 func Start(cfg Config) (n *Node, err error) {
-	if len(cfg.Interfaces) == 0 {
-		return nil, errors.New("backend: no data interfaces")
+	if err := node.Validate(cfg.Interfaces); err != nil {
+		return nil, fmt.Errorf("backend: %w", err)
 	}
 	if err := cfg.Match.Validate(); err != nil {
 		return nil, err
@@ -108,7 +101,7 @@ func Start(cfg Config) (n *Node, err error) {
 	if cfg.StateDir != "" {
 		var ours []netip.Addr
 		for _, ic := range cfg.Interfaces {
-			ours = append(append(ours, ic.IPv4...), ic.IPv6...)
+			ours = append(ours, ic.Addrs()...)
 		}
 		if err := n.openState(cfg.StateDir, ours, log); err != nil {
 			return n, err
@@ -127,7 +120,7 @@ func Start(cfg Config) (n *Node, err error) {
 				return n, err
 			}
 		}
-		for _, a := range append(append([]netip.Addr(nil), ic.IPv4...), ic.IPv6...) {
+		for _, a := range ic.Addrs() {
 			if onLo(have, a) {
 				continue
 			}
@@ -211,13 +204,17 @@ func (n *Node) Match() cluster.Match {
 	return n.match
 }
 
-// SetMatch changes the decision of every interface's program at once. In
-// back-end mode even the seed and node count may change (there is no
-// per-connection state), though existing connections of a moved share
-// break.
+// SetMatch changes the decision of every interface's program at once.
+// As for the gateway, only the node mask and invert flag may change at
+// run time (cluster.Match.CanChangeTo): the node count, seed and hash mode
+// are the whole cluster's, and a node changing them alone would serve a
+// share other nodes serve too, or nobody's.
 func (n *Node) SetMatch(m cluster.Match) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if err := n.match.CanChangeTo(m); err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
 	for _, p := range n.programs {
 		if err := p.SetMatch(m); err != nil {
 			return err

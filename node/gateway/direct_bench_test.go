@@ -14,6 +14,7 @@ import (
 	"github.com/xdpcluster/xdpcluster/dataplane"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+	xnode "github.com/xdpcluster/xdpcluster/node"
 	"github.com/xdpcluster/xdpcluster/node/gateway"
 )
 
@@ -50,8 +51,8 @@ func benchDirect(b *testing.B, backend string) {
 	var gw *gateway.Gateway
 	if err := dut.Do(func() (err error) {
 		gw, err = gateway.Start(gateway.Config{
-			Interfaces: []gateway.Interface{{Name: "in0", ClusterMAC: clusterMAC}, {Name: "out0", ClusterMAC: net.HardwareAddr{1, 0, 0x5e, 0, 1, 2}}},
-			Match:      match, Backend: backend, Port: xsk.PortOptions{NumFrames: 8192, FrameSize: 2048, RingSize: 4096},
+			Interfaces: []xnode.Interface{{Name: "in0", ClusterMAC: clusterMAC}, {Name: "out0", ClusterMAC: net.HardwareAddr{1, 0, 0x5e, 0, 1, 2}}},
+			Match:      match, IO: backend, Port: xsk.PortOptions{NumFrames: 8192, FrameSize: 2048, RingSize: 4096},
 		})
 		return err
 	}); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+	xnode "github.com/xdpcluster/xdpcluster/node"
 	"github.com/xdpcluster/xdpcluster/node/gateway"
 	"github.com/xdpcluster/xdpcluster/packet"
 )
@@ -40,14 +41,14 @@ func startNodes(t testing.TB, cl *netns.Cluster) []*node { return startMixed(t, 
 // interfaces are the node's data interfaces; with the cluster built
 // without static neighbour entries, the nodes answer ARP/ND for the
 // cluster addresses.
-func interfaces(cl *netns.Cluster) []gateway.Interface {
-	front := gateway.Interface{Name: "front", ClusterMAC: cl.FrontMAC}
-	back := gateway.Interface{Name: "back", ClusterMAC: cl.BackMAC}
+func interfaces(cl *netns.Cluster) []xnode.Interface {
+	front := xnode.Interface{Name: "front", ClusterMAC: cl.FrontMAC}
+	back := xnode.Interface{Name: "back", ClusterMAC: cl.BackMAC}
 	if !cl.Static {
 		front.IPv4, front.IPv6 = []netip.Addr{cl.ClusterFront4}, []netip.Addr{cl.ClusterFront6}
 		back.IPv4, back.IPv6 = []netip.Addr{cl.ClusterBack4}, []netip.Addr{cl.ClusterBack6}
 	}
-	return []gateway.Interface{front, back}
+	return []xnode.Interface{front, back}
 }
 
 // kernelRecipe configures a node as the iptables man page does: the
@@ -111,7 +112,7 @@ func startMixed(t testing.TB, cl *netns.Cluster, kernelNode int, backend string)
 			n.gw, err = gateway.Start(gateway.Config{
 				Interfaces: interfaces(cl),
 				Match:      n.match,
-				Backend:    backend,
+				IO:         backend,
 				Logger:     testLogger,
 				Port:       xsk.PortOptions{NumFrames: 4096, FrameSize: 2048, RingSize: 2048},
 			})

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -25,28 +24,19 @@ import (
 	"github.com/xdpcluster/xdpcluster/dataplane/afpacket"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
 	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
+	"github.com/xdpcluster/xdpcluster/node"
 )
-
-// Interface is one data interface, the cluster MAC its peers send to and
-// the cluster addresses the node answers ARP/ND for (none: peers must be
-// configured with static neighbour entries).
-type Interface struct {
-	Name       string
-	ClusterMAC net.HardwareAddr
-	IPv4, IPv6 []netip.Addr
-	NDMAC      net.HardwareAddr // optional: the MAC advertised for IPv6
-}
 
 // Config configures Start.
 type Config struct {
-	Interfaces []Interface
+	Interfaces []node.Interface
 	Match      cluster.Match
 	Conntrack  conntrack.Config
-	// Backend is "afxdp", "afpacket" (raw sockets) or "auto" (the
-	// default): AF_XDP, else raw sockets with a warning saying why.
-	Backend string
-	Port    xsk.PortOptions  // zero: xsk.DefaultPortOptions
-	Packet  afpacket.Options // zero: afpacket.DefaultOptions
+	// IO is the packet I/O: "afxdp", "afpacket" (raw sockets) or "auto"
+	// (the default): AF_XDP, else raw sockets with a warning saying why.
+	IO     string
+	Port   xsk.PortOptions  // zero: xsk.DefaultPortOptions
+	Packet afpacket.Options // zero: afpacket.DefaultOptions
 	// XDPMode is how our program attaches (zero: bpfutil.ModeAuto).
 	XDPMode bpfutil.AttachMode
 	// Queues limits the RX queues used (0: every one the interfaces have).
@@ -102,8 +92,8 @@ type Gateway struct {
 // Start sets everything up and starts the workers. On error it undoes
 // what it did.
 func Start(cfg Config) (g *Gateway, err error) {
-	if len(cfg.Interfaces) == 0 {
-		return nil, errors.New("gateway: no data interfaces")
+	if err := node.Validate(cfg.Interfaces); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	if err := cfg.Match.Validate(); err != nil {
 		return nil, err
@@ -152,7 +142,7 @@ func Start(cfg Config) (g *Gateway, err error) {
 		g.links = append(g.links, link.Attrs().Index)
 	}
 	var ifaces []dataplane.Iface
-	switch cfg.Backend {
+	switch cfg.IO {
 	case "afxdp":
 		ifaces, err = g.openXDP(h, cfg)
 	case "afpacket":
@@ -164,7 +154,7 @@ func Start(cfg Config) (g *Gateway, err error) {
 			ifaces, err = g.openPacket(h, cfg)
 		}
 	default:
-		return g, fmt.Errorf("dataplane backend %q: must be afxdp, afpacket or auto", cfg.Backend)
+		return g, fmt.Errorf("dataplane io %q: must be afxdp, afpacket or auto", cfg.IO)
 	}
 	if err != nil {
 		return g, err
@@ -179,7 +169,7 @@ func Start(cfg Config) (g *Gateway, err error) {
 		return g, err
 	}
 	for _, ic := range cfg.Interfaces {
-		g.clusterAddrs = append(append(g.clusterAddrs, ic.IPv4...), ic.IPv6...)
+		g.clusterAddrs = append(g.clusterAddrs, ic.Addrs()...)
 	}
 	if err := g.refreshLocal(); err != nil {
 		return g, err

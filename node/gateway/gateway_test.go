@@ -12,12 +12,13 @@ import (
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
 	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+	xnode "github.com/xdpcluster/xdpcluster/node"
 	"github.com/xdpcluster/xdpcluster/node/gateway"
 )
 
 // TestBackendChoice: "auto" falls back to raw sockets when AF_XDP cannot
 // be set up (here: impossible ring options), "afxdp" then fails with the
-// reason, and a bad backend name is refused.
+// reason, and a bad io name is refused.
 func TestBackendChoice(t *testing.T) {
 	ns := nstest.Veth(t, "xc-backend", "dpa", "dpb")
 	mac := net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}
@@ -26,8 +27,8 @@ func TestBackendChoice(t *testing.T) {
 		var g *gateway.Gateway
 		err := ns.Do(func() (err error) {
 			g, err = gateway.Start(gateway.Config{
-				Interfaces: []gateway.Interface{{Name: "dpa", ClusterMAC: mac}},
-				Match:      cluster.LocalNode(2, 1, 1), Backend: backend, Port: bad,
+				Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: mac}},
+				Match:      cluster.LocalNode(2, 1, 1), IO: backend, Port: bad,
 			})
 			return err
 		})
@@ -44,8 +45,8 @@ func TestBackendChoice(t *testing.T) {
 	if _, err := start("afxdp"); err == nil || !strings.Contains(err.Error(), "num_frames 1000: must be a power of two") {
 		t.Errorf("afxdp with bad options: %v", err)
 	}
-	if _, err := start("dpdk"); err == nil || !strings.Contains(err.Error(), `backend "dpdk"`) {
-		t.Errorf("unknown backend: %v", err)
+	if _, err := start("dpdk"); err == nil || !strings.Contains(err.Error(), `io "dpdk"`) {
+		t.Errorf("unknown io: %v", err)
 	}
 }
 
@@ -55,8 +56,8 @@ func TestFollowsKernelChanges(t *testing.T) {
 	ns := nstest.Veth(t, "xc-follow", "dpa", "dpb")
 	var g *gateway.Gateway
 	if err := ns.Do(func() (err error) {
-		g, err = gateway.Start(gateway.Config{Interfaces: []gateway.Interface{{Name: "dpa", ClusterMAC: net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}}},
-			Match: cluster.LocalNode(2, 1, 1), Backend: "afpacket"})
+		g, err = gateway.Start(gateway.Config{Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}}},
+			Match: cluster.LocalNode(2, 1, 1), IO: "afpacket"})
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -93,8 +94,8 @@ func TestGatewayXDPMode(t *testing.T) {
 			var attached uint32
 			err := ns.Do(func() (err error) {
 				g, err = gateway.Start(gateway.Config{
-					Interfaces: []gateway.Interface{{Name: "dpa", ClusterMAC: mac}},
-					Match:      cluster.LocalNode(2, 1, 1), Backend: "afxdp", XDPMode: tc.mode,
+					Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: mac}},
+					Match:      cluster.LocalNode(2, 1, 1), IO: "afxdp", XDPMode: tc.mode,
 				})
 				if err != nil {
 					return err

@@ -6,6 +6,7 @@ import (
 
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+	xnode "github.com/xdpcluster/xdpcluster/node"
 	"github.com/xdpcluster/xdpcluster/node/gateway"
 )
 
@@ -16,8 +17,8 @@ func TestRestartRebinds(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		var g *gateway.Gateway
 		if err := ns.Do(func() (err error) {
-			g, err = gateway.Start(gateway.Config{Interfaces: []gateway.Interface{{Name: "dpa", ClusterMAC: net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}}},
-				Match: cluster.LocalNode(2, 1, 1), Backend: "afxdp"})
+			g, err = gateway.Start(gateway.Config{Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}}},
+				Match: cluster.LocalNode(2, 1, 1), IO: "afxdp"})
 			return err
 		}); err != nil {
 			t.Fatalf("start %d: %v", i+1, err)
