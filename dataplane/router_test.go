@@ -123,10 +123,7 @@ func TestWorkerRouterRules(t *testing.T) {
 			front.frames = [][]byte{ipFrame(t, c.src, c.dst)}
 			n := front.Receive(w.rx)
 			w.batch(0, front, w.rx[:n], d.match.Load())
-			for e, p := range w.ports {
-				p.Transmit(w.tx[e])
-				w.tx[e] = w.tx[e][:0]
-			}
+			w.flush()
 			pkts, _, _ := d.Totals(0)
 			for v := Verdict(0); v < NumVerdicts; v++ {
 				want := uint64(0)
@@ -176,10 +173,7 @@ func TestWorkerRouterRulesAllocs(t *testing.T) {
 			front.frames = frames
 			n := front.Receive(w.rx)
 			w.batch(0, front, w.rx[:n], d.match.Load())
-			for e, p := range w.ports {
-				p.Transmit(w.tx[e])
-				w.tx[e] = w.tx[e][:0]
-			}
+			w.flush()
 		}
 		step()
 		if a := testing.AllocsPerRun(100, step); a != 0 {

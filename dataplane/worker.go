@@ -89,15 +89,7 @@ func (w *worker) run() {
 				w.batch(i, p, w.rx[:n], m)
 			}
 		}
-		inFlight := 0
-		for e, p := range w.ports {
-			if len(w.tx[e]) > 0 {
-				p.Transmit(w.tx[e])
-				w.tx[e] = w.tx[e][:0]
-			}
-			inFlight += p.Reap()
-		}
-		if busy || inFlight > 0 {
+		if inFlight := w.flush(); busy || inFlight > 0 {
 			idle = 0
 			continue
 		}
@@ -106,6 +98,19 @@ func (w *worker) run() {
 			idle = 0
 		}
 	}
+}
+
+// flush transmits every egress interface's queued frames, reaps
+// completed transmissions and returns how many are still in flight.
+func (w *worker) flush() (inFlight int) {
+	for e, p := range w.ports {
+		if len(w.tx[e]) > 0 {
+			p.Transmit(w.tx[e])
+			w.tx[e] = w.tx[e][:0]
+		}
+		inFlight += p.Reap()
+	}
+	return inFlight
 }
 
 // batch handles one receive batch from ingress interface in.

@@ -149,10 +149,7 @@ func TestWorkerVerdicts(t *testing.T) {
 	}
 	n := front.Receive(w.rx)
 	w.batch(0, front, w.rx[:n], d.match.Load())
-	for e, p := range w.ports {
-		p.Transmit(w.tx[e])
-		w.tx[e] = w.tx[e][:0]
-	}
+	w.flush()
 	pkts, _, owner := d.Totals(0)
 	want := map[Verdict]uint64{Forwarded: 2, Foreign: 1, TTLExpired: 1, Malformed: 1, NotIP: 1}
 	for v := Verdict(0); v < NumVerdicts; v++ {
@@ -229,10 +226,7 @@ func workerStep(tb testing.TB) func() {
 		front.frames = frames
 		n := front.Receive(w.rx)
 		w.batch(0, front, w.rx[:n], d.match.Load())
-		for e, p := range w.ports {
-			p.Transmit(w.tx[e])
-			w.tx[e] = w.tx[e][:0]
-		}
+		w.flush()
 	}
 	step()
 	return step
