@@ -148,7 +148,10 @@ func instructions(clusterMAC, ownMAC net.HardwareAddr, paramsFD, statsFD int) as
 		qinq = 0xa888
 	)
 	R0, R1, R2, R3, R4, R5, R6, R7, R8, R9 := asm.R0, asm.R1, asm.R2, asm.R3, asm.R4, asm.R5, asm.R6, asm.R7, asm.R8, asm.R9
-	// l3 emits R7 = data + off, checked to have n bytes, else "malformed".
+	// l3 emits R7 = data + off, the start of the L3 header. It checks
+	// nothing: the v4 and v6 blocks check that their fixed header (20 or
+	// 40 bytes) fits before data_end before they load from R7, which the
+	// verifier requires of every packet load.
 	l3 := func(off int32) asm.Instructions {
 		return asm.Instructions{asm.Mov.Reg(R7, R2), asm.Add.Imm(R7, off)}
 	}
