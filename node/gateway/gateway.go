@@ -220,7 +220,9 @@ func (g *Gateway) followKernel() error {
 	if err := netlink.NeighSubscribe(neighs, g.done); err != nil {
 		return fmt.Errorf("subscribe to neighbour changes: %w", err)
 	}
+	g.Resolver.followNeighbours()
 	go func() {
+		defer g.Resolver.unfollowNeighbours() // the events stop here
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		dirty := false
@@ -231,10 +233,11 @@ func (g *Gateway) followKernel() error {
 					return
 				}
 				dirty = true
-			case _, ok := <-neighs:
+			case u, ok := <-neighs:
 				if !ok {
 					return
 				}
+				g.Resolver.neighbourEvent(u)
 				dirty = true
 			case <-tick.C:
 				if dirty {
