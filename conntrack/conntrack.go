@@ -92,14 +92,18 @@ const (
 	Reply
 )
 
+// TagFunc computes Config.Tag's value for a new connection from its
+// original source address (IPv4 in orig[0:4]).
+type TagFunc func(family packet.Family, orig [16]byte) uint8
+
 // Result is what Track says about one packet.
 type Result struct {
 	State  State
 	Reason Reason // when State is Invalid
 	Dir    Dir
-	Family uint8    // of Orig
-	Tag    uint8    // Config.Tag's value for the connection
-	Orig   [16]byte // the connection's original source address (IPv4 in [0:4])
+	Family packet.Family // of Orig
+	Tag    uint8         // Config.Tag's value for the connection
+	Orig   [16]byte      // the connection's original source address (IPv4 in [0:4])
 }
 
 // entry flags.
@@ -277,7 +281,7 @@ func (t *Table) track(p *packet.Parsed, f *flow, now int64, r *Result) {
 	case p.Proto == packet.ProtoTCP && p.HasPorts:
 		t.trackTCP(p, f, now, r)
 		return
-	case p.Proto == packet.ProtoICMP && p.Family == 4, p.Proto == packet.ProtoICMPv6 && p.Family == 6:
+	case p.Proto == packet.ProtoICMP && p.Family == packet.IPv4, p.Proto == packet.ProtoICMPv6 && p.Family == packet.IPv6:
 		switch {
 		case p.ICMPError:
 			*r = t.trackICMPError(p, now)
@@ -285,8 +289,8 @@ func (t *Table) track(p *packet.Parsed, f *flow, now int64, r *Result) {
 		case p.ICMPQuery:
 			t.trackICMPQuery(p, f, now, r)
 			return
-		case p.Family == 6 && icmp6Untracked(p.ICMPType):
-			*r = Result{State: Untracked, Family: 6, Orig: p.Src}
+		case p.Family == packet.IPv6 && icmp6Untracked(p.ICMPType):
+			*r = Result{State: Untracked, Family: packet.IPv6, Orig: p.Src}
 			return
 		}
 		*r = Result{Reason: ICMPNotNew}
@@ -399,7 +403,7 @@ func (t *Table) Len() int { return t.Stats().Entries }
 // Info describes one tracked connection.
 type Info struct {
 	Orig      [16]byte
-	Family    uint8
+	Family    packet.Family
 	TCPState  TCPState // for TCP
 	SeenReply bool
 	Assured   bool

@@ -13,7 +13,7 @@ type fragKey struct {
 	src, dst [16]byte
 	id       uint32
 	proto    uint8
-	family   uint8
+	family   packet.Family
 }
 
 type fragEntry struct {

@@ -17,8 +17,8 @@ func icmp6Untracked(typ uint8) bool {
 }
 
 // icmpRequest: the query types that may open a connection.
-func icmpRequest(family, typ uint8) bool {
-	if family == 4 {
+func icmpRequest(family packet.Family, typ uint8) bool {
+	if family == packet.IPv4 {
 		return typ == 8 || typ == 13 || typ == 15 || typ == 17
 	}
 	return typ == 128

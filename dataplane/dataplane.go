@@ -110,7 +110,7 @@ type Route struct {
 // its ingress interface (broadcast, multicast, link-local) is dropped
 // before the route is looked at.
 type Resolver interface {
-	Resolve(family uint8, dst [16]byte) Route
+	Resolve(family packet.Family, dst [16]byte) Route
 }
 
 // Iface is one data interface.
@@ -132,7 +132,7 @@ type Config struct {
 	// decremented) through the kernel when the next hop's MAC is not known
 	// yet, as a kernel router queues it while resolving. It is called from
 	// a control goroutine, never from a worker.
-	SlowPath func(family uint8, ip []byte)
+	SlowPath func(family packet.Family, ip []byte)
 	// Clock is the time origin of every worker's Track calls; whatever
 	// else uses the tracker (its sweeper, snapshots) must use the same
 	// one. Zero: New makes one.

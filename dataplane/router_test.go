@@ -16,9 +16,9 @@ import (
 // mapResolver answers per destination; anything else goes out of back.
 type mapResolver map[netip.Addr]Route
 
-func (m mapResolver) Resolve(fam uint8, dst [16]byte) Route {
+func (m mapResolver) Resolve(fam packet.Family, dst [16]byte) Route {
 	a := netip.AddrFrom16(dst)
-	if fam == 4 {
+	if fam == packet.IPv4 {
 		a = netip.AddrFrom4([4]byte(dst[:4]))
 	}
 	if r, ok := m[a]; ok {
@@ -209,7 +209,10 @@ type countingResolver struct {
 	calls *int
 }
 
-func (c countingResolver) Resolve(uint8, [16]byte) Route { *c.calls++; return Route{Verdict: c.v} }
+func (c countingResolver) Resolve(packet.Family, [16]byte) Route {
+	*c.calls++
+	return Route{Verdict: c.v}
+}
 
 // TestRouteTypeCached: a route type that does not forward is an answer,
 // cached like a usable route, so a flood to a blackhole or a broadcast

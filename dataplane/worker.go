@@ -190,7 +190,7 @@ func (w *worker) forward(frame []byte, pp *packet.Parsed, now int64) Verdict {
 	}
 	src := &w.d.cfg.Ifaces[rt.Iface].MAC
 	packet.SetMACs(buf, &rt.NextHop, src)
-	if pp.Family == 4 {
+	if pp.Family == packet.IPv4 {
 		buf[12], buf[13] = 0x08, 0x00
 	} else {
 		buf[12], buf[13] = 0x86, 0xdd
@@ -205,9 +205,9 @@ func (w *worker) forward(frame []byte, pp *packet.Parsed, now int64) Verdict {
 
 // route returns the cached route to dst, asking the resolver when there is
 // none or it has expired.
-func (w *worker) route(family uint8, dst [16]byte, now int64) Route {
+func (w *worker) route(family packet.Family, dst [16]byte, now int64) Route {
 	var k routeKey
-	k[0] = family
+	k[0] = byte(family)
 	copy(k[1:], dst[:])
 	if c, ok := w.routes[k]; ok && c.expires > now {
 		return c.Route

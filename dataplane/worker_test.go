@@ -77,13 +77,13 @@ func (p *memPort) Close() error     { return nil }
 // staticResolver routes everything out of interface 1 to a fixed MAC.
 type staticResolver struct{ r Route }
 
-func (s staticResolver) Resolve(uint8, [16]byte) Route { return s.r }
+func (s staticResolver) Resolve(packet.Family, [16]byte) Route { return s.r }
 
 var nextHop = [6]byte{2, 0, 0, 0, 0, 0x99}
 
 func testDataplane(t testing.TB, match cluster.Match, res Resolver) (*Dataplane, *memPort, *memPort) {
-	ct, err := conntrack.NewTable(conntrack.Config{Tag: func(fam uint8, orig [16]byte) uint8 {
-		if fam == 4 {
+	ct, err := conntrack.NewTable(conntrack.Config{Tag: func(fam packet.Family, orig [16]byte) uint8 {
+		if fam == packet.IPv4 {
 			return uint8(match.Bucket4((*[4]byte)(orig[:4])))
 		}
 		return uint8(match.Bucket16(&orig))

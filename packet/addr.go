@@ -20,7 +20,7 @@ const (
 	LinkLocal                           // a link-local source or destination: never leaves its link
 )
 
-// Classify returns the class of t's addresses (t.Family 4 or 6). It
+// Classify returns the class of t's addresses (t.Family IPv4 or IPv6). It
 // makes a few comparisons and never allocates. The rules are those of
 // Linux 5.2 and later, checked against a kernel router by the gateway's
 // TestGatewayRouterRules.
@@ -43,7 +43,7 @@ const (
 // reachable on the ingress link). A v4-mapped source is not checked: the
 // kernel forwards it.
 func (t *Tuple) Classify() AddrClass {
-	if t.Family == 4 {
+	if t.Family == IPv4 {
 		return classify4(binary.BigEndian.Uint32(t.Src[:4]), binary.BigEndian.Uint32(t.Dst[:4]))
 	}
 	return classify6(&t.Src, &t.Dst)

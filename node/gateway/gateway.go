@@ -23,6 +23,7 @@ import (
 	"github.com/xdpcluster/xdpcluster/dataplane"
 	"github.com/xdpcluster/xdpcluster/dataplane/afpacket"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
+	"github.com/xdpcluster/xdpcluster/packet"
 )
 
 // Interface is one data interface, the cluster MAC its peers send to and
@@ -124,9 +125,9 @@ func Start(cfg Config) (g *Gateway, err error) {
 	ct := cfg.Conntrack
 	// Tag runs once per new connection (not per packet): store its bucket
 	// and count it for the node that owns it.
-	ct.Tag = func(fam uint8, orig [16]byte) uint8 {
+	ct.Tag = func(fam packet.Family, orig [16]byte) uint8 {
 		var b uint32
-		if fam == 4 {
+		if fam == packet.IPv4 {
 			b = m.Bucket4((*[4]byte)(orig[:4]))
 		} else {
 			b = m.Bucket16(&orig)

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/packet"
 )
 
 // NetlinkResolver answers routes from the kernel's routing and neighbour
@@ -58,12 +59,12 @@ const neighUsable = netlink.NUD_REACHABLE | netlink.NUD_STALE | netlink.NUD_DELA
 	netlink.NUD_PERMANENT | netlink.NUD_NOARP
 
 // Resolve implements dataplane.Resolver.
-func (r *NetlinkResolver) Resolve(family uint8, dst [16]byte) dataplane.Route {
+func (r *NetlinkResolver) Resolve(family packet.Family, dst [16]byte) dataplane.Route {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ip := net.IP(dst[:16])
 	fam := netlink.FAMILY_V6
-	if family == 4 {
+	if family == packet.IPv4 {
 		ip = net.IP(dst[:4])
 		fam = netlink.FAMILY_V4
 	}
@@ -252,11 +253,11 @@ func newKernelSender() (*kernelSender, error) {
 	return &kernelSender{fd4: fd4, fd6: fd6}, nil
 }
 
-func (k *kernelSender) send(family uint8, ip []byte) {
+func (k *kernelSender) send(family packet.Family, ip []byte) {
 	var err error
-	if family == 4 && len(ip) >= 20 {
+	if family == packet.IPv4 && len(ip) >= 20 {
 		err = unix.Sendto(k.fd4, ip, 0, &unix.SockaddrInet4{Addr: [4]byte(ip[16:20])})
-	} else if family == 6 && len(ip) >= 40 {
+	} else if family == packet.IPv6 && len(ip) >= 40 {
 		err = unix.Sendto(k.fd6, ip, 0, &unix.SockaddrInet6{Addr: [16]byte(ip[24:40])})
 	}
 	if err != nil {

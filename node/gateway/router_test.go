@@ -17,6 +17,7 @@ import (
 	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
 	"github.com/xdpcluster/xdpcluster/node/gateway"
+	"github.com/xdpcluster/xdpcluster/packet"
 )
 
 // The router's own front addresses stand for these in the cases: the
@@ -396,9 +397,9 @@ func TestResolverRouteTypes(t *testing.T) {
 		{"2001:db8:303::1", dataplane.RouteProhibit},
 	} {
 		a := netip.MustParseAddr(c.dst)
-		fam, b := uint8(6), a.As16()
+		fam, b := packet.IPv6, a.As16()
 		if a.Is4() {
-			fam, b = 4, [16]byte{}
+			fam, b = packet.IPv4, [16]byte{}
 			v := a.As4()
 			copy(b[:], v[:])
 		}
