@@ -31,57 +31,61 @@ import (
 	"github.com/xdpcluster/xdpcluster/packet"
 )
 
-// State is a packet's connection tracking state, as iptables --ctstate
-// names it.
+// State is a packet's connection tracking state; its String (generated:
+// state_string.go) is the name iptables --ctstate gives it.
 type State uint8
+
+//go:generate go run golang.org/x/tools/cmd/stringer@v0.52.0 -type=State,Reason -linecomment -output=state_string.go
 
 // Packet states.
 const (
-	Invalid     State = iota // no connection: matches no cluster rule
-	New                      // original direction, no reply seen yet
-	Established              // the connection has seen a reply
-	Related                  // an ICMP error about a tracked connection
-	Untracked                // ICMPv6 neighbour discovery / MLD, which the kernel never tracks
-	NumStates
+	// No connection: matches no cluster rule
+	Invalid State = iota // INVALID
+	// Original direction, no reply seen yet
+	New // NEW
+	// The connection has seen a reply
+	Established // ESTABLISHED
+	// An ICMP error about a tracked connection
+	Related // RELATED
+	// ICMPv6 neighbour discovery / MLD, which the kernel never tracks
+	Untracked // UNTRACKED
+
+	// NumStates is the number of states (untyped: not a State).
+	NumStates = iota
 )
 
-var stateNames = [NumStates]string{"INVALID", "NEW", "ESTABLISHED", "RELATED", "UNTRACKED"}
-
-func (s State) String() string {
-	if s < NumStates {
-		return stateNames[s]
-	}
-	return "?"
-}
-
 // Reason says why a packet is Invalid; it indexes per-worker counters.
+// Its String (generated: state_string.go) is the metric label.
 type Reason uint8
 
 // Reasons for Invalid.
 const (
-	NoReason          Reason = iota
-	TCPNoSyn                 // mid-stream TCP packet of an unknown connection (loose pickup off)
-	TCPBadFlags              // a flag combination the kernel rejects (e.g. SYN+FIN, no flags)
-	TCPBadTransition         // a packet the TCP state machine rejects (e.g. SYN/ACK from the client)
-	ICMPNotNew               // an ICMP reply or non-query type with no connection
-	ICMPErrorNoConn          // an ICMP error about no tracked connection
-	ICMPErrorMismatch        // an ICMP error not addressed to the embedded packet's source
-	ICMPErrorBadInner        // an ICMP error whose embedded packet is unreadable
-	FragNoHead               // a non-first fragment whose first fragment was not seen
-	TableFull                // no room, and nothing that may be evicted
-	NotIP
-	NumReasons
+	// Not invalid (the label is never a counter's)
+	NoReason Reason = iota // none
+	// Mid-stream TCP packet of an unknown connection (loose pickup off)
+	TCPNoSyn // tcp_no_syn
+	// A flag combination the kernel rejects (e.g. SYN+FIN, no flags)
+	TCPBadFlags // tcp_bad_flags
+	// A packet the TCP state machine rejects (e.g. SYN/ACK from the client)
+	TCPBadTransition // tcp_bad_transition
+	// An ICMP reply or non-query type with no connection
+	ICMPNotNew // icmp_not_new
+	// An ICMP error about no tracked connection
+	ICMPErrorNoConn // icmp_error_no_conn
+	// An ICMP error not addressed to the embedded packet's source
+	ICMPErrorMismatch // icmp_error_mismatch
+	// An ICMP error whose embedded packet is unreadable
+	ICMPErrorBadInner // icmp_error_bad_inner
+	// A non-first fragment whose first fragment was not seen
+	FragNoHead // fragment_without_head
+	// No room, and nothing that may be evicted
+	TableFull // table_full
+	// Not an IP packet
+	NotIP // not_ip
+
+	// NumReasons is the number of reasons (untyped: not a Reason).
+	NumReasons = iota
 )
-
-var reasonNames = [NumReasons]string{"", "tcp_no_syn", "tcp_bad_flags", "tcp_bad_transition", "icmp_not_new",
-	"icmp_error_no_conn", "icmp_error_mismatch", "icmp_error_bad_inner", "fragment_without_head", "table_full", "not_ip"}
-
-func (r Reason) String() string {
-	if r < NumReasons {
-		return reasonNames[r]
-	}
-	return "?"
-}
 
 // Dir is a packet's direction within its connection.
 type Dir uint8

@@ -2,34 +2,32 @@ package conntrack
 
 import "github.com/xdpcluster/xdpcluster/packet"
 
-// TCPState is the kernel's TCP conntrack state (enum tcp_conntrack).
+// TCPState is the kernel's TCP conntrack state (enum tcp_conntrack). Its
+// String (generated: tcpstate_string.go) is the kernel's name.
 type TCPState uint8
+
+//go:generate go run golang.org/x/tools/cmd/stringer@v0.52.0 -type=TCPState -linecomment -output=tcpstate_string.go
 
 // TCP states, numbered as the kernel numbers them.
 const (
-	TCPNone TCPState = iota
-	TCPSynSent
-	TCPSynRecv
-	TCPEstablished
-	TCPFinWait
-	TCPCloseWait
-	TCPLastAck
-	TCPTimeWait
-	TCPClose
-	TCPSynSent2
-	numTCPStates
-	tcpInvalid // sIV
-	tcpIgnore  // sIG
+	TCPNone        TCPState = iota // NONE
+	TCPSynSent                     // SYN_SENT
+	TCPSynRecv                     // SYN_RECV
+	TCPEstablished                 // ESTABLISHED
+	TCPFinWait                     // FIN_WAIT
+	TCPCloseWait                   // CLOSE_WAIT
+	TCPLastAck                     // LAST_ACK
+	TCPTimeWait                    // TIME_WAIT
+	TCPClose                       // CLOSE
+	TCPSynSent2                    // SYN_SENT2
+
+	// numTCPStates is the number of states (untyped: not a TCPState).
+	numTCPStates = iota
+
+	// Transition table results, never stored: sIV and sIG.
+	tcpInvalid TCPState = iota // INVALID
+	tcpIgnore                  // INVALID
 )
-
-var tcpStateNames = [...]string{"NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2"}
-
-func (s TCPState) String() string {
-	if s < numTCPStates {
-		return tcpStateNames[s]
-	}
-	return "INVALID"
-}
 
 // Packet classes, indexing the transition table (get_conntrack_index).
 const (
