@@ -12,10 +12,9 @@ all: build
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/xdpcluster ./cmd/xdpcluster
 
-# Everything CI runs: test tools, format, generated-file and vet checks, every
-# test (the
-# root-only netns/kernel tests included when run as root; they skip with a
-# message otherwise) and every benchmark once so none rots.
+# Everything CI runs: test tools, format, generated-file and vet checks,
+# every test (the root-only netns/kernel tests included when run as root;
+# they skip with a message otherwise) and every benchmark once so none rots.
 test: deps fmt-check no-binaries generate-check vet unit race bench-smoke bench-e2e-smoke
 
 deps:
