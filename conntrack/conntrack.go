@@ -324,6 +324,29 @@ func setResult(r *Result, k *key, e *entry, dir Dir, st State) {
 	binary.LittleEndian.PutUint64(r.Orig[8:], k.w[2*i+1])
 }
 
+// lockFlow locks the flow's shard (the caller unlocks it) and returns the
+// flow's connection, nil if there is none.
+func (t *Table) lockFlow(f *flow, now int64) (*shard, *entry) {
+	sh := t.shardOf(f.h)
+	sh.mu.Lock()
+	return sh, sh.get(&f.k, f.h, now)
+}
+
+// lookup finds the connection of tuple tp (its key written to k) and
+// returns a copy of its entry, changing nothing: for the packets that only
+// refer to a connection (ICMP errors, later fragments).
+func (t *Table) lookup(k *key, tp *packet.Tuple, now int64) (e entry, srcIsA, ok bool) {
+	srcIsA = setKey(k, tp, tp.HasPorts)
+	h := k.hash(&t.seed)
+	sh := t.shardOf(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if p := sh.get(k, h, now); p != nil {
+		return *p, srcIsA, true
+	}
+	return entry{}, srcIsA, false
+}
+
 // dirOf returns a packet's direction within connection e.
 func dirOf(e *entry, srcIsA bool) Dir {
 	if srcIsA == (e.flags&flagOrigA != 0) {
@@ -340,16 +363,19 @@ func stateOf(e *entry) State {
 	return New
 }
 
-// create inserts a new connection whose original source is the packet's
-// source (sh locked). It returns nil when the table is full.
-func (t *Table) create(sh *shard, k *key, h uint64, srcIsA bool, state uint8, timeout, now int64) *entry {
+// create inserts the flow's new connection, whose original source is the
+// packet's source (sh locked), and sets r: NEW, or TableFull when there is
+// no room.
+func (t *Table) create(sh *shard, f *flow, state uint8, timeout, now int64, r *Result) {
+	k, h := &f.k, f.h
 	if sh.n >= sh.limit && !sh.earlyDrop(h, now) {
 		sh.full++
-		return nil
+		*r = Result{Reason: TableFull}
+		return
 	}
 	e := entry{expires: now + timeout, born: uint32(now / 1e6), state: state}
 	orig := k.addr(1)
-	if srcIsA {
+	if f.srcIsA {
 		e.flags = flagOrigA
 		orig = k.addr(0)
 	}
@@ -357,7 +383,7 @@ func (t *Table) create(sh *shard, k *key, h uint64, srcIsA bool, state uint8, ti
 		e.tag = t.cfg.Tag(k.family(), orig)
 	}
 	sh.inserts++
-	return sh.put(k, h, e)
+	setResult(r, k, sh.put(k, h, e), Original, New)
 }
 
 // Expire removes timed-out entries from the next n shards (round robin)

@@ -7,17 +7,11 @@ package conntrack
 // timeout (and assured status) once the connection has lived 2 s after a
 // reply, as the kernel's UDP tracker does.
 func (t *Table) trackDatagram(f *flow, now int64, unreplied, replied int64, r *Result) {
-	k, srcIsA, h := &f.k, f.srcIsA, f.h
-	sh := t.shardOf(h)
-	sh.mu.Lock()
+	k, srcIsA := &f.k, f.srcIsA
+	sh, e := t.lockFlow(f, now)
 	defer sh.mu.Unlock()
-	e := sh.get(k, h, now)
 	if e == nil {
-		if e = t.create(sh, k, h, srcIsA, 0, unreplied, now); e == nil {
-			*r = Result{Reason: TableFull}
-			return
-		}
-		setResult(r, k, e, Original, New)
+		t.create(sh, f, 0, unreplied, now, r)
 		return
 	}
 	dir := dirOf(e, srcIsA)

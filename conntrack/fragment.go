@@ -82,19 +82,14 @@ func (t *Table) trackLaterFragment(p *packet.Parsed, now int64) Result {
 		tp.SrcPort, tp.DstPort, tp.HasPorts = f.srcPort, f.dstPort, true
 	}
 	var k key
-	srcIsA := setKey(&k, &tp, tp.HasPorts)
-	h := k.hash(&t.seed)
-	sh := t.shardOf(h)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	e := sh.get(&k, h, now)
-	if e == nil {
+	e, srcIsA, ok := t.lookup(&k, &tp, now)
+	if !ok {
 		return Result{Reason: FragNoHead}
 	}
-	dir := dirOf(e, srcIsA)
-	st := stateOf(e)
+	dir := dirOf(&e, srcIsA)
+	st := stateOf(&e)
 	if dir == Reply {
 		st = Established
 	}
-	return result(&k, e, dir, st)
+	return result(&k, &e, dir, st)
 }

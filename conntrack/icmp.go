@@ -25,21 +25,15 @@ func icmpRequest(family packet.Family, typ uint8) bool {
 }
 
 func (t *Table) trackICMPQuery(p *packet.Parsed, f *flow, now int64, r *Result) {
-	k, srcIsA, h := &f.k, f.srcIsA, f.h
-	sh := t.shardOf(h)
-	sh.mu.Lock()
+	k, srcIsA := &f.k, f.srcIsA
+	sh, e := t.lockFlow(f, now)
 	defer sh.mu.Unlock()
-	e := sh.get(k, h, now)
 	if e == nil {
 		if !icmpRequest(p.Family, p.ICMPType) {
 			*r = Result{Reason: ICMPNotNew}
 			return
 		}
-		if e = t.create(sh, k, h, srcIsA, 0, t.icmp, now); e == nil {
-			*r = Result{Reason: TableFull}
-			return
-		}
-		setResult(r, k, e, Original, New)
+		t.create(sh, f, 0, t.icmp, now, r)
 		return
 	}
 	dir := dirOf(e, srcIsA)
@@ -61,19 +55,14 @@ func (t *Table) trackICMPError(p *packet.Parsed, now int64) Result {
 		return Result{Reason: ICMPErrorMismatch}
 	}
 	var k key
-	innerSrcIsA := setKey(&k, &p.Inner, p.Inner.HasPorts)
-	h := k.hash(&t.seed)
-	sh := t.shardOf(h)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	e := sh.get(&k, h, now)
-	if e == nil {
+	e, innerSrcIsA, ok := t.lookup(&k, &p.Inner, now)
+	if !ok {
 		return Result{Reason: ICMPErrorNoConn}
 	}
 	// The error travels towards the embedded packet's source.
 	dir := Reply
-	if dirOf(e, innerSrcIsA) == Reply {
+	if dirOf(&e, innerSrcIsA) == Reply {
 		dir = Original
 	}
-	return result(&k, e, dir, Related)
+	return result(&k, &e, dir, Related)
 }

@@ -118,10 +118,9 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 	}
 	idx := tcpIndex(p.TCPFlags)
 	k, srcIsA, h := &f.k, f.srcIsA, f.h
-	sh := t.shardOf(h)
-	sh.mu.Lock()
+	sh, e := t.lockFlow(f, now)
 	defer sh.mu.Unlock()
-	if e := sh.get(k, h, now); e != nil {
+	if e != nil {
 		dir := dirOf(e, srcIsA)
 		old := TCPState(e.state)
 		nw := tcpTransitions[dir][idx][old]
@@ -224,12 +223,7 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 		*r = Result{Reason: TCPNoSyn}
 		return
 	}
-	e := t.create(sh, k, h, srcIsA, uint8(state), t.tmo[state], now)
-	if e == nil {
-		*r = Result{Reason: TableFull}
-		return
-	}
-	setResult(r, k, e, Original, New)
+	t.create(sh, f, uint8(state), t.tmo[state], now, r)
 }
 
 // tcpEnd is the sequence number just past a segment: its sequence
