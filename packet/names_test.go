@@ -13,26 +13,23 @@ func TestNames(t *testing.T) {
 	if len(reasons) != NumReasons {
 		t.Fatalf("%d reasons named here, NumReasons %d", len(reasons), NumReasons)
 	}
-	for r, want := range reasons {
-		if got := Reason(r).String(); got != want {
-			t.Errorf("Reason(%d) = %q, want %q", r, got, want)
+	classes := []string{"routable", "martian_source", "martian_destination", "limited_broadcast", "multicast", "link_local"}
+	var got []string
+	for r := range Reason(NumReasons) {
+		got = append(got, r.String())
+	}
+	for c := range AddrClass(len(classes)) {
+		got = append(got, c.String())
+	}
+	got = append(got, IPv4.String(), IPv6.String(), Family(0).String())
+	want := append(append(reasons, classes...), "ipv4", "ipv6", "Family(0)")
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("name %d: %q, want %q", i, got[i], want[i])
 		}
 	}
 	if got := TruncTCP.Error(); got != "packet: truncated_tcp" {
 		t.Errorf("TruncTCP.Error() = %q", got)
-	}
-	for c, want := range []string{"routable", "martian_source", "martian_destination", "limited_broadcast", "multicast", "link_local"} {
-		if got := AddrClass(c).String(); got != want {
-			t.Errorf("AddrClass(%d) = %q, want %q", c, got, want)
-		}
-	}
-	for _, c := range []struct {
-		f    Family
-		want string
-	}{{IPv4, "ipv4"}, {IPv6, "ipv6"}, {0, "Family(0)"}} {
-		if got := c.f.String(); got != c.want {
-			t.Errorf("Family(%d) = %q, want %q", uint8(c.f), got, c.want)
-		}
 	}
 	if IPv4 != 4 || IPv6 != 6 {
 		t.Errorf("IPv4 %d, IPv6 %d: the families are numbered by IP version", IPv4, IPv6)

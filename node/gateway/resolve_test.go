@@ -9,43 +9,76 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+	"github.com/xdpcluster/xdpcluster/packet"
 )
 
-// TestResolverNeighbourCache (root): while the resolver follows the
-// kernel's neighbour events, misses cost no neighbour dump (one at the
-// start), and the events alone keep its next-hop MACs right: a changed
-// MAC, a deleted neighbour, a new one.
-func TestResolverNeighbourCache(t *testing.T) {
-	ns := nstest.New(t, "xc-ncache")
+// ResolverNamespace creates a namespace (deleted when the test ends)
+// with a veth pair dpa-dpb, up, and dpa addressed 203.0.113.2/24 and
+// 2001:db8:200::2/64.
+func ResolverNamespace(t testing.TB, prefix string) *netns.NS {
+	t.Helper()
+	ns := nstest.New(t, prefix)
 	nstest.Run(t, ns, "ip", "link", "add", "dpa", "type", "veth", "peer", "name", "dpb")
 	for _, dev := range []string{"dpa", "dpb"} {
 		nstest.Run(t, ns, "ip", "link", "set", dev, "up")
 	}
 	nstest.Run(t, ns, "ip", "addr", "add", "203.0.113.2/24", "dev", "dpa")
 	nstest.Run(t, ns, "ip", "addr", "add", "2001:db8:200::2/64", "dev", "dpa", "nodad")
-	nstest.Run(t, ns, "ip", "route", "add", "198.51.100.0/24", "via", "203.0.113.1")
-	nstest.Run(t, ns, "ip", "neigh", "add", "203.0.113.1", "lladdr", "02:00:00:00:00:01", "dev", "dpa", "nud", "permanent")
-	nstest.Run(t, ns, "ip", "neigh", "add", "203.0.113.80", "lladdr", "02:00:00:00:00:80", "dev", "dpa", "nud", "permanent")
-	nstest.Run(t, ns, "ip", "neigh", "add", "2001:db8:200::80", "lladdr", "02:00:00:00:06:80", "dev", "dpa", "nud", "permanent")
+	return ns
+}
 
+// ResolveAddr asks r for the route to a.
+func ResolveAddr(r *NetlinkResolver, a netip.Addr) dataplane.Route {
+	if a.Is4() {
+		var b [16]byte
+		v := a.As4()
+		copy(b[:], v[:])
+		return r.Resolve(packet.IPv4, b)
+	}
+	return r.Resolve(packet.IPv6, a.As16())
+}
+
+// ResolverIn returns a resolver with a handle of namespace ns (closed when
+// the test ends) for the one data interface link.
+func ResolverIn(t testing.TB, ns *netns.NS, link string) *NetlinkResolver {
+	t.Helper()
 	var r *NetlinkResolver
-	events := make(chan netlink.NeighUpdate, 256)
-	done := make(chan struct{})
-	t.Cleanup(func() { close(done) })
 	if err := ns.Do(func() error {
 		h, err := netlink.NewHandle()
 		if err != nil {
 			return err
 		}
 		t.Cleanup(h.Close)
-		l, err := h.LinkByName("dpa")
+		l, err := h.LinkByName(link)
 		if err != nil {
 			return err
 		}
 		r = NewNetlinkResolver(h, []int{l.Attrs().Index})
-		return netlink.NeighSubscribe(events, done)
+		return nil
 	}); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestResolverNeighbourCache (root): while the resolver follows the
+// kernel's neighbour events, misses cost no neighbour dump (one at the
+// start), and the events alone keep its next-hop MACs right: a changed
+// MAC, a deleted neighbour, a new one.
+func TestResolverNeighbourCache(t *testing.T) {
+	ns := ResolverNamespace(t, "xc-ncache")
+	nstest.Run(t, ns, "ip", "route", "add", "198.51.100.0/24", "via", "203.0.113.1")
+	nstest.Run(t, ns, "ip", "neigh", "add", "203.0.113.1", "lladdr", "02:00:00:00:00:01", "dev", "dpa", "nud", "permanent")
+	nstest.Run(t, ns, "ip", "neigh", "add", "203.0.113.80", "lladdr", "02:00:00:00:00:80", "dev", "dpa", "nud", "permanent")
+	nstest.Run(t, ns, "ip", "neigh", "add", "2001:db8:200::80", "lladdr", "02:00:00:00:06:80", "dev", "dpa", "nud", "permanent")
+
+	r := ResolverIn(t, ns, "dpa")
+	events := make(chan netlink.NeighUpdate, 256)
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	if err := ns.Do(func() error { return netlink.NeighSubscribe(events, done) }); err != nil {
 		t.Fatal(err)
 	}
 	r.followNeighbours()
@@ -55,16 +88,7 @@ func TestResolverNeighbourCache(t *testing.T) {
 		}
 	}()
 
-	resolve := func(dst string) dataplane.Route {
-		a := netip.MustParseAddr(dst)
-		if a.Is4() {
-			v := a.As4()
-			var b [16]byte
-			copy(b[:], v[:])
-			return r.Resolve(4, b)
-		}
-		return r.Resolve(6, a.As16())
-	}
+	resolve := func(dst string) dataplane.Route { return ResolveAddr(r, netip.MustParseAddr(dst)) }
 	mac := func(s string) [6]byte {
 		m, err := net.ParseMAC(s)
 		if err != nil {
