@@ -5,17 +5,17 @@ PKGS    := ./...
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build test deps no-binaries unit race vet fmt-check bench bench-e2e bench-e2e-smoke bench-smoke fuzz demo clean
+.PHONY: all build test deps no-binaries generate generate-check unit race vet fmt-check bench bench-e2e bench-e2e-smoke bench-smoke fuzz demo clean
 
 all: build
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/xdpcluster ./cmd/xdpcluster
 
-# Everything CI runs: test tools, format and vet checks, every test (the
-# root-only netns/kernel tests included when run as root; they skip with a
-# message otherwise) and every benchmark once so none rots.
-test: deps fmt-check no-binaries vet unit race bench-smoke bench-e2e-smoke
+# Everything CI runs: test tools, format, generated-file and vet checks,
+# every test (the root-only netns/kernel tests included when run as root;
+# they skip with a message otherwise) and every benchmark once so none rots.
+test: deps fmt-check no-binaries generate-check vet unit race bench-smoke bench-e2e-smoke
 
 deps:
 	@scripts/install-test-deps.sh
@@ -28,6 +28,17 @@ fmt-check:
 # (ELF) or larger than 2 MB.
 no-binaries:
 	@scripts/check-no-binaries.sh
+
+# The generated files (String methods: stringer, at the version the
+# //go:generate lines pin, fetched through the module proxy; go build never
+# needs it). generate-check fails when the committed ones are stale.
+generate:
+	$(GO) generate ./...
+
+generate-check: generate
+	@git diff --exit-code -- '*_string.go' || { echo "generated files changed: run make generate and commit them"; exit 1; }
+	@new=$$(git ls-files --others --exclude-standard -- '*_string.go'); \
+	if [ -n "$$new" ]; then echo "generated files not committed:"; echo "$$new"; exit 1; fi
 
 vet:
 	$(GO) vet $(PKGS)

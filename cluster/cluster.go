@@ -174,23 +174,19 @@ func (m Match) KernelCompatible() bool { return m.Hash == HashXtCluster }
 // Bucket4 returns the 0-based node that owns IPv4 source address ip (as
 // stored in the packet).
 func (m *Match) Bucket4(ip *[4]byte) uint32 {
-	w := uint32(ip[0]) | uint32(ip[1])<<8 | uint32(ip[2])<<16 | uint32(ip[3])<<24
+	w := jhash.Word(ip[:])
 	return jhash.ReciprocalScale(jhash.Hash1Word(w, m.Seed), m.TotalNodes)
 }
 
 // Bucket16 returns the 0-based node that owns IPv6 source address ip (as
 // stored in the packet).
 func (m *Match) Bucket16(ip *[16]byte) uint32 {
-	w0 := uint32(ip[0]) | uint32(ip[1])<<8 | uint32(ip[2])<<16 | uint32(ip[3])<<24
+	w0 := jhash.Word(ip[0:4])
 	if m.Hash != HashFull {
 		// jhash2(ip, 1, seed) == jhash_1word(ip[0], seed).
 		return jhash.ReciprocalScale(jhash.Hash1Word(w0, m.Seed), m.TotalNodes)
 	}
-	w := [4]uint32{w0,
-		uint32(ip[4]) | uint32(ip[5])<<8 | uint32(ip[6])<<16 | uint32(ip[7])<<24,
-		uint32(ip[8]) | uint32(ip[9])<<8 | uint32(ip[10])<<16 | uint32(ip[11])<<24,
-		uint32(ip[12]) | uint32(ip[13])<<8 | uint32(ip[14])<<16 | uint32(ip[15])<<24,
-	}
+	w := [4]uint32{w0, jhash.Word(ip[4:8]), jhash.Word(ip[8:12]), jhash.Word(ip[12:16])}
 	return jhash.ReciprocalScale(jhash.Hash2(w[:], m.Seed), m.TotalNodes)
 }
 

@@ -96,7 +96,7 @@ type Config struct {
 	// original source address (IPv4 in orig[0:4]); its result is stored in
 	// the entry and returned with every packet of the connection. The
 	// dataplane stores the connection's cluster bucket here.
-	Tag func(family uint8, orig [16]byte) uint8
+	Tag TagFunc
 }
 
 // DefaultMaxEntries is the default MaxEntries.

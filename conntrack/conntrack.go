@@ -24,7 +24,6 @@ package conntrack
 
 import (
 	"encoding/binary"
-	"math/bits"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,57 +31,61 @@ import (
 	"github.com/xdpcluster/xdpcluster/packet"
 )
 
-// State is a packet's connection tracking state, as iptables --ctstate
-// names it.
+// State is a packet's connection tracking state; its String (generated:
+// state_string.go) is the name iptables --ctstate gives it.
 type State uint8
+
+//go:generate go run golang.org/x/tools/cmd/stringer@v0.52.0 -type=State,Reason -linecomment -output=state_string.go
 
 // Packet states.
 const (
-	Invalid     State = iota // no connection: matches no cluster rule
-	New                      // original direction, no reply seen yet
-	Established              // the connection has seen a reply
-	Related                  // an ICMP error about a tracked connection
-	Untracked                // ICMPv6 neighbour discovery / MLD, which the kernel never tracks
-	NumStates
+	// No connection: matches no cluster rule
+	Invalid State = iota // INVALID
+	// Original direction, no reply seen yet
+	New // NEW
+	// The connection has seen a reply
+	Established // ESTABLISHED
+	// An ICMP error about a tracked connection
+	Related // RELATED
+	// ICMPv6 neighbour discovery / MLD, which the kernel never tracks
+	Untracked // UNTRACKED
+
+	// NumStates is the number of states (untyped: not a State).
+	NumStates = iota
 )
 
-var stateNames = [NumStates]string{"INVALID", "NEW", "ESTABLISHED", "RELATED", "UNTRACKED"}
-
-func (s State) String() string {
-	if s < NumStates {
-		return stateNames[s]
-	}
-	return "?"
-}
-
 // Reason says why a packet is Invalid; it indexes per-worker counters.
+// Its String (generated: state_string.go) is the metric label.
 type Reason uint8
 
 // Reasons for Invalid.
 const (
-	NoReason          Reason = iota
-	TCPNoSyn                 // mid-stream TCP packet of an unknown connection (loose pickup off)
-	TCPBadFlags              // a flag combination the kernel rejects (e.g. SYN+FIN, no flags)
-	TCPBadTransition         // a packet the TCP state machine rejects (e.g. SYN/ACK from the client)
-	ICMPNotNew               // an ICMP reply or non-query type with no connection
-	ICMPErrorNoConn          // an ICMP error about no tracked connection
-	ICMPErrorMismatch        // an ICMP error not addressed to the embedded packet's source
-	ICMPErrorBadInner        // an ICMP error whose embedded packet is unreadable
-	FragNoHead               // a non-first fragment whose first fragment was not seen
-	TableFull                // no room, and nothing that may be evicted
-	NotIP
-	NumReasons
+	// Not invalid (the label is never a counter's)
+	NoReason Reason = iota // none
+	// Mid-stream TCP packet of an unknown connection (loose pickup off)
+	TCPNoSyn // tcp_no_syn
+	// A flag combination the kernel rejects (e.g. SYN+FIN, no flags)
+	TCPBadFlags // tcp_bad_flags
+	// A packet the TCP state machine rejects (e.g. SYN/ACK from the client)
+	TCPBadTransition // tcp_bad_transition
+	// An ICMP reply or non-query type with no connection
+	ICMPNotNew // icmp_not_new
+	// An ICMP error about no tracked connection
+	ICMPErrorNoConn // icmp_error_no_conn
+	// An ICMP error not addressed to the embedded packet's source
+	ICMPErrorMismatch // icmp_error_mismatch
+	// An ICMP error whose embedded packet is unreadable
+	ICMPErrorBadInner // icmp_error_bad_inner
+	// A non-first fragment whose first fragment was not seen
+	FragNoHead // fragment_without_head
+	// No room, and nothing that may be evicted
+	TableFull // table_full
+	// Not an IP packet
+	NotIP // not_ip
+
+	// NumReasons is the number of reasons (untyped: not a Reason).
+	NumReasons = iota
 )
-
-var reasonNames = [NumReasons]string{"", "tcp_no_syn", "tcp_bad_flags", "tcp_bad_transition", "icmp_not_new",
-	"icmp_error_no_conn", "icmp_error_mismatch", "icmp_error_bad_inner", "fragment_without_head", "table_full", "not_ip"}
-
-func (r Reason) String() string {
-	if r < NumReasons {
-		return reasonNames[r]
-	}
-	return "?"
-}
 
 // Dir is a packet's direction within its connection.
 type Dir uint8
@@ -93,14 +96,18 @@ const (
 	Reply
 )
 
+// TagFunc computes Config.Tag's value for a new connection from its
+// original source address (IPv4 in orig[0:4]).
+type TagFunc func(family packet.Family, orig [16]byte) uint8
+
 // Result is what Track says about one packet.
 type Result struct {
 	State  State
 	Reason Reason // when State is Invalid
 	Dir    Dir
-	Family uint8    // of Orig
-	Tag    uint8    // Config.Tag's value for the connection
-	Orig   [16]byte // the connection's original source address (IPv4 in [0:4])
+	Family packet.Family // of Orig
+	Tag    uint8         // Config.Tag's value for the connection
+	Orig   [16]byte      // the connection's original source address (IPv4 in [0:4])
 }
 
 // entry flags.
@@ -125,18 +132,6 @@ type entry struct {
 	state uint8 // TCPState for TCP
 	flags uint8
 	tag   uint8
-}
-
-type fragKey struct {
-	src, dst [16]byte
-	id       uint32
-	proto    uint8
-	family   uint8
-}
-
-type fragEntry struct {
-	expires          int64
-	srcPort, dstPort uint16
 }
 
 // Stats are the table's own counters.
@@ -250,16 +245,6 @@ func setKey(k *key, tp *packet.Tuple, ports bool) (srcIsA bool) {
 
 func (t *Table) shardOf(h uint64) *shard { return &t.shards[h>>56] }
 
-func (t *Table) fragShardOf(k *fragKey) *shard {
-	h := binary.LittleEndian.Uint64(k.src[0:]) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(k.src[8:]), 17) ^
-		bits.RotateLeft64(binary.LittleEndian.Uint64(k.dst[0:]), 31) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(k.dst[8:]), 47) ^
-		uint64(k.id)<<8 ^ uint64(k.proto)
-	h ^= h >> 33
-	h *= 0xff51afd7ed558ccd
-	h ^= h >> 33
-	return &t.shards[h>>56]
-}
-
 // Track classifies one decoded packet and updates its connection. p must
 // come from a successful packet.Decode. now is the current time in
 // nanoseconds.
@@ -300,7 +285,7 @@ func (t *Table) track(p *packet.Parsed, f *flow, now int64, r *Result) {
 	case p.Proto == packet.ProtoTCP && p.HasPorts:
 		t.trackTCP(p, f, now, r)
 		return
-	case p.Proto == packet.ProtoICMP && p.Family == 4, p.Proto == packet.ProtoICMPv6 && p.Family == 6:
+	case p.Proto == packet.ProtoICMP && p.Family == packet.IPv4, p.Proto == packet.ProtoICMPv6 && p.Family == packet.IPv6:
 		switch {
 		case p.ICMPError:
 			*r = t.trackICMPError(p, now)
@@ -308,8 +293,8 @@ func (t *Table) track(p *packet.Parsed, f *flow, now int64, r *Result) {
 		case p.ICMPQuery:
 			t.trackICMPQuery(p, f, now, r)
 			return
-		case p.Family == 6 && icmp6Untracked(p.ICMPType):
-			*r = Result{State: Untracked, Family: 6, Orig: p.Src}
+		case p.Family == packet.IPv6 && icmp6Untracked(p.ICMPType):
+			*r = Result{State: Untracked, Family: packet.IPv6, Orig: p.Src}
 			return
 		}
 		*r = Result{Reason: ICMPNotNew}
@@ -319,16 +304,6 @@ func (t *Table) track(p *packet.Parsed, f *flow, now int64, r *Result) {
 		return
 	}
 	t.trackDatagram(f, now, t.gen, t.gen, r)
-}
-
-// icmp6Untracked: MLD and neighbour discovery, which the kernel leaves
-// untracked (icmpv6 noct_valid_new).
-func icmp6Untracked(typ uint8) bool {
-	switch typ {
-	case 130, 131, 132, 133, 134, 135, 136, 143:
-		return true
-	}
-	return false
 }
 
 func result(k *key, e *entry, dir Dir, st State) (r Result) {
@@ -349,6 +324,29 @@ func setResult(r *Result, k *key, e *entry, dir Dir, st State) {
 	binary.LittleEndian.PutUint64(r.Orig[8:], k.w[2*i+1])
 }
 
+// lockFlow locks the flow's shard (the caller unlocks it) and returns the
+// flow's connection, nil if there is none.
+func (t *Table) lockFlow(f *flow, now int64) (*shard, *entry) {
+	sh := t.shardOf(f.h)
+	sh.mu.Lock()
+	return sh, sh.get(&f.k, f.h, now)
+}
+
+// lookup finds the connection of tuple tp (its key written to k) and
+// returns a copy of its entry, changing nothing: for the packets that only
+// refer to a connection (ICMP errors, later fragments).
+func (t *Table) lookup(k *key, tp *packet.Tuple, now int64) (e entry, srcIsA, ok bool) {
+	srcIsA = setKey(k, tp, tp.HasPorts)
+	h := k.hash(&t.seed)
+	sh := t.shardOf(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if p := sh.get(k, h, now); p != nil {
+		return *p, srcIsA, true
+	}
+	return entry{}, srcIsA, false
+}
+
 // dirOf returns a packet's direction within connection e.
 func dirOf(e *entry, srcIsA bool) Dir {
 	if srcIsA == (e.flags&flagOrigA != 0) {
@@ -365,16 +363,19 @@ func stateOf(e *entry) State {
 	return New
 }
 
-// create inserts a new connection whose original source is the packet's
-// source (sh locked). It returns nil when the table is full.
-func (t *Table) create(sh *shard, k *key, h uint64, srcIsA bool, state uint8, timeout, now int64) *entry {
+// create inserts the flow's new connection, whose original source is the
+// packet's source (sh locked), and sets r: NEW, or TableFull when there is
+// no room.
+func (t *Table) create(sh *shard, f *flow, state uint8, timeout, now int64, r *Result) {
+	k, h := &f.k, f.h
 	if sh.n >= sh.limit && !sh.earlyDrop(h, now) {
 		sh.full++
-		return nil
+		*r = Result{Reason: TableFull}
+		return
 	}
 	e := entry{expires: now + timeout, born: uint32(now / 1e6), state: state}
 	orig := k.addr(1)
-	if srcIsA {
+	if f.srcIsA {
 		e.flags = flagOrigA
 		orig = k.addr(0)
 	}
@@ -382,346 +383,8 @@ func (t *Table) create(sh *shard, k *key, h uint64, srcIsA bool, state uint8, ti
 		e.tag = t.cfg.Tag(k.family(), orig)
 	}
 	sh.inserts++
-	return sh.put(k, h, e)
+	setResult(r, k, sh.put(k, h, e), Original, New)
 }
-
-func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
-	if !tcpValidFlags(p.TCPFlags) {
-		*r = Result{Reason: TCPBadFlags}
-		return
-	}
-	idx := tcpIndex(p.TCPFlags)
-	k, srcIsA, h := &f.k, f.srcIsA, f.h
-	sh := t.shardOf(h)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if e := sh.get(k, h, now); e != nil {
-		dir := dirOf(e, srcIsA)
-		old := TCPState(e.state)
-		nw := tcpTransitions[dir][idx][old]
-		replied := e.flags&flagSeenReply != 0
-		// A SYN in TIME_WAIT or CLOSE reopens the connection only if its
-		// close began with a FIN, or if the last packet was a RST sent in
-		// the SYN's direction; otherwise the kernel ignores it.
-		reopen := nw == TCPSynSent && old >= TCPTimeWait &&
-			(e.flags&flagCloseInit != 0 || e.flags&flagLastRst != 0 && (e.flags&flagLastReply != 0) == (dir == Reply))
-		if nw == TCPSynSent && old >= TCPTimeWait && !reopen {
-			nw = tcpIgnore
-		}
-		lastSynOther := e.flags&flagLastSyn != 0 && (e.flags&flagLastReply != 0) != (dir == Reply)
-		switch {
-		case nw == tcpIgnore && idx == tcpSynAck && lastSynOther && p.Ack == e.born:
-			// A SYN/ACK answering the SYN just ignored: client and server
-			// are in sync and we are not (e.g. a client reconnecting from
-			// its port after the server's RST). Resynchronise as the
-			// kernel does: SYN_RECV, and the close forgotten.
-			old, nw = TCPSynSent, TCPSynRecv
-			e.flags &^= flagCloseInit | flagChallenge
-		case old == TCPLastAck && idx == tcpAck && lastSynOther && e.flags&flagChallenge != 0:
-			// The peer's challenge ACK (RFC 5961) to a SYN ignored in
-			// LAST_ACK does not acknowledge the last FIN: accepted,
-			// nothing else changes (the kernel does not even record it
-			// as the last packet).
-			e.flags &^= flagChallenge
-			if dir == Reply {
-				e.flags |= flagSeenReply
-			}
-			setResult(r, k, e, dir, stateOf(e))
-			return
-		}
-		if !reopen {
-			switch nw {
-			case tcpInvalid:
-				*r = Result{Reason: TCPBadTransition}
-				return
-			case tcpIgnore:
-				// Accepted as part of the connection, state unchanged.
-			default:
-				if (old == TCPSynRecv || old == TCPEstablished) && nw == TCPEstablished {
-					e.flags |= flagAssured
-				}
-				if nw == TCPFinWait && old != TCPFinWait {
-					e.flags |= flagCloseInit
-				}
-				e.state = uint8(nw)
-				// A SYN repeated before any reply (a retransmission, or
-				// the reply SYN of a simultaneous open) does not renew
-				// the timeout, as in the kernel: a client reusing its
-				// port cannot keep an unanswered entry alive forever.
-				if replied || idx != tcpSyn || old != TCPSynSent {
-					e.expires = now + t.tmo[nw]
-				}
-			}
-			e.flags &^= flagLastRst | flagLastSyn | flagLastReply
-			switch idx {
-			case tcpRst:
-				e.flags |= flagLastRst
-			case tcpSyn:
-				e.flags |= flagLastSyn
-				if nw == tcpIgnore && dir == Original {
-					e.born = tcpEnd(p)
-					e.flags &^= flagChallenge
-					if old == TCPLastAck {
-						e.flags |= flagChallenge
-					}
-				}
-			}
-			if dir == Reply {
-				e.flags |= flagSeenReply | flagLastReply
-			}
-			setResult(r, k, e, dir, stateOf(e))
-			// A RST on a connection that has seen no reply (typically the
-			// server refusing a SYN) deletes it at once, as the kernel's
-			// nf_conntrack_tcp_packet does: the packet itself still counts
-			// as part of the connection, but a retried SYN on the same
-			// port starts a new one, and a second RST belongs to nothing.
-			// (A RST is never ignored: it reaches here only as a
-			// transition to CLOSE.)
-			if idx == tcpRst && !replied {
-				sh.removeKey(k, h)
-				sh.reset++
-			}
-			return
-		}
-		// A SYN reopens a closed connection: forget it and start again
-		// with this packet as the original direction.
-		sh.removeKey(k, h)
-		sh.reopened++
-	}
-	var state TCPState
-	switch {
-	case idx == tcpSyn:
-		state = TCPSynSent
-	case idx == tcpAck && t.cfg.TCPLoose:
-		state = TCPEstablished
-	default:
-		*r = Result{Reason: TCPNoSyn}
-		return
-	}
-	e := t.create(sh, k, h, srcIsA, uint8(state), t.tmo[state], now)
-	if e == nil {
-		*r = Result{Reason: TableFull}
-		return
-	}
-	setResult(r, k, e, Original, New)
-}
-
-// tcpEnd is the sequence number just past a segment: its sequence
-// number, plus its payload, plus one for a SYN and one for a FIN (the
-// kernel's segment_seq_plus_len).
-func tcpEnd(p *packet.Parsed) uint32 {
-	end := p.Seq
-	if p.PayloadOff != 0 && p.End > p.PayloadOff {
-		end += uint32(p.End - p.PayloadOff)
-	}
-	if p.TCPFlags&packet.TCPSyn != 0 {
-		end++
-	}
-	if p.TCPFlags&packet.TCPFin != 0 {
-		end++
-	}
-	return end
-}
-
-// trackDatagram tracks UDP-like protocols (ports) and the generic
-// address-pair protocols: NEW until a reply, then ESTABLISHED; the replied
-// timeout (and assured status) once the connection has lived 2 s after a
-// reply, as the kernel's UDP tracker does.
-func (t *Table) trackDatagram(f *flow, now int64, unreplied, replied int64, r *Result) {
-	k, srcIsA, h := &f.k, f.srcIsA, f.h
-	sh := t.shardOf(h)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	e := sh.get(k, h, now)
-	if e == nil {
-		if e = t.create(sh, k, h, srcIsA, 0, unreplied, now); e == nil {
-			*r = Result{Reason: TableFull}
-			return
-		}
-		setResult(r, k, e, Original, New)
-		return
-	}
-	dir := dirOf(e, srcIsA)
-	if e.flags&flagSeenReply != 0 && uint32(now/1e6)-e.born > 2000 {
-		e.expires = now + replied
-		e.flags |= flagAssured
-	} else {
-		e.expires = now + unreplied
-	}
-	if dir == Reply {
-		e.flags |= flagSeenReply
-	}
-	setResult(r, k, e, dir, stateOf(e))
-}
-
-// icmpRequest: the query types that may open a connection.
-func icmpRequest(family, typ uint8) bool {
-	if family == 4 {
-		return typ == 8 || typ == 13 || typ == 15 || typ == 17
-	}
-	return typ == 128
-}
-
-func (t *Table) trackICMPQuery(p *packet.Parsed, f *flow, now int64, r *Result) {
-	k, srcIsA, h := &f.k, f.srcIsA, f.h
-	sh := t.shardOf(h)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	e := sh.get(k, h, now)
-	if e == nil {
-		if !icmpRequest(p.Family, p.ICMPType) {
-			*r = Result{Reason: ICMPNotNew}
-			return
-		}
-		if e = t.create(sh, k, h, srcIsA, 0, t.icmp, now); e == nil {
-			*r = Result{Reason: TableFull}
-			return
-		}
-		setResult(r, k, e, Original, New)
-		return
-	}
-	dir := dirOf(e, srcIsA)
-	if dir == Reply {
-		e.flags |= flagSeenReply
-	}
-	e.expires = now + t.icmp
-	setResult(r, k, e, dir, stateOf(e))
-}
-
-// trackICMPError relates an ICMP error to the connection of the packet it
-// embeds. The error must be addressed to the embedded packet's source (the
-// kernel checks the same). The connection is not refreshed.
-func (t *Table) trackICMPError(p *packet.Parsed, now int64) Result {
-	if !p.InnerValid || p.Inner.Family != p.Family {
-		return Result{Reason: ICMPErrorBadInner}
-	}
-	if p.Dst != p.Inner.Src {
-		return Result{Reason: ICMPErrorMismatch}
-	}
-	var k key
-	innerSrcIsA := setKey(&k, &p.Inner, p.Inner.HasPorts)
-	h := k.hash(&t.seed)
-	sh := t.shardOf(h)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	e := sh.get(&k, h, now)
-	if e == nil {
-		return Result{Reason: ICMPErrorNoConn}
-	}
-	// The error travels towards the embedded packet's source.
-	dir := Reply
-	if dirOf(e, innerSrcIsA) == Reply {
-		dir = Original
-	}
-	return result(&k, e, dir, Related)
-}
-
-// rememberFragment records a first fragment's ports for its datagram's
-// later fragments.
-func (t *Table) rememberFragment(p *packet.Parsed, now int64) {
-	fk := fragKey{src: p.Src, dst: p.Dst, id: p.FragID, proto: p.Proto, family: p.Family}
-	sh := t.fragShardOf(&fk)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if _, ok := sh.frags[fk]; !ok && len(sh.frags) >= sh.fragLim {
-		sh.evictFragment(now)
-	}
-	sh.frags[fk] = fragEntry{expires: now + t.frag, srcPort: p.SrcPort, dstPort: p.DstPort}
-}
-
-// evictFragment removes an expired fragment record, else any (sh locked).
-func (sh *shard) evictFragment(now int64) {
-	n := 0
-	for k, f := range sh.frags {
-		if f.expires <= now || n == 16 {
-			delete(sh.frags, k)
-			sh.fragEv++
-			return
-		}
-		n++
-	}
-}
-
-// trackLaterFragment attaches a non-first fragment to its connection, with
-// the ports its first fragment carried. Such a fragment changes no state
-// (it has no flags). A fragment that arrives before its first fragment is
-// INVALID (FragNoHead): the hot path buffers nothing, and the kernel's own
-// conntrack would hold it for reassembly instead. Protocols without ports
-// need no first fragment.
-func (t *Table) trackLaterFragment(p *packet.Parsed, now int64) Result {
-	tp := p.Tuple
-	switch p.Proto {
-	case packet.ProtoTCP, packet.ProtoUDP, packet.ProtoUDPLite, packet.ProtoSCTP, packet.ProtoDCCP, packet.ProtoICMP, packet.ProtoICMPv6:
-		fk := fragKey{src: p.Src, dst: p.Dst, id: p.FragID, proto: p.Proto, family: p.Family}
-		sh := t.fragShardOf(&fk)
-		sh.mu.Lock()
-		f, ok := sh.frags[fk]
-		if ok && f.expires <= now {
-			delete(sh.frags, fk)
-			ok = false
-		}
-		sh.mu.Unlock()
-		if !ok {
-			return Result{Reason: FragNoHead}
-		}
-		tp.SrcPort, tp.DstPort, tp.HasPorts = f.srcPort, f.dstPort, true
-	}
-	var k key
-	srcIsA := setKey(&k, &tp, tp.HasPorts)
-	h := k.hash(&t.seed)
-	sh := t.shardOf(h)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	e := sh.get(&k, h, now)
-	if e == nil {
-		return Result{Reason: FragNoHead}
-	}
-	dir := dirOf(e, srcIsA)
-	st := stateOf(e)
-	if dir == Reply {
-		st = Established
-	}
-	return result(&k, e, dir, st)
-}
-
-// BatchSize is the largest batch TrackBatch handles in one pass.
-const BatchSize = 64
-
-// TrackBatch tracks ps[i] into out[i] for a batch of packets, as Track
-// does, but first touches every packet's table slot, so that the batch's
-// cache misses overlap instead of following one another. len(out) must be
-// at least len(ps); batches above BatchSize are handled in chunks.
-func (t *Table) TrackBatch(ps []*packet.Parsed, now int64, out []Result) {
-	for len(ps) > 0 {
-		n := min(len(ps), BatchSize)
-		// Hash first, then touch in a tight loop: the fewer instructions
-		// between two touches, the more cache misses the CPU keeps in flight.
-		var fs [BatchSize]flow
-		for i, p := range ps[:n] {
-			if simple(p) {
-				t.setFlow(&fs[i], &p.Tuple, p.HasPorts)
-			}
-		}
-		var sink uint64
-		for i := range fs[:n] {
-			if h := fs[i].h; h != 0 {
-				sink += t.shardOf(h).touch(h)
-			}
-		}
-		touchSink.Store(sink)
-		for i, p := range ps[:n] {
-			if fs[i].h != 0 {
-				t.track(p, &fs[i], now, &out[i])
-			} else {
-				t.track(p, nil, now, &out[i])
-			}
-		}
-		ps, out = ps[n:], out[n:]
-	}
-}
-
-// touchSink keeps TrackBatch's touches from being optimised away.
-var touchSink atomic.Uint64
 
 // Expire removes timed-out entries from the next n shards (round robin)
 // and returns how many it removed. Only one shard is locked at a time, so
@@ -770,7 +433,7 @@ func (t *Table) Len() int { return t.Stats().Entries }
 // Info describes one tracked connection.
 type Info struct {
 	Orig      [16]byte
-	Family    uint8
+	Family    packet.Family
 	TCPState  TCPState // for TCP
 	SeenReply bool
 	Assured   bool

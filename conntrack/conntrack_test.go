@@ -31,11 +31,11 @@ func a16(a netip.Addr) (b [16]byte) {
 	return a.As16()
 }
 
-func fam(a netip.Addr) uint8 {
+func fam(a netip.Addr) packet.Family {
 	if a.Is4() {
-		return 4
+		return packet.IPv4
 	}
-	return 6
+	return packet.IPv6
 }
 
 // pkt builds a Parsed from src to dst (host names) with ports swapped for
@@ -568,7 +568,7 @@ func TestEvictionPolicy(t *testing.T) {
 
 func TestTag(t *testing.T) {
 	calls := 0
-	tb := newTable(t, Config{Tag: func(f uint8, orig [16]byte) uint8 { calls++; return orig[3] ^ f }})
+	tb := newTable(t, Config{Tag: func(f packet.Family, orig [16]byte) uint8 { calls++; return orig[3] ^ uint8(f) }})
 	tb.Track(pkt(false, c, packet.ProtoUDP, 0), 0)
 	res := tb.Track(pkt(false, s, packet.ProtoUDP, 0), 0)
 	if want := a16(hosts4[c])[3] ^ 4; res.Tag != want || calls != 1 {

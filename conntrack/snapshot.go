@@ -301,13 +301,13 @@ func (t *Table) readSnapshot(r io.Reader, p SnapshotParams, now int64, wall time
 // damaged (the checksum should have caught it) or forged.
 func validRecord(k *key, e *entry, remaining int64, age uint32, pad uint8, p SnapshotParams) error {
 	meta := k.w[4]
-	fam, proto := uint8(meta>>40), uint8(meta>>32)
+	fam, proto := packet.Family(meta>>40), uint8(meta>>32)
 	switch {
 	case meta>>48 != 0 || pad != 0:
 		return errors.New("reserved bits set")
-	case fam != 4 && fam != 6:
+	case fam != packet.IPv4 && fam != packet.IPv6:
 		return fmt.Errorf("address family %d", fam)
-	case fam == 4 && (k.w[0]>>32|k.w[1]|k.w[2]>>32|k.w[3]) != 0:
+	case fam == packet.IPv4 && (k.w[0]>>32|k.w[1]|k.w[2]>>32|k.w[3]) != 0:
 		return errors.New("IPv4 key with bytes beyond its addresses")
 	case !keyOrdered(k):
 		return errors.New("key sides out of order")

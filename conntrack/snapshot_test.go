@@ -19,7 +19,7 @@ var (
 // tagTable is a table whose tags depend on the original source, as the
 // dataplane's cluster buckets do.
 func tagTable(t testing.TB, max int) *Table {
-	return newTable(t, Config{MaxEntries: max, Tag: func(_ uint8, orig [16]byte) uint8 { return orig[3] % 3 }})
+	return newTable(t, Config{MaxEntries: max, Tag: func(_ packet.Family, orig [16]byte) uint8 { return orig[3] % 3 }})
 }
 
 // snapFlows fills a table with connections of every kind at now and

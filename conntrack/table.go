@@ -5,6 +5,8 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"sync/atomic"
+
+	"github.com/xdpcluster/xdpcluster/packet"
 )
 
 // key identifies a connection in either direction: the (address, port)
@@ -15,7 +17,7 @@ type key struct {
 	w [5]uint64
 }
 
-func (k *key) family() uint8 { return uint8(k.w[4] >> 40) }
+func (k *key) family() packet.Family { return packet.Family(k.w[4] >> 40) }
 
 // addr returns side a's (i == 0) or side b's address.
 func (k *key) addr(i int) (b [16]byte) {

@@ -2,34 +2,32 @@ package conntrack
 
 import "github.com/xdpcluster/xdpcluster/packet"
 
-// TCPState is the kernel's TCP conntrack state (enum tcp_conntrack).
+// TCPState is the kernel's TCP conntrack state (enum tcp_conntrack). Its
+// String (generated: tcpstate_string.go) is the kernel's name.
 type TCPState uint8
+
+//go:generate go run golang.org/x/tools/cmd/stringer@v0.52.0 -type=TCPState -linecomment -output=tcpstate_string.go
 
 // TCP states, numbered as the kernel numbers them.
 const (
-	TCPNone TCPState = iota
-	TCPSynSent
-	TCPSynRecv
-	TCPEstablished
-	TCPFinWait
-	TCPCloseWait
-	TCPLastAck
-	TCPTimeWait
-	TCPClose
-	TCPSynSent2
-	numTCPStates
-	tcpInvalid // sIV
-	tcpIgnore  // sIG
+	TCPNone        TCPState = iota // NONE
+	TCPSynSent                     // SYN_SENT
+	TCPSynRecv                     // SYN_RECV
+	TCPEstablished                 // ESTABLISHED
+	TCPFinWait                     // FIN_WAIT
+	TCPCloseWait                   // CLOSE_WAIT
+	TCPLastAck                     // LAST_ACK
+	TCPTimeWait                    // TIME_WAIT
+	TCPClose                       // CLOSE
+	TCPSynSent2                    // SYN_SENT2
+
+	// numTCPStates is the number of states (untyped: not a TCPState).
+	numTCPStates = iota
+
+	// Transition table results, never stored: sIV and sIG.
+	tcpInvalid TCPState = iota // INVALID
+	tcpIgnore                  // INVALID
 )
-
-var tcpStateNames = [...]string{"NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2"}
-
-func (s TCPState) String() string {
-	if s < numTCPStates {
-		return tcpStateNames[s]
-	}
-	return "INVALID"
-}
 
 // Packet classes, indexing the transition table (get_conntrack_index).
 const (
@@ -111,4 +109,136 @@ var tcpTransitions = [2][6][numTCPStates]TCPState{
 		/* rst    */ {sIV, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL},
 		/* none   */ {sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV},
 	},
+}
+
+func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
+	if !tcpValidFlags(p.TCPFlags) {
+		*r = Result{Reason: TCPBadFlags}
+		return
+	}
+	idx := tcpIndex(p.TCPFlags)
+	k, srcIsA, h := &f.k, f.srcIsA, f.h
+	sh, e := t.lockFlow(f, now)
+	defer sh.mu.Unlock()
+	if e != nil {
+		dir := dirOf(e, srcIsA)
+		old := TCPState(e.state)
+		nw := tcpTransitions[dir][idx][old]
+		replied := e.flags&flagSeenReply != 0
+		// A SYN in TIME_WAIT or CLOSE reopens the connection only if its
+		// close began with a FIN, or if the last packet was a RST sent in
+		// the SYN's direction; otherwise the kernel ignores it.
+		reopen := nw == TCPSynSent && old >= TCPTimeWait &&
+			(e.flags&flagCloseInit != 0 || e.flags&flagLastRst != 0 && (e.flags&flagLastReply != 0) == (dir == Reply))
+		if nw == TCPSynSent && old >= TCPTimeWait && !reopen {
+			nw = tcpIgnore
+		}
+		lastSynOther := e.flags&flagLastSyn != 0 && (e.flags&flagLastReply != 0) != (dir == Reply)
+		switch {
+		case nw == tcpIgnore && idx == tcpSynAck && lastSynOther && p.Ack == e.born:
+			// A SYN/ACK answering the SYN just ignored: client and server
+			// are in sync and we are not (e.g. a client reconnecting from
+			// its port after the server's RST). Resynchronise as the
+			// kernel does: SYN_RECV, and the close forgotten.
+			old, nw = TCPSynSent, TCPSynRecv
+			e.flags &^= flagCloseInit | flagChallenge
+		case old == TCPLastAck && idx == tcpAck && lastSynOther && e.flags&flagChallenge != 0:
+			// The peer's challenge ACK (RFC 5961) to a SYN ignored in
+			// LAST_ACK does not acknowledge the last FIN: accepted,
+			// nothing else changes (the kernel does not even record it
+			// as the last packet).
+			e.flags &^= flagChallenge
+			if dir == Reply {
+				e.flags |= flagSeenReply
+			}
+			setResult(r, k, e, dir, stateOf(e))
+			return
+		}
+		if !reopen {
+			switch nw {
+			case tcpInvalid:
+				*r = Result{Reason: TCPBadTransition}
+				return
+			case tcpIgnore:
+				// Accepted as part of the connection, state unchanged.
+			default:
+				if (old == TCPSynRecv || old == TCPEstablished) && nw == TCPEstablished {
+					e.flags |= flagAssured
+				}
+				if nw == TCPFinWait && old != TCPFinWait {
+					e.flags |= flagCloseInit
+				}
+				e.state = uint8(nw)
+				// A SYN repeated before any reply (a retransmission, or
+				// the reply SYN of a simultaneous open) does not renew
+				// the timeout, as in the kernel: a client reusing its
+				// port cannot keep an unanswered entry alive forever.
+				if replied || idx != tcpSyn || old != TCPSynSent {
+					e.expires = now + t.tmo[nw]
+				}
+			}
+			e.flags &^= flagLastRst | flagLastSyn | flagLastReply
+			switch idx {
+			case tcpRst:
+				e.flags |= flagLastRst
+			case tcpSyn:
+				e.flags |= flagLastSyn
+				if nw == tcpIgnore && dir == Original {
+					e.born = tcpEnd(p)
+					e.flags &^= flagChallenge
+					if old == TCPLastAck {
+						e.flags |= flagChallenge
+					}
+				}
+			}
+			if dir == Reply {
+				e.flags |= flagSeenReply | flagLastReply
+			}
+			setResult(r, k, e, dir, stateOf(e))
+			// A RST on a connection that has seen no reply (typically the
+			// server refusing a SYN) deletes it at once, as the kernel's
+			// nf_conntrack_tcp_packet does: the packet itself still counts
+			// as part of the connection, but a retried SYN on the same
+			// port starts a new one, and a second RST belongs to nothing.
+			// (A RST is never ignored: it reaches here only as a
+			// transition to CLOSE.)
+			if idx == tcpRst && !replied {
+				sh.removeKey(k, h)
+				sh.reset++
+			}
+			return
+		}
+		// A SYN reopens a closed connection: forget it and start again
+		// with this packet as the original direction.
+		sh.removeKey(k, h)
+		sh.reopened++
+	}
+	var state TCPState
+	switch {
+	case idx == tcpSyn:
+		state = TCPSynSent
+	case idx == tcpAck && t.cfg.TCPLoose:
+		state = TCPEstablished
+	default:
+		*r = Result{Reason: TCPNoSyn}
+		return
+	}
+	t.create(sh, f, uint8(state), t.tmo[state], now, r)
+}
+
+// tcpEnd is the sequence number just past a segment: its sequence
+// number, plus its payload, plus one for a SYN and one for a FIN (the
+// kernel's segment_seq_plus_len).
+func tcpEnd(p *packet.Parsed) uint32 {
+	end := p.Seq
+	if p.PayloadOff != 0 && p.End > p.PayloadOff {
+		end += uint32(p.End - p.PayloadOff)
+	}
+	if p.TCPFlags&packet.TCPSyn != 0 {
+		end++
+	}
+	if p.TCPFlags&packet.TCPFin != 0 {
+		end++
+	}
+	return end
 }

@@ -23,7 +23,7 @@ func BenchmarkClassify(b *testing.B) {
 	m := cluster.LocalNode(3, 1, 0xdeadbeef)
 	to := conntrack.DefaultTimeouts()
 	to.UDPUnreplied = 10 * time.Millisecond
-	ct, err := conntrack.NewTable(conntrack.Config{Timeouts: to, Tag: func(fam uint8, orig [16]byte) uint8 {
+	ct, err := conntrack.NewTable(conntrack.Config{Timeouts: to, Tag: func(fam packet.Family, orig [16]byte) uint8 {
 		return uint8(m.Bucket4((*[4]byte)(orig[:4])))
 	}})
 	if err != nil {

@@ -25,50 +25,64 @@ import (
 	"github.com/xdpcluster/xdpcluster/packet"
 )
 
-// Verdict is what happened to a received frame.
+// Verdict is what happened to a received frame. Its String (generated:
+// verdict_string.go) is the metric label, the line comment of its constant.
 type Verdict uint8
+
+//go:generate go run golang.org/x/tools/cmd/stringer@v0.52.0 -type=Verdict -linecomment -output=verdict_string.go
 
 // Verdicts.
 const (
-	Forwarded       Verdict = iota // owned and sent
-	Foreign                        // another node's share, dropped
-	Invalid                        // no connection (conntrack INVALID/UNTRACKED), dropped
-	Malformed                      // could not be parsed, dropped
-	NotIP                          // not IPv4/IPv6 (should not reach the dataplane), dropped
-	NoRoute                        // no route out of a data interface, dropped
-	NoNeighbour                    // next hop's MAC not known yet (resolution triggered), dropped
-	TTLExpired                     // TTL / hop limit would reach 0, dropped
-	TxFull                         // no TX buffer or ring slot, dropped
-	Local                          // addressed to the node itself, dropped
-	ForwardedKernel                // owned; handed to the kernel to send while it resolves the next hop
+	// Owned and sent
+	Forwarded Verdict = iota // forwarded
+	// Another node's share, dropped
+	Foreign // foreign
+	// No connection (conntrack INVALID/UNTRACKED), dropped
+	Invalid // invalid
+	// Could not be parsed, dropped
+	Malformed // malformed
+	// Not IPv4/IPv6 (should not reach the dataplane), dropped
+	NotIP // not_ip
+	// No route out of a data interface, dropped
+	NoRoute // no_route
+	// Next hop's MAC not known yet (resolution triggered), dropped
+	NoNeighbour // no_neighbour
+	// TTL / hop limit would reach 0, dropped
+	TTLExpired // ttl_expired
+	// No TX buffer or ring slot, dropped
+	TxFull // tx_full
+	// Addressed to the node itself, dropped
+	Local // local
+	// Owned; handed to the kernel to send while it resolves the next hop
+	ForwardedKernel // forwarded_kernel
+
 	// What a Linux router does not forward (see packet.Classify and
 	// Resolver). The address checks run on every node before tracking;
 	// the route-type ones on the owner.
-	MartianSource      // loopback, 0.0.0.0, multicast or broadcast source, IPv6 ::, ::1 or multicast, or one of the node's own IPv4 addresses
-	MartianDestination // 0.0.0.0, loopback, IPv6 :: or ::1, or a route type a router does not forward to (anycast...)
-	Broadcast          // limited broadcast, or a broadcast route (a directed broadcast)
-	Multicast          // a multicast destination (no multicast routing), or a multicast route
-	LinkLocal          // IPv4 169.254/16 or IPv6 fe80::/10 source or destination
-	RouteBlackhole     // a blackhole route
-	RouteUnreachable   // an unreachable route
-	RouteProhibit      // a prohibit route
-	NumVerdicts
-)
 
-var verdictNames = [NumVerdicts]string{"forwarded", "foreign", "invalid", "malformed", "not_ip", "no_route",
-	"no_neighbour", "ttl_expired", "tx_full", "local", "forwarded_kernel",
-	"martian_source", "martian_destination", "broadcast", "multicast", "link_local",
-	"route_blackhole", "route_unreachable", "route_prohibit"}
+	// Loopback, 0.0.0.0, multicast or broadcast source, IPv6 ::, ::1 or multicast, or one of the node's own IPv4 addresses
+	MartianSource // martian_source
+	// 0.0.0.0, loopback, IPv6 :: or ::1, or a route type a router does not forward to (anycast...)
+	MartianDestination // martian_destination
+	// Limited broadcast, or a broadcast route (a directed broadcast)
+	Broadcast // broadcast
+	// A multicast destination (no multicast routing), or a multicast route
+	Multicast // multicast
+	// IPv4 169.254/16 or IPv6 fe80::/10 source or destination
+	LinkLocal // link_local
+	// A blackhole route
+	RouteBlackhole // route_blackhole
+	// An unreachable route
+	RouteUnreachable // route_unreachable
+	// A prohibit route
+	RouteProhibit // route_prohibit
+
+	// NumVerdicts is the number of verdicts (untyped: not a verdict).
+	NumVerdicts = iota
+)
 
 // Sent reports whether a verdict means the packet went out.
 func (v Verdict) Sent() bool { return v == Forwarded || v == ForwardedKernel }
-
-func (v Verdict) String() string {
-	if v < NumVerdicts {
-		return verdictNames[v]
-	}
-	return "unknown"
-}
 
 // Counters are one worker's counts for one ingress interface. Each field
 // is written by its worker only (once per batch) and may be read at any
@@ -110,7 +124,7 @@ type Route struct {
 // its ingress interface (broadcast, multicast, link-local) is dropped
 // before the route is looked at.
 type Resolver interface {
-	Resolve(family uint8, dst [16]byte) Route
+	Resolve(family packet.Family, dst [16]byte) Route
 }
 
 // Iface is one data interface.
@@ -132,7 +146,7 @@ type Config struct {
 	// decremented) through the kernel when the next hop's MAC is not known
 	// yet, as a kernel router queues it while resolving. It is called from
 	// a control goroutine, never from a worker.
-	SlowPath func(family uint8, ip []byte)
+	SlowPath func(family packet.Family, ip []byte)
 	// Clock is the time origin of every worker's Track calls; whatever
 	// else uses the tracker (its sweeper, snapshots) must use the same
 	// one. Zero: New makes one.

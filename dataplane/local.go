@@ -49,8 +49,8 @@ func newLocalSet(addrs []netip.Addr) *localSet {
 
 // has reports whether a (of family 4 or 6, as packet.Tuple stores it) is
 // one of the node's addresses.
-func (s *localSet) has(family uint8, a *[16]byte) bool {
-	if family == 4 {
+func (s *localSet) has(family packet.Family, a *[16]byte) bool {
+	if family == packet.IPv4 {
 		v := binary.BigEndian.Uint32(a[:4])
 		if s.big {
 			_, ok := s.m4[v]
@@ -96,7 +96,7 @@ func screen(p *packet.Parsed, local *localSet) Verdict {
 		// fib_validate_source: an IPv4 packet from one of the node's own
 		// addresses is a martian source. ip6_forward makes no such check,
 		// so an IPv6 one is forwarded, as the kernel does.
-		if p.Family == 4 && local.has(4, &p.Src) {
+		if p.Family == packet.IPv4 && local.has(packet.IPv4, &p.Src) {
 			return MartianSource
 		}
 		if local.has(p.Family, &p.Dst) {

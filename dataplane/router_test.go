@@ -16,9 +16,9 @@ import (
 // mapResolver answers per destination; anything else goes out of back.
 type mapResolver map[netip.Addr]Route
 
-func (m mapResolver) Resolve(fam uint8, dst [16]byte) Route {
+func (m mapResolver) Resolve(fam packet.Family, dst [16]byte) Route {
 	a := netip.AddrFrom16(dst)
-	if fam == 4 {
+	if fam == packet.IPv4 {
 		a = netip.AddrFrom4([4]byte(dst[:4]))
 	}
 	if r, ok := m[a]; ok {
@@ -123,10 +123,7 @@ func TestWorkerRouterRules(t *testing.T) {
 			front.frames = [][]byte{ipFrame(t, c.src, c.dst)}
 			n := front.Receive(w.rx)
 			w.batch(0, front, w.rx[:n], d.match.Load())
-			for e, p := range w.ports {
-				p.Transmit(w.tx[e])
-				w.tx[e] = w.tx[e][:0]
-			}
+			w.flush()
 			pkts, _, _ := d.Totals(0)
 			for v := Verdict(0); v < NumVerdicts; v++ {
 				want := uint64(0)
@@ -176,10 +173,7 @@ func TestWorkerRouterRulesAllocs(t *testing.T) {
 			front.frames = frames
 			n := front.Receive(w.rx)
 			w.batch(0, front, w.rx[:n], d.match.Load())
-			for e, p := range w.ports {
-				p.Transmit(w.tx[e])
-				w.tx[e] = w.tx[e][:0]
-			}
+			w.flush()
 		}
 		step()
 		if a := testing.AllocsPerRun(100, step); a != 0 {
@@ -215,7 +209,10 @@ type countingResolver struct {
 	calls *int
 }
 
-func (c countingResolver) Resolve(uint8, [16]byte) Route { *c.calls++; return Route{Verdict: c.v} }
+func (c countingResolver) Resolve(packet.Family, [16]byte) Route {
+	*c.calls++
+	return Route{Verdict: c.v}
+}
 
 // TestRouteTypeCached: a route type that does not forward is an answer,
 // cached like a usable route, so a flood to a blackhole or a broadcast

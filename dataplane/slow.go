@@ -3,13 +3,15 @@ package dataplane
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/xdpcluster/xdpcluster/packet"
 )
 
 // slowSlots is the depth of a worker's slow-path ring.
 const slowSlots = 64
 
 type slowSlot struct {
-	family uint8
+	family packet.Family
 	n      int
 	buf    [2048]byte
 }
@@ -24,7 +26,7 @@ type slowRing struct {
 }
 
 // put copies ip into the ring; false when it is full (or ip too big).
-func (r *slowRing) put(family uint8, ip []byte) bool {
+func (r *slowRing) put(family packet.Family, ip []byte) bool {
 	h := r.head.Load()
 	if h-r.tail.Load() >= slowSlots || len(ip) > len(r.slots[0].buf) {
 		return false
@@ -36,7 +38,7 @@ func (r *slowRing) put(family uint8, ip []byte) bool {
 }
 
 // drain sends everything queued.
-func (r *slowRing) drain(send func(uint8, []byte)) {
+func (r *slowRing) drain(send func(packet.Family, []byte)) {
 	for t, h := r.tail.Load(), r.head.Load(); t < h; t++ {
 		s := &r.slots[t%slowSlots]
 		send(s.family, s.buf[:s.n])

@@ -89,15 +89,7 @@ func (w *worker) run() {
 				w.batch(i, p, w.rx[:n], m)
 			}
 		}
-		inFlight := 0
-		for e, p := range w.ports {
-			if len(w.tx[e]) > 0 {
-				p.Transmit(w.tx[e])
-				w.tx[e] = w.tx[e][:0]
-			}
-			inFlight += p.Reap()
-		}
-		if busy || inFlight > 0 {
+		if inFlight := w.flush(); busy || inFlight > 0 {
 			idle = 0
 			continue
 		}
@@ -106,6 +98,19 @@ func (w *worker) run() {
 			idle = 0
 		}
 	}
+}
+
+// flush transmits every egress interface's queued frames, reaps
+// completed transmissions and returns how many are still in flight.
+func (w *worker) flush() (inFlight int) {
+	for e, p := range w.ports {
+		if len(w.tx[e]) > 0 {
+			p.Transmit(w.tx[e])
+			w.tx[e] = w.tx[e][:0]
+		}
+		inFlight += p.Reap()
+	}
+	return inFlight
 }
 
 // batch handles one receive batch from ingress interface in.
@@ -185,7 +190,7 @@ func (w *worker) forward(frame []byte, pp *packet.Parsed, now int64) Verdict {
 	}
 	src := &w.d.cfg.Ifaces[rt.Iface].MAC
 	packet.SetMACs(buf, &rt.NextHop, src)
-	if pp.Family == 4 {
+	if pp.Family == packet.IPv4 {
 		buf[12], buf[13] = 0x08, 0x00
 	} else {
 		buf[12], buf[13] = 0x86, 0xdd
@@ -200,9 +205,9 @@ func (w *worker) forward(frame []byte, pp *packet.Parsed, now int64) Verdict {
 
 // route returns the cached route to dst, asking the resolver when there is
 // none or it has expired.
-func (w *worker) route(family uint8, dst [16]byte, now int64) Route {
+func (w *worker) route(family packet.Family, dst [16]byte, now int64) Route {
 	var k routeKey
-	k[0] = family
+	k[0] = byte(family)
 	copy(k[1:], dst[:])
 	if c, ok := w.routes[k]; ok && c.expires > now {
 		return c.Route

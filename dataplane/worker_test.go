@@ -77,13 +77,13 @@ func (p *memPort) Close() error     { return nil }
 // staticResolver routes everything out of interface 1 to a fixed MAC.
 type staticResolver struct{ r Route }
 
-func (s staticResolver) Resolve(uint8, [16]byte) Route { return s.r }
+func (s staticResolver) Resolve(packet.Family, [16]byte) Route { return s.r }
 
 var nextHop = [6]byte{2, 0, 0, 0, 0, 0x99}
 
 func testDataplane(t testing.TB, match cluster.Match, res Resolver) (*Dataplane, *memPort, *memPort) {
-	ct, err := conntrack.NewTable(conntrack.Config{Tag: func(fam uint8, orig [16]byte) uint8 {
-		if fam == 4 {
+	ct, err := conntrack.NewTable(conntrack.Config{Tag: func(fam packet.Family, orig [16]byte) uint8 {
+		if fam == packet.IPv4 {
 			return uint8(match.Bucket4((*[4]byte)(orig[:4])))
 		}
 		return uint8(match.Bucket16(&orig))
@@ -149,10 +149,7 @@ func TestWorkerVerdicts(t *testing.T) {
 	}
 	n := front.Receive(w.rx)
 	w.batch(0, front, w.rx[:n], d.match.Load())
-	for e, p := range w.ports {
-		p.Transmit(w.tx[e])
-		w.tx[e] = w.tx[e][:0]
-	}
+	w.flush()
 	pkts, _, owner := d.Totals(0)
 	want := map[Verdict]uint64{Forwarded: 2, Foreign: 1, TTLExpired: 1, Malformed: 1, NotIP: 1}
 	for v := Verdict(0); v < NumVerdicts; v++ {
@@ -229,10 +226,7 @@ func workerStep(tb testing.TB) func() {
 		front.frames = frames
 		n := front.Receive(w.rx)
 		w.batch(0, front, w.rx[:n], d.match.Load())
-		for e, p := range w.ports {
-			p.Transmit(w.tx[e])
-			w.tx[e] = w.tx[e][:0]
-		}
+		w.flush()
 	}
 	step()
 	return step

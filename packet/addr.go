@@ -7,20 +7,29 @@ import "encoding/binary"
 // (net/ipv4/route.c ip_route_input_slow and ip_route_input_rcu for IPv4;
 // net/ipv6/ip6_input.c ip6_rcv_core and the source check of
 // net/ipv6/ip6_output.c ip6_forward for IPv6), plus link-local scope.
+// Its String is generated (addrclass_string.go).
 type AddrClass uint8
+
+//go:generate go run golang.org/x/tools/cmd/stringer@v0.52.0 -type=AddrClass -linecomment -output=addrclass_string.go
 
 // Address classes. Only Routable packets may be forwarded; whether they
 // are is then up to the routing table.
 const (
-	Routable           AddrClass = iota // nothing against it: ask the routing table
-	MartianSource                       // a source no router accepts (loopback, 0.0.0.0, multicast, broadcast, ::)
-	MartianDestination                  // a destination no router forwards to (loopback, 0.0.0.0, ::, ::1)
-	LimitedBroadcast                    // 255.255.255.255 (or 0.0.0.0 -> 0.0.0.0): received, never forwarded
-	MulticastDest                       // a multicast destination: not forwarded without multicast routing
-	LinkLocal                           // a link-local source or destination: never leaves its link
+	// Nothing against it: ask the routing table
+	Routable AddrClass = iota // routable
+	// A source no router accepts (loopback, 0.0.0.0, multicast, broadcast, ::)
+	MartianSource // martian_source
+	// A destination no router forwards to (loopback, 0.0.0.0, ::, ::1)
+	MartianDestination // martian_destination
+	// 255.255.255.255 (or 0.0.0.0 -> 0.0.0.0): received, never forwarded
+	LimitedBroadcast // limited_broadcast
+	// A multicast destination: not forwarded without multicast routing
+	MulticastDest // multicast
+	// A link-local source or destination: never leaves its link
+	LinkLocal // link_local
 )
 
-// Classify returns the class of t's addresses (t.Family 4 or 6). It
+// Classify returns the class of t's addresses (t.Family IPv4 or IPv6). It
 // makes a few comparisons and never allocates. The rules are those of
 // Linux 5.2 and later, checked against a kernel router by the gateway's
 // TestGatewayRouterRules.
@@ -43,7 +52,7 @@ const (
 // reachable on the ingress link). A v4-mapped source is not checked: the
 // kernel forwards it.
 func (t *Tuple) Classify() AddrClass {
-	if t.Family == 4 {
+	if t.Family == IPv4 {
 		return classify4(binary.BigEndian.Uint32(t.Src[:4]), binary.BigEndian.Uint32(t.Dst[:4]))
 	}
 	return classify6(&t.Src, &t.Dst)
@@ -81,13 +90,4 @@ func classify6(s, d *[16]byte) AddrClass {
 		return LinkLocal
 	}
 	return Routable
-}
-
-var addrClassNames = [...]string{"routable", "martian_source", "martian_destination", "limited_broadcast", "multicast", "link_local"}
-
-func (c AddrClass) String() string {
-	if int(c) < len(addrClassNames) {
-		return addrClassNames[c]
-	}
-	return "unknown"
 }

@@ -67,8 +67,8 @@ type Tuple struct {
 	Src, Dst         [16]byte
 	SrcPort, DstPort uint16
 	Proto            uint8
-	Family           uint8 // 4 or 6; 0 when not set
-	HasPorts         bool  // SrcPort/DstPort are meaningful
+	Family           Family // IPv4 or IPv6; 0 when not set
+	HasPorts         bool   // SrcPort/DstPort are meaningful
 }
 
 // Parsed is the result of Decode.
@@ -206,7 +206,7 @@ func (p *Parsed) decodeIPv4(frame []byte, off, wire int) Reason {
 	}
 	h = frame[off:end] // drop Ethernet padding
 	p.End = uint16(end)
-	p.Family = 4
+	p.Family = IPv4
 	p.TTL = h[8]
 	p.Proto = h[9]
 	copy(p.Src[:4], h[12:16])
@@ -242,7 +242,7 @@ func (p *Parsed) decodeIPv6(frame []byte, off, wire int) Reason {
 		end, p.Cut = len(frame), true
 	}
 	p.End = uint16(end)
-	p.Family = 6
+	p.Family = IPv6
 	p.TTL = h[7]
 	copy(p.Src[:], h[8:24])
 	copy(p.Dst[:], h[24:40])
@@ -352,7 +352,7 @@ func (p *Parsed) decodeL4(frame []byte, off, ipEnd int) Reason {
 		p.DstPort = binary.BigEndian.Uint16(l4[2:])
 		p.HasPorts = true
 	case ProtoICMP, ProtoICMPv6:
-		if p.Proto == ProtoICMP && p.Family != 4 || p.Proto == ProtoICMPv6 && p.Family != 6 {
+		if p.Proto == ProtoICMP && p.Family != IPv4 || p.Proto == ProtoICMPv6 && p.Family != IPv6 {
 			return OK // ICMP over IPv6 or ICMPv6 over IPv4: an opaque protocol
 		}
 		if len(l4) < 8 {
@@ -360,7 +360,7 @@ func (p *Parsed) decodeL4(frame []byte, off, ipEnd int) Reason {
 		}
 		p.ICMPType, p.ICMPCode = l4[0], l4[1]
 		p.PayloadOff = uint16(off + 8)
-		if p.Family == 4 {
+		if p.Family == IPv4 {
 			p.ICMPQuery = icmp4Query(p.ICMPType)
 			p.ICMPError = icmp4Error(p.ICMPType)
 		} else {
@@ -407,7 +407,7 @@ func (p *Parsed) decodeInner(b []byte) bool {
 	var l4 []byte
 	fragNonFirst := false
 	switch p.Family {
-	case 4:
+	case IPv4:
 		if len(b) < 20 || b[0]>>4 != 4 {
 			return false
 		}
@@ -415,16 +415,16 @@ func (p *Parsed) decodeInner(b []byte) bool {
 		if ihl < 20 || len(b) < ihl {
 			return false
 		}
-		in.Family, in.Proto = 4, b[9]
+		in.Family, in.Proto = IPv4, b[9]
 		copy(in.Src[:4], b[12:16])
 		copy(in.Dst[:4], b[16:20])
 		fragNonFirst = binary.BigEndian.Uint16(b[6:])&0x1fff != 0
 		l4 = b[ihl:]
-	case 6:
+	case IPv6:
 		if len(b) < 40 || b[0]>>4 != 6 {
 			return false
 		}
-		in.Family = 6
+		in.Family = IPv6
 		copy(in.Src[:], b[8:24])
 		copy(in.Dst[:], b[24:40])
 		var scratch Parsed

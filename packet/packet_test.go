@@ -41,8 +41,8 @@ type innerView struct {
 	SrcPort, DstPort uint16
 }
 
-func addrOf(fam uint8, b [16]byte) netip.Addr {
-	if fam == 4 {
+func addrOf(fam Family, b [16]byte) netip.Addr {
+	if fam == IPv4 {
 		return netip.AddrFrom4([4]byte(b[:4]))
 	}
 	return netip.AddrFrom16(b)
@@ -658,7 +658,7 @@ func FuzzDecode(f *testing.F) {
 		if p.Fragment && p.FragOffset != 0 && (p.HasPorts || p.L4Off != 0) {
 			t.Fatal("non-first fragment with a transport header")
 		}
-		if DecTTL(frame, &p) && p.Family == 4 {
+		if DecTTL(frame, &p) && p.Family == IPv4 {
 			ihl := int(frame[p.L3Off]&0xf) * 4
 			if Checksum(frame[p.L3Off:int(p.L3Off)+ihl]) != 0 {
 				t.Fatal("DecTTL broke the IPv4 header checksum")

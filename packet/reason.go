@@ -3,64 +3,57 @@ package packet
 // Reason is the outcome of Decode: OK, NotIP (a frame for the control path
 // or the kernel, not an error), or why the frame is malformed. It indexes
 // fixed per-worker counter arrays, so the values are dense from 0 to
-// NumReasons-1.
+// NumReasons-1. Its String (generated: reason_string.go) is the metric
+// label, the line comment of its constant, e.g. "truncated_tcp".
 type Reason uint8
+
+//go:generate go run golang.org/x/tools/cmd/stringer@v0.52.0 -type=Reason -linecomment -output=reason_string.go
 
 // Decode outcomes.
 const (
-	OK                Reason = iota
-	NotIP                    // ARP, LLDP, any non-IP EtherType
-	TruncEthernet            // shorter than an Ethernet header
-	TruncVLAN                // a VLAN tag cut short
-	TooManyVLANs             // more than two stacked tags
-	TruncIPv4                // shorter than the IPv4 header or its IHL
-	BadIPv4Header            // version not 4, or IHL below 5
-	BadIPv4Length            // total length below the header or beyond the frame
-	BadIPv4Checksum          // header checksum does not verify
-	TruncIPv6                // shorter than the fixed IPv6 header
-	BadIPv6Header            // version not 6
-	BadIPv6Length            // payload length beyond the frame, or a jumbogram
-	TruncExtHeader           // an IPv6 extension header cut short
-	TooManyExtHeaders        // more extension headers than we walk
-	TruncTCP                 // TCP header cut short
-	BadTCPOffset             // data offset below 5 or beyond the packet
-	TruncUDP                 // UDP/UDP-Lite header cut short
-	BadUDPLength             // UDP length field below 8 or beyond the packet
-	TruncPorts               // SCTP/DCCP header too short for ports
-	TruncICMP                // ICMP/ICMPv6 header cut short
-	NumReasons
+	OK Reason = iota // ok
+	// ARP, LLDP, any non-IP EtherType
+	NotIP // not_ip
+	// Shorter than an Ethernet header
+	TruncEthernet // truncated_ethernet
+	// A VLAN tag cut short
+	TruncVLAN // truncated_vlan
+	// More than two stacked tags
+	TooManyVLANs // too_many_vlans
+	// Shorter than the IPv4 header or its IHL
+	TruncIPv4 // truncated_ipv4
+	// Version not 4, or IHL below 5
+	BadIPv4Header // bad_ipv4_header
+	// Total length below the header or beyond the frame
+	BadIPv4Length // bad_ipv4_length
+	// Header checksum does not verify
+	BadIPv4Checksum // bad_ipv4_checksum
+	// Shorter than the fixed IPv6 header
+	TruncIPv6 // truncated_ipv6
+	// Version not 6
+	BadIPv6Header // bad_ipv6_header
+	// Payload length beyond the frame, or a jumbogram
+	BadIPv6Length // bad_ipv6_length
+	// An IPv6 extension header cut short
+	TruncExtHeader // truncated_ipv6_ext_header
+	// More extension headers than we walk
+	TooManyExtHeaders // too_many_ipv6_ext_headers
+	// TCP header cut short
+	TruncTCP // truncated_tcp
+	// Data offset below 5 or beyond the packet
+	BadTCPOffset // bad_tcp_data_offset
+	// UDP/UDP-Lite header cut short
+	TruncUDP // truncated_udp
+	// UDP length field below 8 or beyond the packet
+	BadUDPLength // bad_udp_length
+	// SCTP/DCCP header too short for ports
+	TruncPorts // truncated_ports
+	// ICMP/ICMPv6 header cut short
+	TruncICMP // truncated_icmp
+
+	// NumReasons is the number of outcomes (untyped: not a Reason).
+	NumReasons = iota
 )
-
-var reasonNames = [NumReasons]string{
-	OK:                "ok",
-	NotIP:             "not_ip",
-	TruncEthernet:     "truncated_ethernet",
-	TruncVLAN:         "truncated_vlan",
-	TooManyVLANs:      "too_many_vlans",
-	TruncIPv4:         "truncated_ipv4",
-	BadIPv4Header:     "bad_ipv4_header",
-	BadIPv4Length:     "bad_ipv4_length",
-	BadIPv4Checksum:   "bad_ipv4_checksum",
-	TruncIPv6:         "truncated_ipv6",
-	BadIPv6Header:     "bad_ipv6_header",
-	BadIPv6Length:     "bad_ipv6_length",
-	TruncExtHeader:    "truncated_ipv6_ext_header",
-	TooManyExtHeaders: "too_many_ipv6_ext_headers",
-	TruncTCP:          "truncated_tcp",
-	BadTCPOffset:      "bad_tcp_data_offset",
-	TruncUDP:          "truncated_udp",
-	BadUDPLength:      "bad_udp_length",
-	TruncPorts:        "truncated_ports",
-	TruncICMP:         "truncated_icmp",
-}
-
-// String returns the reason's metric label, e.g. "truncated_tcp".
-func (r Reason) String() string {
-	if r < NumReasons {
-		return reasonNames[r]
-	}
-	return "unknown"
-}
 
 // Error makes a Reason usable as an error where one is wanted (off the hot
 // path); Decode itself returns the Reason, which never allocates.

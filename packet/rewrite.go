@@ -42,7 +42,7 @@ func DecTTL(frame []byte, p *Parsed) bool {
 	}
 	l3 := int(p.L3Off)
 	switch p.Family {
-	case 4:
+	case IPv4:
 		h := frame[l3 : l3+20]
 		old := binary.BigEndian.Uint16(h[8:]) // TTL, protocol
 		h[8]--
@@ -53,7 +53,7 @@ func DecTTL(frame []byte, p *Parsed) bool {
 		sum = sum>>16 + sum&0xffff
 		sum += sum >> 16
 		binary.BigEndian.PutUint16(h[10:], ^uint16(sum))
-	case 6:
+	case IPv6:
 		frame[l3+7]--
 		p.TTL--
 	default:

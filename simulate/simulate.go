@@ -230,7 +230,7 @@ type counts struct{ conns, pkts, bytes uint64 }
 
 // srcKey is an original source as the hash sees it: family and address.
 type srcKey struct {
-	fam  uint8
+	fam  packet.Family
 	addr [16]byte
 }
 
@@ -288,9 +288,9 @@ func Run(r io.Reader, opts Options) (*Report, error) {
 	match.Hash = opts.Hash
 	sources := make(map[srcKey]*counts)
 	// tag runs once per new connection: count it for its bucket and source.
-	tag := func(fam uint8, orig [16]byte) uint8 {
+	tag := func(fam packet.Family, orig [16]byte) uint8 {
 		var b uint32
-		if fam == 4 {
+		if fam == packet.IPv4 {
 			b = match.Bucket4((*[4]byte)(orig[:4]))
 		} else {
 			b = match.Bucket16(&orig)
@@ -505,7 +505,7 @@ func scenario(name string, n int, seed uint32, masks []uint32, failed map[int]bo
 }
 
 func addrString(k srcKey) string {
-	if k.fam == 4 {
+	if k.fam == packet.IPv4 {
 		return netip.AddrFrom4([4]byte(k.addr[:4])).String()
 	}
 	return netip.AddrFrom16(k.addr).String()
@@ -516,7 +516,7 @@ func addrString(k srcKey) string {
 func topSources(sources map[srcKey]*counts, m *cluster.Match, normal *Scenario, top int) ([]Source, []Source) {
 	nodeBytes := func(node int) uint64 { return normal.Nodes[node-1].Bytes }
 	nodeOf := func(k srcKey) int {
-		if k.fam == 4 {
+		if k.fam == packet.IPv4 {
 			return int(m.Bucket4((*[4]byte)(k.addr[:4]))) + 1
 		}
 		return int(m.Bucket16(&k.addr)) + 1
@@ -529,7 +529,7 @@ func topSources(sources map[srcKey]*counts, m *cluster.Match, normal *Scenario, 
 		var pk srcKey
 		var name string
 		pk.fam = k.fam
-		if k.fam == 4 {
+		if k.fam == packet.IPv4 {
 			copy(pk.addr[:3], k.addr[:3])
 			name = addrString(pk) + "/24"
 		} else {
@@ -598,7 +598,7 @@ func seedSearch(sources map[srcKey]*counts, opts Options) []SeedResult {
 		for j := range ws {
 			w := &ws[j]
 			var b uint32
-			if w.k.fam == 4 {
+			if w.k.fam == packet.IPv4 {
 				b = m.Bucket4((*[4]byte)(w.k.addr[:4]))
 			} else {
 				b = m.Bucket16(&w.k.addr)

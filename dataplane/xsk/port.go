@@ -3,8 +3,6 @@ package xsk
 import (
 	"errors"
 	"fmt"
-	"reflect"
-	"strings"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -84,7 +82,8 @@ func (o PortOptions) Validate() error {
 // Port is an AF_XDP socket on one interface queue (github.com/asavie/xdp),
 // with the library's per-call costs worked around: our own free list of
 // transmit buffers instead of GetDescs' scan, one kick per batch, our own
-// poll, and Transmit's panic on an unexpected errno recovered and counted.
+// poll, and Transmit's panic on an unexpected errno recovered and counted
+// (the library's quirks are worked around in asavie.go).
 type Port struct {
 	name      string
 	sock      *xdp.Socket
@@ -114,26 +113,24 @@ func OpenPort(name string, ifindex, queue int, opts PortOptions) (*Port, error) 
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	// asavie/xdp takes the bind flags from a package variable.
+	var flags uint16
 	switch opts.ZeroCopy {
 	case "on":
-		xdp.DefaultSocketFlags = unix.XDP_ZEROCOPY
+		flags = unix.XDP_ZEROCOPY
 	case "off":
-		xdp.DefaultSocketFlags = unix.XDP_COPY
-	default:
-		xdp.DefaultSocketFlags = 0
+		flags = unix.XDP_COPY
 	}
 	so := &xdp.SocketOptions{
 		NumFrames: opts.NumFrames, FrameSize: opts.FrameSize,
 		FillRingNumDescs: opts.RingSize, CompletionRingNumDescs: opts.RingSize,
 		RxRingNumDescs: opts.RingSize, TxRingNumDescs: opts.RingSize,
 	}
-	sock, err := xdp.NewSocket(ifindex, queue, so)
+	sock, err := newSocket(ifindex, queue, so, flags)
 	// A socket closed a moment ago (a restart) releases its queue
 	// asynchronously: the bind answers EBUSY until it has.
-	for try := 0; err != nil && strings.Contains(err.Error(), "device or resource busy") && try < 20; try++ {
+	for try := 0; isBusy(err) && try < 20; try++ {
 		time.Sleep(50 * time.Millisecond)
-		sock, err = xdp.NewSocket(ifindex, queue, so)
+		sock, err = newSocket(ifindex, queue, so, flags)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("bind xsk to %s queue %d: %w", name, queue, err)
@@ -241,28 +238,22 @@ func (p *Port) Transmit(fs []dataplane.Frame) (queued int) {
 	for _, f := range fs {
 		d = append(d, xdp.Desc{Addr: f.Addr, Len: f.Len})
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			// asavie/xdp panics when sendto fails with an unexpected errno
-			// (e.g. the link went down): the frames are on the ring.
-			p.txErrors.Add(1)
-			p.stall()
-		}
-		for _, f := range fs[:queued] {
-			p.inflight[(p.head+p.count)%len(p.inflight)] = f.Addr
-			p.count++
-		}
-		for _, f := range fs[queued:] {
-			p.txFree = append(p.txFree, f.Addr)
-		}
-		if queued < len(fs) {
-			p.txFull.Add(uint64(len(fs) - queued))
-		}
-	}()
-	free := p.sock.NumFreeTxSlots()
-	queued = min(free, len(d))
+	queued = min(p.sock.NumFreeTxSlots(), len(d))
 	p.kicked = true
-	p.sock.Transmit(d[:queued])
+	if !transmit(p.sock, d[:queued]) {
+		p.txErrors.Add(1)
+		p.stall()
+	}
+	for _, f := range fs[:queued] {
+		p.inflight[(p.head+p.count)%len(p.inflight)] = f.Addr
+		p.count++
+	}
+	for _, f := range fs[queued:] {
+		p.txFree = append(p.txFree, f.Addr)
+	}
+	if queued < len(fs) {
+		p.txFull.Add(uint64(len(fs) - queued))
+	}
 	return queued
 }
 
@@ -344,43 +335,12 @@ func (p *Port) Stats() dataplane.PortStats {
 // Close implements dataplane.Port. asavie/xdp's Close does not unmap the
 // four ring mappings, and a mapping keeps the socket (and its queue) alive
 // until the process exits: no restart could bind the queue again. Unmap
-// them first, from the library's (unexported) ring slices and the kernel's
-// ring offsets.
+// them first (unmapRings).
 func (p *Port) Close() error {
 	if p.sock == nil {
 		return nil
 	}
-	var errs []error
-	var off unix.XDPMmapOffsets
-	size := uint32(unsafe.Sizeof(off))
-	if _, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(p.sock.FD()), unix.SOL_XDP, unix.XDP_MMAP_OFFSETS,
-		uintptr(unsafe.Pointer(&off)), uintptr(unsafe.Pointer(&size)), 0); errno == 0 {
-		v := reflect.ValueOf(p.sock).Elem()
-		for _, r := range []struct {
-			field string
-			desc  uint64 // offset of the descriptors in the mapping
-			entry uintptr
-		}{{"fillRing", off.Fr.Desc, 8}, {"completionRing", off.Cr.Desc, 8}, {"rxRing", off.Rx.Desc, 16}, {"txRing", off.Tx.Desc, 16}} {
-			f := v.FieldByName(r.field).FieldByName("Descs")
-			if !f.IsValid() {
-				continue
-			}
-			hdr := (*struct {
-				data     uintptr
-				len, cap int
-			})(unsafe.Pointer(f.UnsafeAddr()))
-			if hdr.data == 0 {
-				continue
-			}
-			base := hdr.data - uintptr(r.desc)
-			length := uintptr(r.desc) + uintptr(hdr.len)*r.entry
-			if _, _, errno := unix.Syscall(unix.SYS_MUNMAP, base, length, 0); errno != 0 {
-				errs = append(errs, fmt.Errorf("unmap %s ring: %w", r.field, errno))
-			}
-			hdr.data, hdr.len, hdr.cap = 0, 0, 0
-		}
-	}
-	errs = append(errs, p.sock.Close())
+	err := errors.Join(unmapRings(p.sock), p.sock.Close())
 	p.sock = nil
-	return errors.Join(errs...)
+	return err
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
+	"github.com/xdpcluster/xdpcluster/jhash"
 )
 
 // Program verdict counters, indexes of the per-CPU stats map.
@@ -85,7 +86,7 @@ func NewProgram(clusterMAC net.HardwareAddr) (*Program, error) {
 // instructions builds the program. Loads from packet memory are little
 // endian, so the MAC and EtherType constants are byte-swapped here.
 func instructions(mac net.HardwareAddr, xsksFD, statsFD int) asm.Instructions {
-	macLo := int32(uint32(mac[0]) | uint32(mac[1])<<8 | uint32(mac[2])<<16 | uint32(mac[3])<<24)
+	macLo := int32(jhash.Word(mac[0:4]))
 	macHi := int32(uint32(mac[4]) | uint32(mac[5])<<8)
 	const (
 		ipv4 = 0x0008 // 0x0800 as loaded

@@ -17,7 +17,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -420,6 +419,3 @@ func (c *Client) Do(method, path string) (Status, error) {
 	}
 	return s, nil
 }
-
-// Itoa is strconv.Itoa, for callers building query strings.
-func Itoa(n int) string { return strconv.Itoa(n) }

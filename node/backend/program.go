@@ -137,10 +137,6 @@ func step(x, y asm.Register, k int32) asm.Instructions {
 	return append(ins, asm.Sub.Reg32(x, asm.R4))
 }
 
-func le32(b []byte) int32 {
-	return int32(uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24)
-}
-
 // instructions builds the program. Registers: R6 ctx, R7 L3 header, R3
 // data_end, R8 the hash key word, R9 scratch. Packet loads are little
 // endian, so constants are byte-swapped.
@@ -152,7 +148,10 @@ func instructions(clusterMAC, ownMAC net.HardwareAddr, paramsFD, statsFD int) as
 		qinq = 0xa888
 	)
 	R0, R1, R2, R3, R4, R5, R6, R7, R8, R9 := asm.R0, asm.R1, asm.R2, asm.R3, asm.R4, asm.R5, asm.R6, asm.R7, asm.R8, asm.R9
-	// l3 emits R7 = data + off, checked to have n bytes, else "malformed".
+	// l3 emits R7 = data + off, the start of the L3 header. It checks
+	// nothing: the v4 and v6 blocks check that their fixed header (20 or
+	// 40 bytes) fits before data_end before they load from R7, which the
+	// verifier requires of every packet load.
 	l3 := func(off int32) asm.Instructions {
 		return asm.Instructions{asm.Mov.Reg(R7, R2), asm.Add.Imm(R7, off)}
 	}
@@ -164,7 +163,7 @@ func instructions(clusterMAC, ownMAC net.HardwareAddr, paramsFD, statsFD int) as
 		asm.Add.Imm(R4, 14),
 		asm.JGT.Reg(R4, R3, "other"),
 		asm.LoadMem(R5, R2, 0, asm.Word),
-		asm.JNE.Imm32(R5, le32(clusterMAC[0:4]), "other"),
+		asm.JNE.Imm32(R5, int32(jhash.Word(clusterMAC[0:4])), "other"),
 		asm.LoadMem(R5, R2, 4, asm.Half),
 		asm.JNE.Imm32(R5, int32(uint32(clusterMAC[4])|uint32(clusterMAC[5])<<8), "other"),
 		asm.LoadMem(R5, R2, 12, asm.Half),
@@ -291,7 +290,7 @@ func instructions(clusterMAC, ownMAC net.HardwareAddr, paramsFD, statsFD int) as
 		asm.Mov.Reg(R4, R2),
 		asm.Add.Imm(R4, 6),
 		asm.JGT.Reg(R4, R3, "malformed"),
-		asm.StoreImm(R2, 0, int64(uint32(le32(ownMAC[0:4]))), asm.Word),
+		asm.StoreImm(R2, 0, int64(jhash.Word(ownMAC[0:4])), asm.Word),
 		asm.StoreImm(R2, 4, int64(uint32(ownMAC[4])|uint32(ownMAC[5])<<8), asm.Half),
 	)
 	owned := bpfutil.Count(statsFD, StatOwned, "counted_owned")

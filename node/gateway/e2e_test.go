@@ -152,7 +152,7 @@ func startMixed(t testing.TB, cl *netns.Cluster, kernelNode int, backend string)
 			continue
 		}
 		for _, a := range dsts {
-			fam, b := uint8(6), a.As16()
+			fam, b := packet.IPv6, a.As16()
 			if a.Is4() {
 				fam = 4
 				v := a.As4()
@@ -231,7 +231,7 @@ func sourcesByMAC(t *testing.T, file string, server ...netip.Addr) map[netip.Add
 			return
 		}
 		src, dst := netip.AddrFrom16(p.Src), netip.AddrFrom16(p.Dst)
-		if p.Family == 4 {
+		if p.Family == packet.IPv4 {
 			src, dst = netip.AddrFrom4([4]byte(p.Src[:4])), netip.AddrFrom4([4]byte(p.Dst[:4]))
 		}
 		for _, s := range server {

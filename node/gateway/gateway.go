@@ -25,6 +25,7 @@ import (
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
 	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 	"github.com/xdpcluster/xdpcluster/node"
+	"github.com/xdpcluster/xdpcluster/packet"
 )
 
 // Config configures Start.
@@ -120,9 +121,9 @@ func Start(cfg Config) (g *Gateway, err error) {
 	ct := cfg.Conntrack
 	// Tag runs once per new connection (not per packet): store its bucket
 	// and count it for the node that owns it.
-	ct.Tag = func(fam uint8, orig [16]byte) uint8 {
+	ct.Tag = func(fam packet.Family, orig [16]byte) uint8 {
 		var b uint32
-		if fam == 4 {
+		if fam == packet.IPv4 {
 			b = m.Bucket4((*[4]byte)(orig[:4]))
 		} else {
 			b = m.Bucket16(&orig)
@@ -248,7 +249,9 @@ func (g *Gateway) followKernel() error {
 	if err := netlink.NeighSubscribe(neighs, g.done); err != nil {
 		return fmt.Errorf("subscribe to neighbour changes: %w", err)
 	}
+	g.resolver.followNeighbours()
 	go func() {
+		defer g.resolver.unfollowNeighbours() // the events stop here
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		dirty := false
@@ -259,10 +262,11 @@ func (g *Gateway) followKernel() error {
 					return
 				}
 				dirty = true
-			case _, ok := <-neighs:
+			case u, ok := <-neighs:
 				if !ok {
 					return
 				}
+				g.resolver.neighbourEvent(u)
 				dirty = true
 			case <-tick.C:
 				if dirty {

@@ -12,24 +12,42 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/packet"
 )
 
 // NetlinkResolver answers routes from the kernel's routing and neighbour
 // tables (so operators keep using `ip route` and `ip neigh`). When the next
 // hop's MAC is unknown it asks the kernel to resolve it (NTF_USE) and
 // reports NoNeighbour; the worker retries shortly. It is safe for
-// concurrent use; each call costs netlink round trips, which is why the
-// workers cache its answers.
+// concurrent use; each call costs a netlink round trip (the route lookup),
+// which is why the workers cache its answers.
+//
+// The resolver keeps the data interfaces' neighbours in a map (next hop
+// to MAC), filled from one neighbour dump. While it follows the kernel's
+// neighbour events (followNeighbours, then each event to neighbourEvent:
+// the Gateway does this) the map stays fresh and a miss costs one route
+// lookup and a map read; otherwise every miss dumps the table again.
 type NetlinkResolver struct {
 	h      *netlink.Handle
 	ifaces map[int]int // kernel link index -> dataplane interface index
-	mu     sync.Mutex
+	mu     sync.Mutex  // the handle, and the fields below
+
+	neigh     map[neighKey][6]byte // usable neighbours of the data interfaces
+	following bool                 // neighbour events keep neigh fresh
+	stale     bool                 // neigh must be dumped again before use
+	dumps     int                  // neighbour dumps made (for tests)
+}
+
+// neighKey is a neighbour: link and address (IPv4 unmapped).
+type neighKey struct {
+	link int
+	ip   netip.Addr
 }
 
 // NewNetlinkResolver uses handle h (of the node's network namespace) and
 // maps the kernel's link indexes to the dataplane's interfaces.
 func NewNetlinkResolver(h *netlink.Handle, linkIndexes []int) *NetlinkResolver {
-	r := &NetlinkResolver{h: h, ifaces: map[int]int{}}
+	r := &NetlinkResolver{h: h, ifaces: map[int]int{}, neigh: map[neighKey][6]byte{}, stale: true}
 	for i, li := range linkIndexes {
 		r.ifaces[li] = i
 	}
@@ -41,12 +59,12 @@ const neighUsable = netlink.NUD_REACHABLE | netlink.NUD_STALE | netlink.NUD_DELA
 	netlink.NUD_PERMANENT | netlink.NUD_NOARP
 
 // Resolve implements dataplane.Resolver.
-func (r *NetlinkResolver) Resolve(family uint8, dst [16]byte) dataplane.Route {
+func (r *NetlinkResolver) Resolve(family packet.Family, dst [16]byte) dataplane.Route {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ip := net.IP(dst[:16])
 	fam := netlink.FAMILY_V6
-	if family == 4 {
+	if family == packet.IPv4 {
 		ip = net.IP(dst[:4])
 		fam = netlink.FAMILY_V4
 	}
@@ -66,19 +84,82 @@ func (r *NetlinkResolver) Resolve(family uint8, dst [16]byte) dataplane.Route {
 	if rt.Gw != nil {
 		nh = rt.Gw
 	}
-	neighs, err := r.h.NeighList(rt.LinkIndex, fam)
-	if err == nil {
-		for _, n := range neighs {
-			if n.IP.Equal(nh) && n.State&neighUsable != 0 && len(n.HardwareAddr) == 6 {
-				out := dataplane.Route{Iface: idx, Verdict: dataplane.Forwarded}
-				copy(out.NextHop[:], n.HardwareAddr)
-				return out
-			}
-		}
+	if mac, ok := r.neighbour(rt.LinkIndex, nh); ok {
+		return dataplane.Route{Iface: idx, Verdict: dataplane.Forwarded, NextHop: mac}
 	}
 	// Ask the kernel to resolve it; the packet is dropped meanwhile.
 	r.h.NeighSet(&netlink.Neigh{LinkIndex: rt.LinkIndex, Family: fam, IP: nh, State: netlink.NUD_NONE, Flags: netlink.NTF_USE})
 	return dataplane.Route{Iface: idx, Verdict: dataplane.NoNeighbour}
+}
+
+// neighbour returns the MAC of a usable neighbour (r.mu held), dumping the
+// neighbour table first when the map is stale.
+func (r *NetlinkResolver) neighbour(link int, ip net.IP) ([6]byte, bool) {
+	k, ok := neighKeyOf(link, ip)
+	if !ok {
+		return [6]byte{}, false
+	}
+	if r.stale {
+		r.dumps++
+		if neighs, err := r.h.NeighList(0, netlink.FAMILY_ALL); err == nil {
+			clear(r.neigh)
+			for i := range neighs {
+				r.apply(unix.RTM_NEWNEIGH, &neighs[i])
+			}
+			r.stale = !r.following
+		}
+	}
+	mac, ok := r.neigh[k]
+	return mac, ok
+}
+
+func neighKeyOf(link int, ip net.IP) (neighKey, bool) {
+	a, ok := netip.AddrFromSlice(ip)
+	return neighKey{link, a.Unmap()}, ok
+}
+
+// apply records a neighbour message (r.mu held): a usable neighbour of a
+// data interface is added or updated, anything else removed.
+func (r *NetlinkResolver) apply(typ uint16, n *netlink.Neigh) {
+	if _, ok := r.ifaces[n.LinkIndex]; !ok {
+		return
+	}
+	k, ok := neighKeyOf(n.LinkIndex, n.IP)
+	if !ok {
+		return
+	}
+	if typ == unix.RTM_NEWNEIGH && n.State&neighUsable != 0 && len(n.HardwareAddr) == 6 {
+		r.neigh[k] = [6]byte(n.HardwareAddr)
+		return
+	}
+	delete(r.neigh, k)
+}
+
+// followNeighbours says that from now on every neighbour event of the
+// namespace reaches neighbourEvent (call it once subscribed, before the
+// first event is handled): the map is dumped once more, then kept fresh by
+// the events alone.
+func (r *NetlinkResolver) followNeighbours() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.following, r.stale = true, true
+}
+
+// unfollowNeighbours says the events stopped (the subscription ended):
+// every miss dumps the table again.
+func (r *NetlinkResolver) unfollowNeighbours() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.following, r.stale = false, true
+}
+
+// neighbourEvent applies one neighbour event to the map.
+func (r *NetlinkResolver) neighbourEvent(u netlink.NeighUpdate) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.stale {
+		r.apply(u.Type, &u.Neigh)
+	}
 }
 
 // routeError names why the kernel's route lookup failed: the errno of a
@@ -172,11 +253,11 @@ func newKernelSender() (*kernelSender, error) {
 	return &kernelSender{fd4: fd4, fd6: fd6}, nil
 }
 
-func (k *kernelSender) send(family uint8, ip []byte) {
+func (k *kernelSender) send(family packet.Family, ip []byte) {
 	var err error
-	if family == 4 && len(ip) >= 20 {
+	if family == packet.IPv4 && len(ip) >= 20 {
 		err = unix.Sendto(k.fd4, ip, 0, &unix.SockaddrInet4{Addr: [4]byte(ip[16:20])})
-	} else if family == 6 && len(ip) >= 40 {
+	} else if family == packet.IPv6 && len(ip) >= 40 {
 		err = unix.Sendto(k.fd6, ip, 0, &unix.SockaddrInet6{Addr: [16]byte(ip[24:40])})
 	}
 	if err != nil {

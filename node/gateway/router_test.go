@@ -11,7 +11,6 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-	"github.com/vishvananda/netlink"
 
 	"github.com/xdpcluster/xdpcluster/dataplane"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
@@ -347,34 +346,11 @@ func kernelRouterForwards(t *testing.T) map[int]bool {
 // that does not forward as its own verdict (the kernel is asked, with
 // real routes of every type), and a unicast route as forwarded.
 func TestResolverRouteTypes(t *testing.T) {
-	ns := nstest.New(t, "xc-rtype")
-	nstest.Run(t, ns, "ip", "link", "add", "dpa", "type", "veth", "peer", "name", "dpb")
-	for _, dev := range []string{"dpa", "dpb"} {
-		nstest.Run(t, ns, "ip", "link", "set", dev, "up")
-	}
-	nstest.Run(t, ns, "ip", "addr", "add", "203.0.113.2/24", "dev", "dpa")
-	nstest.Run(t, ns, "ip", "addr", "add", "2001:db8:200::2/64", "dev", "dpa", "nodad")
+	ns := gateway.ResolverNamespace(t, "xc-rtype")
 	nstest.Run(t, ns, "ip", "neigh", "add", "203.0.113.80", "lladdr", "02:00:00:00:00:80", "dev", "dpa", "nud", "permanent")
 	nstest.Run(t, ns, "ip", "route", "add", "anycast", "192.0.2.192/26", "dev", "dpa")
 	addRouterRoutes(t, ns)
-	var r *gateway.NetlinkResolver
-	var idx int
-	if err := ns.Do(func() error {
-		h, err := netlink.NewHandle()
-		if err != nil {
-			return err
-		}
-		t.Cleanup(h.Close)
-		l, err := h.LinkByName("dpa")
-		if err != nil {
-			return err
-		}
-		idx = l.Attrs().Index
-		r = gateway.NewNetlinkResolver(h, []int{idx})
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	r := gateway.ResolverIn(t, ns, "dpa")
 	for _, c := range []struct {
 		dst  string
 		want dataplane.Verdict
@@ -395,14 +371,7 @@ func TestResolverRouteTypes(t *testing.T) {
 		{"2001:db8:302::1", dataplane.RouteUnreachable},
 		{"2001:db8:303::1", dataplane.RouteProhibit},
 	} {
-		a := netip.MustParseAddr(c.dst)
-		fam, b := uint8(6), a.As16()
-		if a.Is4() {
-			fam, b = 4, [16]byte{}
-			v := a.As4()
-			copy(b[:], v[:])
-		}
-		if got := r.Resolve(fam, b); got.Verdict != c.want {
+		if got := gateway.ResolveAddr(r, netip.MustParseAddr(c.dst)); got.Verdict != c.want {
 			t.Errorf("%s: %s, want %s", c.dst, got.Verdict, c.want)
 		}
 	}
