@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -84,6 +85,9 @@ type Interface struct {
 	ClusterMAC       string   `yaml:"cluster_mac"`
 	ClusterAddresses []string `yaml:"cluster_addresses"`
 	NDMAC            string   `yaml:"nd_mac,omitempty"`
+	// NewConnections (gateway role, default true): whether packets
+	// arriving here may open connections. false on the servers' side.
+	NewConnections *bool `yaml:"new_connections,omitempty"`
 }
 
 // Timeouts override the kernel's default conntrack timeouts. Each key is
@@ -335,6 +339,12 @@ func (c *Config) interfaces() ([]node.Interface, []error) {
 		if ifc.NDMAC != "" {
 			n.NDMAC = parseMAC(ifc.NDMAC)
 		}
+		if ifc.NewConnections != nil && !*ifc.NewConnections {
+			if c.Role == "backend" {
+				errs = append(errs, fmt.Errorf("interfaces[%d].new_connections false: only for role gateway (a back-end server decides in XDP, without connection tracking)", i))
+			}
+			n.NoNewConnections = true
+		}
 		for j, s := range ifc.ClusterAddresses {
 			a, err := netip.ParseAddr(s)
 			switch {
@@ -347,6 +357,9 @@ func (c *Config) interfaces() ([]node.Interface, []error) {
 			}
 		}
 		out = append(out, n)
+	}
+	if len(out) > 0 && !slices.ContainsFunc(out, func(n node.Interface) bool { return !n.NoNewConnections }) {
+		errs = append(errs, errors.New("interfaces: new_connections is false on every interface, so no connection could ever open: allow it on the clients' side"))
 	}
 	var fe *node.FieldError
 	switch err := node.Validate(out); {

@@ -16,6 +16,20 @@ const BatchSize = 64
 // cache misses overlap instead of following one another. len(out) must be
 // at least len(ps); batches above BatchSize are handled in chunks.
 func (t *Table) TrackBatch(ps []*packet.Parsed, now int64, out []Result) {
+	t.trackBatch(ps, now, out, false)
+}
+
+// TrackBatchExisting is TrackBatch for packets that may not open
+// connections (they arrived on an interface where new connections are
+// refused): a packet of a known connection, or RELATED to one, is tracked
+// as usual; one that would open a connection opens none and is INVALID
+// with reason NewRefused. Like `-i IF -m conntrack --ctstate NEW -j DROP`
+// in front of the cluster rules, except that nothing is created at all.
+func (t *Table) TrackBatchExisting(ps []*packet.Parsed, now int64, out []Result) {
+	t.trackBatch(ps, now, out, true)
+}
+
+func (t *Table) trackBatch(ps []*packet.Parsed, now int64, out []Result, noNew bool) {
 	for len(ps) > 0 {
 		n := min(len(ps), BatchSize)
 		// Hash first, then touch in a tight loop: the fewer instructions
@@ -24,6 +38,7 @@ func (t *Table) TrackBatch(ps []*packet.Parsed, now int64, out []Result) {
 		for i, p := range ps[:n] {
 			if simple(p) {
 				t.setFlow(&fs[i], &p.Tuple, p.HasPorts)
+				fs[i].noNew = noNew
 			}
 		}
 		var sink uint64

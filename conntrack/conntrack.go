@@ -82,6 +82,9 @@ const (
 	TableFull // table_full
 	// Not an IP packet
 	NotIP // not_ip
+	// Would open a connection, but arrived where new connections are
+	// refused (TrackBatchExisting): only packets of known connections pass
+	NewRefused // new_refused
 
 	// NumReasons is the number of reasons (untyped: not a Reason).
 	NumReasons = iota
@@ -186,6 +189,7 @@ type flow struct {
 	k      key
 	h      uint64
 	srcIsA bool
+	noNew  bool // refuse to open a connection (TrackBatchExisting)
 }
 
 // setFlow computes a flow in place (no copy of the key).
@@ -368,6 +372,10 @@ func stateOf(e *entry) State {
 // no room.
 func (t *Table) create(sh *shard, f *flow, state uint8, timeout, now int64, r *Result) {
 	k, h := &f.k, f.h
+	if f.noNew {
+		*r = Result{Reason: NewRefused}
+		return
+	}
 	if sh.n >= sh.limit && !sh.earlyDrop(h, now) {
 		sh.full++
 		*r = Result{Reason: TableFull}

@@ -25,7 +25,7 @@ func checkNames[T interface {
 func TestNames(t *testing.T) {
 	states := []string{"INVALID", "NEW", "ESTABLISHED", "RELATED", "UNTRACKED"}
 	reasons := []string{"none", "tcp_no_syn", "tcp_bad_flags", "tcp_bad_transition", "icmp_not_new",
-		"icmp_error_no_conn", "icmp_error_mismatch", "icmp_error_bad_inner", "fragment_without_head", "table_full", "not_ip"}
+		"icmp_error_no_conn", "icmp_error_mismatch", "icmp_error_bad_inner", "fragment_without_head", "table_full", "not_ip", "new_refused"}
 	tcp := []string{"NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2"}
 	if len(states) != NumStates || len(reasons) != NumReasons || len(tcp) != numTCPStates {
 		t.Fatalf("named here: %d states, %d reasons, %d TCP states; declared %d, %d, %d",

@@ -41,11 +41,12 @@ func _() {
 	_ = x[FragNoHead-8]
 	_ = x[TableFull-9]
 	_ = x[NotIP-10]
+	_ = x[NewRefused-11]
 }
 
-const _Reason_name = "nonetcp_no_syntcp_bad_flagstcp_bad_transitionicmp_not_newicmp_error_no_connicmp_error_mismatchicmp_error_bad_innerfragment_without_headtable_fullnot_ip"
+const _Reason_name = "nonetcp_no_syntcp_bad_flagstcp_bad_transitionicmp_not_newicmp_error_no_connicmp_error_mismatchicmp_error_bad_innerfragment_without_headtable_fullnot_ipnew_refused"
 
-var _Reason_index = [...]uint8{0, 4, 14, 27, 45, 57, 75, 94, 114, 135, 145, 151}
+var _Reason_index = [...]uint8{0, 4, 14, 27, 45, 57, 75, 94, 114, 135, 145, 151, 162}
 
 func (i Reason) String() string {
 	idx := int(i) - 0

@@ -132,6 +132,10 @@ type Iface struct {
 	Name  string
 	MAC   [6]byte // own MAC: the source of forwarded frames
 	Ports []Port  // by queue
+	// NoNewConnections: packets arriving here never open a connection
+	// (conntrack.Table.TrackBatchExisting); only those of connections
+	// opened on another interface, or RELATED to one, pass.
+	NoNewConnections bool
 }
 
 // Config are the dataplane's parts.

@@ -138,7 +138,11 @@ func (w *worker) batch(in int, p Port, frames []Frame, m *cluster.Match) {
 			w.dMal[r]++
 		}
 	}
-	w.d.cfg.Tracker.TrackBatch(w.tracked, now, w.results)
+	if w.d.cfg.Ifaces[in].NoNewConnections {
+		w.d.cfg.Tracker.TrackBatchExisting(w.tracked, now, w.results)
+	} else {
+		w.d.cfg.Tracker.TrackBatch(w.tracked, now, w.results)
+	}
 	for j, pp := range w.tracked {
 		f := frames[w.idx[j]]
 		res := &w.results[j]

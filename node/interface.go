@@ -19,6 +19,13 @@ type Interface struct {
 	ClusterMAC net.HardwareAddr
 	IPv4, IPv6 []netip.Addr
 	NDMAC      net.HardwareAddr // optional: the MAC advertised for IPv6
+	// NoNewConnections (gateway role): packets arriving on this interface
+	// never open a connection, only packets of connections opened on
+	// another interface pass (for the side the servers are on). Besides
+	// the policy, it keeps a node that sees a UDP reply before its request
+	// (the two sides are drained independently) from tracking the reply
+	// as a connection of its own.
+	NoNewConnections bool
 }
 
 // Addrs returns the cluster addresses, IPv4 first.

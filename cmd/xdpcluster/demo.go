@@ -107,9 +107,13 @@ func runDemo(e env, args []string) int {
 	for i, nsn := range cl.Nodes {
 		cfg := config.Defaults()
 		cfg.Cluster = config.Cluster{TotalNodes: config.Number(*nodes), LocalNode: config.Number(i + 1), HashSeed: config.Number(seed), Hash: "xt_cluster"}
+		// The servers never open connections: back refuses new ones, so a
+		// node that drains back before front (and sees a UDP reply before
+		// its request) cannot take the reply for a connection of its own.
+		refuse := false
 		cfg.Interfaces = []config.Interface{
 			{Name: "front", ClusterMAC: cl.FrontMAC.String(), ClusterAddresses: []string{cl.ClusterFront4.String(), cl.ClusterFront6.String()}},
-			{Name: "back", ClusterMAC: cl.BackMAC.String(), ClusterAddresses: []string{cl.ClusterBack4.String(), cl.ClusterBack6.String()}},
+			{Name: "back", ClusterMAC: cl.BackMAC.String(), ClusterAddresses: []string{cl.ClusterBack4.String(), cl.ClusterBack6.String()}, NewConnections: &refuse},
 		}
 		cfg.Metrics.Listen = fmt.Sprintf("127.0.0.1:%d", *port+i)
 		cfg.Control.Socket = fmt.Sprintf("%s/node%d.sock", dir, i+1)

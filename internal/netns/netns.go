@@ -195,6 +195,19 @@ func (ns *NS) EchoServers(tcpAddr, udpAddr string) (stop func(), err error) {
 	}, nil
 }
 
+// ListenUDP opens a UDP socket on addr inside the namespace.
+func (ns *NS) ListenUDP(addr netip.AddrPort) (*net.UDPConn, error) {
+	var c *net.UDPConn
+	err := ns.Do(func() (err error) {
+		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen udp %s in %s: %w", addr, ns.Name, err)
+	}
+	return c, nil
+}
+
 // Dial opens a connection ("tcp" or "udp") from local, an address of the
 // namespace, to remote; the socket lives in the namespace.
 func (ns *NS) Dial(network string, local netip.Addr, remote netip.AddrPort, timeout time.Duration) (net.Conn, error) {

@@ -349,7 +349,7 @@ func (g *Gateway) openXDP(h *netlink.Handle, cfg Config) ([]dataplane.Iface, err
 			return nil, fmt.Errorf("interface %s: %w", ic.Name, err)
 		}
 		g.programs = append(g.programs, prog)
-		ifc := dataplane.Iface{Name: ic.Name}
+		ifc := dataplane.Iface{Name: ic.Name, NoNewConnections: ic.NoNewConnections}
 		copy(ifc.MAC[:], link.Attrs().HardwareAddr)
 		for q, p := range perIface[i][:queues] {
 			if err := prog.Register(q, p.FD()); err != nil {
@@ -384,7 +384,7 @@ func (g *Gateway) openPacket(h *netlink.Handle, cfg Config) ([]dataplane.Iface, 
 			return nil, err
 		}
 		g.ports = append(g.ports, p)
-		ifc := dataplane.Iface{Name: ic.Name, Ports: []dataplane.Port{p}}
+		ifc := dataplane.Iface{Name: ic.Name, Ports: []dataplane.Port{p}, NoNewConnections: ic.NoNewConnections}
 		copy(ifc.MAC[:], link.Attrs().HardwareAddr)
 		g.modes = append(g.modes, "afpacket, 1 queue")
 		ifaces = append(ifaces, ifc)
