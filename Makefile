@@ -29,15 +29,18 @@ fmt-check:
 no-binaries:
 	@scripts/check-no-binaries.sh
 
-# The generated files (String methods: stringer, at the version the
-# //go:generate lines pin, fetched through the module proxy; go build never
-# needs it). generate-check fails when the committed ones are stale.
+# The generated files: String methods (stringer) and the XDP programs'
+# objects and Go bindings (bpf2go compiles bpf/*.c with clang and strips
+# them with llvm-strip), each tool at the version the //go:generate lines
+# pin, fetched through the module proxy; go build never needs them.
+# generate-check fails when the committed ones are stale.
+GENERATED := '*_string.go' '*_bpfel.go' '*_bpfel.o' '*_bpfel_test.go' '*_bpfel_test.o'
 generate:
 	$(GO) generate ./...
 
 generate-check: generate
-	@git diff --exit-code -- '*_string.go' || { echo "generated files changed: run make generate and commit them"; exit 1; }
-	@new=$$(git ls-files --others --exclude-standard -- '*_string.go'); \
+	@git diff --exit-code --stat -- $(GENERATED) || { echo "generated files changed: run make generate and commit them"; exit 1; }
+	@new=$$(git ls-files --others --exclude-standard -- $(GENERATED)); \
 	if [ -n "$$new" ]; then echo "generated files not committed:"; echo "$$new"; exit 1; fi
 
 vet:

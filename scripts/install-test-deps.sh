@@ -14,6 +14,8 @@ declare -A pkg_of=(
   [ping]=iputils-ping
   [ethtool]=ethtool
   [prometheus]=prometheus
+  [clang]=clang          # make generate: bpf2go compiles bpf/*.c
+  [llvm-strip]=llvm      # ... and strips the objects' DWARF
 )
 
 missing=()

@@ -1,6 +1,7 @@
 // Package xsk holds the AF_XDP side of the dataplane: our XDP program,
-// built in Go with cilium/ebpf's assembler (no clang at run time), and
-// the AF_XDP port that the workers read and write.
+// written in C (bpf/xsk.c) and compiled ahead of time with cilium/ebpf's
+// bpf2go (the object and its Go bindings are committed: no clang at build
+// or run time), and the AF_XDP port that the workers read and write.
 //
 // The program, attached to each data interface, sends IPv4 and IPv6 frames
 // addressed to that interface's cluster MAC (untagged or behind one or two
@@ -19,14 +20,17 @@ import (
 	"net"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
-	"github.com/xdpcluster/xdpcluster/jhash"
 )
 
-// Program verdict counters, indexes of the per-CPU stats map.
+// The program's object and bindings (program_bpfel.o, program_bpfel.go):
+// `make generate` rebuilds them with clang.
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target bpfel -output-stem program bpf ../../bpf/xsk.c -- -mcpu=v3 -Wall -Werror
+
+// Program verdict counters, indexes of the per-CPU stats map (bpf/xsk.c's
+// STAT_ enum).
 const (
 	StatToXSK    = iota // cluster-MAC IP frames sent to the AF_XDP socket
 	StatNoSocket        // ... whose queue had no socket: passed to the kernel
@@ -37,7 +41,8 @@ const (
 // StatNames are the counters' metric labels.
 var StatNames = [NumStats]string{"to_xsk", "no_socket", "passed"}
 
-// MaxQueues bounds the queue indexes the program's socket map holds.
+// MaxQueues bounds the queue indexes the program's socket map holds
+// (bpf/xsk.c's MAX_QUEUES).
 const MaxQueues = 256
 
 const (
@@ -60,95 +65,28 @@ func NewProgram(clusterMAC net.HardwareAddr) (*Program, error) {
 	if len(clusterMAC) != 6 {
 		return nil, fmt.Errorf("cluster MAC %q: want 6 bytes", clusterMAC)
 	}
-	xsks, err := ebpf.NewMap(&ebpf.MapSpec{Name: "xc_xsks", Type: ebpf.XSKMap, KeySize: 4, ValueSize: 4, MaxEntries: MaxQueues})
+	spec, err := loadBpf()
 	if err != nil {
-		return nil, fmt.Errorf("create XSK map: %w (needs CAP_BPF/root)", err)
+		return nil, fmt.Errorf("read XDP program object: %w", err)
 	}
-	stats, err := ebpf.NewMap(&ebpf.MapSpec{Name: "xc_stats", Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: NumStats})
-	if err != nil {
-		xsks.Close()
-		return nil, fmt.Errorf("create stats map: %w", err)
+	if err := spec.Variables[bpfVarClusterMac].Set(macVar(clusterMAC)); err != nil {
+		return nil, fmt.Errorf("set the program's cluster MAC: %w", err)
 	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "xdpcluster",
-		Type:         ebpf.XDP,
-		License:      "Dual BSD/GPL",
-		Instructions: instructions(clusterMAC, xsks.FD(), stats.FD()),
-	})
-	if err != nil {
-		xsks.Close()
-		stats.Close()
-		return nil, fmt.Errorf("load XDP program: %w", err)
+	var objs struct {
+		bpfPrograms
+		bpfMaps
 	}
-	return &Program{Prog: prog, xsks: xsks, stats: stats, mac: clusterMAC}, nil
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		return nil, fmt.Errorf("load XDP program: %w (needs CAP_BPF/root)", err)
+	}
+	return &Program{Prog: objs.Xdpcluster, xsks: objs.XcXsks, stats: objs.XcStats, mac: clusterMAC}, nil
 }
 
-// instructions builds the program. Loads from packet memory are little
-// endian, so the MAC and EtherType constants are byte-swapped here.
-func instructions(mac net.HardwareAddr, xsksFD, statsFD int) asm.Instructions {
-	macLo := int32(jhash.Word(mac[0:4]))
-	macHi := int32(uint32(mac[4]) | uint32(mac[5])<<8)
-	const (
-		ipv4 = 0x0008 // 0x0800 as loaded
-		ipv6 = 0xdd86 // 0x86dd
-		vlan = 0x0081 // 0x8100
-		qinq = 0xa888 // 0x88a8
-	)
-	ins := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),              // ctx
-		asm.LoadMem(asm.R2, asm.R6, 0, asm.Word), // data
-		asm.LoadMem(asm.R3, asm.R6, 4, asm.Word), // data_end
-		asm.Mov.Reg(asm.R4, asm.R2),
-		asm.Add.Imm(asm.R4, 14),
-		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
-		asm.LoadMem(asm.R5, asm.R2, 0, asm.Word),
-		asm.JNE.Imm32(asm.R5, macLo, "pass"),
-		asm.LoadMem(asm.R5, asm.R2, 4, asm.Half),
-		asm.JNE.Imm32(asm.R5, macHi, "pass"),
-		asm.LoadMem(asm.R5, asm.R2, 12, asm.Half),
-		asm.JEq.Imm(asm.R5, ipv4, "xsk"),
-		asm.JEq.Imm(asm.R5, ipv6, "xsk"),
-		asm.JEq.Imm(asm.R5, vlan, "tag1"),
-		asm.JEq.Imm(asm.R5, qinq, "tag1"),
-		asm.Ja.Label("pass"),
-		// One tag: the EtherType after it.
-		asm.Mov.Reg(asm.R4, asm.R2).WithSymbol("tag1"),
-		asm.Add.Imm(asm.R4, 18),
-		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
-		asm.LoadMem(asm.R5, asm.R2, 16, asm.Half),
-		asm.JEq.Imm(asm.R5, ipv4, "xsk"),
-		asm.JEq.Imm(asm.R5, ipv6, "xsk"),
-		asm.JNE.Imm(asm.R5, vlan, "pass"),
-		// Two tags.
-		asm.Mov.Reg(asm.R4, asm.R2),
-		asm.Add.Imm(asm.R4, 22),
-		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
-		asm.LoadMem(asm.R5, asm.R2, 20, asm.Half),
-		asm.JEq.Imm(asm.R5, ipv4, "xsk"),
-		asm.JEq.Imm(asm.R5, ipv6, "xsk"),
-		asm.Ja.Label("pass"),
-	}
-	toXSK := bpfutil.Count(statsFD, StatToXSK, "counted_xsk")
-	toXSK[0] = toXSK[0].WithSymbol("xsk")
-	ins = append(ins, toXSK...)
-	ins = append(ins,
-		asm.LoadMapPtr(asm.R1, xsksFD),
-		asm.LoadMem(asm.R2, asm.R6, 16, asm.Word), // rx_queue_index
-		asm.Mov.Imm(asm.R3, xdpPass),              // no socket: pass to the kernel
-		asm.FnRedirectMap.Call(),
-		asm.JNE.Imm(asm.R0, xdpPass, "out"),
-		asm.Mov.Reg(asm.R7, asm.R0),
-	)
-	ins = append(ins, bpfutil.Count(statsFD, StatNoSocket, "counted_nosock")...)
-	ins = append(ins,
-		asm.Mov.Reg(asm.R0, asm.R7),
-		asm.Return().WithSymbol("out"),
-	)
-	pass := bpfutil.Count(statsFD, StatPassed, "counted_pass")
-	pass[0] = pass[0].WithSymbol("pass")
-	ins = append(ins, pass...)
-	ins = append(ins, asm.Mov.Imm(asm.R0, xdpPass), asm.Return())
-	return ins
+// macVar is a MAC address as the program's struct xc_mac (bpf/parse.h)
+// holds it: its six bytes as in the frame, then two of padding.
+func macVar(mac net.HardwareAddr) (v [8]byte) {
+	copy(v[:], mac)
+	return v
 }
 
 // Attach attaches the program to the interface as a bpf_link in mode

@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The few kernel ABI definitions xdpcluster's XDP programs use, written
+ * out so the build needs clang only (no libbpf, no multiarch asm/ headers
+ * for the bpf target). Values are the kernel UAPI's (linux/bpf.h,
+ * linux/if_ether.h, linux/in.h), which never change.
+ */
+#ifndef XC_BPF_H
+#define XC_BPF_H
+
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+typedef __u16 __be16;
+typedef __u32 __be32;
+
+/* struct xdp_md, the XDP program's context (linux/bpf.h). */
+struct xdp_md {
+	__u32 data;
+	__u32 data_end;
+	__u32 data_meta;
+	__u32 ingress_ifindex;
+	__u32 rx_queue_index;
+	__u32 egress_ifindex;
+};
+
+enum xdp_action {
+	XDP_ABORTED = 0,
+	XDP_DROP,
+	XDP_PASS,
+	XDP_TX,
+	XDP_REDIRECT,
+};
+
+enum {
+	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_XSKMAP = 17,
+};
+
+/* Sections, map definitions in BTF style (as libbpf and cilium/ebpf read them). */
+#define SEC(name) __attribute__((section(name), used))
+#define __uint(name, val) int (*name)[val]
+#define __type(name, val) typeof(val) *name
+#define __always_inline inline __attribute__((always_inline))
+
+/* Helpers, by their number in linux/bpf.h's __BPF_FUNC_MAPPER. */
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+/* Byte order: BPF programs are built for little-endian hosts (bpfel). */
+#define bpf_htons(x) ((__be16)__builtin_bswap16(x))
+
+/* A per-CPU array of __u64 counters, one per verdict. */
+#define XC_STATS_MAP(name, n)                                  \
+	struct {                                               \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);       \
+		__uint(max_entries, n);                        \
+		__type(key, __u32);                            \
+		__type(value, __u64);                          \
+	} name SEC(".maps")
+
+static __always_inline void xc_count(void *stats, __u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(stats, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+#endif
