@@ -17,13 +17,14 @@ import (
 // restart of the daemon (with loose pickup off, a node that forgot a
 // connection finds its packets INVALID).
 //
-// Format, little-endian, version 1:
+// Format, little-endian, version 2:
 //
 //	header  48 bytes: magic "XCCTSNAP", version u32, record size u32,
 //	        total nodes u32, seed u32, hash mode u8, 3 zero bytes,
 //	        4 zero bytes, save time (Unix ns, wall clock) i64, count u64
 //	records count × 56 bytes: key (5 × u64), remaining lifetime (ns) i64,
-//	        age (ms) u32, state u8, flags u8, tag u8, a zero byte
+//	        age (ms) u32 (TCP: the entry's sequence field as it is), state u8,
+//	        flags u8, tag u8, a zero byte
 //	trailer CRC-32C u32 of the header and the records
 //
 // Lifetimes are stored as what remains at the save, not as times of the
@@ -65,13 +66,13 @@ var (
 
 const (
 	snapMagic      = "XCCTSNAP"
-	snapVersion    = 1
+	snapVersion    = 2 // 2: TCP records keep the born field as it is
 	snapHeaderSize = 48
 	snapRecordSize = 56
 	// snapFutureSlack tolerates a save time slightly ahead of the reader's
 	// wall clock (a small step back of the clock).
 	snapFutureSlack = time.Second
-	knownFlags      = flagOrigA | flagSeenReply | flagAssured | flagCloseInit | flagLastRst | flagLastReply
+	knownFlags      = flagOrigA | flagSeenReply | flagAssured | flagCloseInit | flagLastRst | flagLastReply | flagLastSyn | flagChallenge
 	maxAgeMs        = 1 << 31
 )
 
@@ -133,7 +134,7 @@ func (t *Table) WriteSnapshot(w io.Writer, p SnapshotParams, now int64, wall tim
 				binary.LittleEndian.PutUint64(rec[8*k:], v)
 			}
 			binary.LittleEndian.PutUint64(rec[40:], uint64(s.e.expires-now))
-			binary.LittleEndian.PutUint32(rec[48:], min(nowMs-s.e.born, maxAgeMs))
+			binary.LittleEndian.PutUint32(rec[48:], bornField(&s.k, s.e.born, nowMs))
 			rec[52], rec[53], rec[54], rec[55] = s.e.state, s.e.flags, s.e.tag, 0
 			bw.Write(rec[:])
 		}
@@ -266,7 +267,11 @@ func (t *Table) readSnapshot(r io.Reader, p SnapshotParams, now int64, wall time
 			continue
 		}
 		e.expires = now + remaining
-		e.born = nowMs - min(age+gapMs, maxAgeMs)
+		if isTCP(&k) {
+			e.born = age // TCP keeps sequence state there, not a time
+		} else {
+			e.born = nowMs - min(age+gapMs, maxAgeMs)
+		}
 		h := k.hash(&t.seed)
 		sh := t.shardOf(h)
 		// No per-shard limit here: this table's seed spreads the entries
@@ -313,7 +318,7 @@ func validRecord(k *key, e *entry, remaining int64, age uint32, pad uint8, p Sna
 		return errors.New("key sides out of order")
 	case remaining <= 0:
 		return fmt.Errorf("remaining lifetime %d ns", remaining)
-	case age > maxAgeMs:
+	case proto != packet.ProtoTCP && age > maxAgeMs:
 		return fmt.Errorf("age %d ms", age)
 	case e.flags&^knownFlags != 0:
 		return fmt.Errorf("flags %#x", e.flags)
@@ -325,6 +330,20 @@ func validRecord(k *key, e *entry, remaining int64, age uint32, pad uint8, p Sna
 		return fmt.Errorf("tag %d for %d nodes", e.tag, p.TotalNodes)
 	}
 	return nil
+}
+
+// isTCP reports whether k is a TCP connection's key.
+func isTCP(k *key) bool { return uint8(k.w[4]>>32) == packet.ProtoTCP }
+
+// bornField is what a record stores of an entry's born field: for TCP the
+// field itself (the tracker keeps the end sequence number of an ignored
+// SYN there, which must survive a restart unchanged); for the others the
+// entry's age in milliseconds, so a restore can shift it by the downtime.
+func bornField(k *key, born, nowMs uint32) uint32 {
+	if isTCP(k) {
+		return born
+	}
+	return min(nowMs-born, maxAgeMs)
 }
 
 // keyOrdered reports whether side a sorts before or equal to side b, as

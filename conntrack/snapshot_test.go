@@ -150,7 +150,7 @@ func TestSnapshotRefused(t *testing.T) {
 		{name: "other hash mode", data: good, params: SnapshotParams{TotalNodes: 3, Seed: 0xdeadbeef, Hash: 1}, want: ErrSnapshotParams},
 		{name: "too old", data: good, after: DefaultSnapshotMaxAge + time.Second, want: ErrSnapshotStale, msg: "ago"},
 		{name: "from the future", data: good, after: -time.Minute, want: ErrSnapshotStale, msg: "future"},
-		{name: "unknown version", data: edit(func(b []byte) []byte { b[8] = 2; return b }), want: ErrSnapshotVersion, msg: "version 2"},
+		{name: "unknown version", data: edit(func(b []byte) []byte { b[8] = 3; return b }), want: ErrSnapshotVersion, msg: "version 3"},
 		{name: "not a snapshot", data: []byte(strings.Repeat("x", 100)), want: ErrSnapshotCorrupt, msg: "magic"},
 		{name: "empty", data: nil, want: ErrSnapshotCorrupt, msg: "header truncated"},
 		{name: "truncated header", data: good[:20], want: ErrSnapshotCorrupt, msg: "header truncated"},
@@ -270,5 +270,46 @@ func TestSnapshotFullTable(t *testing.T) {
 	info, err := nw.ReadSnapshot(bytes.NewReader(snapshot(t, old, 0)), snapParams, 0, snapWall, 0)
 	if err != nil || info.Restored != 2000 || nw.Len() != 2000 {
 		t.Fatalf("restored %+v, %v; table %d, want 2000", info, err, nw.Len())
+	}
+}
+
+// TestSnapshotKeepsTCPSequenceField: for TCP the entry's born field holds
+// the end sequence number of an ignored SYN (the kernel's last_end), not a
+// time. A restore must give it back unchanged, not shifted as an age, so
+// the SYN/ACK answering that SYN still resynchronises the connection.
+func TestSnapshotKeepsTCPSequenceField(t *testing.T) {
+	old := tagTable(t, 0)
+	t0 := int64(time.Hour)
+	est := established(old, 1, t0)
+	// The server resets the established connection, then the client's new
+	// SYN on the same ports is ignored (the entry is in CLOSE) and its end
+	// sequence number kept.
+	rst := pkt(false, s, packet.ProtoTCP, RST)
+	rst.Tuple = est
+	rst.Src, rst.Dst, rst.SrcPort, rst.DstPort = est.Dst, est.Src, est.DstPort, est.SrcPort
+	old.Track(rst, t0+1)
+	syn := pkt(false, c, packet.ProtoTCP, SYN)
+	syn.Tuple = est
+	syn.Seq = 0x7000_0000
+	old.Track(syn, t0+2)
+	born := func(tb *Table, now int64) uint32 {
+		var k key
+		e, _, ok := tb.lookup(&k, &est, now)
+		if !ok {
+			t.Fatal("connection not found")
+		}
+		return e.born
+	}
+	want := born(old, t0+3)
+	if want != 0x7000_0001 {
+		t.Skipf("the tracker kept %#x for the ignored SYN, not its end sequence: nothing to carry", want)
+	}
+	data := snapshot(t, old, t0+int64(time.Second))
+	nw := tagTable(t, 0)
+	if _, err := nw.ReadSnapshot(bytes.NewReader(data), snapParams, int64(time.Millisecond), snapWall.Add(2*time.Second), 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := born(nw, 2*int64(time.Millisecond)); got != want {
+		t.Fatalf("restored sequence field %#x, want %#x", got, want)
 	}
 }
