@@ -401,9 +401,11 @@ func Run(r io.Reader, opts Options) (*Report, error) {
 	rep.Conntrack = tb.Stats()
 	rep.Connections = rep.Conntrack.Inserts
 	n := int(opts.TotalNodes)
+	// Options.Validate (above) checked every node number: NodeMask cannot
+	// fail here.
 	masks := make([]uint32, n)
 	for i := range masks {
-		masks[i] = 1 << i
+		masks[i], _ = cluster.NodeMask(uint64(i+1), uint64(n))
 	}
 	rep.Normal = scenario("normal", n, opts.Seed, masks, nil, buckets[:n])
 	if len(opts.Takeovers) > 0 {
@@ -411,7 +413,8 @@ func Run(r io.Reader, opts Options) (*Report, error) {
 		failed := map[int]bool{}
 		var names []string
 		for _, t := range opts.Takeovers {
-			fm[t.By-1] |= 1 << (t.Failed - 1)
+			m, _ := cluster.NodeMask(uint64(t.Failed), uint64(n))
+			fm[t.By-1] |= m
 			failed[t.Failed] = true
 			names = append(names, fmt.Sprintf("node %d failed, node %d takes its share", t.Failed, t.By))
 		}
