@@ -51,6 +51,8 @@ var (
 	localDesc = desc("local_node", "1 for each node number whose share this node serves.", "node")
 	infoDesc  = desc("build_info", "Build information.", "version", "goversion", "hash")
 	modeDesc  = desc("interface_info", "Data interfaces and their dataplane modes.", "interface", "mode")
+
+	followRestartsDesc = desc("kernel_follow_restarts_total", "Kernel route/neighbour subscriptions that ended unexpectedly (e.g. ENOBUFS) and were made again.")
 )
 
 // Collector is a prometheus.Collector over one gateway.
@@ -66,7 +68,7 @@ func New(gw *gateway.Gateway, version string) *Collector { return &Collector{gw:
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, ownerDesc, invalidDesc, malformedDesc, batchDesc,
 		connsDesc, ctEntriesDesc, ctMaxDesc, ctInsertsDesc, ctExpiredDesc, ctEvictedDesc, ctFullDesc, ctReopenedDesc,
-		ringDesc, xdpDesc, arpDesc, maskDesc, totalDesc, localDesc, infoDesc, modeDesc} {
+		ringDesc, xdpDesc, arpDesc, maskDesc, totalDesc, localDesc, infoDesc, modeDesc, followRestartsDesc} {
 		ch <- d
 	}
 }
@@ -133,6 +135,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for n := 0; n < int(m.TotalNodes); n++ {
 		counter(connsDesc, c.gw.NewConns(n), strconv.Itoa(n+1))
 	}
+	counter(followRestartsDesc, c.gw.KernelFollowRestarts())
 	st := c.gw.Tracker().Stats()
 	gauge(ctEntriesDesc, float64(st.Entries))
 	gauge(ctMaxDesc, float64(c.gw.Tracker().Config().MaxEntries))

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/xdpcluster/xdpcluster/arp"
 	"github.com/xdpcluster/xdpcluster/cluster"
@@ -84,7 +85,11 @@ type Gateway struct {
 	once     sync.Once
 	closeErr error
 	done     chan struct{}
-	sender   *kernelSender
+	// followed is closed when following the kernel stopped (after done).
+	followed       chan struct{}
+	ns             netns.NsHandle // the node's namespace (followKernel)
+	followRestarts atomic.Uint64
+	sender         *kernelSender
 	// clusterAddrs are the cluster addresses of every interface: the
 	// node's own, like its kernel's (see refreshLocal).
 	clusterAddrs []netip.Addr
@@ -110,7 +115,7 @@ func Start(cfg Config) (g *Gateway, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlink: %w", err)
 	}
-	g = &Gateway{handle: h, log: log, cfg: cfg}
+	g = &Gateway{handle: h, log: log, cfg: cfg, ns: netns.None()}
 	defer func() {
 		if err != nil {
 			g.Close()
@@ -238,51 +243,197 @@ func (g *Gateway) Modes() []string { return slices.Clone(g.modes) }
 
 // followKernel flushes the workers' route caches when the kernel's routes
 // or neighbours change, at most every 100 ms (neighbour states change
-// often). The netlink sockets belong to the calling thread's namespace.
+// often), and keeps the node's own addresses and the resolver's neighbour
+// map fresh. The netlink sockets belong to the calling thread's namespace,
+// which is kept (g.ns) so that a subscription that ends unexpectedly (the
+// library closes it on any receive error, e.g. ENOBUFS under neighbour
+// churn) is logged, counted (KernelFollowRestarts) and made again in the
+// same namespace after a short back-off, with everything it feeds dumped
+// again.
 func (g *Gateway) followKernel() error {
 	g.done = make(chan struct{})
-	routes := make(chan netlink.RouteUpdate, 256)
-	neighs := make(chan netlink.NeighUpdate, 256)
-	if err := netlink.RouteSubscribe(routes, g.done); err != nil {
-		return fmt.Errorf("subscribe to route changes: %w", err)
+	ns, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("follow the kernel: the node's network namespace: %w", err)
 	}
-	if err := netlink.NeighSubscribe(neighs, g.done); err != nil {
-		return fmt.Errorf("subscribe to neighbour changes: %w", err)
+	g.ns = ns
+	s, err := g.subscribeKernel()
+	if err != nil {
+		return err
 	}
 	g.resolver.followNeighbours()
-	go func() {
-		defer g.resolver.unfollowNeighbours() // the events stop here
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		dirty := false
-		for {
-			select {
-			case _, ok := <-routes:
-				if !ok {
-					return
-				}
-				dirty = true
-			case u, ok := <-neighs:
-				if !ok {
-					return
-				}
-				g.resolver.neighbourEvent(u)
-				dirty = true
-			case <-tick.C:
-				if dirty {
-					g.dp.FlushRoutes()
-					if err := g.refreshLocal(); err != nil {
-						g.log.Warn("dataplane: the node's own addresses are not updated", "error", err)
-					}
-					dirty = false
-				}
-			case <-g.done:
-				return
-			}
-		}
-	}()
+	g.followed = make(chan struct{})
+	go g.follow(s)
 	return nil
 }
+
+// followBuffer is the receive buffer of each kernel subscription
+// (SO_RCVBUFFORCE: above net.core.rmem_max, the daemon has CAP_NET_ADMIN),
+// large enough for bursts of neighbour events.
+const followBuffer = 4 << 20
+
+// followBackoff bounds the wait before a subscription is made again: it
+// starts at the minimum and doubles while subscriptions keep failing
+// quickly, so that a persistent failure cannot spin.
+const (
+	followBackoffMin = 100 * time.Millisecond
+	followBackoffMax = 5 * time.Second
+)
+
+// subscribeRoutes and subscribeNeighs make the kernel subscriptions (tests
+// replace them to end one).
+var (
+	subscribeRoutes = netlink.RouteSubscribeWithOptions
+	subscribeNeighs = netlink.NeighSubscribeWithOptions
+)
+
+// kernelSub is one pair of subscriptions, routes and neighbours, ended
+// together by closing done.
+type kernelSub struct {
+	done   chan struct{}
+	routes chan netlink.RouteUpdate
+	neighs chan netlink.NeighUpdate
+	// which subscriptions were made (their channels close once done is).
+	routesOn, neighsOn bool
+	mu                 sync.Mutex
+	err                error // the last error the library reported
+}
+
+func (s *kernelSub) setErr(err error) {
+	s.mu.Lock()
+	s.err = err
+	s.mu.Unlock()
+}
+
+func (s *kernelSub) lastErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		return errors.New("no error reported")
+	}
+	return s.err
+}
+
+// stop ends both subscriptions and waits until the library's goroutines
+// have closed their channels (they may be blocked sending to them).
+func (s *kernelSub) stop() {
+	close(s.done)
+	if s.routesOn {
+		for range s.routes {
+		}
+	}
+	if s.neighsOn {
+		for range s.neighs {
+		}
+	}
+}
+
+// subscribeKernel subscribes to route and neighbour events in g.ns.
+func (g *Gateway) subscribeKernel() (*kernelSub, error) {
+	s := &kernelSub{done: make(chan struct{}), routes: make(chan netlink.RouteUpdate, 256), neighs: make(chan netlink.NeighUpdate, 256)}
+	cb := func(err error) {
+		s.setErr(err)
+		g.log.Debug("kernel subscription error", "error", err)
+	}
+	if err := subscribeRoutes(s.routes, s.done, netlink.RouteSubscribeOptions{Namespace: &g.ns, ErrorCallback: cb,
+		ReceiveBufferSize: followBuffer, ReceiveBufferForceSize: true}); err != nil {
+		s.stop()
+		return nil, fmt.Errorf("subscribe to route changes: %w", err)
+	}
+	s.routesOn = true
+	if err := subscribeNeighs(s.neighs, s.done, netlink.NeighSubscribeOptions{Namespace: &g.ns, ErrorCallback: cb,
+		ReceiveBufferSize: followBuffer, ReceiveBufferForceSize: true}); err != nil {
+		s.stop()
+		return nil, fmt.Errorf("subscribe to neighbour changes: %w", err)
+	}
+	s.neighsOn = true
+	return s, nil
+}
+
+// follow handles the events of s, and of the subscriptions that replace it,
+// until Close.
+func (g *Gateway) follow(s *kernelSub) {
+	defer close(g.followed)
+	defer func() {
+		g.resolver.unfollowNeighbours() // the events stop here
+		if s != nil {
+			s.stop()
+		}
+	}()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	dirty := false
+	backoff := followBackoffMin
+	since := time.Now()
+	for {
+		ended := ""
+		select {
+		case _, ok := <-s.routes:
+			if !ok {
+				ended = "route"
+				break
+			}
+			dirty = true
+		case u, ok := <-s.neighs:
+			if !ok {
+				ended = "neighbour"
+				break
+			}
+			g.resolver.neighbourEvent(u)
+			dirty = true
+		case <-tick.C:
+			if dirty {
+				g.kernelChanged()
+				dirty = false
+			}
+		case <-g.done:
+			return
+		}
+		if ended == "" {
+			continue
+		}
+		// The subscription ended without Close: the events are lost from
+		// here until a new one is made, so the resolver dumps on every
+		// miss meanwhile, and what the events fed is read again after.
+		g.followRestarts.Add(1)
+		g.resolver.unfollowNeighbours()
+		g.log.Warn("kernel following stopped, subscribing again", "subscription", ended, "error", s.lastErr(), "after", time.Since(since).Round(time.Millisecond))
+		s.stop()
+		s = nil
+		if time.Since(since) > 10*followBackoffMax {
+			backoff = followBackoffMin
+		}
+		for s == nil {
+			select {
+			case <-g.done:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, followBackoffMax)
+			var err error
+			if s, err = g.subscribeKernel(); err != nil {
+				g.log.Warn("kernel following: subscribe again", "error", err, "retry_in", backoff)
+			}
+		}
+		since = time.Now()
+		g.resolver.followNeighbours()
+		g.kernelChanged()
+		dirty = false
+	}
+}
+
+// kernelChanged flushes the workers' route caches and reads the node's own
+// addresses again.
+func (g *Gateway) kernelChanged() {
+	g.dp.FlushRoutes()
+	if err := g.refreshLocal(); err != nil {
+		g.log.Warn("dataplane: the node's own addresses are not updated", "error", err)
+	}
+}
+
+// KernelFollowRestarts counts the kernel subscriptions (route and
+// neighbour events) that ended unexpectedly and were made again.
+func (g *Gateway) KernelFollowRestarts() uint64 { return g.followRestarts.Load() }
 
 // watchPorts logs, with the port (interface and queue), every increase of
 // a port's error counters: TX failures (e.g. the link went down), frames
@@ -414,6 +565,12 @@ func (g *Gateway) close() error {
 	var errs []error
 	if g.done != nil {
 		close(g.done)
+	}
+	if g.followed != nil {
+		<-g.followed
+	}
+	if g.ns.IsOpen() {
+		g.ns.Close()
 	}
 	for _, r := range g.responders {
 		errs = append(errs, r.Close())
