@@ -41,6 +41,8 @@ var (
 	ctEvictedDesc  = desc("conntrack_evictions_total", "Connections evicted early to make room.")
 	ctFullDesc     = desc("conntrack_table_full_total", "New connections refused: table full of assured connections.")
 	ctReopenedDesc = desc("conntrack_reopened_total", "TCP connections reopened by a SYN.")
+	ctResetDesc    = desc("conntrack_reset_total", "TCP connections deleted by a RST before any reply (a refused SYN), as the kernel does.")
+	ctFragEvDesc   = desc("conntrack_fragment_evictions_total", "First-fragment records dropped to make room (their later fragments become INVALID).")
 
 	ringDesc = desc("ring_events_total", "Ring health events per port (interface/queue): rx_dropped, rx_invalid_descs, tx_invalid_descs, tx_errors, tx_ring_full, fill_ring_empty.", "port", "event")
 	xdpDesc  = desc("xdp_packets_total", "Verdicts of the XDP program: to_xsk, no_socket, passed (to the kernel).", "interface", "verdict")
@@ -67,7 +69,7 @@ func New(gw *gateway.Gateway, version string) *Collector { return &Collector{gw:
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, ownerDesc, invalidDesc, malformedDesc, batchDesc,
-		connsDesc, ctEntriesDesc, ctMaxDesc, ctInsertsDesc, ctExpiredDesc, ctEvictedDesc, ctFullDesc, ctReopenedDesc,
+		connsDesc, ctEntriesDesc, ctMaxDesc, ctInsertsDesc, ctExpiredDesc, ctEvictedDesc, ctFullDesc, ctReopenedDesc, ctResetDesc, ctFragEvDesc,
 		ringDesc, xdpDesc, arpDesc, maskDesc, totalDesc, localDesc, infoDesc, modeDesc, followRestartsDesc} {
 		ch <- d
 	}
@@ -144,6 +146,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ctEvictedDesc, st.Evicted)
 	counter(ctFullDesc, st.TableFull)
 	counter(ctReopenedDesc, st.Reopened)
+	counter(ctResetDesc, st.Reset)
+	counter(ctFragEvDesc, st.FragEvicted)
 	for _, ifc := range dp.Ifaces() {
 		for _, p := range ifc.Ports {
 			s := p.Stats()

@@ -84,7 +84,7 @@ func TestDaemon(t *testing.T) {
 		`xdpcluster_bytes_total{interface="back",verdict="foreign"}`,
 		`xdpcluster_owner_packets_total{interface="front",node="2"}`,
 		`xdpcluster_invalid_packets_total{interface="front",reason="tcp_no_syn"}`,
-		`xdpcluster_conntrack_entries`, `xdpcluster_conntrack_max_entries 1.048576e+06`,
+		`xdpcluster_conntrack_entries`, `xdpcluster_conntrack_max_entries 1.048576e+06`, `xdpcluster_conntrack_reset_total`, `xdpcluster_conntrack_fragment_evictions_total`, `xdpcluster_kernel_follow_restarts_total 0`,
 		`xdpcluster_ring_events_total{event="tx_errors",port="back/q0"}`,
 		`xdpcluster_xdp_packets_total{interface="front",verdict="passed"}`,
 		`xdpcluster_neighbour_messages_total{event="announcements",interface="front",protocol="any"} 2`,
