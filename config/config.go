@@ -29,6 +29,7 @@ import (
 
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/conntrack"
+	"github.com/xdpcluster/xdpcluster/dataplane"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
 	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 	"github.com/xdpcluster/xdpcluster/node"
@@ -451,7 +452,7 @@ type Settings struct {
 	Match      cluster.Match
 	Interfaces []node.Interface
 	Conntrack  conntrack.Config
-	IO         string             // auto | afxdp | afpacket
+	IO         dataplane.IO
 	XDPMode    bpfutil.AttachMode // zero (auto): native, else generic
 	Port       xsk.PortOptions
 	Queues     int // 0: every RX queue
@@ -471,7 +472,7 @@ func (s *Settings) YAML() string { return s.file.YAML() }
 // Settings validates the configuration and converts it, reporting every
 // problem by its key.
 func (c *Config) Settings() (*Settings, error) {
-	s := &Settings{Role: c.Role, IO: c.Dataplane.IO, StateDir: c.StateDir, MetricsListen: c.Metrics.Listen,
+	s := &Settings{Role: c.Role, IO: dataplane.IO(c.Dataplane.IO), StateDir: c.StateDir, MetricsListen: c.Metrics.Listen,
 		ControlSocket: c.Control.Socket, Log: c.Log, file: *c}
 	var errs []error
 	if c.Role != "gateway" && c.Role != "backend" {
@@ -495,13 +496,14 @@ func (c *Config) Settings() (*Settings, error) {
 		}
 		errs = append(errs, fmt.Errorf("%s %q: must be one of %s", key, v, strings.Join(allowed, ", ")))
 	}
-	oneOf("dataplane.io", c.Dataplane.IO, "auto", "afxdp", "afpacket")
+	if err := dataplane.IO(c.Dataplane.IO).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("dataplane.io %w", err))
+	}
 	if m, err := bpfutil.ParseAttachMode(c.Dataplane.XDPMode); err != nil {
 		errs = append(errs, fmt.Errorf("dataplane.xdp_mode: %w", err))
 	} else {
 		s.XDPMode = m
 	}
-	oneOf("dataplane.zero_copy", c.Dataplane.ZeroCopy, "auto", "on", "off")
 	if c.Dataplane.BatchSize < 1 || c.Dataplane.BatchSize > 64 {
 		errs = append(errs, fmt.Errorf("dataplane.batch_size %d: must be 1..64", c.Dataplane.BatchSize))
 	}
@@ -550,7 +552,7 @@ func (c *Config) portOptions() xsk.PortOptions {
 		return int(min(n, 1<<40))
 	}
 	d := c.Dataplane
-	return xsk.PortOptions{NumFrames: clamp(d.Frames), FrameSize: clamp(d.FrameSize), RingSize: clamp(d.RingSize), ZeroCopy: d.ZeroCopy}
+	return xsk.PortOptions{NumFrames: clamp(d.Frames), FrameSize: clamp(d.FrameSize), RingSize: clamp(d.RingSize), ZeroCopy: xsk.ZeroCopy(d.ZeroCopy)}
 }
 
 // checkPort validates the AF_XDP sizes with the dataplane's own rule
@@ -570,7 +572,7 @@ func (c *Config) checkPort(o xsk.PortOptions) error {
 	case "ring_size":
 		return fmt.Errorf("dataplane.ring_size %d: %s", d.RingSize, strings.ReplaceAll(oe.Rule, "num_frames", "frames"))
 	case "zero_copy":
-		return nil // checked with the other one-of keys
+		return fmt.Errorf("dataplane.zero_copy %q: %s", d.ZeroCopy, oe.Rule)
 	}
 	return fmt.Errorf("dataplane: %w", err)
 }

@@ -127,6 +127,25 @@ type Resolver interface {
 	Resolve(family packet.Family, dst [16]byte) Route
 }
 
+// IO is the packet I/O a gateway's ports use.
+type IO string
+
+// Packet I/O kinds, as the configuration (dataplane.io) spells them.
+const (
+	IOAuto     IO = "auto"     // AF_XDP, else raw sockets with a warning saying why ("" too)
+	IOAFXDP    IO = "afxdp"    // AF_XDP or fail
+	IOAFPacket IO = "afpacket" // raw sockets (TPACKET_V2 rings)
+)
+
+// Validate reports an IO that is none of the kinds.
+func (io IO) Validate() error {
+	switch io {
+	case "", IOAuto, IOAFXDP, IOAFPacket:
+		return nil
+	}
+	return fmt.Errorf("%q: must be one of auto, afxdp, afpacket", string(io))
+}
+
 // Iface is one data interface.
 type Iface struct {
 	Name  string

@@ -332,7 +332,7 @@ func startGateway(t *topo, ioKind string, r rings) *gateway.Gateway {
 	must(t.dut.Do(func() (err error) {
 		g, err = gateway.Start(gateway.Config{
 			Interfaces: []node.Interface{{Name: "in0", ClusterMAC: clusterMAC}, {Name: "out0", ClusterMAC: backMAC}},
-			Match:      match, IO: ioKind, Port: r.xsk, Packet: r.packet,
+			Match:      match, IO: dataplane.IO(ioKind), Port: r.xsk, Packet: r.packet,
 			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		})
 		return err

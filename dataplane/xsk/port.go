@@ -18,10 +18,21 @@ type PortOptions struct {
 	NumFrames int // frames in the UMEM: half for receiving, half for sending
 	FrameSize int
 	RingSize  int // entries of each of the four rings
-	// ZeroCopy is "" or "auto" (zero-copy where the driver can, copy
-	// otherwise), "on" (zero-copy or fail) or "off" (copy mode).
-	ZeroCopy string
+	// ZeroCopy: zero-copy where the driver can, or forced on or off.
+	ZeroCopy ZeroCopy
 }
+
+// ZeroCopy is the AF_XDP bind mode: "" or ZeroCopyAuto (zero-copy where
+// the driver can, copy otherwise), ZeroCopyOn (zero-copy or fail),
+// ZeroCopyOff (copy mode). PortOptions.Validate refuses anything else.
+type ZeroCopy string
+
+// Zero-copy modes, as the configuration spells them.
+const (
+	ZeroCopyAuto ZeroCopy = "auto"
+	ZeroCopyOn   ZeroCopy = "on"
+	ZeroCopyOff  ZeroCopy = "off"
+)
 
 // DefaultPortOptions are thousands of frames, not the library's 128.
 func DefaultPortOptions() PortOptions {
@@ -73,7 +84,9 @@ func (o PortOptions) Validate() error {
 	if o.RingSize > o.NumFrames/2 {
 		return &OptionError{"ring_size", o.RingSize, fmt.Sprintf("must be at most num_frames/2 (%d)", o.NumFrames/2)}
 	}
-	if o.ZeroCopy != "" && o.ZeroCopy != "auto" && o.ZeroCopy != "on" && o.ZeroCopy != "off" {
+	switch o.ZeroCopy {
+	case "", ZeroCopyAuto, ZeroCopyOn, ZeroCopyOff:
+	default:
 		return &OptionError{"zero_copy", fmt.Sprintf("%q", o.ZeroCopy), "must be one of auto, on, off"}
 	}
 	return nil
@@ -115,9 +128,9 @@ func OpenPort(name string, ifindex, queue int, opts PortOptions) (*Port, error) 
 	}
 	var flags uint16
 	switch opts.ZeroCopy {
-	case "on":
+	case ZeroCopyOn:
 		flags = unix.XDP_ZEROCOPY
-	case "off":
+	case ZeroCopyOff:
 		flags = unix.XDP_COPY
 	}
 	so := &xdp.SocketOptions{

@@ -52,7 +52,7 @@ func benchDirect(b *testing.B, backend string) {
 	if err := dut.Do(func() (err error) {
 		gw, err = gateway.Start(gateway.Config{
 			Interfaces: []xnode.Interface{{Name: "in0", ClusterMAC: clusterMAC}, {Name: "out0", ClusterMAC: net.HardwareAddr{1, 0, 0x5e, 0, 1, 2}}},
-			Match:      match, IO: backend, Port: xsk.PortOptions{NumFrames: 8192, FrameSize: 2048, RingSize: 4096},
+			Match:      match, IO: dataplane.IO(backend), Port: xsk.PortOptions{NumFrames: 8192, FrameSize: 2048, RingSize: 4096},
 		})
 		return err
 	}); err != nil {

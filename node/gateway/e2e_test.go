@@ -112,7 +112,7 @@ func startMixed(t testing.TB, cl *netns.Cluster, kernelNode int, backend string)
 			n.gw, err = gateway.Start(gateway.Config{
 				Interfaces: interfaces(cl),
 				Match:      n.match,
-				IO:         backend,
+				IO:         dataplane.IO(backend),
 				Logger:     testLogger,
 				Port:       xsk.PortOptions{NumFrames: 4096, FrameSize: 2048, RingSize: 2048},
 			})

@@ -34,9 +34,9 @@ type Config struct {
 	Interfaces []node.Interface
 	Match      cluster.Match
 	Conntrack  conntrack.Config
-	// IO is the packet I/O: "afxdp", "afpacket" (raw sockets) or "auto"
-	// (the default): AF_XDP, else raw sockets with a warning saying why.
-	IO     string
+	// IO is the packet I/O (zero: dataplane.IOAuto, AF_XDP, else raw
+	// sockets with a warning saying why).
+	IO     dataplane.IO
 	Port   xsk.PortOptions  // zero: xsk.DefaultPortOptions
 	Packet afpacket.Options // zero: afpacket.DefaultOptions
 	// XDPMode is how our program attaches (zero: bpfutil.ModeAuto).
@@ -149,18 +149,18 @@ func Start(cfg Config) (g *Gateway, err error) {
 	}
 	var ifaces []dataplane.Iface
 	switch cfg.IO {
-	case "afxdp":
+	case dataplane.IOAFXDP:
 		ifaces, err = g.openXDP(h, cfg)
-	case "afpacket":
+	case dataplane.IOAFPacket:
 		ifaces, err = g.openPacket(h, cfg)
-	case "", "auto":
+	case "", dataplane.IOAuto:
 		if ifaces, err = g.openXDP(h, cfg); err != nil {
 			log.Warn("AF_XDP cannot be set up; falling back to the raw-socket (AF_PACKET) backend, which is slower", "error", err)
 			g.closePorts()
 			ifaces, err = g.openPacket(h, cfg)
 		}
 	default:
-		return g, fmt.Errorf("dataplane io %q: must be afxdp, afpacket or auto", cfg.IO)
+		return g, fmt.Errorf("dataplane io %w", cfg.IO.Validate())
 	}
 	if err != nil {
 		return g, err

@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/dataplane"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
 	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
@@ -28,7 +29,7 @@ func TestBackendChoice(t *testing.T) {
 		err := ns.Do(func() (err error) {
 			g, err = gateway.Start(gateway.Config{
 				Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: mac}},
-				Match:      cluster.LocalNode(2, 1, 1), IO: backend, Port: bad,
+				Match:      cluster.LocalNode(2, 1, 1), IO: dataplane.IO(backend), Port: bad,
 			})
 			return err
 		})
