@@ -83,6 +83,13 @@ CAP_NET_RAW, CAP_BPF, CAP_SYS_ADMIN for older kernels, CAP_IPC_LOCK).`)
 	log.Info("starting", "version", version, "config", *path, "role", cfg.Role, "pid", os.Getpid())
 	d := daemon.New(*path, cfg, log)
 	d.Version = version
+	// Claim the control socket before touching the host: a control.socket
+	// path that cannot be used stops the start with nothing changed (no
+	// XDP program, no addresses, no sysctls, no snapshot consumed).
+	if err := d.ListenControl(); err != nil {
+		log.Error("cannot start", "error", err)
+		return exitFail
+	}
 	if err := d.StartDataplane(); err != nil {
 		log.Error("cannot start", "error", err)
 		d.Stop()

@@ -237,6 +237,43 @@ func TestRunSignalsDuringStart(t *testing.T) {
 	})
 }
 
+// TestRunControlSocketRefusedFirst: a control.socket naming a regular
+// file stops the start before the node touches the host: exit 1 with the
+// message, no "node started", nothing attached, no address on lo, the
+// sysctls and the file as they were, state_dir not even created.
+func TestRunControlSocketRefusedFirst(t *testing.T) {
+	nstest.Require(t)
+	bin := buildBinary(t)
+	cl := nstest.Cluster(t, "xc-sock", netns.ClusterOptions{Nodes: 1, Clients4: 1, Clients6: 1})
+	operatorSysctls(t, cl)
+	clean := hostState(t, cl)
+	dir := t.TempDir()
+	cfg, sock, stateDir := backendConfig(t, cl, dir)
+	if err := os.WriteFile(sock, []byte("keep me\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startRun(t, cl.Nodes[0], bin, cfg)
+	if code := p.wait(t, 10*time.Second); code != exitFail {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitFail, p.logs())
+	}
+	want := "cannot start\" error=\"control.socket " + sock + ": exists and is a regular file"
+	if !strings.Contains(p.logs(), want) {
+		t.Errorf("log does not say %q:\n%s", want, p.logs())
+	}
+	if strings.Contains(p.logs(), "node started") {
+		t.Errorf("the node started before the control socket was refused:\n%s", p.logs())
+	}
+	if got := hostState(t, cl); got != clean {
+		t.Errorf("the host changed:\n%s\nwant\n%s", got, clean)
+	}
+	if _, err := os.Stat(stateDir); err == nil {
+		t.Errorf("state_dir %s was created: the back end started before the control socket was checked", stateDir)
+	}
+	if b, err := os.ReadFile(sock); err != nil || string(b) != "keep me\n" {
+		t.Errorf("the file at control.socket changed: %q %v", b, err)
+	}
+}
+
 // TestRunBackendKilled: a back-end daemon killed with SIGKILL leaves the
 // cluster addresses on lo and its ARP sysctls; the next start undoes them
 // (and says so), and its stop leaves the namespace as the operator had it.
