@@ -330,12 +330,31 @@ func TestRunBackendKilled(t *testing.T) {
 		t.Errorf("state_dir after a clean stop: %v", ents)
 	}
 
-	// The record lost: the marked addresses are still ours.
+	// The record lost: the marked addresses are still ours, so the killed
+	// run was ours; the sysctl values it replaced are unknown, so the ones
+	// still at the back end's values (1, 2) go back to the kernel default
+	// 0, with a WARN saying so.
 	kill()
 	os.RemoveAll(stateDir)
-	got := restartStop(true)
-	if lo := nstest.Run(t, cl.Nodes[0], "ip", "addr", "show", "lo"); strings.Contains(lo, cl.ClusterFront4.String()) || strings.Contains(lo, cl.ClusterFront6.String()) {
-		t.Errorf("without the record, the killed run's addresses stayed on lo after restart and stop:\n%s\n%s", lo, got)
+	p := startRun(t, cl.Nodes[0], bin, cfg)
+	p.waitLog(t, "node started", 10*time.Second)
+	for _, w := range []string{
+		"level=WARN msg=\"undid the changes of a previous back-end run",
+		"level=WARN msg=\"a previous back-end run left its addresses on lo but no record of the sysctl values it replaced: the operator's values are unknown",
+		"reset=\"net/ipv4/conf/front/arp_ignore=0, net/ipv4/conf/front/arp_announce=0\"",
+	} {
+		if !strings.Contains(p.logs(), w) {
+			t.Errorf("without the record, the restart did not log %q:\n%s", w, p.logs())
+		}
+	}
+	waitStatus(t, p, sock)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM:\n%s", code, p.logs())
+	}
+	reset := fmt.Sprintf("lo has %s: false\nlo has %s: false\narp_ignore=0\narp_announce=0\nxdp on front: false\n", cl.ClusterFront4, cl.ClusterFront6)
+	if got := hostState(t, cl); got != reset {
+		t.Errorf("without the record, after restart and stop:\n%s\nwant the addresses gone and the sysctls at the kernel default\n%s", got, reset)
 	}
 }
 
