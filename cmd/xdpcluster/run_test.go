@@ -41,9 +41,12 @@ type proc struct {
 	err  error // once done
 }
 
-func startRun(t *testing.T, ns *netns.NS, bin, cfg string) *proc {
+func startRun(t *testing.T, ns *netns.NS, bin, cfg string, env ...string) *proc {
 	t.Helper()
 	p := &proc{cmd: exec.Command("ip", "netns", "exec", ns.Name, bin, "run", "--config", cfg), done: make(chan struct{})}
+	if len(env) > 0 {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -197,10 +200,20 @@ func TestRunSignalsDuringStart(t *testing.T) {
 	operatorSysctls(t, cl)
 	clean := hostState(t, cl)
 
+	// The test hook holds the start for 2 s after "starting", so the
+	// signal lands during start however loaded the machine is.
+	hold := "XDPCLUSTER_TEST_HOLD_START=2s"
+	duringStart := func(t *testing.T, p *proc) {
+		t.Helper()
+		p.waitLog(t, "msg=\"test hook: holding the start\"", 10*time.Second)
+		if strings.Contains(p.logs(), "node started") {
+			t.Fatalf("the node started before the signal was sent:\n%s", p.logs())
+		}
+	}
 	t.Run("SIGHUP", func(t *testing.T) {
 		cfg, sock, _ := backendConfig(t, cl, t.TempDir())
-		p := startRun(t, cl.Nodes[0], bin, cfg)
-		p.waitLog(t, "msg=starting", 10*time.Second)
+		p := startRun(t, cl.Nodes[0], bin, cfg, hold)
+		duringStart(t, p)
 		p.cmd.Process.Signal(syscall.SIGHUP)
 		p.waitLog(t, "configuration reloaded", 10*time.Second)
 		if !strings.Contains(p.logs(), "applying the reload requested during start") {
@@ -219,13 +232,13 @@ func TestRunSignalsDuringStart(t *testing.T) {
 	})
 	t.Run("SIGTERM", func(t *testing.T) {
 		cfg, sock, _ := backendConfig(t, cl, t.TempDir())
-		p := startRun(t, cl.Nodes[0], bin, cfg)
-		p.waitLog(t, "msg=starting", 10*time.Second)
+		p := startRun(t, cl.Nodes[0], bin, cfg, hold)
+		duringStart(t, p)
 		p.cmd.Process.Signal(syscall.SIGTERM)
 		if code := p.wait(t, 10*time.Second); code != 0 {
 			t.Fatalf("exit %d after a SIGTERM during start:\n%s", code, p.logs())
 		}
-		if !strings.Contains(p.logs(), "msg=stopping") {
+		if !strings.Contains(p.logs(), "msg=stopping signal=terminated received=\"during start\"") {
 			t.Errorf("the stop was not logged:\n%s", p.logs())
 		}
 		if got := hostState(t, cl); got != clean {

@@ -111,8 +111,14 @@ func TestMetricsFloodKeepsControl(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	// Let the daemon accept what it will.
-	time.Sleep(100 * time.Millisecond)
+	// Wait until the daemon has taken every connection of the flood,
+	// holding it or refusing it.
+	for deadline := time.Now().Add(10 * time.Second); d.metricsLn.Active()+int(d.metricsLn.refused.Load()) < flood; {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10 s the daemon holds %d metrics connections and refused %d, of the %d of the flood", d.metricsLn.Active(), d.metricsLn.refused.Load(), flood)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if n, r := d.metricsLn.Active(), d.metricsLn.refused.Load(); n > 64 || int(r) < flood-64 {
 		t.Errorf("the daemon holds %d metrics connections and refused %d, want at most 64 held", n, r)
 	}
