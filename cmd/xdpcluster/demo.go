@@ -125,11 +125,15 @@ func runDemo(e env, args []string) int {
 		}
 		n := &demoNode{ns: nsn, d: daemon.New("", set, log.With("node", i+1)), metrics: "http://" + cfg.Metrics.Listen + "/metrics", sock: cfg.Control.Socket}
 		n.d.Version = version
+		if err := n.d.ListenControl(); err != nil { // before the dataplane: a bad path changes nothing
+			fmt.Fprintf(e.stderr, "xdpcluster demo: node %d: %v\n", i+1, err)
+			return exitFail
+		}
+		ns = append(ns, n) // stopped on the way out, whatever happens next
 		if err := nsn.Do(n.d.StartDataplane); err != nil {
 			fmt.Fprintf(e.stderr, "xdpcluster demo: node %d: %v\n", i+1, err)
 			return exitFail
 		}
-		ns = append(ns, n)
 		if err := n.d.Serve(); err != nil { // metrics on the host's loopback
 			fmt.Fprintf(e.stderr, "xdpcluster demo: node %d: %v\n", i+1, err)
 			return exitFail

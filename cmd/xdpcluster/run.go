@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/xdpcluster/xdpcluster/config"
 	"github.com/xdpcluster/xdpcluster/internal/daemon"
@@ -81,8 +82,16 @@ CAP_NET_RAW, CAP_BPF, CAP_SYS_ADMIN for older kernels, CAP_IPC_LOCK).`)
 	default:
 	}
 	log.Info("starting", "version", version, "config", *path, "role", cfg.Role, "pid", os.Getpid())
+	testHoldStart(log)
 	d := daemon.New(*path, cfg, log)
 	d.Version = version
+	// Claim the control socket before touching the host: a control.socket
+	// path that cannot be used stops the start with nothing changed (no
+	// XDP program, no addresses, no sysctls, no snapshot consumed).
+	if err := d.ListenControl(); err != nil {
+		log.Error("cannot start", "error", err)
+		return exitFail
+	}
 	if err := d.StartDataplane(); err != nil {
 		log.Error("cannot start", "error", err)
 		d.Stop()
@@ -126,6 +135,26 @@ CAP_NET_RAW, CAP_BPF, CAP_SYS_ADMIN for older kernels, CAP_IPC_LOCK).`)
 			return stopNow(s, "while running")
 		}
 	}
+}
+
+// testHoldStartEnv is a test hook, off unless set: a duration (e.g. "2s")
+// runRun sleeps for after logging "starting" and before it touches
+// anything, so that a test's signal lands during start deterministically
+// (the real window is some 40 ms). Not for production use.
+const testHoldStartEnv = "XDPCLUSTER_TEST_HOLD_START"
+
+func testHoldStart(log *slog.Logger) {
+	v := os.Getenv(testHoldStartEnv)
+	if v == "" {
+		return
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		log.Warn("ignoring the test hook "+testHoldStartEnv, "value", v, "error", err)
+		return
+	}
+	log.Warn("test hook: holding the start", "env", testHoldStartEnv, "for", d)
+	time.Sleep(d)
 }
 
 func runCheck(e env, args []string) int {

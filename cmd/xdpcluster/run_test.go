@@ -41,9 +41,12 @@ type proc struct {
 	err  error // once done
 }
 
-func startRun(t *testing.T, ns *netns.NS, bin, cfg string) *proc {
+func startRun(t *testing.T, ns *netns.NS, bin, cfg string, env ...string) *proc {
 	t.Helper()
 	p := &proc{cmd: exec.Command("ip", "netns", "exec", ns.Name, bin, "run", "--config", cfg), done: make(chan struct{})}
+	if len(env) > 0 {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -197,10 +200,20 @@ func TestRunSignalsDuringStart(t *testing.T) {
 	operatorSysctls(t, cl)
 	clean := hostState(t, cl)
 
+	// The test hook holds the start for 2 s after "starting", so the
+	// signal lands during start however loaded the machine is.
+	hold := "XDPCLUSTER_TEST_HOLD_START=2s"
+	duringStart := func(t *testing.T, p *proc) {
+		t.Helper()
+		p.waitLog(t, "msg=\"test hook: holding the start\"", 10*time.Second)
+		if strings.Contains(p.logs(), "node started") {
+			t.Fatalf("the node started before the signal was sent:\n%s", p.logs())
+		}
+	}
 	t.Run("SIGHUP", func(t *testing.T) {
 		cfg, sock, _ := backendConfig(t, cl, t.TempDir())
-		p := startRun(t, cl.Nodes[0], bin, cfg)
-		p.waitLog(t, "msg=starting", 10*time.Second)
+		p := startRun(t, cl.Nodes[0], bin, cfg, hold)
+		duringStart(t, p)
 		p.cmd.Process.Signal(syscall.SIGHUP)
 		p.waitLog(t, "configuration reloaded", 10*time.Second)
 		if !strings.Contains(p.logs(), "applying the reload requested during start") {
@@ -219,13 +232,13 @@ func TestRunSignalsDuringStart(t *testing.T) {
 	})
 	t.Run("SIGTERM", func(t *testing.T) {
 		cfg, sock, _ := backendConfig(t, cl, t.TempDir())
-		p := startRun(t, cl.Nodes[0], bin, cfg)
-		p.waitLog(t, "msg=starting", 10*time.Second)
+		p := startRun(t, cl.Nodes[0], bin, cfg, hold)
+		duringStart(t, p)
 		p.cmd.Process.Signal(syscall.SIGTERM)
 		if code := p.wait(t, 10*time.Second); code != 0 {
 			t.Fatalf("exit %d after a SIGTERM during start:\n%s", code, p.logs())
 		}
-		if !strings.Contains(p.logs(), "msg=stopping") {
+		if !strings.Contains(p.logs(), "msg=stopping signal=terminated received=\"during start\"") {
 			t.Errorf("the stop was not logged:\n%s", p.logs())
 		}
 		if got := hostState(t, cl); got != clean {
@@ -235,6 +248,43 @@ func TestRunSignalsDuringStart(t *testing.T) {
 			t.Errorf("control socket %s left behind", sock)
 		}
 	})
+}
+
+// TestRunControlSocketRefusedFirst: a control.socket naming a regular
+// file stops the start before the node touches the host: exit 1 with the
+// message, no "node started", nothing attached, no address on lo, the
+// sysctls and the file as they were, state_dir not even created.
+func TestRunControlSocketRefusedFirst(t *testing.T) {
+	nstest.Require(t)
+	bin := buildBinary(t)
+	cl := nstest.Cluster(t, "xc-sock", netns.ClusterOptions{Nodes: 1, Clients4: 1, Clients6: 1})
+	operatorSysctls(t, cl)
+	clean := hostState(t, cl)
+	dir := t.TempDir()
+	cfg, sock, stateDir := backendConfig(t, cl, dir)
+	if err := os.WriteFile(sock, []byte("keep me\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startRun(t, cl.Nodes[0], bin, cfg)
+	if code := p.wait(t, 10*time.Second); code != exitFail {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitFail, p.logs())
+	}
+	want := "cannot start\" error=\"control.socket " + sock + ": exists and is a regular file"
+	if !strings.Contains(p.logs(), want) {
+		t.Errorf("log does not say %q:\n%s", want, p.logs())
+	}
+	if strings.Contains(p.logs(), "node started") {
+		t.Errorf("the node started before the control socket was refused:\n%s", p.logs())
+	}
+	if got := hostState(t, cl); got != clean {
+		t.Errorf("the host changed:\n%s\nwant\n%s", got, clean)
+	}
+	if _, err := os.Stat(stateDir); err == nil {
+		t.Errorf("state_dir %s was created: the back end started before the control socket was checked", stateDir)
+	}
+	if b, err := os.ReadFile(sock); err != nil || string(b) != "keep me\n" {
+		t.Errorf("the file at control.socket changed: %q %v", b, err)
+	}
 }
 
 // TestRunBackendKilled: a back-end daemon killed with SIGKILL leaves the
@@ -293,12 +343,31 @@ func TestRunBackendKilled(t *testing.T) {
 		t.Errorf("state_dir after a clean stop: %v", ents)
 	}
 
-	// The record lost: the marked addresses are still ours.
+	// The record lost: the marked addresses are still ours, so the killed
+	// run was ours; the sysctl values it replaced are unknown, so the ones
+	// still at the back end's values (1, 2) go back to the kernel default
+	// 0, with a WARN saying so.
 	kill()
 	os.RemoveAll(stateDir)
-	got := restartStop(true)
-	if lo := nstest.Run(t, cl.Nodes[0], "ip", "addr", "show", "lo"); strings.Contains(lo, cl.ClusterFront4.String()) || strings.Contains(lo, cl.ClusterFront6.String()) {
-		t.Errorf("without the record, the killed run's addresses stayed on lo after restart and stop:\n%s\n%s", lo, got)
+	p := startRun(t, cl.Nodes[0], bin, cfg)
+	p.waitLog(t, "node started", 10*time.Second)
+	for _, w := range []string{
+		"level=WARN msg=\"undid the changes of a previous back-end run",
+		"level=WARN msg=\"a previous back-end run left its addresses on lo but no record of the sysctl values it replaced: the operator's values are unknown",
+		"reset=\"net/ipv4/conf/front/arp_ignore=0, net/ipv4/conf/front/arp_announce=0\"",
+	} {
+		if !strings.Contains(p.logs(), w) {
+			t.Errorf("without the record, the restart did not log %q:\n%s", w, p.logs())
+		}
+	}
+	waitStatus(t, p, sock)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM:\n%s", code, p.logs())
+	}
+	reset := fmt.Sprintf("lo has %s: false\nlo has %s: false\narp_ignore=0\narp_announce=0\nxdp on front: false\n", cl.ClusterFront4, cl.ClusterFront6)
+	if got := hostState(t, cl); got != reset {
+		t.Errorf("without the record, after restart and stop:\n%s\nwant the addresses gone and the sysctls at the kernel default\n%s", got, reset)
 	}
 }
 

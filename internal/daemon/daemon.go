@@ -128,8 +128,32 @@ func (d *Daemon) Gateway() *gateway.Gateway {
 	return d.gw
 }
 
+// ListenControl claims the control socket (control.socket): a path that
+// cannot be used (a file, a directory, a link, a socket another daemon
+// answers on) is refused here, so call it before StartDataplane and a
+// refused path changes nothing on the host. Serve then serves on the
+// listener; Stop closes it. Set Limits before calling it.
+func (d *Daemon) ListenControl() error {
+	d.mu.Lock()
+	sock, have := d.cfg.ControlSocket, d.controlLn != nil
+	d.mu.Unlock()
+	if have {
+		return nil
+	}
+	cln, err := listenControl(sock)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.sock = sock
+	d.controlLn = newLimitListener(cln, d.Limits.withDefaults().ControlConns)
+	d.mu.Unlock()
+	return nil
+}
+
 // Serve starts the metrics endpoint (if configured) and the control API
-// socket, in the calling thread's network namespace.
+// on the socket ListenControl claimed (claiming it now if it has not),
+// in the calling thread's network namespace.
 func (d *Daemon) Serve() error {
 	d.mu.Lock()
 	cfg := d.cfg
@@ -141,16 +165,13 @@ func (d *Daemon) Serve() error {
 	lim := d.Limits.withDefaults()
 	// The control socket first: a path that cannot be used is refused
 	// before anything else is bound.
-	sock := cfg.ControlSocket
-	cln, err := listenControl(sock)
-	if err != nil {
+	if err := d.ListenControl(); err != nil {
 		return err
 	}
 	d.mu.Lock()
-	d.sock = sock
-	d.controlLn = newLimitListener(cln, lim.ControlConns)
+	cln := d.controlLn
 	d.mu.Unlock()
-	d.serve(d.server(d.controlAPI(), lim), d.controlLn)
+	d.serve(d.server(d.controlAPI(), lim), cln)
 	if cfg.MetricsListen != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(eng.Collector(d.Version))
@@ -323,11 +344,16 @@ func (d *Daemon) Stop() error {
 	eng := d.eng
 	d.eng, d.gw = nil, nil
 	sock := d.sock
+	cln := d.controlLn
+	d.controlLn = nil
 	d.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	for _, s := range servers {
 		s.Shutdown(ctx)
+	}
+	if cln != nil {
+		cln.Close() // claimed by ListenControl but maybe never served
 	}
 	if sock != "" {
 		os.Remove(sock)

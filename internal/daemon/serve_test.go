@@ -111,8 +111,14 @@ func TestMetricsFloodKeepsControl(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	// Let the daemon accept what it will.
-	time.Sleep(100 * time.Millisecond)
+	// Wait until the daemon has taken every connection of the flood,
+	// holding it or refusing it.
+	for deadline := time.Now().Add(10 * time.Second); d.metricsLn.Active()+int(d.metricsLn.refused.Load()) < flood; {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10 s the daemon holds %d metrics connections and refused %d, of the %d of the flood", d.metricsLn.Active(), d.metricsLn.refused.Load(), flood)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if n, r := d.metricsLn.Active(), d.metricsLn.refused.Load(); n > 64 || int(r) < flood-64 {
 		t.Errorf("the daemon holds %d metrics connections and refused %d, want at most 64 held", n, r)
 	}
@@ -277,3 +283,47 @@ func TestControlSocketMode(t *testing.T) {
 }
 
 func unsafePointer(b *byte) unsafe.Pointer { return unsafe.Pointer(b) }
+
+// TestListenControlBeforeDataplane: ListenControl claims the socket with
+// no dataplane running (run calls it first), Serve then serves on it, and
+// a Stop without Serve (the dataplane failed to start) removes it; a path
+// that cannot be used is refused by ListenControl and left as it is.
+func TestListenControlBeforeDataplane(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "control.sock")
+	d := fakeDaemon(t, sock)
+	d.eng = nil
+	if err := d.ListenControl(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(sock); err != nil || fi.Mode().Type() != os.ModeSocket {
+		t.Fatalf("after ListenControl: %v %v, want a socket", fi, err)
+	}
+	d.Stop()
+	if _, err := os.Lstat(sock); err == nil {
+		t.Errorf("Stop without Serve left %s behind", sock)
+	}
+
+	d = fakeDaemon(t, sock)
+	if err := d.ListenControl(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewClient(sock).Do("GET", "/status"); err != nil {
+		t.Fatalf("Serve does not answer on the socket ListenControl claimed: %v", err)
+	}
+
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, []byte("keep me"), 0o644)
+	d2 := fakeDaemon(t, file)
+	d2.eng = nil
+	if err := d2.ListenControl(); err == nil || !strings.Contains(err.Error(), "is a regular file") {
+		t.Fatalf("ListenControl on a regular file: %v", err)
+	}
+	d2.Stop()
+	if b, err := os.ReadFile(file); err != nil || string(b) != "keep me" {
+		t.Errorf("the file changed: %q %v", b, err)
+	}
+}

@@ -100,10 +100,12 @@ func Start(cfg Config) (n *Node, err error) {
 	n.lo = lo
 	if cfg.StateDir != "" {
 		var ours []netip.Addr
+		var ifaces []string
 		for _, ic := range cfg.Interfaces {
 			ours = append(ours, ic.Addrs()...)
+			ifaces = append(ifaces, ic.Name)
 		}
-		if err := n.openState(cfg.StateDir, ours, log); err != nil {
+		if err := n.openState(cfg.StateDir, ours, ifaces, log); err != nil {
 			return n, err
 		}
 	}
@@ -115,7 +117,7 @@ func Start(cfg Config) (n *Node, err error) {
 		if err != nil {
 			return n, fmt.Errorf("backend: interface %s: %w", ic.Name, err)
 		}
-		for _, kv := range [][2]string{{"arp_ignore", "1"}, {"arp_announce", "2"}} {
+		for _, kv := range arpSysctls {
 			if err := n.setSysctl(fmt.Sprintf("/proc/sys/net/ipv4/conf/%s/%s", ic.Name, kv[0]), kv[1]); err != nil {
 				return n, err
 			}

@@ -40,6 +40,24 @@ type changes struct {
 	Sysctls   map[string]string `json:"sysctls"`      // path: the value before ours
 }
 
+// arpSysctls are the ARP sysctls a back-end node sets on each data
+// interface, with its values.
+var arpSysctls = [][2]string{{"arp_ignore", "1"}, {"arp_announce", "2"}}
+
+// sysctlRoot is where the sysctls a record may name live.
+const sysctlRoot = "/proc/sys/net/"
+
+// recordedSysctl returns the cleaned path of a sysctl named in a record,
+// or an error if it is not under /proc/sys/net/ once cleaned (a record
+// is a file on disk: "/proc/sys/net/../../etc/x" must not be written).
+func recordedSysctl(path string) (string, error) {
+	c := filepath.Clean(path)
+	if !strings.HasPrefix(c, sysctlRoot) {
+		return "", fmt.Errorf("sysctl path %q is %s, not under %s", path, c, sysctlRoot)
+	}
+	return c, nil
+}
+
 // netnsInode identifies the calling thread's network namespace.
 func netnsInode() (uint64, error) {
 	fi, err := os.Stat("/proc/thread-self/ns/net")
@@ -54,8 +72,12 @@ func netnsInode() (uint64, error) {
 // recorded and did not undo itself. Call it with the thread in the
 // server's namespace, before any change. Without a record, only the
 // marked addresses among ours (the configured cluster addresses) are
-// removed: a marked address that is not could be another node's.
-func (n *Node) openState(dir string, ours []netip.Addr, log *slog.Logger) error {
+// removed: a marked address that is not could be another node's. If
+// there were such addresses, the previous run was ours and crashed, but
+// the sysctl values it replaced are unknown: the ARP sysctls of ifaces
+// still at the values a back end sets are reset to the kernel default 0,
+// with a WARN saying the operator's values were unknown.
+func (n *Node) openState(dir string, ours []netip.Addr, ifaces []string, log *slog.Logger) error {
 	ino, err := netnsInode()
 	if err != nil {
 		return fmt.Errorf("backend: %w", err)
@@ -85,6 +107,7 @@ func (n *Node) openState(dir string, ours []netip.Addr, log *slog.Logger) error 
 	// A record left by a run that did not stop cleanly: undo it, and any
 	// address marked ours.
 	var old changes
+	recorded := false
 	b, err := os.ReadFile(n.statePath)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -94,6 +117,8 @@ func (n *Node) openState(dir string, ours []netip.Addr, log *slog.Logger) error 
 		if err := json.Unmarshal(b, &old); err != nil {
 			log.Warn("back-end state record unreadable; undoing only the addresses marked ours", "file", n.statePath, "error", err)
 			old = changes{}
+		} else {
+			recorded = true
 		}
 	}
 	var undone []string
@@ -110,6 +135,7 @@ func (n *Node) openState(dir string, ours []netip.Addr, log *slog.Logger) error 
 			}
 		}
 	}
+	crashedUnrecorded := !recorded && len(del) > 0
 	for _, s := range old.Addresses {
 		if p, err := netip.ParsePrefix(s); err == nil {
 			del[p] = true
@@ -128,7 +154,9 @@ func (n *Node) openState(dir string, ours []netip.Addr, log *slog.Logger) error 
 		undone = append(undone, "lo address "+p.String())
 	}
 	for path, v := range old.Sysctls {
-		if !strings.HasPrefix(path, "/proc/sys/net/") {
+		path, err := recordedSysctl(path)
+		if err != nil {
+			log.Warn("back-end state record names a sysctl outside "+sysctlRoot+"; not restoring it", "record", n.statePath, "error", err)
 			continue
 		}
 		if err := os.WriteFile(path, []byte(v), 0); err != nil {
@@ -138,6 +166,27 @@ func (n *Node) openState(dir string, ours []netip.Addr, log *slog.Logger) error 
 			continue
 		}
 		undone = append(undone, fmt.Sprintf("%s=%s", strings.TrimPrefix(path, "/proc/sys/"), v))
+	}
+	if crashedUnrecorded {
+		var reset []string
+		for _, name := range ifaces {
+			for _, kv := range arpSysctls {
+				path := fmt.Sprintf("/proc/sys/net/ipv4/conf/%s/%s", name, kv[0])
+				cur, err := os.ReadFile(path)
+				if err != nil || strings.TrimSpace(string(cur)) != kv[1] {
+					continue // not at our value: not ours to reset
+				}
+				if err := os.WriteFile(path, []byte("0"), 0); err != nil {
+					errs = append(errs, fmt.Errorf("reset %s=0: %w", path, err))
+					continue
+				}
+				reset = append(reset, fmt.Sprintf("%s=0", strings.TrimPrefix(path, "/proc/sys/")))
+			}
+		}
+		if len(reset) > 0 {
+			log.Warn("a previous back-end run left its addresses on lo but no record of the sysctl values it replaced: the operator's values are unknown, so those still at the back end's values were reset to the kernel default; set them again if yours differ",
+				"reset", strings.Join(reset, ", "), "record", n.statePath)
+		}
 	}
 	if len(undone) > 0 {
 		log.Warn("undid the changes of a previous back-end run that did not stop cleanly", "pid", old.PID, "undone", strings.Join(undone, ", "), "record", n.statePath)
