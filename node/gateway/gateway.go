@@ -88,6 +88,7 @@ type Gateway struct {
 	// followed is closed when following the kernel stopped (after done).
 	followed       chan struct{}
 	ns             netns.NsHandle // the node's namespace (followKernel)
+	nsIsProcess    bool           // ns is the process's own namespace
 	followRestarts atomic.Uint64
 	sender         *kernelSender
 	// clusterAddrs are the cluster addresses of every interface: the
@@ -257,6 +258,10 @@ func (g *Gateway) followKernel() error {
 		return fmt.Errorf("follow the kernel: the node's network namespace: %w", err)
 	}
 	g.ns = ns
+	if own, err := netns.GetFromPath("/proc/self/ns/net"); err == nil {
+		g.nsIsProcess = own.Equal(ns)
+		own.Close()
+	}
 	s, err := g.subscribeKernel()
 	if err != nil {
 		return err
@@ -335,13 +340,20 @@ func (g *Gateway) subscribeKernel() (*kernelSub, error) {
 		s.setErr(err)
 		g.log.Debug("kernel subscription error", "error", err)
 	}
-	if err := subscribeRoutes(s.routes, s.done, netlink.RouteSubscribeOptions{Namespace: &g.ns, ErrorCallback: cb,
+	// Name the namespace only when it is not the process's own (a test's
+	// node namespace): entering one takes CAP_SYS_ADMIN, which the daemon
+	// does not have (nor need, subscribing where it runs).
+	var in *netns.NsHandle
+	if !g.nsIsProcess {
+		in = &g.ns
+	}
+	if err := subscribeRoutes(s.routes, s.done, netlink.RouteSubscribeOptions{Namespace: in, ErrorCallback: cb,
 		ReceiveBufferSize: followBuffer, ReceiveBufferForceSize: true}); err != nil {
 		s.stop()
 		return nil, fmt.Errorf("subscribe to route changes: %w", err)
 	}
 	s.routesOn = true
-	if err := subscribeNeighs(s.neighs, s.done, netlink.NeighSubscribeOptions{Namespace: &g.ns, ErrorCallback: cb,
+	if err := subscribeNeighs(s.neighs, s.done, netlink.NeighSubscribeOptions{Namespace: in, ErrorCallback: cb,
 		ReceiveBufferSize: followBuffer, ReceiveBufferForceSize: true}); err != nil {
 		s.stop()
 		return nil, fmt.Errorf("subscribe to neighbour changes: %w", err)
