@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -426,7 +425,7 @@ func TestGatewayTakeover(t *testing.T) {
 // outage, and the log is required exactly when TX errors were counted.
 func TestGatewayLinkFlap(t *testing.T) {
 	nstest.Require(t)
-	var logs syncBuffer
+	var logs nstest.LogBuffer
 	testLogger = slog.New(slog.NewTextHandler(&logs, nil))
 	defer func() { testLogger = nil }()
 	cl := nstest.Cluster(t, "xc-flap", netns.ClusterOptions{Nodes: 2, Clients4: 10, Clients6: 1})
@@ -491,23 +490,6 @@ func TestGatewayLinkFlap(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestNeighbourResolution: with no static neighbour entries anywhere, the
 // client's and the server's kernels resolve the cluster IPv4 and IPv6

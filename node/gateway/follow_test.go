@@ -1,14 +1,12 @@
 package gateway
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,23 +19,6 @@ import (
 	"github.com/xdpcluster/xdpcluster/node"
 )
 
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // waitFor polls cond until it holds, or fails the test after 5 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -99,7 +80,7 @@ func TestKernelFollowRestarts(t *testing.T) {
 	}
 
 	base := runtime.NumGoroutine()
-	logs := &syncBuffer{}
+	logs := &nstest.LogBuffer{}
 	var g *Gateway
 	if err := ns.Do(func() (err error) {
 		g, err = Start(Config{Interfaces: []node.Interface{{Name: "dpa", ClusterMAC: net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}}},

@@ -5,6 +5,7 @@ package nstest
 
 import (
 	"bufio"
+	"bytes"
 	"net"
 	"os"
 	"os/exec"
@@ -221,4 +222,24 @@ func Echo(t testing.TB, ns *netns.NS, tcpAddr, udpAddr string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(stop)
+}
+
+// LogBuffer is a bytes.Buffer safe for concurrent writes, for a test's
+// slog handler (the code under test logs from its own goroutines).
+type LogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns what was written so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
