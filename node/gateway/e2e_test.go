@@ -490,7 +490,6 @@ func TestGatewayLinkFlap(t *testing.T) {
 	}
 }
 
-
 // TestNeighbourResolution: with no static neighbour entries anywhere, the
 // client's and the server's kernels resolve the cluster IPv4 and IPv6
 // addresses to the cluster MACs, traffic flows, and a capture at the

@@ -19,7 +19,6 @@ import (
 	"github.com/xdpcluster/xdpcluster/node"
 )
 
-
 // waitFor polls cond until it holds, or fails the test after 5 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
