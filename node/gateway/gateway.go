@@ -88,7 +88,7 @@ type Gateway struct {
 	// followed is closed when following the kernel stopped (after done).
 	followed       chan struct{}
 	ns             netns.NsHandle // the node's namespace (followKernel)
-	nsIsProcess    bool           // ns is the process's own namespace
+	nsUnnamed      bool           // subscribe where the thread is: ns cannot be entered by name
 	followRestarts atomic.Uint64
 	sender         *kernelSender
 	// clusterAddrs are the cluster addresses of every interface: the
@@ -258,11 +258,14 @@ func (g *Gateway) followKernel() error {
 		return fmt.Errorf("follow the kernel: the node's network namespace: %w", err)
 	}
 	g.ns = ns
-	if own, err := netns.GetFromPath("/proc/self/ns/net"); err == nil {
-		g.nsIsProcess = own.Equal(ns)
-		own.Close()
-	}
 	s, err := g.subscribeKernel()
+	if err != nil {
+		// Entering a namespace by name takes CAP_SYS_ADMIN, which the
+		// daemon does not have; it runs, whole, in the namespace it
+		// follows, so subscribing where the thread is is the same.
+		g.nsUnnamed = true
+		s, err = g.subscribeKernel()
+	}
 	if err != nil {
 		return err
 	}
@@ -340,11 +343,8 @@ func (g *Gateway) subscribeKernel() (*kernelSub, error) {
 		s.setErr(err)
 		g.log.Debug("kernel subscription error", "error", err)
 	}
-	// Name the namespace only when it is not the process's own (a test's
-	// node namespace): entering one takes CAP_SYS_ADMIN, which the daemon
-	// does not have (nor need, subscribing where it runs).
 	var in *netns.NsHandle
-	if !g.nsIsProcess {
+	if !g.nsUnnamed {
 		in = &g.ns
 	}
 	if err := subscribeRoutes(s.routes, s.done, netlink.RouteSubscribeOptions{Namespace: in, ErrorCallback: cb,
