@@ -118,7 +118,7 @@ func Start(cfg Config) (n *Node, err error) {
 			return n, fmt.Errorf("backend: interface %s: %w", ic.Name, err)
 		}
 		for _, kv := range arpSysctls {
-			if err := n.setSysctl(fmt.Sprintf("/proc/sys/net/ipv4/conf/%s/%s", ic.Name, kv[0]), kv[1]); err != nil {
+			if err := n.setSysctl(arpSysctlPath(ic.Name, kv[0]), kv[1]); err != nil {
 				return n, err
 			}
 		}

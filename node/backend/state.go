@@ -44,6 +44,11 @@ type changes struct {
 // interface, with its values.
 var arpSysctls = [][2]string{{"arp_ignore", "1"}, {"arp_announce", "2"}}
 
+// arpSysctlPath is the file of ARP sysctl key on interface ifname.
+func arpSysctlPath(ifname, key string) string {
+	return "/proc/sys/net/ipv4/conf/" + ifname + "/" + key
+}
+
 // sysctlRoot is where the sysctls a record may name live.
 const sysctlRoot = "/proc/sys/net/"
 
@@ -171,7 +176,7 @@ func (n *Node) openState(dir string, ours []netip.Addr, ifaces []string, log *sl
 		var reset []string
 		for _, name := range ifaces {
 			for _, kv := range arpSysctls {
-				path := fmt.Sprintf("/proc/sys/net/ipv4/conf/%s/%s", name, kv[0])
+				path := arpSysctlPath(name, kv[0])
 				cur, err := os.ReadFile(path)
 				if err != nil || strings.TrimSpace(string(cur)) != kv[1] {
 					continue // not at our value: not ours to reset

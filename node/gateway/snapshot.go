@@ -22,25 +22,28 @@ func snapshotParams(m cluster.Match) conntrack.SnapshotParams {
 // removed after reading, so it is never restored twice. A snapshot that
 // cannot be used leaves the table empty and is logged with the reason.
 func (g *Gateway) restoreSnapshot(path string, m cluster.Match, maxAge time.Duration) {
+	notRestored := func(err error) {
+		g.log.Warn("connection table snapshot not restored: starting with an empty table", "path", path, "reason", err)
+	}
 	claimed := path + ".reading"
 	if err := os.Rename(path, claimed); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			g.log.Info("no connection table snapshot: starting with an empty table", "path", path)
 		} else {
-			g.log.Warn("connection table snapshot not restored: starting with an empty table", "path", path, "reason", err)
+			notRestored(err)
 		}
 		return
 	}
 	defer os.Remove(claimed)
 	f, err := os.Open(claimed)
 	if err != nil {
-		g.log.Warn("connection table snapshot not restored: starting with an empty table", "path", path, "reason", err)
+		notRestored(err)
 		return
 	}
 	defer f.Close()
 	info, err := g.tracker.ReadSnapshot(f, snapshotParams(m), g.clock.Now(), time.Now(), maxAge)
 	if err != nil {
-		g.log.Warn("connection table snapshot not restored: starting with an empty table", "path", path, "reason", err)
+		notRestored(err)
 		return
 	}
 	g.log.Info("connection table restored", "path", path, "connections", info.Restored, "expired_while_down", info.Expired,
