@@ -111,6 +111,10 @@ type Result struct {
 	Family packet.Family // of Orig
 	Tag    uint8         // Config.Tag's value for the connection
 	Orig   [16]byte      // the connection's original source address (IPv4 in [0:4])
+	// Offload says whether to install the connection in a kernel fast
+	// path or remove it from there (see Offload); only when the table has
+	// an Offloader.
+	Offload Offload
 }
 
 // entry flags.
