@@ -1,6 +1,10 @@
 package dataplane
 
-import "github.com/xdpcluster/xdpcluster/packet"
+import (
+	"fmt"
+
+	"github.com/xdpcluster/xdpcluster/packet"
+)
 
 // FlowKey is one direction of a connection as a kernel flow cache keys it
 // (the XDP program's struct xc_flow_key, bpf/flow.h): 40 bytes, ports in
@@ -41,4 +45,23 @@ type FlowCache interface {
 	// Remove deletes both directions of connections (keys of their
 	// original direction); a connection not in the cache is no error.
 	Remove(orig []FlowKey) error
+}
+
+// FastPath says whether a gateway uses the XDP flow cache.
+type FastPath string
+
+// Fast path settings, as the configuration (dataplane.fast_path) spells
+// them.
+const (
+	FastPathAuto FastPath = "auto" // on where the kernel and driver allow it, else off with the reason logged ("" too)
+	FastPathOff  FastPath = "off"  // every packet through the workers
+)
+
+// Validate reports a FastPath that is neither setting.
+func (f FastPath) Validate() error {
+	switch f {
+	case "", FastPathAuto, FastPathOff:
+		return nil
+	}
+	return fmt.Errorf("%q: must be auto or off", string(f))
 }

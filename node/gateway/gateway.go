@@ -41,6 +41,12 @@ type Config struct {
 	Packet afpacket.Options // zero: afpacket.DefaultOptions
 	// XDPMode is how our program attaches (zero: bpfutil.ModeAuto).
 	XDPMode bpfutil.AttachMode
+	// FastPath: the XDP flow cache (zero: dataplane.FastPathAuto, on with
+	// AF_XDP where the kernel allows it, else off with the reason logged).
+	FastPath dataplane.FastPath
+	// FastPathEntries bounds the flow cache in connections (0: the
+	// connection table's MaxEntries).
+	FastPathEntries int
 	// Queues limits the RX queues used (0: every one the interfaces have).
 	Queues int
 	// BatchSize bounds a receive batch (0: 64).
