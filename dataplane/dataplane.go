@@ -94,8 +94,12 @@ type Counters struct {
 	Invalid   [conntrack.NumReasons]atomic.Uint64
 	// Owner counts packets with a connection by the node (0-based bucket)
 	// that owns them, whichever node this is: every node sees every packet.
-	Owner   [cluster.MaxNodes]atomic.Uint64
-	Batches atomic.Uint64
+	Owner [cluster.MaxNodes]atomic.Uint64
+	// Connections installed into and removed from the flow cache (both
+	// directions each), and cache calls that failed (their connections
+	// stay on the slow path, which re-installs them later).
+	Installs, Removals, CacheErrors atomic.Uint64
+	Batches                         atomic.Uint64
 	// BatchSizes is a histogram of receive batch sizes: bucket i counts
 	// batches of up to 2^i frames.
 	BatchSizes [8]atomic.Uint64
@@ -170,6 +174,12 @@ type Config struct {
 	// yet, as a kernel router queues it while resolving. It is called from
 	// a control goroutine, never from a worker.
 	SlowPath func(family packet.Family, ip []byte)
+	// FlowCache, if set, is the kernel fast path the workers install
+	// connections into and remove them from, as the tracker's
+	// Result.Offload says (the tracker needs the matching Offloader:
+	// conntrack.Table.SetOffloader). Nil: every packet through the
+	// workers.
+	FlowCache FlowCache
 	// Clock is the time origin of every worker's Track calls; whatever
 	// else uses the tracker (its sweeper, snapshots) must use the same
 	// one. Zero: New makes one.
@@ -185,6 +195,7 @@ type Dataplane struct {
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	routeGen atomic.Uint64
+	slowWake chan struct{}
 }
 
 // New checks the configuration and prepares one worker per queue.
@@ -211,7 +222,7 @@ func New(cfg Config) (*Dataplane, error) {
 	if cfg.Clock.IsZero() {
 		cfg.Clock = conntrack.NewClock()
 	}
-	d := &Dataplane{cfg: cfg, stop: make(chan struct{})}
+	d := &Dataplane{cfg: cfg, stop: make(chan struct{}), slowWake: make(chan struct{}, 1)}
 	m := cfg.Match
 	d.match.Store(&m)
 	for q := 0; q < queues; q++ {

@@ -7,8 +7,11 @@ import (
 	"github.com/xdpcluster/xdpcluster/packet"
 )
 
-// slowSlots is the depth of a worker's slow-path ring.
-const slowSlots = 64
+// slowSlots is the depth of a worker's slow-path ring: room for the
+// packets to one unresolved next hop that arrive while the kernel
+// resolves it (about a millisecond of a busy 10 Gb/s link's 1,500-byte
+// frames), which the kernel then queues in its own neighbour queue.
+const slowSlots = 256
 
 type slowSlot struct {
 	family packet.Family
@@ -46,14 +49,26 @@ func (r *slowRing) drain(send func(packet.Family, []byte)) {
 	}
 }
 
-// drainSlow empties the workers' slow-path rings until Stop.
+// wakeSlow tells the drainer that a worker queued packets (once per
+// batch that did; never blocks).
+func (d *Dataplane) wakeSlow() {
+	select {
+	case d.slowWake <- struct{}{}:
+	default:
+	}
+}
+
+// drainSlow empties the workers' slow-path rings until Stop. It sleeps
+// until a worker wakes it, so an idle gateway costs nothing here; a
+// periodic sweep behind it catches a wakeup that raced with a drain.
 func (d *Dataplane) drainSlow() {
-	tick := time.NewTicker(time.Millisecond)
+	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		select {
 		case <-d.stop:
 			return
+		case <-d.slowWake:
 		case <-tick.C:
 		}
 		for _, w := range d.workers {

@@ -41,6 +41,13 @@ type worker struct {
 	results []conntrack.Result
 	tx      [][]Frame
 
+	// This batch's flow cache changes (connections by their original
+	// direction), applied once per batch.
+	installs []FlowKey
+	buckets  []uint8
+	removes  []FlowKey
+	slowPut  bool
+
 	routes map[routeKey]cachedRoute
 	gen    uint64
 	pfds   []unix.PollFd
@@ -58,6 +65,7 @@ func newWorker(d *Dataplane, q int) *worker {
 	w := &worker{d: d, q: q, counters: make([]Counters, len(d.cfg.Ifaces)),
 		rx: make([]Frame, n), parsed: make([]packet.Parsed, n), tracked: make([]*packet.Parsed, 0, n),
 		idx: make([]int, 0, n), results: make([]conntrack.Result, n), tx: make([][]Frame, len(d.cfg.Ifaces)),
+		installs: make([]FlowKey, 0, n), buckets: make([]uint8, 0, n), removes: make([]FlowKey, 0, n),
 		routes: make(map[routeKey]cachedRoute)}
 	for i, ifc := range d.cfg.Ifaces {
 		w.ports = append(w.ports, ifc.Ports[q])
@@ -146,6 +154,9 @@ func (w *worker) batch(in int, p Port, frames []Frame, m *cluster.Match) {
 	for j, pp := range w.tracked {
 		f := frames[w.idx[j]]
 		res := &w.results[j]
+		if res.Offload != conntrack.OffloadNone {
+			w.offload(in, pp, res)
+		}
 		if res.State == conntrack.Invalid || res.State == conntrack.Untracked {
 			w.count(Invalid, f.Len)
 			w.dInv[res.Reason]++
@@ -159,7 +170,68 @@ func (w *worker) batch(in int, p Port, frames []Frame, m *cluster.Match) {
 		w.count(w.forward(p.Bytes(f), pp, now), f.Len)
 	}
 	p.Recycle(frames)
+	w.applyCache(in)
+	if w.slowPut {
+		w.slowPut = false
+		w.d.wakeSlow()
+	}
 	w.publish(in, len(frames))
+}
+
+// offload queues a connection's flow cache change, keyed by its original
+// direction. Changes are applied in runs of one kind, in the batch's
+// order: a connection installed and removed in one batch (its last ACK
+// and its FIN) ends removed.
+func (w *worker) offload(in int, pp *packet.Parsed, res *conntrack.Result) {
+	if w.d.cfg.FlowCache == nil {
+		return
+	}
+	k := KeyOf(&pp.Tuple)
+	if res.Dir == conntrack.Reply {
+		k = k.Reverse()
+	}
+	if res.Offload == conntrack.OffloadInstall {
+		if len(w.removes) > 0 {
+			w.applyRemoves(in)
+		}
+		w.installs = append(w.installs, k)
+		w.buckets = append(w.buckets, res.Tag)
+		return
+	}
+	if len(w.installs) > 0 {
+		w.applyInstalls(in)
+	}
+	w.removes = append(w.removes, k)
+}
+
+// applyCache makes the batch's remaining flow cache changes.
+func (w *worker) applyCache(in int) {
+	if len(w.removes) > 0 {
+		w.applyRemoves(in)
+	}
+	if len(w.installs) > 0 {
+		w.applyInstalls(in)
+	}
+}
+
+func (w *worker) applyInstalls(in int) {
+	c := &w.counters[in]
+	if err := w.d.cfg.FlowCache.Install(w.installs, w.buckets); err != nil {
+		c.CacheErrors.Add(1)
+	} else {
+		c.Installs.Add(uint64(len(w.installs)))
+	}
+	w.installs, w.buckets = w.installs[:0], w.buckets[:0]
+}
+
+func (w *worker) applyRemoves(in int) {
+	c := &w.counters[in]
+	if err := w.d.cfg.FlowCache.Remove(w.removes); err != nil {
+		c.CacheErrors.Add(1)
+	} else {
+		c.Removals.Add(uint64(len(w.removes)))
+	}
+	w.removes = w.removes[:0]
 }
 
 // forward copies an owned packet into a TX buffer of its egress interface
@@ -172,6 +244,7 @@ func (w *worker) forward(frame []byte, pp *packet.Parsed, now int64) Verdict {
 		}
 		packet.DecTTL(frame, pp) // in the RX frame: it is copied out below, then recycled
 		if w.slow.put(pp.Family, frame[pp.L3Off:pp.End]) {
+			w.slowPut = true
 			return ForwardedKernel
 		}
 		return NoNeighbour
