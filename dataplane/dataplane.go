@@ -225,6 +225,11 @@ func New(cfg Config) (*Dataplane, error) {
 	d := &Dataplane{cfg: cfg, stop: make(chan struct{}), slowWake: make(chan struct{}, 1)}
 	m := cfg.Match
 	d.match.Store(&m)
+	if cfg.FlowCache != nil {
+		if err := cfg.FlowCache.SetMatch(m.NodeMask, m.Invert); err != nil {
+			return nil, fmt.Errorf("dataplane: flow cache: %w", err)
+		}
+	}
 	for q := 0; q < queues; q++ {
 		d.workers = append(d.workers, newWorker(d, q))
 	}
@@ -275,6 +280,12 @@ func (d *Dataplane) SetMatch(m cluster.Match) error {
 	}
 	if err := d.match.Load().CanChangeTo(m); err != nil {
 		return err
+	}
+	if c := d.cfg.FlowCache; c != nil {
+		// The fast path first: a failure leaves both on the old match.
+		if err := c.SetMatch(m.NodeMask, m.Invert); err != nil {
+			return fmt.Errorf("flow cache: %w", err)
+		}
 	}
 	d.match.Store(&m)
 	return nil

@@ -45,6 +45,11 @@ type FlowCache interface {
 	// Remove deletes both directions of connections (keys of their
 	// original direction); a connection not in the cache is no error.
 	Remove(orig []FlowKey) error
+	// SetMatch sets which buckets the fast path forwards: bucket b's
+	// connections are this node's if bit b of mask is set, xor invert.
+	// The dataplane calls it from New and SetMatch, so a takeover acts
+	// on the next packet of every cached connection.
+	SetMatch(mask uint32, invert bool) error
 }
 
 // FastPath says whether a gateway uses the XDP flow cache.
