@@ -119,6 +119,13 @@ type Dataplane struct {
 	Frames    Number `yaml:"frames"`     // AF_XDP frames per socket
 	RingSize  Number `yaml:"ring_size"`  // AF_XDP ring entries
 	FrameSize Number `yaml:"frame_size"` // bytes
+	// FastPath (gateway role): the XDP flow cache, auto | off. Empty for
+	// the back-end role, where it does not apply.
+	FastPath string `yaml:"fast_path,omitempty"`
+	// FastPathEntries (gateway role): connections the flow cache holds,
+	// 1..conntrack.max_entries (unset: conntrack.max_entries). Settings
+	// resolves it, so the effective configuration shows the number.
+	FastPathEntries Number `yaml:"fast_path_entries,omitempty"`
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -164,7 +171,7 @@ func Defaults() Config {
 		Role:      "gateway",
 		Cluster:   Cluster{Hash: "xt_cluster"},
 		Conntrack: Conntrack{MaxEntries: 1 << 20},
-		Dataplane: Dataplane{IO: "auto", XDPMode: "auto", ZeroCopy: "auto", BatchSize: 64, Frames: 8192, RingSize: 4096, FrameSize: 2048},
+		Dataplane: Dataplane{IO: "auto", XDPMode: "auto", ZeroCopy: "auto", BatchSize: 64, Frames: 8192, RingSize: 4096, FrameSize: 2048, FastPath: "auto"},
 		Metrics:   Metrics{Listen: "127.0.0.1:9477"},
 		Control:   Control{Socket: "/run/xdpcluster/control.sock"},
 		Log:       Log{Format: "text", Level: "info"},
@@ -457,6 +464,11 @@ type Settings struct {
 	Port       xsk.PortOptions
 	Queues     int // 0: every RX queue
 	BatchSize  int
+	// FastPath and FastPathEntries configure the gateway's XDP flow
+	// cache: auto or off, and its size in connections (resolved: never
+	// 0 for the gateway role; zero values for the back-end role).
+	FastPath        dataplane.FastPath
+	FastPathEntries int
 	// StateDir holds what the daemon keeps across its own restarts.
 	StateDir      string
 	MetricsListen string // "": no metrics endpoint
@@ -516,6 +528,9 @@ func (c *Config) Settings() (*Settings, error) {
 	if err := c.checkPort(s.Port); err != nil {
 		errs = append(errs, err)
 	}
+	s.FastPath, s.FastPathEntries, more = c.fastPath()
+	errs = append(errs, more...)
+	s.file.Dataplane.FastPath, s.file.Dataplane.FastPathEntries = string(s.FastPath), Number(s.FastPathEntries)
 	oneOf("log.format", c.Log.Format, "text", "json")
 	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	if c.Control.Socket == "" {
@@ -533,6 +548,49 @@ func (c *Config) Settings() (*Settings, error) {
 		return nil, errors.Join(errs...)
 	}
 	return s, nil
+}
+
+// fastPath converts the flow cache keys (gateway role only): the setting,
+// "" read as auto, and the size, unset read as conntrack.max_entries. A
+// flow cache entry is a connection the tracker installed, so more entries
+// than the tracker's table holds could never be used (and the kernel
+// allocates LRU map entries up front): conntrack.max_entries bounds it.
+// Both keys are refused for the back-end role, which has no connection
+// tracker and decides every packet in XDP already: a file that sets them
+// there shows a misunderstanding, not a harmless default.
+func (c *Config) fastPath() (dataplane.FastPath, int, []error) {
+	d := c.Dataplane
+	if c.Role == "backend" {
+		var errs []error
+		if c.written["dataplane.fast_path"] {
+			errs = append(errs, fmt.Errorf("dataplane.fast_path %q: only for role gateway (a back-end server decides every packet in XDP already; remove the key)", d.FastPath))
+		}
+		if c.written["dataplane.fast_path_entries"] {
+			errs = append(errs, fmt.Errorf("dataplane.fast_path_entries %d: only for role gateway (a back-end server has no connection tracker to cache; remove the key)", d.FastPathEntries))
+		}
+		return "", 0, errs
+	}
+	var errs []error
+	fp := dataplane.FastPath(d.FastPath)
+	if err := fp.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("dataplane.fast_path %w", err))
+	}
+	if fp == "" {
+		fp = dataplane.FastPathAuto
+	}
+	limit := c.Conntrack.MaxEntries
+	if limit < 1 || limit > MaxConntrackEntries {
+		limit = MaxConntrackEntries // conntrack.max_entries is refused by itself
+	}
+	n := d.FastPathEntries
+	if n == 0 && !c.written["dataplane.fast_path_entries"] {
+		n = limit
+	}
+	if n < 1 || n > limit {
+		errs = append(errs, fmt.Errorf("dataplane.fast_path_entries %d: must be 1..%d (at most conntrack.max_entries: the cache holds tracked connections only; leave the key out for conntrack.max_entries)", n, limit))
+		n = min(n, limit)
+	}
+	return fp, int(n), errs
 }
 
 // YAML renders the effective configuration.

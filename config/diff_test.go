@@ -30,6 +30,14 @@ func TestDiff(t *testing.T) {
 		{"tcp_loose: false", "tcp_loose: false\n  timeouts: {icmp: 5s}", []string{"conntrack.timeouts.icmp"}, []string{"conntrack.timeouts.icmp"}},
 		{"io: auto", "io: auto\n  frames: 16384\n  zero_copy: on", []string{"dataplane.zero_copy", "dataplane.frames"}, []string{"dataplane.zero_copy", "dataplane.frames"}},
 		{"format: text", "format: json", []string{"log.format"}, []string{"log.format"}},
+		// The flow cache is made when the gateway starts: both keys need a
+		// restart. Entries left out follow conntrack.max_entries; writing
+		// the value in force is no change.
+		{"io: auto", "io: auto\n  fast_path: off", []string{"dataplane.fast_path"}, []string{"dataplane.fast_path"}},
+		{"io: auto", "io: auto\n  fast_path: auto", nil, nil},
+		{"io: auto", "io: auto\n  fast_path_entries: 4096", []string{"dataplane.fast_path_entries"}, []string{"dataplane.fast_path_entries"}},
+		{"io: auto", "io: auto\n  fast_path_entries: 1048576", nil, nil},
+		{"max_entries: 1048576", "max_entries: 2097152", []string{"conntrack.max_entries", "dataplane.fast_path_entries"}, []string{"conntrack.max_entries", "dataplane.fast_path_entries"}},
 	}
 	for _, tc := range tests {
 		in := strings.Replace(example, tc.from, tc.to, 1)

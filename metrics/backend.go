@@ -12,8 +12,8 @@ import (
 var icmpInnerDesc = desc("icmp_errors_by_inner_total", "Back-end mode: ICMP errors decided by the destination of the packet they embed.", "interface")
 
 // Backend is a prometheus.Collector over a back-end node: the program's
-// verdicts as xdpcluster_packets_total{verdict="owned"|"foreign"|"passed"|
-// "malformed"}, so the same dashboards show each node's share.
+// verdicts as xdpcluster_packets_total{path="xdp",verdict="owned"|"foreign"|
+// "passed"|"malformed"}, so the same dashboards show each node's share.
 type Backend struct {
 	n       *backend.Node
 	version string
@@ -38,7 +38,7 @@ func (c *Backend) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		for _, v := range []int{backend.StatOwned, backend.StatForeign, backend.StatOther, backend.StatMalformed} {
-			ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(st[v]), names[i], backend.StatNames[v])
+			ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(st[v]), names[i], PathXDP, backend.StatNames[v])
 		}
 		ch <- prometheus.MustNewConstMetric(icmpInnerDesc, prometheus.CounterValue, float64(st[backend.StatICMPInner]), names[i])
 		ch <- prometheus.MustNewConstMetric(modeDesc, prometheus.GaugeValue, 1, names[i], modes[i])

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -21,14 +22,34 @@ import (
 
 const ns = "xdpcluster"
 
+// The path label of xdpcluster_packets_total, bytes_total and
+// owner_packets_total: where a packet was decided. Sum over it (sum
+// without(path)) for the totals the families had before the label.
+const (
+	PathXDP      = "xdp"      // by an XDP program: the gateway's flow cache, or a back-end node
+	PathAFXDP    = "afxdp"    // by a gateway worker reading an AF_XDP socket
+	PathAFPacket = "afpacket" // by a gateway worker reading a raw (AF_PACKET) socket
+)
+
+// workerPath returns the path label of the workers' counters of one
+// interface: the kind of its ports (dataplane.Port.Mode, "afxdp copy",
+// "afxdp zero-copy", "afpacket"), the first word of their mode.
+func workerPath(ifc dataplane.Iface) string {
+	if len(ifc.Ports) == 0 {
+		return ""
+	}
+	kind, _, _ := strings.Cut(ifc.Ports[0].Mode(), " ")
+	return kind
+}
+
 func desc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc(ns+"_"+name, help, labels, nil)
 }
 
 var (
-	packetsDesc   = desc("packets_total", "Frames received by the dataplane, by ingress interface and verdict.", "interface", "verdict")
-	bytesDesc     = desc("bytes_total", "Bytes received by the dataplane, by ingress interface and verdict.", "interface", "verdict")
-	ownerDesc     = desc("owner_packets_total", "Packets with a connection, by the node (1-based) that owns them; every node sees every packet, so each node reports the whole cluster's split.", "interface", "node")
+	packetsDesc   = desc("packets_total", "Frames received by the dataplane, by ingress interface, path (xdp: decided by the XDP program; afxdp, afpacket: by the workers) and verdict.", "interface", "path", "verdict")
+	bytesDesc     = desc("bytes_total", "Bytes received by the dataplane, by ingress interface, path (xdp, afxdp, afpacket) and verdict.", "interface", "path", "verdict")
+	ownerDesc     = desc("owner_packets_total", "Packets with a connection, by path (xdp, afxdp, afpacket) and the node (1-based) that owns them; every node sees every packet, so each node reports the whole cluster's split.", "interface", "path", "node")
 	invalidDesc   = desc("invalid_packets_total", "Packets without a connection (conntrack INVALID), by reason.", "interface", "reason")
 	malformedDesc = desc("malformed_packets_total", "Frames that could not be parsed, by reason.", "interface", "reason")
 	batchDesc     = desc("batch_size", "Frames per receive batch.", "interface")
@@ -86,6 +107,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 	for i, ifc := range dp.Ifaces() {
+		path := workerPath(ifc)
 		var pkts, bytes [dataplane.NumVerdicts]uint64
 		var owner [cluster.MaxNodes]uint64
 		var inv [conntrack.NumReasons]uint64
@@ -113,11 +135,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			nBatches += w.Batches.Load()
 		}
 		for v := dataplane.Verdict(0); v < dataplane.NumVerdicts; v++ {
-			counter(packetsDesc, pkts[v], ifc.Name, v.String())
-			counter(bytesDesc, bytes[v], ifc.Name, v.String())
+			counter(packetsDesc, pkts[v], ifc.Name, path, v.String())
+			counter(bytesDesc, bytes[v], ifc.Name, path, v.String())
 		}
 		for b := 0; b < int(m.TotalNodes); b++ {
-			counter(ownerDesc, owner[b], ifc.Name, strconv.Itoa(b+1))
+			counter(ownerDesc, owner[b], ifc.Name, path, strconv.Itoa(b+1))
 		}
 		for r := conntrack.Reason(1); r < conntrack.NumReasons; r++ {
 			counter(invalidDesc, inv[r], ifc.Name, r.String())
@@ -160,6 +182,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
+	c.collectFastPath(ch, m)
 	for i, prog := range c.gw.Programs() {
 		if st, err := prog.Stats(); err == nil {
 			for v := 0; v < xsk.NumStats; v++ {
@@ -203,6 +226,16 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(modeDesc, 1, ifc.Name, mode)
 	}
 }
+
+// collectFastPath is where the XDP flow cache's counters join the
+// workers': per interface, its verdicts as xdpcluster_packets_total and
+// bytes_total{path="xdp"} (same verdict names as the workers': forwarded,
+// foreign, ...), its owned/foreign packets by bucket as
+// owner_packets_total{path="xdp"}, and the cache's entries, installs,
+// removals and evictions. Nothing yet: the counters come from
+// (*xsk.Program).FastStats (issue 15), which is not written. Emit only
+// path="xdp" series here, so that no series repeats one of the workers'.
+func (c *Collector) collectFastPath(ch chan<- prometheus.Metric, m cluster.Match) {}
 
 // Check that the collector satisfies the interface.
 var _ prometheus.Collector = (*Collector)(nil)

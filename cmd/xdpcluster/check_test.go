@@ -72,6 +72,12 @@ func TestCheckAndRunAgree(t *testing.T) {
 			`interfaces[0].name "lo": the loopback interface cannot be a data interface (name an Ethernet interface)`},
 		{"max_entries beyond RAM", "max_entries: 1048576", "max_entries: 16777216",
 			"conntrack.max_entries 16777216: a full connection table takes 2147483648 bytes (2048 MiB), more than half of this machine's 1073741824 bytes (1024 MiB) of RAM; lower it"},
+		{"fast_path on", "frames: 8192", "frames: 8192\n  fast_path: on",
+			`dataplane.fast_path "on": must be auto or off`},
+		{"fast_path_entries 0", "frames: 8192", "frames: 8192\n  fast_path_entries: 0",
+			"dataplane.fast_path_entries 0: must be 1..1048576 (at most conntrack.max_entries: the cache holds tracked connections only; leave the key out for conntrack.max_entries)"},
+		{"fast_path_entries above max_entries", "frames: 8192", "frames: 8192\n  fast_path_entries: 2000000",
+			"dataplane.fast_path_entries 2000000: must be 1..1048576"},
 		{"iptables and hash_seed 0", "  local_node: 1\n  hash_seed: 0xdeadbeef\n", "  hash_seed: 0\n  iptables: \"-m cluster --cluster-total-nodes 2 --cluster-local-node 1 --cluster-hash-seed 1\"\n",
 			"cluster.total_nodes: give either cluster.iptables or the separate keys, not both"},
 	}
@@ -110,6 +116,32 @@ func TestCheckAndRunAgree(t *testing.T) {
 		}
 		if _, err := config.Load(path); err != nil {
 			t.Errorf("%s: config.Load: %v", tc.to, err)
+		}
+	}
+}
+
+// TestCheckPrintsFastPath: check prints dataplane.fast_path and
+// dataplane.fast_path_entries with the values in force, the entries
+// resolved to conntrack.max_entries when the file leaves them out.
+func TestCheckPrintsFastPath(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, from, to, path, entries string }{
+		{"defaults", "", "", "auto", "1048576"},
+		{"entries follow max_entries", "max_entries: 1048576", "max_entries: 65536", "auto", "65536"},
+		{"both set", "frames: 8192", "frames: 8192\n  fast_path: off\n  fast_path_entries: 0x1000", `"off"`, "4096"},
+	} {
+		path := filepath.Join(dir, "fp.yaml")
+		if err := os.WriteFile(path, []byte(strings.Replace(checkBase, tc.from, tc.to, 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, errOut, code := runCmd("", "check", "--config", path)
+		if code != exitOK {
+			t.Fatalf("%s: check exit %d: %s", tc.name, code, errOut)
+		}
+		for _, want := range []string{"\n    fast_path: " + tc.path + "\n", "\n    fast_path_entries: " + tc.entries + "\n"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s: check output lacks %q:\n%s", tc.name, want, out)
+			}
 		}
 	}
 }

@@ -46,19 +46,47 @@ func startDaemon(t *testing.T, node *netns.NS, dir, cfgText string) *daemon.Daem
 
 // metric reads one sample (name with labels, exactly as exposed) from the
 // daemon's metrics endpoint; -1 when absent.
+// metric returns the value of a series of the daemon's metrics named
+// like `name{label="value",...}`, summed over the labels the name leaves
+// out (as PromQL's sum without(...) does: e.g. the path of
+// xdpcluster_packets_total), or -1 when no series matches.
 func metric(t *testing.T, d *daemon.Daemon, name string) float64 {
 	t.Helper()
+	family, want, _ := strings.Cut(strings.TrimSuffix(name, "}"), "{")
+	var wantLabels []string
+	if want != "" {
+		wantLabels = strings.Split(want, ",")
+	}
+	sum, found := 0.0, false
 	sc := bufio.NewScanner(strings.NewReader(get(t, "http://"+d.MetricsAddr()+"/metrics")))
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s: %v", sc.Text(), err)
-			}
-			return f
+		series, v, ok := strings.Cut(sc.Text(), " ")
+		if !ok || strings.HasPrefix(series, "#") {
+			continue
 		}
+		fam, labels, _ := strings.Cut(strings.TrimSuffix(series, "}"), "{")
+		if fam != family {
+			continue
+		}
+		match := true
+		for _, l := range wantLabels {
+			if !strings.HasPrefix(labels, l+",") && !strings.Contains(labels, ","+l+",") && !strings.HasSuffix(labels, ","+l) && labels != l {
+				match = false
+			}
+		}
+		if !match {
+			continue
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			t.Fatalf("%s: %v", sc.Text(), err)
+		}
+		sum, found = sum+f, true
 	}
-	return -1
+	if !found {
+		return -1
+	}
+	return sum
 }
 
 // TestDaemonExpiry: the daemon removes timed-out connections by itself.

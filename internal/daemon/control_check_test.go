@@ -103,6 +103,8 @@ func TestReloadNamesRestartKeys(t *testing.T) {
 		{"frames: 8192", "frames: 16384", "dataplane.frames changed"},
 		{`"01:00:5e:00:01:01"`, `"01:00:5e:00:01:02"`, "interfaces[0].cluster_mac changed"},
 		{"dataplane:", "state_dir: /tmp/elsewhere\ndataplane:", "state_dir changed"},
+		{"frames: 8192", "frames: 8192\n  fast_path: off", "dataplane.fast_path changed"},
+		{"frames: 8192", "frames: 8192\n  fast_path_entries: 4096", "dataplane.fast_path_entries changed"},
 		{"  local_node: 1\n  hash_seed: 0xdeadbeef", "  local_node: 2\n  hash_seed: 1", "cluster.hash_seed changed"},
 	} {
 		in := strings.Replace(checkConfig, tc.from, tc.to, 1)

@@ -70,7 +70,7 @@ func New(path string, cfg *config.Settings, log *slog.Logger) *Daemon {
 // gatewayConfig hands the settings to the gateway.
 func gatewayConfig(s *config.Settings, log *slog.Logger) gateway.Config {
 	return gateway.Config{Interfaces: s.Interfaces, Match: s.Match, Conntrack: s.Conntrack, IO: s.IO, Port: s.Port,
-		XDPMode: s.XDPMode, Queues: s.Queues, BatchSize: s.BatchSize, Logger: log}
+		XDPMode: s.XDPMode, FastPath: s.FastPath, FastPathEntries: s.FastPathEntries, Queues: s.Queues, BatchSize: s.BatchSize, Logger: log}
 }
 
 // StartDataplane starts the role's dataplane: the gateway, or the

@@ -80,9 +80,9 @@ func TestDaemon(t *testing.T) {
 	}
 	m := get(t, base+"/metrics")
 	for _, want := range []string{
-		`xdpcluster_packets_total{interface="front",verdict="forwarded"}`,
-		`xdpcluster_bytes_total{interface="back",verdict="foreign"}`,
-		`xdpcluster_owner_packets_total{interface="front",node="2"}`,
+		`xdpcluster_packets_total{interface="front",path="afxdp",verdict="forwarded"}`,
+		`xdpcluster_bytes_total{interface="back",path="afxdp",verdict="foreign"}`,
+		`xdpcluster_owner_packets_total{interface="front",node="2",path="afxdp"}`,
 		`xdpcluster_invalid_packets_total{interface="front",reason="tcp_no_syn"}`,
 		`xdpcluster_conntrack_entries`, `xdpcluster_conntrack_max_entries 1.048576e+06`, `xdpcluster_conntrack_reset_total`, `xdpcluster_conntrack_fragment_evictions_total`, `xdpcluster_kernel_follow_restarts_total 0`,
 		`xdpcluster_ring_events_total{event="tx_errors",port="back/q0"}`,
@@ -199,7 +199,7 @@ state_dir: %s
 		t.Fatalf("takeover: %+v %v", st, err)
 	}
 	m := get(t, "http://"+d.MetricsAddr()+"/metrics")
-	for _, want := range []string{`xdpcluster_packets_total{interface="front",verdict="owned"}`, `xdpcluster_packets_total{interface="front",verdict="foreign"}`,
+	for _, want := range []string{`xdpcluster_packets_total{interface="front",path="xdp",verdict="owned"}`, `xdpcluster_packets_total{interface="front",path="xdp",verdict="foreign"}`,
 		`xdpcluster_icmp_errors_by_inner_total{interface="front"}`, `xdpcluster_node_mask 3`, `xdpcluster_neighbour_messages_total`,
 		`xdpcluster_neighbour_messages_total{event="socket_drops",interface="front",protocol="any"}`} {
 		if !strings.Contains(m, want) {
