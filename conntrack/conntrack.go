@@ -17,7 +17,8 @@
 // handled by different workers meet in one place. Time is passed in by the
 // caller as nanoseconds since one Clock's origin; expiry happens on lookup
 // and in Expire, which sweeps one shard at a time (a Sweeper calls it in
-// the background). WriteSnapshot and ReadSnapshot carry the table across
+// the background); a connection installed in a kernel fast path
+// (SetOffloader) expires only in Expire, which asks the fast path first. WriteSnapshot and ReadSnapshot carry the table across
 // a restart.
 // Track allocates nothing once the table has grown to its working size.
 package conntrack
