@@ -17,7 +17,8 @@
 // handled by different workers meet in one place. Time is passed in by the
 // caller as nanoseconds since one Clock's origin; expiry happens on lookup
 // and in Expire, which sweeps one shard at a time (a Sweeper calls it in
-// the background). WriteSnapshot and ReadSnapshot carry the table across
+// the background); a connection installed in a kernel fast path
+// (SetOffloader) expires only in Expire, which asks the fast path first. WriteSnapshot and ReadSnapshot carry the table across
 // a restart.
 // Track allocates nothing once the table has grown to its working size.
 package conntrack
@@ -139,6 +140,10 @@ type entry struct {
 	state uint8 // TCPState for TCP
 	flags uint8
 	tag   uint8
+	// fp is the connection's fast path state (offload.go): fpInstalled,
+	// and the epoch of the last install in the low bits. Never saved in a
+	// snapshot (the fast path is empty after a restart).
+	fp uint8
 }
 
 // Stats are the table's own counters.
@@ -183,6 +188,7 @@ type Table struct {
 	gen    int64
 	frag   int64
 	seed   seed
+	off    Offloader // nil: no fast path (SetOffloader)
 	shards [numShards]shard
 	cursor atomic.Uint32
 }
@@ -308,22 +314,22 @@ func (t *Table) track(p *packet.Parsed, f *flow, now int64, r *Result) {
 		*r = Result{Reason: ICMPNotNew}
 		return
 	case p.HasPorts:
-		t.trackDatagram(f, now, t.udpU, t.udpR, r)
+		t.trackDatagram(f, now, t.udpU, t.udpR, t.off != nil, r)
 		return
 	}
-	t.trackDatagram(f, now, t.gen, t.gen, r)
+	t.trackDatagram(f, now, t.gen, t.gen, false, r)
 }
 
 func result(k *key, e *entry, dir Dir, st State) (r Result) {
-	setResult(&r, k, e, dir, st)
+	setResult(&r, k, e, dir, st, OffloadNone)
 	return r
 }
 
 // setResult writes a connection's result field by field: building a
 // Result and copying it would make wide loads of freshly written bytes,
 // which stall the CPU's store forwarding (measured in TrackBatch).
-func setResult(r *Result, k *key, e *entry, dir Dir, st State) {
-	r.State, r.Reason, r.Dir, r.Family, r.Tag = st, 0, dir, k.family(), e.tag
+func setResult(r *Result, k *key, e *entry, dir Dir, st State, off Offload) {
+	r.State, r.Reason, r.Dir, r.Family, r.Tag, r.Offload = st, 0, dir, k.family(), e.tag, off
 	i := 1
 	if e.flags&flagOrigA != 0 {
 		i = 0
@@ -373,14 +379,14 @@ func stateOf(e *entry) State {
 
 // create inserts the flow's new connection, whose original source is the
 // packet's source (sh locked), and sets r: NEW, or TableFull when there is
-// no room.
-func (t *Table) create(sh *shard, f *flow, state uint8, timeout, now int64, r *Result) {
+// no room. offload: install it in the fast path (OffloadInstall in r).
+func (t *Table) create(sh *shard, f *flow, state uint8, timeout, now int64, offload bool, r *Result) {
 	k, h := &f.k, f.h
 	if f.noNew {
 		*r = Result{Reason: NewRefused}
 		return
 	}
-	if sh.n >= sh.limit && !sh.earlyDrop(h, now) {
+	if sh.n >= sh.limit && !sh.earlyDrop(t, h, now) {
 		sh.full++
 		*r = Result{Reason: TableFull}
 		return
@@ -394,8 +400,12 @@ func (t *Table) create(sh *shard, f *flow, state uint8, timeout, now int64, r *R
 	if t.cfg.Tag != nil {
 		e.tag = t.cfg.Tag(k.family(), orig)
 	}
+	off := OffloadNone
+	if offload {
+		off = install(&e, now)
+	}
 	sh.inserts++
-	setResult(r, k, sh.put(k, h, e), Original, New)
+	setResult(r, k, sh.put(k, h, e), Original, New, off)
 }
 
 // Expire removes timed-out entries from the next n shards (round robin)
@@ -408,7 +418,7 @@ func (t *Table) Expire(now int64, n int) int {
 	for i := 0; i < n && i < numShards; i++ {
 		sh := &t.shards[t.cursor.Add(1)%numShards]
 		sh.mu.Lock()
-		removed += sh.sweep(now)
+		removed += sh.sweep(t, now)
 		for k, f := range sh.frags {
 			if f.expires <= now {
 				delete(sh.frags, k)
@@ -451,10 +461,13 @@ type Info struct {
 	Assured   bool
 	Tag       uint8
 	Expires   int64
+	Offloaded bool // installed in the fast path (SetOffloader)
 }
 
 // Get looks up the connection a tuple belongs to (either direction),
-// without changing it. For inspection and tests, not the hot path.
+// without changing it. For inspection and tests, not the hot path. An
+// expired connection that the fast path holds is reported (Expires in the
+// past) until the sweep has asked the fast path about it.
 func (t *Table) Get(tp packet.Tuple, now int64) (Info, bool) {
 	var k key
 	setKey(&k, &tp, tp.HasPorts)
@@ -464,11 +477,14 @@ func (t *Table) Get(tp packet.Tuple, now int64) (Info, bool) {
 	defer sh.mu.Unlock()
 	tab := sh.tab.Load()
 	i, ok := tab.find(&k, h)
-	if !ok || tab.slots[i].e.expires <= now {
+	if !ok {
 		return Info{}, false
 	}
 	e := &tab.slots[i].e
+	if e.expires <= now && e.fp&fpInstalled == 0 {
+		return Info{}, false
+	}
 	r := result(&k, e, Original, New)
 	return Info{Orig: r.Orig, Family: k.family(), TCPState: TCPState(e.state), SeenReply: e.flags&flagSeenReply != 0,
-		Assured: e.flags&flagAssured != 0, Tag: e.tag, Expires: e.expires}, true
+		Assured: e.flags&flagAssured != 0, Tag: e.tag, Expires: e.expires, Offloaded: e.fp&fpInstalled != 0}, true
 }

@@ -675,7 +675,14 @@ func fill(tb *Table, n int) []*packet.Parsed {
 // FuzzTrack feeds random packet sequences among a few hosts: no panic,
 // results are consistent, and the table never exceeds its bound.
 //
-// It reuses two small tables (loose pickup off and on) across inputs,
+// With a fast path (half the inputs), Result.Offload is checked too: only
+// for tracked connections, installs only for the protocols with ports
+// other than ICMP (TCP without SYN, FIN, RST), removals only for TCP, and
+// the entry's installed mark follows; a final sweep makes the fast path
+// forget exactly the installed connections.
+//
+// It reuses four small tables (loose pickup off and on, fast path off and
+// on) across inputs,
 // emptied between inputs by resetForFuzz: a fresh table costs 256 shards'
 // slot arrays and maps (about 1 MB), and Len locks every shard, which made
 // each input cost milliseconds. The fuzz function runs one input at a time
@@ -692,8 +699,47 @@ func FuzzTrack(f *testing.F) {
 // so that inputs reach eviction and table-full.
 const fuzzLimit = 2 * numShards
 
-func newFuzzTables(t testing.TB) [2]*Table {
-	return [2]*Table{newTable(t, Config{MaxEntries: fuzzLimit}), newTable(t, Config{MaxEntries: fuzzLimit, TCPLoose: true})}
+func newFuzzTables(t testing.TB) [4]*Table {
+	tables := [4]*Table{newTable(t, Config{MaxEntries: fuzzLimit}), newTable(t, Config{MaxEntries: fuzzLimit, TCPLoose: true}),
+		newTable(t, Config{MaxEntries: fuzzLimit}), newTable(t, Config{MaxEntries: fuzzLimit, TCPLoose: true})}
+	tables[2].SetOffloader(&fuzzFastPath{})
+	tables[3].SetOffloader(&fuzzFastPath{})
+	return tables
+}
+
+// fuzzFastPath is FuzzTrack's fast path: it never carried a packet, and
+// counts what it is told to forget.
+type fuzzFastPath struct{ forgets int }
+
+func (f *fuzzFastPath) Seen(*packet.Tuple) (int64, int64, bool) { return 0, 0, true }
+func (f *fuzzFastPath) Forget(*packet.Tuple)                    { f.forgets++ }
+
+// checkFuzzOffload checks a packet's Result.Offload (see FuzzTrack).
+func checkFuzzOffload(t testing.TB, tb *Table, p *packet.Parsed, res Result, now int64, i int) {
+	if res.Offload == OffloadNone {
+		return
+	}
+	if tb.off == nil {
+		t.Fatalf("packet %d: offload %v without a fast path", i, res.Offload)
+	}
+	if res.State != New && res.State != Established {
+		t.Fatalf("packet %d: offload %v for a %v packet", i, res.Offload, res.State)
+	}
+	icmp := p.Proto == packet.ProtoICMP || p.Proto == packet.ProtoICMPv6
+	ctl := p.Proto == packet.ProtoTCP && p.TCPFlags&(SYN|FIN|RST) != 0
+	if res.Offload == OffloadInstall && (!simple(p) || !p.HasPorts || icmp || ctl) {
+		t.Fatalf("packet %d: install for %+v", i, p.Tuple)
+	}
+	if res.Offload == OffloadRemove && p.Proto != packet.ProtoTCP {
+		t.Fatalf("packet %d: remove for protocol %d", i, p.Proto)
+	}
+	info, ok := tb.Get(p.Tuple, now)
+	if res.Offload == OffloadInstall && (!ok || !info.Offloaded || p.Proto == packet.ProtoTCP && info.TCPState != TCPEstablished) {
+		t.Fatalf("packet %d: installed, but the entry is %v %+v", i, ok, info)
+	}
+	if res.Offload == OffloadRemove && ok && info.Offloaded && info.Orig == res.Orig {
+		t.Fatalf("packet %d: removed, but the entry is still installed", i)
+	}
 }
 
 // fuzzMaxOps bounds the packets of one input. Longer inputs explore no
@@ -704,12 +750,12 @@ const fuzzMaxOps = 64
 
 // fuzzTrackOne is FuzzTrack's body for one input: pairs of bytes (op,
 // arg), at most fuzzMaxOps of them.
-func fuzzTrackOne(t testing.TB, tables *[2]*Table, ops []byte) {
+func fuzzTrackOne(t testing.TB, tables *[4]*Table, ops []byte) {
 	if len(ops) > 2*fuzzMaxOps {
 		ops = ops[:2*fuzzMaxOps]
 	}
 	{
-		tb := tables[len(ops)%2]
+		tb := tables[len(ops)%4]
 		tb.resetForFuzz()
 		now := int64(time.Hour)
 		for i := 0; i+1 < len(ops); i += 2 {
@@ -747,6 +793,7 @@ func fuzzTrackOne(t testing.TB, tables *[2]*Table, ops []byte) {
 					t.Fatalf("orig %v is neither address of the packet", res.Orig)
 				}
 			}
+			checkFuzzOffload(t, tb, p, res, now, i/2)
 			now += int64(arg) * int64(time.Second)
 			// Only a packet's own flow gains an entry, in its shard:
 			// check that shard's bound after every packet, the whole
@@ -761,6 +808,25 @@ func fuzzTrackOne(t testing.TB, tables *[2]*Table, ops []byte) {
 		}
 		if n := tb.entriesForFuzz(); n > fuzzLimit {
 			t.Fatalf("%d entries over the bound", n)
+		}
+		if fp, ok := tb.off.(*fuzzFastPath); ok {
+			// Everything expires; the fast path saw nothing: exactly the
+			// installed connections are forgotten.
+			installed := 0
+			fp.forgets = 0
+			for i := range tb.shards {
+				if sh := &tb.shards[i]; sh.n != 0 {
+					for _, sl := range sh.tab.Load().slots {
+						if sl.h != 0 && sl.e.fp&fpInstalled != 0 {
+							installed++
+						}
+					}
+					sh.sweep(tb, now+int64(MaxTimeout)+1)
+				}
+			}
+			if fp.forgets != installed || tb.entriesForFuzz() != 0 {
+				t.Fatalf("final sweep: %d forgotten of %d installed, %d entries left", fp.forgets, installed, tb.entriesForFuzz())
+			}
 		}
 	}
 }

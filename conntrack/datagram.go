@@ -5,13 +5,15 @@ package conntrack
 // trackDatagram tracks UDP-like protocols (ports) and the generic
 // address-pair protocols: NEW until a reply, then ESTABLISHED; the replied
 // timeout (and assured status) once the connection has lived 2 s after a
-// reply, as the kernel's UDP tracker does.
-func (t *Table) trackDatagram(f *flow, now int64, unreplied, replied int64, r *Result) {
+// reply, as the kernel's UDP tracker does. offload: the connection goes
+// to the fast path (protocols with ports, with an Offloader), installed
+// from its first packet.
+func (t *Table) trackDatagram(f *flow, now int64, unreplied, replied int64, offload bool, r *Result) {
 	k, srcIsA := &f.k, f.srcIsA
 	sh, e := t.lockFlow(f, now)
 	defer sh.mu.Unlock()
 	if e == nil {
-		t.create(sh, f, 0, unreplied, now, r)
+		t.create(sh, f, 0, unreplied, now, offload, r)
 		return
 	}
 	dir := dirOf(e, srcIsA)
@@ -24,5 +26,9 @@ func (t *Table) trackDatagram(f *flow, now int64, unreplied, replied int64, r *R
 	if dir == Reply {
 		e.flags |= flagSeenReply
 	}
-	setResult(r, k, e, dir, stateOf(e))
+	off := OffloadNone
+	if offload {
+		off = install(e, now)
+	}
+	setResult(r, k, e, dir, stateOf(e), off)
 }

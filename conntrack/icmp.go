@@ -33,7 +33,7 @@ func (t *Table) trackICMPQuery(p *packet.Parsed, f *flow, now int64, r *Result) 
 			*r = Result{Reason: ICMPNotNew}
 			return
 		}
-		t.create(sh, f, 0, t.icmp, now, r)
+		t.create(sh, f, 0, t.icmp, now, false, r)
 		return
 	}
 	dir := dirOf(e, srcIsA)
@@ -41,7 +41,7 @@ func (t *Table) trackICMPQuery(p *packet.Parsed, f *flow, now int64, r *Result) 
 		e.flags |= flagSeenReply
 	}
 	e.expires = now + t.icmp
-	setResult(r, k, e, dir, stateOf(e))
+	setResult(r, k, e, dir, stateOf(e), OffloadNone)
 }
 
 // trackICMPError relates an ICMP error to the connection of the packet it

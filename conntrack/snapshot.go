@@ -27,6 +27,10 @@ import (
 //	        flags u8, tag u8, a zero byte
 //	trailer CRC-32C u32 of the header and the records
 //
+// The fast path's state of a connection is not saved (the fast path is
+// empty after a restart): restored connections are not installed; the
+// lifetimes saved include what the fast path saw (refreshAllOffloaded).
+//
 // Lifetimes are stored as what remains at the save, not as times of the
 // saving process's clock; the reader subtracts the time the daemon was
 // down (from the wall clock), so every entry expires when it would have.
@@ -91,6 +95,7 @@ type SnapshotInfo struct {
 // clock time of now. The workers must be stopped: a table that changes
 // while it is written makes WriteSnapshot fail.
 func (t *Table) WriteSnapshot(w io.Writer, p SnapshotParams, now int64, wall time.Time) (int, error) {
+	t.refreshAllOffloaded(now)
 	count := 0
 	for i := range t.shards {
 		sh := &t.shards[i]
@@ -354,11 +359,45 @@ func keyOrdered(k *key) bool {
 	return a0 < b0 || a0 == b0 && (a1 < b1 || a1 == b1 && pa <= pb)
 }
 
-// clear empties the table (its counters stay).
+// refreshAllOffloaded brings the expiry of every connection the fast path
+// holds up to date with the fast path's last-seen times (a system call
+// each, under its shard's lock), so that a snapshot saves the lifetime
+// (and, for datagrams, the reply) of the connections whose packets only
+// the fast path saw. Nothing is removed here; the fast path's state
+// itself (entry.fp) is never saved: it is empty after a restart.
+func (t *Table) refreshAllOffloaded(now int64) {
+	if t.off == nil {
+		return
+	}
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		tab := sh.tab.Load()
+		for j := range tab.slots {
+			if s := &tab.slots[j]; s.h != 0 && s.e.fp&fpInstalled != 0 {
+				t.refreshOffloaded(s, now)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// clear empties the table (its counters stay); the fast path forgets the
+// connections it held (ReadSnapshot fills only an empty table, so none
+// should be installed, but an emptied table must leave none behind).
 func (t *Table) clear() {
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
+		if t.off != nil {
+			tab := sh.tab.Load()
+			for j := range tab.slots {
+				if s := &tab.slots[j]; s.h != 0 && s.e.fp&fpInstalled != 0 {
+					tp := s.k.origTuple(s.e.flags&flagOrigA != 0)
+					t.off.Forget(&tp)
+				}
+			}
+		}
 		if tab := sh.tab.Load(); len(tab.slots) == minSlots {
 			clear(tab.slots)
 		} else {

@@ -120,14 +120,15 @@ func (sh *shard) grow() {
 }
 
 // get returns k's live entry, or nil (sh locked). An expired entry is
-// removed.
+// removed, unless a fast path holds it: the sweep decides those (see
+// SetOffloader), and until then they are live.
 func (sh *shard) get(k *key, h uint64, now int64) *entry {
 	tab := sh.tab.Load()
 	i, ok := tab.find(k, h)
 	if !ok {
 		return nil
 	}
-	if tab.slots[i].e.expires <= now {
+	if e := &tab.slots[i].e; e.expires <= now && e.fp&fpInstalled == 0 {
 		tab.remove(uint64(i))
 		sh.n--
 		sh.expired++
@@ -161,8 +162,11 @@ func (sh *shard) put(k *key, h uint64, e entry) *entry {
 
 // earlyDrop makes room in a full shard (sh locked): from a random place it
 // samples up to 64 entries and removes an expired one, else the first that
-// is not assured. Assured connections are never evicted.
-func (sh *shard) earlyDrop(start uint64, now int64) bool {
+// is not assured. Assured connections are never evicted. An expired
+// connection that a fast path holds may still be active there (only the
+// sweep asks): it is sampled as if live, and the fast path forgets it if
+// it is evicted.
+func (sh *shard) earlyDrop(t *Table, start uint64, now int64) bool {
 	tab := sh.tab.Load()
 	victim, found, seen := uint64(0), false, 0
 	for n, i := 0, start&tab.mask; n < len(tab.slots) && seen < 64; n, i = n+1, (i+1)&tab.mask {
@@ -171,7 +175,7 @@ func (sh *shard) earlyDrop(start uint64, now int64) bool {
 			continue
 		}
 		seen++
-		if s.e.expires <= now {
+		if s.e.expires <= now && s.e.fp&fpInstalled == 0 {
 			tab.remove(i)
 			sh.n--
 			sh.expired++
@@ -182,20 +186,52 @@ func (sh *shard) earlyDrop(start uint64, now int64) bool {
 		}
 	}
 	if found {
-		tab.remove(victim)
-		sh.n--
+		sh.removeSlot(t, victim)
 		sh.evicted++
 	}
 	return found
 }
 
-// sweep removes expired entries (sh locked) and returns how many.
-func (sh *shard) sweep(now int64) int {
+// removeSlot empties slot i (sh locked) and, if a fast path holds its
+// connection, makes the fast path forget it.
+func (sh *shard) removeSlot(t *Table, i uint64) {
+	tab := sh.tab.Load()
+	s := &tab.slots[i]
+	if s.e.fp&fpInstalled == 0 || t.off == nil {
+		tab.remove(i)
+		sh.n--
+		return
+	}
+	tp := s.k.origTuple(s.e.flags&flagOrigA != 0)
+	tab.remove(i)
+	sh.n--
+	t.off.Forget(&tp)
+}
+
+// sweep removes expired entries (sh locked) and returns how many. An
+// expired entry that a fast path holds is first refreshed from the fast
+// path's last-seen times (refreshOffloaded: a system call under the lock,
+// made only here, at expiry): kept while active there, else removed from
+// the table and from the fast path.
+func (sh *shard) sweep(t *Table, now int64) int {
 	tab := sh.tab.Load()
 	removed := 0
 	for i := 0; i < len(tab.slots); {
 		s := &tab.slots[i]
 		if s.h != 0 && s.e.expires <= now {
+			if s.e.fp&fpInstalled != 0 && t.off != nil {
+				tp, live := t.refreshOffloaded(s, now)
+				if live {
+					i++
+					continue
+				}
+				tab.remove(uint64(i))
+				sh.n--
+				sh.expired++
+				removed++
+				t.off.Forget(&tp)
+				continue
+			}
 			tab.remove(uint64(i))
 			sh.n--
 			sh.expired++

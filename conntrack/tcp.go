@@ -151,7 +151,11 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 			if dir == Reply {
 				e.flags |= flagSeenReply
 			}
-			setResult(r, k, e, dir, stateOf(e))
+			off := OffloadNone
+			if t.off != nil {
+				off = tcpOffload(e, p.TCPFlags, now)
+			}
+			setResult(r, k, e, dir, stateOf(e), off)
 			return
 		}
 		if !reopen {
@@ -194,7 +198,11 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 			if dir == Reply {
 				e.flags |= flagSeenReply | flagLastReply
 			}
-			setResult(r, k, e, dir, stateOf(e))
+			off := OffloadNone
+			if t.off != nil {
+				off = tcpOffload(e, p.TCPFlags, now)
+			}
+			setResult(r, k, e, dir, stateOf(e), off)
 			// A RST on a connection that has seen no reply (typically the
 			// server refusing a SYN) deletes it at once, as the kernel's
 			// nf_conntrack_tcp_packet does: the packet itself still counts
@@ -209,9 +217,25 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 			return
 		}
 		// A SYN reopens a closed connection: forget it and start again
-		// with this packet as the original direction.
+		// with this packet as the original direction. (A connection in
+		// the fast path left it when it left ESTABLISHED, so wasIn is
+		// only a safeguard.)
+		wasIn := e.fp&fpInstalled != 0 && t.off != nil
+		var orig packet.Tuple
+		if wasIn {
+			orig = k.origTuple(e.flags&flagOrigA != 0)
+		}
 		sh.removeKey(k, h)
 		sh.reopened++
+		if wasIn {
+			t.create(sh, f, uint8(TCPSynSent), t.tmo[TCPSynSent], now, false, r)
+			if r.State != Invalid {
+				r.Offload = OffloadRemove
+			} else {
+				t.off.Forget(&orig) // no Result to carry the removal
+			}
+			return
+		}
 	}
 	var state TCPState
 	switch {
@@ -223,7 +247,7 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 		*r = Result{Reason: TCPNoSyn}
 		return
 	}
-	t.create(sh, f, uint8(state), t.tmo[state], now, r)
+	t.create(sh, f, uint8(state), t.tmo[state], now, false, r)
 }
 
 // tcpEnd is the sequence number just past a segment: its sequence
