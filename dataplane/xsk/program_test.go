@@ -54,7 +54,7 @@ func frame(t *testing.T, dst net.HardwareAddr, tags []layers.EthernetType, l3 la
 // passed.
 func TestProgramVerdicts(t *testing.T) {
 	needRoot(t)
-	p, err := NewProgram(clusterMAC)
+	p, err := NewProgram(clusterMAC, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
