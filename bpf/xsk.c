@@ -284,25 +284,30 @@ static __always_inline int fast_path(struct xdp_md *ctx, const struct xc_params 
 	if (bpf_redirect_map(&xc_egress, fib.ifindex, XDP_PASS) != XDP_REDIRECT)
 		return slow(SLOW_NO_EGRESS);
 
+	/* The helpers leave the frame as it was: the bounds checks are for
+	 * the verifier, which forgets them across the calls. */
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-	if (data + ETH_HLEN + sizeof(struct xc_ipv6hdr) > data_end)
-		return slow(SLOW_NOT_FAST); /* cannot happen: checked above */
-	__builtin_memcpy(data, fib.dmac, 6);
-	__builtin_memcpy(data + 6, fib.smac, 6);
 	if (key.family == 4) {
 		struct xc_iphdr *ip = data + ETH_HLEN;
-		__u32 check = ip->check;
+		__u32 check;
 
+		if ((void *)(ip + 1) > data_end)
+			return slow(SLOW_NOT_FAST);
 		/* RFC 1624: the TTL's word drops by 0x0100, the checksum rises. */
+		check = ip->check;
 		check += bpf_htons(0x0100);
 		ip->check = (__u16)(check + (check >= 0xffff));
 		ip->ttl--;
 	} else {
 		struct xc_ipv6hdr *ip6 = data + ETH_HLEN;
 
+		if ((void *)(ip6 + 1) > data_end)
+			return slow(SLOW_NOT_FAST);
 		ip6->hop_limit--;
 	}
+	__builtin_memcpy(data, fib.dmac, 6);
+	__builtin_memcpy(data + 6, fib.smac, 6);
 	xc_count(&xc_fast, FAST_FORWARDED);
 	xc_count_n(&xc_fast, FAST_FORWARDED_BYTES, iplen);
 	xc_count(&xc_fast, FAST_OWNER + (f->bucket & 31));
