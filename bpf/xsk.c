@@ -261,7 +261,8 @@ static __always_inline int fast_path(struct xdp_md *ctx, const struct xc_params 
 	__sync_fetch_and_add(&f->packets, 1);
 	__sync_fetch_and_add(&f->bytes, iplen);
 
-	if (!(((pr->mask >> (f->bucket & 31)) & 1) ^ (pr->invert != 0))) {
+	/* cluster.Match.OwnsNode: a bucket beyond the mask is not in it. */
+	if (!((f->bucket < MAX_BUCKETS && ((pr->mask >> f->bucket) & 1)) ^ (pr->invert != 0))) {
 		xc_count(&xc_fast, FAST_FOREIGN);
 		xc_count_n(&xc_fast, FAST_FOREIGN_BYTES, iplen);
 		return XDP_DROP;
@@ -310,7 +311,8 @@ static __always_inline int fast_path(struct xdp_md *ctx, const struct xc_params 
 	__builtin_memcpy(data + 6, fib.smac, 6);
 	xc_count(&xc_fast, FAST_FORWARDED);
 	xc_count_n(&xc_fast, FAST_FORWARDED_BYTES, iplen);
-	xc_count(&xc_fast, FAST_OWNER + (f->bucket & 31));
+	if (f->bucket < MAX_BUCKETS)
+		xc_count(&xc_fast, FAST_OWNER + f->bucket);
 	return XDP_REDIRECT;
 }
 

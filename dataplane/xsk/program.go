@@ -98,7 +98,9 @@ type FastStats struct {
 	// program forwarded (owned) and dropped (another node's); the Bytes
 	// their IP lengths.
 	Forwarded, Foreign, ForwardedBytes, ForeignBytes uint64
-	// Owner counts the forwarded packets per bucket (0-based node).
+	// Owner counts the forwarded packets per bucket (0-based node; a
+	// bucket beyond the last node, owned only by an inverted match, is
+	// not counted here).
 	Owner [cluster.MaxNodes]uint64
 	// Slow counts the cluster-MAC IP frames the fast path handed to the
 	// slow path, by reason (SlowReasonNames); frames while the cache is
