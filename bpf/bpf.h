@@ -36,7 +36,74 @@ enum xdp_action {
 enum {
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_XSKMAP = 17,
+	BPF_MAP_TYPE_DEVMAP_HASH = 25,
+};
+
+/* Address families (linux/socket.h), for bpf_fib_lookup. */
+#define AF_INET 2
+#define AF_INET6 10
+
+/*
+ * struct bpf_fib_lookup, the FIB and neighbour lookup's parameters and
+ * result (linux/bpf.h): in: family, l4_protocol, sport, dport, tot_len
+ * (checked against the egress MTU), ifindex (ingress), tos/flowinfo,
+ * addresses; out: ifindex (egress), mtu_result, smac and dmac.
+ */
+struct bpf_fib_lookup {
+	__u8 family;
+	__u8 l4_protocol;
+	__be16 sport;
+	__be16 dport;
+	union {
+		__u16 tot_len;
+		__u16 mtu_result;
+	};
+	__u32 ifindex;
+	union {
+		__u8 tos;
+		__be32 flowinfo;
+		__u32 rt_metric;
+	};
+	union {
+		__be32 ipv4_src;
+		__u32 ipv6_src[4];
+	};
+	union {
+		__be32 ipv4_dst;
+		__u32 ipv6_dst[4];
+	};
+	union {
+		struct {
+			__be16 h_vlan_proto;
+			__be16 h_vlan_TCI;
+		};
+		__u32 tbid;
+	};
+	union {
+		struct {
+			__u32 mark;
+		};
+		struct {
+			__u8 smac[6];
+			__u8 dmac[6];
+		};
+	};
+};
+
+/* bpf_fib_lookup's return codes (BPF_FIB_LKUP_RET_*). */
+enum {
+	BPF_FIB_LKUP_RET_SUCCESS,
+	BPF_FIB_LKUP_RET_BLACKHOLE,
+	BPF_FIB_LKUP_RET_UNREACHABLE,
+	BPF_FIB_LKUP_RET_PROHIBIT,
+	BPF_FIB_LKUP_RET_NOT_FWDED,
+	BPF_FIB_LKUP_RET_FWD_DISABLED,
+	BPF_FIB_LKUP_RET_UNSUPP_LWT,
+	BPF_FIB_LKUP_RET_NO_NEIGH,
+	BPF_FIB_LKUP_RET_FRAG_NEEDED,
+	BPF_FIB_LKUP_RET_NO_SRC_ADDR,
 };
 
 /* Sections, map definitions in BTF style (as libbpf and cilium/ebpf read them). */
@@ -47,13 +114,17 @@ enum {
 
 /* Helpers, by their number in linux/bpf.h's __BPF_FUNC_MAPPER. */
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
+static long (*bpf_fib_lookup)(void *ctx, struct bpf_fib_lookup *params, int plen, __u32 flags) = (void *)69;
 
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
 /* Byte order: BPF programs are built for little-endian hosts (bpfel). */
 #define bpf_htons(x) ((__be16)__builtin_bswap16(x))
+#define bpf_ntohs(x) ((__u16)__builtin_bswap16(x))
+#define bpf_htonl(x) ((__be32)__builtin_bswap32(x))
 
 /* A per-CPU array of __u64 counters, one per verdict. */
 #define XC_STATS_MAP(name, n)                                  \
@@ -70,6 +141,15 @@ static __always_inline void xc_count(void *stats, __u32 idx)
 
 	if (v)
 		*v += 1;
+}
+
+/* xc_count_n adds n to counter idx. */
+static __always_inline void xc_count_n(void *stats, __u32 idx, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(stats, &idx);
+
+	if (v)
+		*v += n;
 }
 
 #endif

@@ -18,7 +18,19 @@
 #define ETH_P_8021AD 0x88A8
 
 #define IPPROTO_ICMP 1
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_DCCP 33
 #define IPPROTO_ICMPV6 58
+#define IPPROTO_SCTP 132
+#define IPPROTO_UDPLITE 136
+
+/* TCP flag bits, byte 13 of the TCP header. */
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+#define TCP_URG 0x20
 
 /*
  * A MAC address as two words loaded from packet memory (bytes 0-3 and

@@ -11,6 +11,17 @@
 // send neighbour solicitations to solicited-node multicast MACs, not to the
 // cluster MAC). Per-CPU counters record each verdict.
 //
+// With a FlowCache (issue 15's fast path), the program decides the packets
+// of cached connections itself: an untagged IPv4 or IPv6 frame (no
+// fragment, no IPv6 extension header) of a TCP, UDP, UDP-Lite, SCTP or DCCP
+// connection in the cache, with headers packet.Decode accepts, is dropped
+// when the node does not own the connection's bucket (SetMatch's mask and
+// invert, read per packet) and otherwise forwarded along the kernel's route
+// and neighbour (bpf_fib_lookup) to a data interface (AddEgress), its MACs
+// rewritten and its TTL or hop limit decremented. TCP segments with SYN, FIN
+// or RST, misses, and every frame the program cannot forward take the
+// slow path (the AF_XDP socket), counted by reason (FastStats).
+//
 // A Program is safe for concurrent use after Attach.
 package xsk
 
@@ -22,6 +33,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 )
 
@@ -41,12 +53,69 @@ const (
 // StatNames are the counters' metric labels.
 var StatNames = [NumStats]string{"to_xsk", "no_socket", "passed"}
 
+// Reasons a cluster-MAC IP frame took the slow path although the fast path
+// is on (bpf/xsk.c's SLOW_ enum); FastStats.Slow is indexed by them.
+const (
+	SlowMiss              = iota // not in the flow cache
+	SlowTCPControl               // TCP with SYN, FIN or RST, or without ACK
+	SlowFragment                 // an IPv4 fragment
+	SlowNotFast                  // tagged, malformed, IPv6 extension header, ICMP, another protocol
+	SlowTTL                      // the TTL or hop limit would expire
+	SlowNoEgress                 // the route's interface is not a data interface (AddEgress)
+	SlowFIBBlackhole             // bpf_fib_lookup's results, BPF_FIB_LKUP_RET_*:
+	SlowFIBUnreachable           //
+	SlowFIBProhibit              //
+	SlowFIBNotForwarded          // local, broadcast, multicast
+	SlowFIBForwardingOff         // forwarding disabled on the ingress interface
+	SlowFIBUnsupportedLWT        //
+	SlowFIBNoNeighbour           // no valid neighbour entry (yet): the kernel resolves it
+	SlowFIBFragNeeded            // larger than the egress MTU
+	SlowFIBNoSrcAddr             //
+	SlowFIBOther                 // any other result (an error)
+	NumSlowReasons
+)
+
+// SlowReasonNames are the slow-path reasons' metric labels.
+var SlowReasonNames = [NumSlowReasons]string{"miss", "tcp_control", "fragment", "not_fast", "ttl", "no_egress",
+	"fib_blackhole", "fib_unreachable", "fib_prohibit", "fib_not_forwarded", "fib_forwarding_disabled",
+	"fib_unsupported_lwt", "fib_no_neighbour", "fib_frag_needed", "fib_no_src_addr", "fib_other"}
+
+// The fast-path counters' indexes in the per-CPU map xc_fast (bpf/xsk.c's
+// FAST_ enum).
+const (
+	fastForwarded = iota
+	fastForeign
+	fastForwardedBytes
+	fastForeignBytes
+	fastOwner
+	fastSlow = fastOwner + cluster.MaxNodes
+	numFast  = fastSlow + NumSlowReasons
+)
+
+// FastStats are a program's fast-path counters, summed over CPUs.
+type FastStats struct {
+	// Forwarded and Foreign count the packets of cached connections the
+	// program forwarded (owned) and dropped (another node's); the Bytes
+	// their IP lengths.
+	Forwarded, Foreign, ForwardedBytes, ForeignBytes uint64
+	// Owner counts the forwarded packets per bucket (0-based node; a
+	// bucket beyond the last node, owned only by an inverted match, is
+	// not counted here).
+	Owner [cluster.MaxNodes]uint64
+	// Slow counts the cluster-MAC IP frames the fast path handed to the
+	// slow path, by reason (SlowReasonNames); frames while the cache is
+	// off (no FlowCache) are not counted.
+	Slow [NumSlowReasons]uint64
+}
+
 // MaxQueues bounds the queue indexes the program's socket map holds
 // (bpf/xsk.c's MAX_QUEUES).
 const MaxQueues = 256
 
 const (
-	xdpPass = 2
+	xdpDrop     = 1
+	xdpPass     = 2
+	xdpRedirect = 4
 )
 
 // Program is our XDP program for one cluster MAC, with its socket map and
@@ -55,13 +124,18 @@ type Program struct {
 	Prog  *ebpf.Program
 	xsks  *ebpf.Map
 	stats *ebpf.Map
-	mac   net.HardwareAddr
-	links []link.Link
+	fast  *ebpf.Map
+	// The flow cache's maps: the FlowCache's (clones) or private ones.
+	flows, params, egress *ebpf.Map
+	mac                   net.HardwareAddr
+	links                 []link.Link
 }
 
-// NewProgram loads the program for frames addressed to clusterMAC. It needs
-// CAP_BPF and CAP_NET_ADMIN (or root).
-func NewProgram(clusterMAC net.HardwareAddr) (*Program, error) {
+// NewProgram loads the program for frames addressed to clusterMAC, with
+// the flow cache fc, which the programs of every data interface share; with
+// fc nil the fast path is off: every cluster-MAC IP frame goes to the
+// AF_XDP socket. It needs CAP_BPF and CAP_NET_ADMIN (or root).
+func NewProgram(clusterMAC net.HardwareAddr, fc *FlowCache) (*Program, error) {
 	if len(clusterMAC) != 6 {
 		return nil, fmt.Errorf("cluster MAC %q: want 6 bytes", clusterMAC)
 	}
@@ -72,14 +146,21 @@ func NewProgram(clusterMAC net.HardwareAddr) (*Program, error) {
 	if err := spec.Variables[bpfVarClusterMac].Set(macVar(clusterMAC)); err != nil {
 		return nil, fmt.Errorf("set the program's cluster MAC: %w", err)
 	}
+	var opts ebpf.CollectionOptions
+	if fc != nil {
+		spec.Maps[bpfMapXcFlows].MaxEntries = fc.flows.MaxEntries()
+		spec.Maps[bpfMapXcEgress].MaxEntries = fc.egress.MaxEntries()
+		opts.MapReplacements = map[string]*ebpf.Map{bpfMapXcFlows: fc.flows, bpfMapXcParams: fc.params, bpfMapXcEgress: fc.egress}
+	}
 	var objs struct {
 		bpfPrograms
 		bpfMaps
 	}
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+	if err := spec.LoadAndAssign(&objs, &opts); err != nil {
 		return nil, fmt.Errorf("load XDP program: %w (needs CAP_BPF/root)", err)
 	}
-	return &Program{Prog: objs.Xdpcluster, xsks: objs.XcXsks, stats: objs.XcStats, mac: clusterMAC}, nil
+	return &Program{Prog: objs.Xdpcluster, xsks: objs.XcXsks, stats: objs.XcStats, fast: objs.XcFast,
+		flows: objs.XcFlows, params: objs.XcParams, egress: objs.XcEgress, mac: clusterMAC}, nil
 }
 
 // macVar is a MAC address as the program's struct xc_mac (bpf/parse.h)
@@ -131,7 +212,23 @@ func (p *Program) Stats() ([NumStats]uint64, error) {
 	return out, err
 }
 
-// Close detaches the program and unloads it and its maps.
+// FastStats sums the per-CPU fast-path counters.
+func (p *Program) FastStats() (FastStats, error) {
+	var s FastStats
+	sums, err := bpfutil.Sums(p.fast, numFast)
+	if err != nil {
+		return s, fmt.Errorf("fast-path counters: %w", err)
+	}
+	s.Forwarded, s.Foreign = sums[fastForwarded], sums[fastForeign]
+	s.ForwardedBytes, s.ForeignBytes = sums[fastForwardedBytes], sums[fastForeignBytes]
+	copy(s.Owner[:], sums[fastOwner:fastSlow])
+	copy(s.Slow[:], sums[fastSlow:])
+	return s, nil
+}
+
+// Close detaches the program and unloads it and its maps (a FlowCache's
+// maps stay until the FlowCache is closed).
 func (p *Program) Close() error {
-	return errors.Join(p.Detach(), p.Prog.Close(), p.xsks.Close(), p.stats.Close())
+	return errors.Join(p.Detach(), p.Prog.Close(), p.xsks.Close(), p.stats.Close(), p.fast.Close(),
+		p.flows.Close(), p.params.Close(), p.egress.Close())
 }

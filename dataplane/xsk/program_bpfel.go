@@ -13,6 +13,27 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type bpfXcFlow struct {
+	_        structs.HostLayout
+	LastSeen uint64
+	Packets  uint64
+	Bytes    uint64
+	Bucket   uint8
+	Dir      uint8
+	Pad      [6]uint8
+}
+
+type bpfXcFlowKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Proto  uint8
+	Sport  uint16
+	Dport  uint16
+	Pad    uint16
+	Saddr  [4]uint32
+	Daddr  [4]uint32
+}
+
 type bpfXcMac struct {
 	_   structs.HostLayout
 	Lo  uint32
@@ -20,10 +41,21 @@ type bpfXcMac struct {
 	Pad uint16
 }
 
+type bpfXcParams struct {
+	_       structs.HostLayout
+	Enabled uint32
+	Mask    uint32
+	Invert  uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	bpfMapXcEgress    = "xc_egress"
+	bpfMapXcFast      = "xc_fast"
+	bpfMapXcFlows     = "xc_flows"
+	bpfMapXcParams    = "xc_params"
 	bpfMapXcStats     = "xc_stats"
 	bpfMapXcXsks      = "xc_xsks"
 	bpfProgXdpcluster = "xdpcluster"
@@ -79,8 +111,12 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
-	XcStats *ebpf.MapSpec `ebpf:"xc_stats"`
-	XcXsks  *ebpf.MapSpec `ebpf:"xc_xsks"`
+	XcEgress *ebpf.MapSpec `ebpf:"xc_egress"`
+	XcFast   *ebpf.MapSpec `ebpf:"xc_fast"`
+	XcFlows  *ebpf.MapSpec `ebpf:"xc_flows"`
+	XcParams *ebpf.MapSpec `ebpf:"xc_params"`
+	XcStats  *ebpf.MapSpec `ebpf:"xc_stats"`
+	XcXsks   *ebpf.MapSpec `ebpf:"xc_xsks"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -110,12 +146,20 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
-	XcStats *ebpf.Map `ebpf:"xc_stats"`
-	XcXsks  *ebpf.Map `ebpf:"xc_xsks"`
+	XcEgress *ebpf.Map `ebpf:"xc_egress"`
+	XcFast   *ebpf.Map `ebpf:"xc_fast"`
+	XcFlows  *ebpf.Map `ebpf:"xc_flows"`
+	XcParams *ebpf.Map `ebpf:"xc_params"`
+	XcStats  *ebpf.Map `ebpf:"xc_stats"`
+	XcXsks   *ebpf.Map `ebpf:"xc_xsks"`
 }
 
 func (m *bpfMaps) Close() error {
 	return _BpfClose(
+		m.XcEgress,
+		m.XcFast,
+		m.XcFlows,
+		m.XcParams,
 		m.XcStats,
 		m.XcXsks,
 	)

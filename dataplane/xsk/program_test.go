@@ -12,7 +12,7 @@ import (
 
 var clusterMAC = net.HardwareAddr{0x01, 0x00, 0x5e, 0x00, 0x01, 0x01}
 
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: loading XDP programs needs root (CAP_BPF, CAP_NET_ADMIN); run the tests as root")
 	}
@@ -54,7 +54,7 @@ func frame(t *testing.T, dst net.HardwareAddr, tags []layers.EthernetType, l3 la
 // passed.
 func TestProgramVerdicts(t *testing.T) {
 	needRoot(t)
-	p, err := NewProgram(clusterMAC)
+	p, err := NewProgram(clusterMAC, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,7 +87,7 @@ var table = map[string]entry{
 	"dataplane": {imports: []string{"packet", "conntrack", "cluster"}, layer: coreLayer, forbid: join(hotPath, []rule{noLog, coreOwnCode})},
 
 	// Hot path: the ports.
-	"dataplane/xsk":      {imports: []string{"dataplane", "internal/bpfutil", "jhash"}, layer: portLayer, forbid: join(hotPath, []rule{noLogButNetlink})},
+	"dataplane/xsk":      {imports: []string{"cluster", "conntrack", "dataplane", "internal/bpfutil", "jhash", "packet"}, layer: portLayer, forbid: join(hotPath, []rule{noLogButNetlink})},
 	"dataplane/afpacket": {imports: []string{"dataplane", "internal/bpfutil"}, layer: portLayer, forbid: join(hotPath, []rule{noLogButNetlink})},
 
 	// Shared kernel helpers and the control path.

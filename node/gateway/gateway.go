@@ -513,7 +513,7 @@ func (g *Gateway) openXDP(h *netlink.Handle, cfg Config) ([]dataplane.Iface, err
 	var ifaces []dataplane.Iface
 	for i, ic := range cfg.Interfaces {
 		link, _ := h.LinkByIndex(g.links[i])
-		prog, err := xsk.NewProgram(ic.ClusterMAC)
+		prog, err := xsk.NewProgram(ic.ClusterMAC, nil)
 		if err != nil {
 			return nil, fmt.Errorf("interface %s: %w", ic.Name, err)
 		}

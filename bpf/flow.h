@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The gateway's flow cache (Go: dataplane/xsk's FlowCache), shared by the
+ * XDP programs of every data interface: the key and value of its LRU hash,
+ * its parameters and its egress devmap. The Go side writes these layouts
+ * byte for byte: keep them in sync with dataplane.FlowKey and
+ * dataplane/xsk's flowValue and fastParams.
+ */
+#ifndef XC_FLOW_H
+#define XC_FLOW_H
+
+#include "bpf.h"
+
+/* One direction of a connection (dataplane.FlowKey): 40 bytes. */
+struct xc_flow_key {
+	__u8 family; /* 4 or 6 */
+	__u8 proto;
+	__u16 sport; /* host byte order */
+	__u16 dport; /* host byte order */
+	__u16 pad;
+	__u32 saddr[4]; /* IPv4 in saddr[0], the rest zero */
+	__u32 daddr[4];
+};
+
+/* A cached direction: 32 bytes. */
+struct xc_flow {
+	__u64 last_seen; /* bpf_ktime_get_ns of its last fast-path packet, or of the install */
+	__u64 packets;	 /* carried by the fast path (forwarded or dropped) since the install */
+	__u64 bytes;	 /* their IP lengths */
+	__u8 bucket;	 /* the connection's bucket: 0-based node */
+	__u8 dir;	 /* 0: original direction, 1: reply */
+	__u8 pad[6];
+};
+
+/* The ownership parameters (SetMatch), the one entry of xc_params. */
+struct xc_params {
+	__u32 enabled; /* 0: every frame to the slow path */
+	__u32 mask;    /* bit n: this node owns bucket n */
+	__u32 invert;  /* 1: own what the mask does not */
+};
+
+#endif

@@ -1,0 +1,331 @@
+package xsk
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpcluster/xdpcluster/conntrack"
+	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/packet"
+)
+
+// FlowCache is the XDP fast path's connection cache (bpf/flow.h), shared
+// by the programs of every data interface (NewProgram): an LRU hash of
+// both directions of each connection the tracker installed, with its bucket
+// and each direction's last-seen time and counters; the ownership
+// parameters (SetMatch); and the data interfaces the fast path forwards to
+// (AddEgress).
+//
+// It implements dataplane.FlowCache for the workers (Install, Remove: one
+// batch syscall per 32 connections and direction set, no allocation, no
+// lock) and conntrack.Offloader for the tracker's sweeper (Seen, Forget).
+// All methods are safe for concurrent use.
+type FlowCache struct {
+	flows, params, egress *ebpf.Map
+	fd                    int
+	clock                 conntrack.Clock
+	offset                int64 // CLOCK_MONOTONIC (bpf_ktime_get_ns) minus clock.Now()
+
+	installs, removals, lost atomic.Uint64
+}
+
+var (
+	_ dataplane.FlowCache = (*FlowCache)(nil)
+	_ conntrack.Offloader = (*FlowCache)(nil)
+)
+
+// MaxEgress bounds the data interfaces a FlowCache forwards to.
+const MaxEgress = 64
+
+// MaxFlowCacheConns bounds NewFlowCache's conns (two entries each).
+const MaxFlowCacheConns = 1 << 30
+
+// flowValue is bpf/flow.h's struct xc_flow.
+type flowValue struct {
+	LastSeen uint64 // bpf_ktime_get_ns
+	Packets  uint64
+	Bytes    uint64
+	Bucket   uint8
+	Dir      uint8 // 0: original direction, 1: reply
+	_        [6]byte
+}
+
+// fastParams is bpf/flow.h's struct xc_params.
+type fastParams struct {
+	Enabled, Mask, Invert uint32
+}
+
+// NewFlowCache creates the cache's maps for conns connections (2*conns
+// entries: one per direction). Times it reports (Seen) are in clock's
+// time, which must not be the zero Clock. The fast path stays off until
+// the first SetMatch. It needs CAP_BPF (or root).
+func NewFlowCache(conns int, clock conntrack.Clock) (*FlowCache, error) {
+	if conns < 1 || conns > MaxFlowCacheConns {
+		return nil, fmt.Errorf("flow cache entries %d: must be 1 to %d connections", conns, MaxFlowCacheConns)
+	}
+	if clock.IsZero() {
+		return nil, errors.New("flow cache: the conntrack clock is zero (use conntrack.NewClock)")
+	}
+	spec, err := loadBpf()
+	if err != nil {
+		return nil, fmt.Errorf("read XDP program object: %w", err)
+	}
+	c := &FlowCache{clock: clock}
+	mk := func(name string, entries uint32) (*ebpf.Map, error) {
+		ms := spec.Maps[name].Copy()
+		if entries != 0 {
+			ms.MaxEntries = entries
+		}
+		m, err := ebpf.NewMap(ms)
+		if err != nil {
+			return nil, fmt.Errorf("create flow cache map %s (%d entries): %w (needs CAP_BPF/root)", name, ms.MaxEntries, err)
+		}
+		return m, nil
+	}
+	if c.flows, err = mk(bpfMapXcFlows, uint32(2*conns)); err != nil {
+		return nil, err
+	}
+	if c.params, err = mk(bpfMapXcParams, 0); err != nil {
+		c.flows.Close()
+		return nil, err
+	}
+	if c.egress, err = mk(bpfMapXcEgress, MaxEgress); err != nil {
+		c.flows.Close()
+		c.params.Close()
+		return nil, err
+	}
+	c.fd = c.flows.FD()
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("flow cache: read CLOCK_MONOTONIC: %w", err)
+	}
+	c.offset = ts.Nano() - clock.Now()
+	return c, nil
+}
+
+// SetMatch sets the ownership the fast path applies to every cached
+// connection on its next packet: the node owns bucket b when bit b of mask
+// is set, inverted by invert (cluster.Match.OwnsNode). The first call
+// turns the fast path on.
+func (c *FlowCache) SetMatch(mask uint32, invert bool) error {
+	p := fastParams{Enabled: 1, Mask: mask}
+	if invert {
+		p.Invert = 1
+	}
+	if err := c.params.Put(uint32(0), p); err != nil {
+		return fmt.Errorf("flow cache: set mask %#x invert %v: %w", mask, invert, err)
+	}
+	return nil
+}
+
+// AddEgress lets the fast path forward to the interface ifindex (a data
+// interface, with the program attached or not). Call it with the thread in
+// the interface's network namespace: the kernel resolves the index there.
+func (c *FlowCache) AddEgress(ifindex int) error {
+	if ifindex <= 0 {
+		return fmt.Errorf("flow cache egress ifindex %d: must be positive", ifindex)
+	}
+	if err := c.egress.Put(uint32(ifindex), uint32(ifindex)); err != nil {
+		return fmt.Errorf("flow cache: add egress interface %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+// RemoveEgress stops forwarding to the interface ifindex; a missing one is
+// no error.
+func (c *FlowCache) RemoveEgress(ifindex int) error {
+	if err := c.egress.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("flow cache: remove egress interface %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+// Close removes the cache's maps (programs loaded with it keep their
+// references until closed).
+func (c *FlowCache) Close() error {
+	return errors.Join(c.flows.Close(), c.params.Close(), c.egress.Close())
+}
+
+// CacheStats are a FlowCache's counters.
+type CacheStats struct {
+	Entries  uint64 // entries now (two per connection)
+	Installs uint64 // connections installed (or refreshed)
+	Removals uint64 // connections removed (Remove, Forget) that were in the cache
+	Lost     uint64 // installed connections Seen found missing (evicted)
+}
+
+// Stats reads the counters; Entries walks the map's keys (call it at
+// scrape time, not per packet).
+func (c *FlowCache) Stats() (CacheStats, error) {
+	s := CacheStats{Installs: c.installs.Load(), Removals: c.removals.Load(), Lost: c.lost.Load()}
+	var k dataplane.FlowKey
+	var prev any // nil: the first key
+	limit := 2 * uint64(c.flows.MaxEntries())
+	for s.Entries < limit {
+		if err := c.flows.NextKey(prev, &k); err != nil {
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				break
+			}
+			return s, fmt.Errorf("flow cache: count entries: %w", err)
+		}
+		s.Entries++
+		kk := k
+		prev = &kk
+	}
+	return s, nil
+}
+
+// ktime is now as bpf_ktime_get_ns reads it.
+func (c *FlowCache) ktime() uint64 { return uint64(c.clock.Now() + c.offset) }
+
+// batchConns is the connections per batch syscall: its keys and values
+// live on the caller's stack (2 directions x (40 + 32) bytes each).
+const batchConns = 32
+
+var errBucketsLen = errors.New("flow cache install: len(buckets) != len(orig)")
+
+// Install adds or refreshes both directions of connections (see
+// dataplane.FlowCache): last seen now, counters zero.
+func (c *FlowCache) Install(orig []dataplane.FlowKey, buckets []uint8) error {
+	if len(buckets) != len(orig) {
+		return errBucketsLen
+	}
+	now := c.ktime()
+	var keys [2 * batchConns]dataplane.FlowKey
+	var vals [2 * batchConns]flowValue
+	for len(orig) > 0 {
+		n := min(len(orig), batchConns)
+		for i := range n {
+			k := &orig[i]
+			keys[2*i] = dataplane.FlowKey{Family: k.Family, Proto: k.Proto, SrcPort: k.SrcPort, DstPort: k.DstPort, Src: k.Src, Dst: k.Dst}
+			keys[2*i+1] = k.Reverse()
+			vals[2*i] = flowValue{LastSeen: now, Bucket: buckets[i]}
+			vals[2*i+1] = flowValue{LastSeen: now, Bucket: buckets[i], Dir: 1}
+		}
+		if _, err := mapBatch(bpfMapUpdateBatch, c.fd, unsafe.Pointer(&keys[0]), unsafe.Pointer(&vals[0]), 2*n); err != nil {
+			return fmt.Errorf("flow cache install %d connections: %w", n, err)
+		}
+		c.installs.Add(uint64(n))
+		orig, buckets = orig[n:], buckets[n:]
+	}
+	return nil
+}
+
+// Remove deletes both directions of connections (see dataplane.FlowCache);
+// keys not in the cache are skipped.
+func (c *FlowCache) Remove(orig []dataplane.FlowKey) error {
+	var keys [2 * batchConns]dataplane.FlowKey
+	for len(orig) > 0 {
+		n := min(len(orig), batchConns)
+		for i := range n {
+			k := &orig[i]
+			keys[2*i] = dataplane.FlowKey{Family: k.Family, Proto: k.Proto, SrcPort: k.SrcPort, DstPort: k.DstPort, Src: k.Src, Dst: k.Dst}
+			keys[2*i+1] = k.Reverse()
+		}
+		removed := uint64(n)
+		// The kernel deletes in order and stops at the first missing key,
+		// telling how many it deleted: skip that key and go on.
+		for at := 0; at < 2*n; {
+			done, err := mapBatch(bpfMapDeleteBatch, c.fd, unsafe.Pointer(&keys[at]), nil, 2*n-at)
+			if err == nil {
+				break
+			}
+			if err != unix.ENOENT {
+				return fmt.Errorf("flow cache remove %d connections: %w", n, err)
+			}
+			if (at+done)%2 == 0 {
+				removed-- // the original direction was not there
+			}
+			at += done + 1
+		}
+		c.removals.Add(removed)
+		orig = orig[n:]
+	}
+	return nil
+}
+
+// Seen reports when each direction of the connection last passed the fast
+// path (or was installed), in the clock's time, and whether the cache
+// still holds both directions (see conntrack.Offloader). A connection
+// missing is counted as lost: Seen is asked only about installed ones.
+func (c *FlowCache) Seen(orig *packet.Tuple) (origLast, replyLast int64, ok bool) {
+	k := dataplane.KeyOf(orig)
+	r := k.Reverse()
+	var v flowValue
+	okOrig := mapLookup(c.fd, unsafe.Pointer(&k), unsafe.Pointer(&v)) == nil
+	if okOrig {
+		origLast = int64(v.LastSeen) - c.offset
+	}
+	okReply := mapLookup(c.fd, unsafe.Pointer(&r), unsafe.Pointer(&v)) == nil
+	if okReply {
+		replyLast = int64(v.LastSeen) - c.offset
+	}
+	ok = okOrig && okReply
+	if !ok {
+		c.lost.Add(1)
+	}
+	return origLast, replyLast, ok
+}
+
+// Forget removes the connection from the cache (see conntrack.Offloader).
+func (c *FlowCache) Forget(orig *packet.Tuple) {
+	keys := [1]dataplane.FlowKey{dataplane.KeyOf(orig)}
+	_ = c.Remove(keys[:]) // nothing to do about a failure: the sweeper drops the connection anyway
+}
+
+// The bpf(2) commands the cache issues directly (linux/bpf.h).
+const (
+	bpfMapLookupElem  = 1
+	bpfMapUpdateBatch = 26
+	bpfMapDeleteBatch = 27
+)
+
+// batchAttr is union bpf_attr's batch member.
+type batchAttr struct {
+	inBatch, outBatch, keys, values uint64
+	count, mapFD                    uint32
+	elemFlags, flags                uint64
+}
+
+// elemAttr is union bpf_attr's element member.
+type elemAttr struct {
+	mapFD      uint32
+	_          uint32
+	key, value uint64
+	flags      uint64
+}
+
+// mapBatch issues a batch command over n keys (and values) and returns how
+// many elements the kernel processed. keys and values usually point into
+// the caller's stack: they become integers only here, with no call but the
+// (nosplit) system call before the kernel reads them, so the stack cannot
+// move in between.
+func mapBatch(cmd uintptr, fd int, keys, values unsafe.Pointer, n int) (int, error) {
+	attr := batchAttr{keys: uint64(uintptr(keys)), values: uint64(uintptr(values)), count: uint32(n), mapFD: uint32(fd)}
+	_, _, errno := unix.Syscall(unix.SYS_BPF, cmd, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	runtime.KeepAlive(keys)
+	runtime.KeepAlive(values)
+	if errno != 0 {
+		return int(attr.count), errno
+	}
+	return int(attr.count), nil
+}
+
+// mapLookup reads one element (as mapBatch, without allocating).
+func mapLookup(fd int, key, value unsafe.Pointer) error {
+	attr := elemAttr{mapFD: uint32(fd), key: uint64(uintptr(key)), value: uint64(uintptr(value))}
+	_, _, errno := unix.Syscall(unix.SYS_BPF, bpfMapLookupElem, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	runtime.KeepAlive(key)
+	runtime.KeepAlive(value)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}

@@ -1,0 +1,197 @@
+package xsk
+
+import (
+	"encoding/binary"
+	"sync"
+	"testing"
+
+	"github.com/xdpcluster/xdpcluster/conntrack"
+	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/packet"
+)
+
+// tuple4 is the original direction of a UDP or TCP connection from
+// 10.x.y.z (i's bytes) port 1000+i to 192.0.2.1:443.
+func tuple4(i int, proto uint8) packet.Tuple {
+	t := packet.Tuple{Family: packet.IPv4, Proto: proto, SrcPort: uint16(1000 + i), DstPort: 443, HasPorts: true}
+	t.Src[0] = 10
+	binary.BigEndian.PutUint16(t.Src[2:], uint16(i))
+	t.Src[1] = byte(i >> 16)
+	copy(t.Dst[:4], []byte{192, 0, 2, 1})
+	return t
+}
+
+func tuple6(i int) packet.Tuple {
+	t := packet.Tuple{Family: packet.IPv6, Proto: packet.ProtoTCP, SrcPort: uint16(2000 + i), DstPort: 80, HasPorts: true}
+	copy(t.Src[:], []byte{0x20, 0x01, 0x0d, 0xb8, 0, 1})
+	binary.BigEndian.PutUint32(t.Src[12:], uint32(i))
+	copy(t.Dst[:], []byte{0x20, 0x01, 0x0d, 0xb8, 0, 2})
+	t.Dst[15] = 1
+	return t
+}
+
+func newCache(t testing.TB, conns int) (*FlowCache, conntrack.Clock) {
+	needRoot(t)
+	clock := conntrack.NewClock()
+	fc, err := NewFlowCache(conns, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fc.Close() })
+	return fc, clock
+}
+
+func lookupFlow(t testing.TB, fc *FlowCache, k dataplane.FlowKey) (flowValue, bool) {
+	var v flowValue
+	err := fc.flows.Lookup(&k, &v)
+	return v, err == nil
+}
+
+func TestNewFlowCacheRefuses(t *testing.T) {
+	for _, conns := range []int{0, -1, MaxFlowCacheConns + 1} {
+		if _, err := NewFlowCache(conns, conntrack.NewClock()); err == nil {
+			t.Errorf("NewFlowCache(%d): no error", conns)
+		}
+	}
+	if _, err := NewFlowCache(16, conntrack.Clock{}); err == nil {
+		t.Error("NewFlowCache with the zero clock: no error")
+	}
+}
+
+// TestFlowCacheInstallRemoveSeen: Install writes both directions (bucket,
+// direction, last seen now, counters zero), Seen reads them back in the
+// tracker's clock, Remove and Forget delete both and skip what is missing,
+// none of them allocates, and workers install concurrently.
+func TestFlowCacheInstallRemoveSeen(t *testing.T) {
+	fc, clock := newCache(t, 4096)
+	var tuples []packet.Tuple
+	for i := range 50 {
+		tuples = append(tuples, tuple4(i, packet.ProtoUDP))
+	}
+	for i := range 30 {
+		tuples = append(tuples, tuple6(i))
+	}
+	keys := make([]dataplane.FlowKey, len(tuples))
+	buckets := make([]uint8, len(tuples))
+	for i := range tuples {
+		keys[i] = dataplane.KeyOf(&tuples[i])
+		buckets[i] = uint8(i % 32)
+	}
+	before := clock.Now()
+	if err := fc.Install(keys, buckets); err != nil {
+		t.Fatal(err)
+	}
+	after := clock.Now()
+	for i, k := range keys {
+		for dir, kk := range []dataplane.FlowKey{k, k.Reverse()} {
+			v, ok := lookupFlow(t, fc, kk)
+			if !ok {
+				t.Fatalf("connection %d dir %d: not in the map", i, dir)
+			}
+			if v.Bucket != buckets[i] || v.Dir != uint8(dir) || v.Packets != 0 || v.Bytes != 0 {
+				t.Errorf("connection %d dir %d: %+v, want bucket %d", i, dir, v, buckets[i])
+			}
+		}
+		o, r, ok := fc.Seen(&tuples[i])
+		// The offset between the clocks is read once: allow for its error.
+		const slack = int64(1e6)
+		if !ok || o < before-slack || o > after+slack || r != o {
+			t.Errorf("Seen(%d) = %d, %d, %v; want ok and within [%d, %d]", i, o, r, ok, before, after)
+		}
+	}
+	st, err := fc.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Entries != uint64(2*len(keys)) || st.Installs != uint64(len(keys)) || st.Lost != 0 {
+		t.Errorf("stats after install: %+v, want %d entries, %d installs", st, 2*len(keys), len(keys))
+	}
+
+	// Remove every other connection, with missing ones among them: one
+	// never installed, and one whose reply direction is gone.
+	if err := fc.flows.Delete(keys[3].Reverse()); err != nil {
+		t.Fatal(err)
+	}
+	missing := tuple4(9999, packet.ProtoTCP)
+	rm := []dataplane.FlowKey{dataplane.KeyOf(&missing)}
+	for i := 1; i < len(keys); i += 2 {
+		rm = append(rm, keys[i])
+	}
+	if err := fc.Remove(rm); err != nil {
+		t.Fatalf("Remove with missing keys: %v", err)
+	}
+	for i, k := range keys {
+		_, ok1 := lookupFlow(t, fc, k)
+		_, ok2 := lookupFlow(t, fc, k.Reverse())
+		if want := i%2 == 0; ok1 != want || ok2 != want {
+			t.Errorf("connection %d after Remove: present %v/%v, want %v", i, ok1, ok2, want)
+		}
+	}
+	if _, _, ok := fc.Seen(&tuples[1]); ok {
+		t.Error("Seen of a removed connection: ok")
+	}
+	fc.Forget(&tuples[0])
+	if _, _, ok := fc.Seen(&tuples[0]); ok {
+		t.Error("Seen after Forget: ok")
+	}
+	st, _ = fc.Stats()
+	if want := uint64(len(keys) - len(keys)/2 - 1); st.Entries != 2*want {
+		t.Errorf("entries after removal: %d, want %d", st.Entries, 2*want)
+	}
+	if st.Removals != uint64(len(keys)/2+1) || st.Lost != 2 {
+		t.Errorf("stats after removal: %+v, want %d removals, 2 lost", st, len(keys)/2+1)
+	}
+
+	// Zero allocations per call.
+	batch := keys[:40]
+	if n := testing.AllocsPerRun(100, func() { fc.Install(batch, buckets[:40]) }); n != 0 {
+		t.Errorf("Install: %v allocations per call", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { fc.Remove(batch) }); n != 0 {
+		t.Errorf("Remove: %v allocations per call", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { fc.Seen(&tuples[60]) }); n != 0 {
+		t.Errorf("Seen: %v allocations per call", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { fc.Forget(&tuples[61]) }); n != 0 {
+		t.Errorf("Forget: %v allocations per call", n)
+	}
+
+	// Concurrent workers: each installs its own connections in batches.
+	fc2, _ := newCache(t, 8192)
+	const workers, per = 4, 700
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var ks [7]dataplane.FlowKey
+			var bs [7]uint8
+			for i := 0; i < per; i += len(ks) {
+				for j := range ks {
+					tp := tuple4(w*per+i+j, packet.ProtoTCP)
+					ks[j], bs[j] = dataplane.KeyOf(&tp), uint8(w)
+				}
+				if err := fc2.Install(ks[:], bs[:]); err != nil {
+					t.Error(err)
+					return
+				}
+				if i%70 == 0 {
+					if err := fc2.Remove(ks[:1]); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	st, err = fc2.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	removed := uint64(workers * per / 70)
+	if st.Installs != workers*per || st.Removals != removed || st.Entries != 2*(workers*per-removed) {
+		t.Errorf("concurrent installs: %+v, want %d installs, %d removals, %d entries", st, workers*per, removed, 2*(workers*per-removed))
+	}
+}
