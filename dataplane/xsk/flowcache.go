@@ -329,3 +329,7 @@ func mapLookup(fd int, key, value unsafe.Pointer) error {
 	}
 	return nil
 }
+
+// Conns is the number of connections the cache holds (NewFlowCache's
+// conns).
+func (c *FlowCache) Conns() int { return int(c.flows.MaxEntries() / 2) }

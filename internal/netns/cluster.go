@@ -152,6 +152,13 @@ func NewCluster(prefix string, o ClusterOptions) (c *Cluster, err error) {
 	for i, ns := range c.Nodes {
 		plug(ns, "front", fmt.Sprintf("swf%d", i+1), "brf")
 		plug(ns, "back", fmt.Sprintf("swb%d", i+1), "brb")
+		// A gateway node forwards: the XDP fast path's route lookup
+		// (bpf_fib_lookup) routes only where the kernel would. And a
+		// frame the fast path redirects into a veth reaches the other
+		// end only if that end runs NAPI, which GRO turns on.
+		run(ns, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1", "net.ipv6.conf.all.forwarding=1")
+		run(sw, "ethtool", "-K", fmt.Sprintf("swf%d", i+1), "gro", "on")
+		run(sw, "ethtool", "-K", fmt.Sprintf("swb%d", i+1), "gro", "on")
 		run(ns, "ip", "addr", "add", fmt.Sprintf("198.51.100.%d/24", 2+i), "dev", "front")
 		run(ns, "ip", "addr", "add", fmt.Sprintf("203.0.113.%d/24", 2+i), "dev", "back")
 		run(ns, "ip", "addr", "add", fmt.Sprintf("2001:db8:100::%x/64", 2+i), "dev", "front", "nodad")

@@ -35,7 +35,29 @@ type node struct {
 	match   cluster.Match
 }
 
-func startNodes(t testing.TB, cl *netns.Cluster) []*node { return startMixed(t, cl, 0, "afxdp") }
+func startNodes(t testing.TB, cl *netns.Cluster) []*node { return startMixed(t, cl, 0, "afxdp", "") }
+
+// fastPaths are the fast path settings the end-to-end tests run with.
+var fastPaths = []dataplane.FastPath{dataplane.FastPathAuto, dataplane.FastPathOff}
+
+// fastTotals sums a gateway's XDP fast path counters over its interfaces.
+func fastTotals(t testing.TB, gw *gateway.Gateway) (fs xsk.FastStats) {
+	for _, p := range gw.Programs() {
+		st, err := p.FastStats()
+		if err != nil {
+			t.Fatalf("fast path counters: %v", err)
+		}
+		fs.Forwarded += st.Forwarded
+		fs.Foreign += st.Foreign
+		for b := range st.Owner {
+			fs.Owner[b] += st.Owner[b]
+		}
+		for r := range st.Slow {
+			fs.Slow[r] += st.Slow[r]
+		}
+	}
+	return fs
+}
 
 // interfaces are the node's data interfaces; with the cluster built
 // without static neighbour entries, the nodes answer ARP/ND for the
@@ -98,7 +120,7 @@ func kernelForwarded(t testing.TB, ns *netns.NS) uint64 {
 
 // startMixed starts xdpcluster on every node but kernelNode (1-based; 0:
 // none), which runs the kernel recipe instead.
-func startMixed(t testing.TB, cl *netns.Cluster, kernelNode int, backend string) []*node {
+func startMixed(t testing.TB, cl *netns.Cluster, kernelNode int, backend string, fast dataplane.FastPath) []*node {
 	var nodes []*node
 	for i, ns := range cl.Nodes {
 		n := &node{ns: ns, match: cluster.LocalNode(uint32(len(cl.Nodes)), uint32(i+1), seed), backMAC: nstest.MAC(t, ns, "back")}
@@ -112,6 +134,7 @@ func startMixed(t testing.TB, cl *netns.Cluster, kernelNode int, backend string)
 				Interfaces: interfaces(cl),
 				Match:      n.match,
 				IO:         dataplane.IO(backend),
+				FastPath:   fast,
 				Logger:     testLogger,
 				Port:       xsk.PortOptions{NumFrames: 4096, FrameSize: 2048, RingSize: 2048},
 			})
@@ -138,7 +161,10 @@ func startMixed(t testing.TB, cl *netns.Cluster, kernelNode int, backend string)
 			}
 			n.gw.Close()
 		})
-		t.Logf("node %d: %v", i+1, n.gw.Modes())
+		t.Logf("node %d: %v; fast path %v %s", i+1, n.gw.Modes(), n.gw.FlowCache() != nil, n.gw.FastPathReason())
+		if want := fast != dataplane.FastPathOff && backend == "afxdp"; (n.gw.FlowCache() != nil) != want {
+			t.Fatalf("node %d: fast path on = %v, want %v (%s)", i+1, n.gw.FlowCache() != nil, want, n.gw.FastPathReason())
+		}
 		nodes = append(nodes, n)
 	}
 	// Warm the neighbour tables through the dataplane's own resolver (it
@@ -245,10 +271,14 @@ func sourcesByMAC(t *testing.T, file string, server ...netip.Addr) map[netip.Add
 	return out
 }
 
-func TestGatewayEndToEnd(t *testing.T) { endToEnd(t, "xc-e2e", 0, "afxdp") }
+func TestGatewayEndToEnd(t *testing.T) {
+	for _, fp := range fastPaths {
+		t.Run("fast_path="+string(fp), func(t *testing.T) { endToEnd(t, "xc-e2e", 0, "afxdp", fp) })
+	}
+}
 
 // TestGatewayEndToEndAFPacket: the same over the raw-socket backend.
-func TestGatewayEndToEndAFPacket(t *testing.T) { endToEnd(t, "xc-afp", 0, "afpacket") }
+func TestGatewayEndToEndAFPacket(t *testing.T) { endToEnd(t, "xc-afp", 0, "afpacket", "") }
 
 // TestGatewayMixedWithKernelNode: users migrate one node at a time, so a
 // cluster may mix xdpcluster nodes with kernel nodes running the man-page
@@ -258,9 +288,13 @@ func TestGatewayEndToEndAFPacket(t *testing.T) { endToEnd(t, "xc-afp", 0, "afpac
 // before conntrack confirms them, so a UDP reply would start a new
 // connection hashed by the server's address and be forwarded twice if the
 // server hashed to that node (a pitfall of the recipe: README, "Found on the way").
-func TestGatewayMixedWithKernelNode(t *testing.T) { endToEnd(t, "xc-mix", 3, "afxdp") }
+func TestGatewayMixedWithKernelNode(t *testing.T) {
+	for _, fp := range fastPaths {
+		t.Run("fast_path="+string(fp), func(t *testing.T) { endToEnd(t, "xc-mix", 3, "afxdp", fp) })
+	}
+}
 
-func endToEnd(t *testing.T, prefix string, kernelNode int, backend string) {
+func endToEnd(t *testing.T, prefix string, kernelNode int, backend string, fast dataplane.FastPath) {
 	nstest.Require(t)
 	for _, tool := range []string{"tcpdump", "ping", "iptables"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -269,7 +303,7 @@ func endToEnd(t *testing.T, prefix string, kernelNode int, backend string) {
 	}
 	// No static neighbour entries: the nodes answer ARP/ND for the cluster IPs.
 	cl := nstest.Cluster(t, prefix, netns.ClusterOptions{Nodes: 3, Clients4: 40, Clients6: 6})
-	nodes := startMixed(t, cl, kernelNode, backend)
+	nodes := startMixed(t, cl, kernelNode, backend, fast)
 	servers(t, cl)
 	stop := capture(t, cl.Server, "ip or ip6")
 
@@ -292,7 +326,8 @@ func endToEnd(t *testing.T, prefix string, kernelNode int, backend string) {
 	time.Sleep(200 * time.Millisecond)
 
 	// Exactly once: every node received every frame, and the nodes together
-	// forwarded each exactly once. (A non-owner may class a few packets
+	// forwarded each exactly once, counting what the XDP fast path decided
+	// (forwarded or dropped as foreign) beside what the workers did. (A non-owner may class a few packets
 	// INVALID: it drains its two interfaces independently, so it can see a
 	// client's ACK before the server's SYN/ACK that it received on the
 	// other side; it drops them anyway, and the owner, which forwards both
@@ -325,13 +360,17 @@ func endToEnd(t *testing.T, prefix string, kernelNode int, backend string) {
 		if len(n.gw.Programs()) > 0 && got != xdpIn {
 			t.Errorf("node %d: the program sent %d frames to AF_XDP, the workers handled %d", i+1, xdpIn, got)
 		}
-		frames = append(frames, got)
-		forwarded += pkts[dataplane.Forwarded] + pkts[dataplane.ForwardedKernel]
-		if pkts[dataplane.Forwarded] == 0 {
+		fs := fastTotals(t, n.gw)
+		frames = append(frames, got+fs.Forwarded+fs.Foreign)
+		forwarded += pkts[dataplane.Forwarded] + pkts[dataplane.ForwardedKernel] + fs.Forwarded
+		if pkts[dataplane.Forwarded]+fs.Forwarded == 0 {
 			t.Errorf("node %d forwarded nothing", i+1)
 		}
-		t.Logf("node %d: forwarded %d, foreign %d, invalid %d %v", i+1, pkts[dataplane.Forwarded], pkts[dataplane.Foreign],
-			pkts[dataplane.Invalid], invalidReasons(n.gw.Dataplane()))
+		if n.gw.FlowCache() != nil && fs.Forwarded+fs.Foreign == 0 {
+			t.Errorf("node %d: the fast path carried nothing (slow path reasons %v)", i+1, fs.Slow)
+		}
+		t.Logf("node %d: forwarded %d, foreign %d, invalid %d %v; fast path: forwarded %d, foreign %d, to the slow path %v", i+1,
+			pkts[dataplane.Forwarded], pkts[dataplane.Foreign], pkts[dataplane.Invalid], invalidReasons(n.gw.Dataplane()), fs.Forwarded, fs.Foreign, fs.Slow)
 	}
 	for i := range frames {
 		if frames[i] != frames[0] {

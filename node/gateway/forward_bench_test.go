@@ -20,9 +20,9 @@ import (
 // XDP_TX, bench.Generator) for two seconds. Both share this machine's two
 // cores with the node. The end-to-end harness of the
 // benchmarks issue measures this properly, side by side with the kernel.
-func benchForward(b *testing.B, backend string) {
+func benchForward(b *testing.B, backend string, fast dataplane.FastPath) {
 	cl := nstest.Cluster(b, "xc-bench", netns.ClusterOptions{Nodes: 1, Clients4: 1, Clients6: 1, StaticNeighbours: true})
-	gw := startMixed(b, cl, 0, backend)[0].gw
+	gw := startMixed(b, cl, 0, backend, fast)[0].gw
 
 	// The generator: live-frames XDP_TX out of the client's interface.
 	nstest.Run(b, cl.Switch, "ethtool", "-K", "swc", "gro", "on") // the veth peer must run NAPI
@@ -51,6 +51,7 @@ func benchForward(b *testing.B, backend string) {
 		frames = append(frames, append([]byte(nil), buf.Bytes()...))
 	}
 	before, _, _ := gw.Dataplane().Totals(-1)
+	fast0 := fastTotals(b, gw)
 	const repeat = 2048
 	start := time.Now()
 	var sent uint64
@@ -69,20 +70,24 @@ func benchForward(b *testing.B, backend string) {
 	elapsed := time.Since(start)
 	time.Sleep(100 * time.Millisecond)
 	after, _, _ := gw.Dataplane().Totals(-1)
-	fwd := after[dataplane.Forwarded] - before[dataplane.Forwarded]
+	fwd := after[dataplane.Forwarded] - before[dataplane.Forwarded] + fastTotals(b, gw).Forwarded - fast0.Forwarded
 	b.ReportMetric(float64(sent)/elapsed.Seconds(), "offered_pps")
 	b.ReportMetric(float64(fwd)/elapsed.Seconds(), "forwarded_pps")
 	b.ReportMetric(float64(after[dataplane.TxFull]-before[dataplane.TxFull]), "tx_full")
 }
 
 func BenchmarkForwardAFXDP(b *testing.B) {
-	for i := 0; i < b.N; i++ {
-		benchForward(b, "afxdp")
+	for _, fp := range fastPaths {
+		b.Run("fast_path="+string(fp), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				benchForward(b, "afxdp", fp)
+			}
+		})
 	}
 }
 
 func BenchmarkForwardAFPacket(b *testing.B) {
 	for i := 0; i < b.N; i++ {
-		benchForward(b, "afpacket")
+		benchForward(b, "afpacket", "")
 	}
 }

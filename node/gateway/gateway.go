@@ -74,6 +74,10 @@ type Gateway struct {
 	// that has any.
 	responders []*arp.Responder
 	programs   []*xsk.Program // per interface, with AF_XDP only
+	// flows is the XDP fast path's flow cache, shared by the programs;
+	// nil when the fast path is off (see FastPath).
+	flows      *xsk.FlowCache
+	fastReason string // why the fast path is off, "" when on
 	// newConns counts new connections by the 0-based node that owns them
 	// (every node tracks every connection).
 	newConns [cluster.MaxNodes]atomic.Uint64
@@ -154,6 +158,9 @@ func Start(cfg Config) (g *Gateway, err error) {
 		}
 		g.links = append(g.links, link.Attrs().Index)
 	}
+	if err := g.newFlowCache(cfg); err != nil {
+		return g, err
+	}
 	var ifaces []dataplane.Iface
 	switch cfg.IO {
 	case dataplane.IOAFXDP:
@@ -164,6 +171,7 @@ func Start(cfg Config) (g *Gateway, err error) {
 		if ifaces, err = g.openXDP(h, cfg); err != nil {
 			log.Warn("AF_XDP cannot be set up; falling back to the raw-socket (AF_PACKET) backend, which is slower", "error", err)
 			g.closePorts()
+			g.fastPathOff("the raw-socket backend has no XDP program")
 			ifaces, err = g.openPacket(h, cfg)
 		}
 	default:
@@ -172,12 +180,27 @@ func Start(cfg Config) (g *Gateway, err error) {
 	if err != nil {
 		return g, err
 	}
+	if g.flows != nil {
+		for i, ifindex := range g.links {
+			if err := g.flows.AddEgress(ifindex); err != nil {
+				return g, fmt.Errorf("interface %s: fast path: %w", cfg.Interfaces[i].Name, err)
+			}
+		}
+		g.tracker.SetOffloader(g.flows)
+		log.Info("fast path on: established flows are forwarded in XDP", "entries", g.flows.Conns())
+	} else if g.fastReason != "" {
+		log.Info("fast path off: every packet goes through the workers", "reason", g.fastReason)
+	}
 	g.resolver = NewNetlinkResolver(h, g.links)
 	if g.sender, err = newKernelSender(); err != nil {
 		return g, err
 	}
-	g.dp, err = dataplane.New(dataplane.Config{Ifaces: ifaces, Match: cfg.Match, Tracker: g.tracker, Resolver: g.resolver, SlowPath: g.sender.send,
-		BatchSize: cfg.BatchSize, Clock: g.clock})
+	dcfg := dataplane.Config{Ifaces: ifaces, Match: cfg.Match, Tracker: g.tracker, Resolver: g.resolver, SlowPath: g.sender.send,
+		BatchSize: cfg.BatchSize, Clock: g.clock}
+	if g.flows != nil {
+		dcfg.FlowCache = g.flows
+	}
+	g.dp, err = dataplane.New(dcfg)
 	if err != nil {
 		return g, err
 	}
@@ -232,6 +255,13 @@ func (g *Gateway) Resolver() *NetlinkResolver { return g.resolver }
 // cluster addresses. The slice is the caller's; a Responder is safe for
 // concurrent use.
 func (g *Gateway) Responders() []*arp.Responder { return slices.Clone(g.responders) }
+
+// FlowCache returns the XDP fast path's flow cache, nil when the fast
+// path is off (FastPathReason says why). It is safe for concurrent use.
+func (g *Gateway) FlowCache() *xsk.FlowCache { return g.flows }
+
+// FastPathReason says why the fast path is off ("" when it is on).
+func (g *Gateway) FastPathReason() string { return g.fastReason }
 
 // Programs returns the XDP program of each interface, in the order of
 // Config.Interfaces; none with the raw-socket backend. The slice is the
@@ -513,7 +543,7 @@ func (g *Gateway) openXDP(h *netlink.Handle, cfg Config) ([]dataplane.Iface, err
 	var ifaces []dataplane.Iface
 	for i, ic := range cfg.Interfaces {
 		link, _ := h.LinkByIndex(g.links[i])
-		prog, err := xsk.NewProgram(ic.ClusterMAC, nil)
+		prog, err := xsk.NewProgram(ic.ClusterMAC, g.flows)
 		if err != nil {
 			return nil, fmt.Errorf("interface %s: %w", ic.Name, err)
 		}
@@ -610,6 +640,9 @@ func (g *Gateway) close() error {
 	}
 	for _, p := range g.programs {
 		errs = append(errs, p.Close())
+	}
+	if g.flows != nil {
+		errs = append(errs, g.flows.Close())
 	}
 	if g.handle != nil {
 		g.handle.Close()

@@ -1,0 +1,109 @@
+package gateway
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
+	"github.com/xdpcluster/xdpcluster/node"
+)
+
+// newFlowCache creates the XDP fast path's flow cache unless the fast path
+// is off: by configuration, with the raw-socket backend (no XDP program),
+// where the kernel would not route for it (forwarding off on the data
+// interfaces), or where the kernel cannot create the cache. FastPathAuto
+// means on where possible, so every such case sets g.fastReason, which
+// Start logs, and goes on; the error is for a setting it does not know.
+func (g *Gateway) newFlowCache(cfg Config) error {
+	if err := cfg.FastPath.Validate(); err != nil {
+		return fmt.Errorf("dataplane fast_path %w", err)
+	}
+	switch {
+	case cfg.FastPath == dataplane.FastPathOff:
+		g.fastReason = "dataplane.fast_path is off"
+		return nil
+	case cfg.IO == dataplane.IOAFPacket:
+		g.fastReason = "the raw-socket backend (dataplane.io: afpacket) has no XDP program"
+		return nil
+	}
+	reason, partly := forwardingOff(cfg.Interfaces)
+	if reason != "" {
+		g.fastReason = reason
+		return nil
+	}
+	if partly != "" {
+		g.log.Warn("fast path: "+partly, "fast_path", "on")
+	}
+	conns := cfg.FastPathEntries
+	if conns <= 0 {
+		conns = g.tracker.Config().MaxEntries
+	}
+	fc, err := xsk.NewFlowCache(conns, g.clock)
+	if err != nil {
+		g.fastReason = fmt.Sprintf("cannot create the flow cache: %v", err)
+		return nil
+	}
+	g.flows = fc
+	return nil
+}
+
+// fastPathOff turns the fast path off after the flow cache was made
+// (before the dataplane uses it).
+func (g *Gateway) fastPathOff(reason string) {
+	if g.flows != nil {
+		g.flows.Close()
+		g.flows = nil
+		g.fastReason = reason
+	}
+}
+
+// sysctlRoot is where forwardingOff reads the interfaces' sysctls (tests
+// may point it elsewhere).
+var sysctlRoot = "/proc/sys/net"
+
+// forwardingOff returns why the kernel's route lookup from XDP
+// (bpf_fib_lookup) would refuse to route every packet arriving on the data
+// interfaces, "" when it routes at least one family on all of them; and
+// then, in partly, which family it refuses where (those packets take the
+// slow path, counted as fib_forwarding_disabled). The
+// helper returns BPF_FIB_LKUP_RET_FWD_DISABLED where the ingress
+// interface does not forward, which would send every packet to the slow
+// path; the kernel's own forwarding of the frames the program passes to
+// it is not at stake (cluster-MAC frames are multicast: the kernel never
+// forwards them), so turning forwarding on for the data interfaces is
+// safe. Reading /proc/sys/net names the namespace of the calling thread.
+func forwardingOff(ifaces []node.Interface) (reason, partly string) {
+	var off4, off6 []string
+	for _, ic := range ifaces {
+		if !sysctlOn(sysctlRoot + "/ipv4/conf/" + ic.Name + "/forwarding") {
+			off4 = append(off4, ic.Name)
+		}
+		if !sysctlOn(sysctlRoot + "/ipv6/conf/" + ic.Name + "/forwarding") {
+			off6 = append(off6, ic.Name)
+		}
+	}
+	const fix = "set net.ipv4.conf.<interface>.forwarding=1 and net.ipv6.conf.<interface>.forwarding=1 on the data interfaces"
+	switch {
+	case len(off4) == 0 && len(off6) == 0:
+		return "", ""
+	case len(off4) == 0:
+		return "", fmt.Sprintf("IPv6 forwarding is off on %s: IPv6 packets take the slow path; %s", strings.Join(off6, ", "), fix)
+	case len(off6) == 0:
+		return "", fmt.Sprintf("IPv4 forwarding is off on %s: IPv4 packets take the slow path; %s", strings.Join(off4, ", "), fix)
+	}
+	return fmt.Sprintf("forwarding is off on %s (IPv4) and %s (IPv6): the kernel's route lookup from XDP routes only what the kernel would forward; "+
+		fix+" to use the fast path",
+		strings.Join(off4, ", "), strings.Join(off6, ", ")), ""
+}
+
+// sysctlOn reports whether a sysctl file reads as a non-zero number.
+func sysctlOn(path string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	v := strings.TrimSpace(string(b))
+	return v != "" && v != "0"
+}

@@ -1,0 +1,148 @@
+package gateway_test
+
+import (
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
+	"github.com/xdpcluster/xdpcluster/internal/netns"
+	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+	"github.com/xdpcluster/xdpcluster/node/gateway"
+)
+
+// TestFastPathCarriesEstablished: once a TCP connection is established,
+// its packets are decided in XDP on every node (forwarded by its owner,
+// dropped by the others) and the workers see none of them; its close
+// goes through the workers, which remove it from the cache. Then the
+// owner fails and a survivor takes its share: the very next packets of the
+// cached connection are forwarded by the survivor's fast path, none
+// dropped as foreign there and none through its workers.
+func TestFastPathCarriesEstablished(t *testing.T) {
+	nstest.Require(t)
+	cl := nstest.Cluster(t, "xc-fp", netns.ClusterOptions{Nodes: 2, Clients4: 20, Clients6: 1})
+	nodes := startNodes(t, cl)
+	servers(t, cl)
+	var a netip.Addr // a client node 2 owns
+	for _, c := range cl.Clients4 {
+		if nodes[0].match.Node(c) == 1 {
+			a = c
+			break
+		}
+	}
+	if !a.IsValid() {
+		t.Fatal("no client in node 2's share")
+	}
+	owner, other := nodes[1], nodes[0]
+	c := dial(t, cl, a)
+	defer c.Close()
+	echo(t, c, 1000) // established and installed on both nodes
+
+	type counts struct {
+		workers [dataplane.NumVerdicts]uint64
+		fast    xsk.FastStats
+	}
+	read := func(n *node) counts {
+		p, _, _ := n.gw.Dataplane().Totals(-1)
+		return counts{p, fastTotals(t, n.gw)}
+	}
+	o0, f0 := read(owner), read(other)
+	echo(t, c, 200000)
+	o1, f1 := read(owner), read(other)
+	if d := o1.fast.Forwarded - o0.fast.Forwarded; d < 20 {
+		t.Errorf("owner: the fast path forwarded %d packets of 200 kB each way, want most of them", d)
+	}
+	if d := f1.fast.Foreign - f0.fast.Foreign; d < 20 {
+		t.Errorf("other node: the fast path dropped %d packets as foreign, want most of them", d)
+	}
+	for _, x := range []struct {
+		name     string
+		from, to counts
+	}{{"owner", o0, o1}, {"other node", f0, f1}} {
+		for v := range x.to.workers {
+			if d := x.to.workers[v] - x.from.workers[v]; d != 0 {
+				t.Errorf("%s: the workers handled %d packets (%s) of an established connection", x.name, d, dataplane.Verdict(v))
+			}
+		}
+	}
+	for i, n := range nodes {
+		st, err := n.gw.FlowCache().Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Installs == 0 || st.Entries == 0 {
+			t.Errorf("node %d: flow cache %+v, want the connection installed", i+1, st)
+		}
+	}
+
+	// The owner fails; node 1 takes its share. The cached connection's
+	// next packets go out through node 1's fast path.
+	if err := owner.gw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m := other.match
+	m.NodeMask |= 1 << 1
+	if err := other.gw.Dataplane().SetMatch(m); err != nil {
+		t.Fatal(err)
+	}
+	f2 := read(other)
+	echo(t, c, 100000)
+	f3 := read(other)
+	if d := f3.fast.Forwarded - f2.fast.Forwarded; d < 20 {
+		t.Errorf("after the takeover node 1's fast path forwarded %d packets, want the connection's", d)
+	}
+	if d := f3.fast.Foreign - f2.fast.Foreign; d != 0 {
+		t.Errorf("after the takeover node 1 dropped %d packets of the connection as foreign", d)
+	}
+	if d := f3.workers[dataplane.Forwarded] - f2.workers[dataplane.Forwarded]; d != 0 {
+		t.Errorf("after the takeover %d packets went through node 1's workers, want none (the cache decides)", d)
+	}
+
+	// The close goes through the workers, which remove the connection.
+	st0, _ := other.gw.FlowCache().Stats()
+	c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, _ := other.gw.FlowCache().Stats()
+		if st.Removals > st0.Removals {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the connection's FIN did not remove it from the flow cache: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestFastPathOffWithoutForwarding: with forwarding off on the data
+// interfaces the kernel's route lookup from XDP would route nothing, so
+// fast_path auto leaves the fast path off, saying why.
+func TestFastPathOffWithoutForwarding(t *testing.T) {
+	nstest.Require(t)
+	cl := nstest.Cluster(t, "xc-fpoff", netns.ClusterOptions{Nodes: 1, Clients4: 1, Clients6: 1})
+	nstest.Run(t, cl.Nodes[0], "sysctl", "-qw", "net.ipv4.conf.all.forwarding=0", "net.ipv6.conf.all.forwarding=0")
+	var logs nstest.LogBuffer
+	var gw *gateway.Gateway
+	err := cl.Nodes[0].Do(func() (err error) {
+		gw, err = gateway.Start(gateway.Config{Interfaces: interfaces(cl), Match: cluster.LocalNode(1, 1, seed),
+			Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	if gw.FlowCache() != nil {
+		t.Fatal("the fast path is on with forwarding off")
+	}
+	if r := gw.FastPathReason(); !strings.Contains(r, "forwarding is off on front, back") {
+		t.Errorf("reason %q", r)
+	}
+	if !strings.Contains(logs.String(), "fast path off") {
+		t.Errorf("not logged:\n%s", logs.String())
+	}
+}
