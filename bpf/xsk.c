@@ -61,7 +61,7 @@ enum {
 	FAST_FOREIGN,
 	FAST_FORWARDED_BYTES,
 	FAST_FOREIGN_BYTES,
-	FAST_OWNER,			     /* + bucket: forwarded packets per bucket */
+	FAST_OWNER,			     /* + bucket: packets decided here (forwarded or foreign) per bucket */
 	FAST_SLOW = FAST_OWNER + MAX_BUCKETS, /* + SLOW_ reason */
 	NUM_FAST = FAST_SLOW + NUM_SLOW,
 };
@@ -265,6 +265,8 @@ static __always_inline int fast_path(struct xdp_md *ctx, const struct xc_params 
 	if (!((f->bucket < MAX_BUCKETS && ((pr->mask >> f->bucket) & 1)) ^ (pr->invert != 0))) {
 		xc_count(&xc_fast, FAST_FOREIGN);
 		xc_count_n(&xc_fast, FAST_FOREIGN_BYTES, iplen);
+		if (f->bucket < MAX_BUCKETS)
+			xc_count(&xc_fast, FAST_OWNER + f->bucket);
 		return XDP_DROP;
 	}
 	if (ttl <= 1)

@@ -542,6 +542,9 @@ func checkCounters(a, b counters, x *expectation) error {
 	case x.verdict == xdpDrop:
 		want.fast.Foreign++
 		want.fast.ForeignBytes += uint64(x.iplen)
+		if int(x.bucket) < cluster.MaxNodes {
+			want.fast.Owner[x.bucket]++
+		}
 	case x.verdict == xdpRedirect:
 		want.fast.Forwarded++
 		want.fast.ForwardedBytes += uint64(x.iplen)

@@ -98,9 +98,10 @@ type FastStats struct {
 	// program forwarded (owned) and dropped (another node's); the Bytes
 	// their IP lengths.
 	Forwarded, Foreign, ForwardedBytes, ForeignBytes uint64
-	// Owner counts the forwarded packets per bucket (0-based node; a
-	// bucket beyond the last node, owned only by an inverted match, is
-	// not counted here).
+	// Owner counts the packets decided here, forwarded or foreign, per
+	// bucket (0-based node; a bucket beyond the last node is not counted),
+	// as the workers' Counters.Owner do theirs: every node sees every
+	// packet, so each reports the cluster's split.
 	Owner [cluster.MaxNodes]uint64
 	// Slow counts the cluster-MAC IP frames the fast path handed to the
 	// slow path, by reason (SlowReasonNames); frames while the cache is
