@@ -75,6 +75,15 @@ var (
 	infoDesc  = desc("build_info", "Build information.", "version", "goversion", "hash")
 	modeDesc  = desc("interface_info", "Data interfaces and their dataplane modes.", "interface", "mode")
 
+	fastOnDesc        = desc("fast_path_enabled", "1 when the XDP fast path (the flow cache) is on; 0 when it is off (the daemon logs why at start).")
+	fastSlowDesc      = desc("fast_path_slow_total", "Cluster-MAC IP frames the XDP fast path handed to the workers, by reason: miss (not cached), tcp_control (SYN/FIN/RST), fragment, not_fast (tagged, IPv6 extension headers, ICMP, other protocols, malformed), ttl, no_egress, fib_* (the kernel's route lookup result, e.g. fib_no_neighbour while a next hop resolves).", "interface", "reason")
+	cacheEntriesDesc  = desc("flow_cache_entries", "Entries in the XDP flow cache now (two per connection: one per direction).")
+	cacheMaxDesc      = desc("flow_cache_max_connections", "Connections the XDP flow cache holds (dataplane.fast_path_entries); beyond, the least recently used are evicted and take the slow path until installed again.")
+	cacheInstallsDesc = desc("flow_cache_installs_total", "Connections installed into the XDP flow cache (or installed again after an eviction).")
+	cacheRemovalsDesc = desc("flow_cache_removals_total", "Connections removed from the XDP flow cache (closed by FIN/RST, or expired).")
+	cacheLostDesc     = desc("flow_cache_evictions_total", "Installed connections the expiry found evicted from the XDP flow cache (it was full).")
+	cacheErrorsDesc   = desc("flow_cache_errors_total", "Failed flow cache updates (their connections stay on the slow path until installed again).")
+
 	followRestartsDesc = desc("kernel_follow_restarts_total", "Kernel route/neighbour subscriptions that ended unexpectedly (e.g. ENOBUFS) and were made again.")
 )
 
@@ -91,7 +100,8 @@ func New(gw *gateway.Gateway, version string) *Collector { return &Collector{gw:
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, ownerDesc, invalidDesc, malformedDesc, batchDesc,
 		connsDesc, ctEntriesDesc, ctMaxDesc, ctInsertsDesc, ctExpiredDesc, ctEvictedDesc, ctFullDesc, ctReopenedDesc, ctResetDesc, ctFragEvDesc,
-		ringDesc, xdpDesc, arpDesc, maskDesc, totalDesc, localDesc, infoDesc, modeDesc, followRestartsDesc} {
+		ringDesc, xdpDesc, arpDesc, maskDesc, totalDesc, localDesc, infoDesc, modeDesc, followRestartsDesc,
+		fastOnDesc, fastSlowDesc, cacheEntriesDesc, cacheMaxDesc, cacheInstallsDesc, cacheRemovalsDesc, cacheLostDesc, cacheErrorsDesc} {
 		ch <- d
 	}
 }
@@ -227,15 +237,64 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// collectFastPath is where the XDP flow cache's counters join the
-// workers': per interface, its verdicts as xdpcluster_packets_total and
-// bytes_total{path="xdp"} (same verdict names as the workers': forwarded,
-// foreign, ...), its owned/foreign packets by bucket as
-// owner_packets_total{path="xdp"}, and the cache's entries, installs,
-// removals and evictions. Nothing yet: the counters come from
-// (*xsk.Program).FastStats (issue 15), which is not written. Emit only
-// path="xdp" series here, so that no series repeats one of the workers'.
-func (c *Collector) collectFastPath(ch chan<- prometheus.Metric, m cluster.Match) {}
+// collectFastPath adds the XDP fast path's counters to the workers':
+// per interface, its verdicts as packets_total and bytes_total{path="xdp"}
+// (forwarded, foreign: the workers' verdict names) and its packets by
+// owner as owner_packets_total{path="xdp"}, why it handed frames to the
+// slow path, and the flow cache's size and changes. It emits only
+// path="xdp" series, so that none repeats one of the workers'.
+func (c *Collector) collectFastPath(ch chan<- prometheus.Metric, m cluster.Match) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	fc := c.gw.FlowCache()
+	on := 0.0
+	if fc != nil {
+		on = 1
+	}
+	gauge(fastOnDesc, on)
+	if fc == nil {
+		return
+	}
+	ifaces := c.gw.Dataplane().Ifaces()
+	for i, prog := range c.gw.Programs() {
+		st, err := prog.FastStats()
+		if err != nil || i >= len(ifaces) {
+			continue
+		}
+		name := ifaces[i].Name
+		counter(packetsDesc, st.Forwarded, name, "xdp", dataplane.Forwarded.String())
+		counter(bytesDesc, st.ForwardedBytes, name, "xdp", dataplane.Forwarded.String())
+		counter(packetsDesc, st.Foreign, name, "xdp", dataplane.Foreign.String())
+		counter(bytesDesc, st.ForeignBytes, name, "xdp", dataplane.Foreign.String())
+		for b := 0; b < int(m.TotalNodes); b++ {
+			counter(ownerDesc, st.Owner[b], name, "xdp", strconv.Itoa(b+1))
+		}
+		for r, v := range st.Slow {
+			counter(fastSlowDesc, v, name, xsk.SlowReasonNames[r])
+		}
+	}
+	dp := c.gw.Dataplane()
+	var errs uint64
+	for q := 0; q < dp.Queues(); q++ {
+		for i := range ifaces {
+			errs += dp.Counters(q, i).CacheErrors.Load()
+		}
+	}
+	counter(cacheErrorsDesc, errs)
+	gauge(cacheMaxDesc, float64(fc.Conns()))
+	st, err := fc.Stats()
+	if err != nil {
+		return
+	}
+	gauge(cacheEntriesDesc, float64(st.Entries))
+	counter(cacheInstallsDesc, st.Installs)
+	counter(cacheRemovalsDesc, st.Removals)
+	counter(cacheLostDesc, st.Lost)
+}
 
 // Check that the collector satisfies the interface.
 var _ prometheus.Collector = (*Collector)(nil)
