@@ -3,6 +3,7 @@ package xsk
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"runtime"
 	"sync/atomic"
 	"unsafe"
@@ -334,3 +335,49 @@ func mapLookup(fd int, key, value unsafe.Pointer) error {
 // Conns is the number of connections the cache holds (NewFlowCache's
 // conns).
 func (c *FlowCache) Conns() int { return int(c.flows.MaxEntries() / 2) }
+
+// PurgeSources removes every cached connection with a packet from one of
+// the given IPv4 addresses (in either direction) and returns how many it
+// removed. The workers drop an IPv4 packet from one of the node's own
+// addresses as a martian source; a connection cached before the address
+// became the node's would be carried on in XDP without that check, so the
+// gateway purges such connections when its addresses change (rare: it
+// walks the whole map).
+func (c *FlowCache) PurgeSources(addrs []netip.Addr) (int, error) {
+	set := make(map[[4]byte]bool)
+	for _, a := range addrs {
+		if a.Is4() {
+			set[a.As4()] = true
+		}
+	}
+	if len(set) == 0 {
+		return 0, nil
+	}
+	keys := make([]dataplane.FlowKey, 4096)
+	vals := make([]flowValue, len(keys))
+	var purge []dataplane.FlowKey
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := c.flows.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			k := keys[i]
+			if k.Family != uint8(packet.IPv4) || !set[[4]byte(k.Src[:4])] {
+				continue
+			}
+			if vals[i].Dir != 0 {
+				k = k.Reverse()
+			}
+			purge = append(purge, k)
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("flow cache: walk: %w", err)
+		}
+	}
+	if err := c.Remove(purge); err != nil {
+		return 0, err
+	}
+	return len(purge), nil
+}

@@ -78,6 +78,9 @@ type Gateway struct {
 	// nil when the fast path is off (see FastPath).
 	flows      *xsk.FlowCache
 	fastReason string // why the fast path is off, "" when on
+	// local4 are the node's IPv4 addresses refreshLocal last saw (only
+	// the kernel-following goroutine uses it after Start).
+	local4 map[netip.Addr]bool
 	// newConns counts new connections by the 0-based node that owns them
 	// (every node tracks every connection).
 	newConns [cluster.MaxNodes]atomic.Uint64

@@ -227,7 +227,31 @@ func (g *Gateway) refreshLocal() error {
 	if err != nil {
 		return err
 	}
-	g.dp.SetLocalAddrs(append(addrs, g.clusterAddrs...))
+	all := append(addrs, g.clusterAddrs...)
+	g.dp.SetLocalAddrs(all)
+	// An IPv4 address that became the node's makes its connections'
+	// packets martian; those the fast path carries never meet the
+	// workers' check, so they leave the cache (and, their next packet
+	// dropped by the workers, are never installed again).
+	var added []netip.Addr
+	for _, a := range all {
+		if a.Is4() && !g.local4[a] {
+			added = append(added, a)
+		}
+	}
+	g.local4 = make(map[netip.Addr]bool, len(all))
+	for _, a := range all {
+		if a.Is4() {
+			g.local4[a] = true
+		}
+	}
+	if g.flows != nil && len(added) > 0 {
+		if n, err := g.flows.PurgeSources(added); err != nil {
+			g.log.Warn("fast path: connections from the node's new addresses not purged", "addresses", added, "error", err)
+		} else if n > 0 {
+			g.log.Info("fast path: purged connections from addresses that became the node's", "addresses", added, "connections", n)
+		}
+	}
 	return nil
 }
 

@@ -170,6 +170,14 @@ func forwardedCases(t *testing.T, files ...string) map[int]bool {
 func frontVerdicts(nodes []*node) (s [dataplane.NumVerdicts]uint64, frames uint64) {
 	for _, n := range nodes {
 		p, _, _ := n.gw.Dataplane().Totals(0)
+		// With the fast path on, the packets of cached connections are
+		// decided in XDP: forwarded or foreign, like the workers'.
+		if progs := n.gw.Programs(); n.gw.FlowCache() != nil && len(progs) > 0 {
+			if st, err := progs[0].FastStats(); err == nil {
+				p[dataplane.Forwarded] += st.Forwarded
+				p[dataplane.Foreign] += st.Foreign
+			}
+		}
 		for v := range s {
 			s[v] += p[v]
 			frames += p[v]
