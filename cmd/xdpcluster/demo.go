@@ -140,8 +140,12 @@ func runDemo(e env, args []string) int {
 		}
 		gw := n.d.Gateway()
 		m, modes := gw.Dataplane().Match(), gw.Modes()
-		fmt.Fprintf(e.stdout, "node %d (netns %s): %s | front: %s | back: %s | metrics %s | ctl --socket %s\n",
-			i+1, nsn.Name, m, modes[0], modes[1], n.metrics, n.sock)
+		fast := "fast path on"
+		if gw.FlowCache() == nil {
+			fast = "fast path off: " + gw.FastPathReason()
+		}
+		fmt.Fprintf(e.stdout, "node %d (netns %s): %s | front: %s | back: %s | %s | metrics %s | ctl --socket %s\n",
+			i+1, nsn.Name, m, modes[0], modes[1], fast, n.metrics, n.sock)
 	}
 	stopServers, err := cl.Server.EchoServers(":8080", ":5353")
 	if err != nil {
@@ -220,11 +224,23 @@ func runDemo(e env, args []string) int {
 // own random name.
 const demoPrefix = "xcdemo-"
 
-// demoSnapshot reads every node's verdict counters, one read per node.
+// demoSnapshot reads every node's verdict counters, one read per node:
+// its workers' and its XDP fast path's (the packets of cached connections,
+// forwarded or dropped as foreign there).
 func demoSnapshot(ns []*demoNode) [][dataplane.NumVerdicts]uint64 {
 	cur := make([][dataplane.NumVerdicts]uint64, len(ns))
 	for i, n := range ns {
-		cur[i], _, _ = n.d.Gateway().Dataplane().Totals(-1)
+		gw := n.d.Gateway()
+		cur[i], _, _ = gw.Dataplane().Totals(-1)
+		if gw.FlowCache() == nil {
+			continue
+		}
+		for _, p := range gw.Programs() {
+			if st, err := p.FastStats(); err == nil {
+				cur[i][dataplane.Forwarded] += st.Forwarded
+				cur[i][dataplane.Foreign] += st.Foreign
+			}
+		}
 	}
 	return cur
 }
