@@ -17,7 +17,8 @@ const (
 	routeTTL         = time.Second
 	negativeRouteTTL = 20 * time.Millisecond
 	idleSpins        = 64
-	pollTimeoutMs    = 10
+	pollTimeoutMs    = 10   // without an eventfd to wake it for Stop
+	idlePollMs       = 1000 // with one
 )
 
 type routeKey [17]byte
@@ -59,6 +60,7 @@ func newWorker(d *Dataplane, q int) *worker {
 		rx: make([]Frame, n), parsed: make([]packet.Parsed, n), tracked: make([]*packet.Parsed, 0, n),
 		idx: make([]int, 0, n), results: make([]conntrack.Result, n), tx: make([][]Frame, len(d.cfg.Ifaces)),
 		routes: make(map[routeKey]cachedRoute)}
+	w.slow.wake = make(chan struct{}, 1)
 	for i, ifc := range d.cfg.Ifaces {
 		w.ports = append(w.ports, ifc.Ports[q])
 		w.tx[i] = make([]Frame, 0, n*len(d.cfg.Ifaces))
@@ -70,6 +72,29 @@ func newWorker(d *Dataplane, q int) *worker {
 func (w *worker) run() {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	// An idle worker sleeps in poll on its ports' descriptors, so that a
+	// frame wakes it at once, with an eventfd beside them that Stop
+	// writes: no timeout has to wake it to look at the stop channel. Poll
+	// still times out now and then (idlePollMs), a cheap backstop for
+	// transmissions held back by a failed kick.
+	pfds := w.pfds
+	if efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err == nil {
+		defer unix.Close(efd)
+		pfds = append(pfds[:len(pfds):len(pfds)], unix.PollFd{Fd: int32(efd), Events: unix.POLLIN})
+		exited := make(chan struct{})
+		defer close(exited)
+		go func() {
+			select {
+			case <-w.d.stop:
+				unix.Write(efd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+			case <-exited:
+			}
+		}()
+	}
+	timeout := idlePollMs
+	if len(pfds) == len(w.pfds) {
+		timeout = pollTimeoutMs // no eventfd: wake to look at the stop channel
+	}
 	idle := 0
 	for {
 		select {
@@ -89,12 +114,15 @@ func (w *worker) run() {
 				w.batch(i, p, w.rx[:n], m)
 			}
 		}
+		if w.slow.pending() {
+			w.slow.wakeDrainer()
+		}
 		if inFlight := w.flush(); busy || inFlight > 0 {
 			idle = 0
 			continue
 		}
 		if idle++; idle >= idleSpins {
-			unix.Poll(w.pfds, pollTimeoutMs)
+			unix.Poll(pfds, timeout)
 			idle = 0
 		}
 	}
