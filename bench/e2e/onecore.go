@@ -99,8 +99,16 @@ func (t *topo) pinNAPI(cpu int) {
 	set.Set(cpu)
 	for _, pid := range pids {
 		must(unix.SchedSetaffinity(pid, &set))
+		if napiFIFO > 0 {
+			run(t.dut, "chrt", "-f", "-p", strconv.Itoa(napiFIFO), strconv.Itoa(pid))
+		}
 	}
 }
+
+// napiFIFO, when positive, is the SCHED_FIFO priority the ingress NAPI
+// kthreads get (an experiment: the kernel's receive before any user
+// thread on the core).
+var napiFIFO int
 
 // lastCPU is the core a thread last ran on (/proc/<pid>/stat field 39).
 func lastCPU(pid int) int {
@@ -231,6 +239,9 @@ func (d *daemon) stop() {
 		<-done
 	}
 	d.log.Close()
+	if keep := os.Getenv("XCB_DAEMON_LOG"); keep != "" {
+		os.WriteFile(keep, []byte(d.logs()), 0o644) // the last daemon's log, for an experiment
+	}
 	os.RemoveAll(d.dir)
 }
 
@@ -367,15 +378,12 @@ func (t *topo) idleCPU(bin string, cpu int, d time.Duration) float64 {
 	return 100 * float64(b-a) / 100 / d.Seconds()
 }
 
-// ingressDrops is what the dut's ingress lost before any program saw it
-// (the veth's receive ring full: the sender's tx_dropped) and what its
-// XDP program saw (rx_queue_0_xdp_packets).
-func (t *topo) ingressDrops() (dropped, xdp uint64) {
-	dropped = counter(t.gen, "g0", "tx_dropped")
+// ingressDrops is what the dut's XDP program saw (rx_queue_0_xdp_packets).
+func (t *topo) ingressXDP() (xdp uint64) {
 	for _, l := range strings.Split(run(t.dut, "ethtool", "-S", inIf), "\n") {
 		if k, v, ok := strings.Cut(strings.TrimSpace(l), ": "); ok && k == "rx_queue_0_xdp_packets" {
 			xdp, _ = strconv.ParseUint(v, 10, 64)
 		}
 	}
-	return dropped, xdp
+	return xdp
 }
