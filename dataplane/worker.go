@@ -79,17 +79,19 @@ func (w *worker) run() {
 	// transmissions held back by a failed kick.
 	pfds := w.pfds
 	if efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err == nil {
-		defer unix.Close(efd)
 		pfds = append(pfds[:len(pfds):len(pfds)], unix.PollFd{Fd: int32(efd), Events: unix.POLLIN})
-		exited := make(chan struct{})
-		defer close(exited)
+		exited, gone := make(chan struct{}), make(chan struct{})
 		go func() {
+			defer close(gone)
 			select {
 			case <-w.d.stop:
 				unix.Write(efd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 			case <-exited:
 			}
 		}()
+		// The waker is done with efd before it is closed: a write after
+		// the close could land in a descriptor that reused its number.
+		defer func() { close(exited); <-gone; unix.Close(efd) }()
 	}
 	timeout := idlePollMs
 	if len(pfds) == len(w.pfds) {

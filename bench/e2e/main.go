@@ -424,6 +424,7 @@ func realMain() (code int) {
 	daemonBin := flag.String("daemon", "", "the xdpcluster binary of the one-core family (default: go build ./cmd/xdpcluster), e.g. an older build to compare")
 	idle := flag.Duration("idle", 30*time.Second, "how long the idle daemon's CPU use is measured (0: not measured)")
 	oneCoreExact := flag.Bool("one-core-exact", false, "fail when the one-core comparison loses any owned packet (the issue's target); without it only a wrong decision (a foreign source forwarded) fails, since a shared machine's load can starve one core")
+	flag.IntVar(&daemonFrames, "daemon-frames", 0, "the one-core daemon's dataplane.frames (ring_size: half); 0: its defaults (8192, 4096)")
 	flag.IntVar(&napiFIFO, "napi-fifo", 0, "an experiment: run the one-core family's ingress NAPI kthread SCHED_FIFO at this priority (0: the kernel's default, SCHED_OTHER)")
 	flag.IntVar(&paceBatch, "pace-batch", 16, "packets per burst of the paced one-core comparison (at most 256: the AF_PACKET TX ring's batch)")
 	flag.Parse()
@@ -689,9 +690,9 @@ func realMain() (code int) {
 	in1 := t.daemonIn()
 	dm.stop()
 	diff := differences(kernelSet, xdpSet)
-	fmt.Printf("one core, one packet per source (65,536 sources, paced at %.0f / %.0f pps): kernel rules forwarded %d, xdpcluster (defaults) %d, cluster.Match expects %d; "+
+	fmt.Printf("one core, one packet per source (65,536 sources, paced at %.0f / %.0f pps): kernel rules forwarded %d, xdpcluster (%s) %d, cluster.Match expects %d; "+
 		"sources in one set but not the other: %d; of the %d frames sent %d reached the dut's XDP (the rest were lost on the veth's receive ring: its NAPI did not run in time), %d were decided by the daemon; its AF_XDP ring: rx_dropped %d, fill_ring_empty %d\n",
-		kRate, xRate, len(kernelSet), len(xdpSet), expectedSources(), diff, len(toCluster.frames), x1-x0, in1, r1-r0, f1-f0)
+		kRate, xRate, len(kernelSet), daemonRings(), len(xdpSet), expectedSources(), diff, len(toCluster.frames), x1-x0, in1, r1-r0, f1-f0)
 	wrong := foreign(kernelSet) + foreign(xdpSet)
 	if lost := expectedSources() - (len(xdpSet) - foreign(xdpSet)); diff == 0 && lost == 0 {
 		fmt.Println("one core: every owned packet forwarded, 0 differences (target met)")

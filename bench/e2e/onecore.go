@@ -140,6 +140,10 @@ type daemon struct {
 	note string // how the configuration differs from what was asked
 }
 
+// daemonFrames, when positive, is the daemon's dataplane.frames (and
+// ring_size half of it) in the one-core family; 0: its defaults.
+var daemonFrames int
+
 // paceBatch is how many packets the paced sender sends at once.
 var paceBatch = 16
 
@@ -161,7 +165,13 @@ func buildDaemon(dir string) string {
 func daemonConfig(dir, fastPath string) string {
 	dp := ""
 	if fastPath != "" {
-		dp = "dataplane:\n  fast_path: " + fastPath + "\n"
+		dp += "  fast_path: " + fastPath + "\n"
+	}
+	if daemonFrames > 0 {
+		dp += fmt.Sprintf("  frames: %d\n  ring_size: %d\n", daemonFrames, daemonFrames/2)
+	}
+	if dp != "" {
+		dp = "dataplane:\n" + dp
 	}
 	return fmt.Sprintf(`cluster:
   total_nodes: 2
@@ -386,4 +396,12 @@ func (t *topo) ingressXDP() (xdp uint64) {
 		}
 	}
 	return xdp
+}
+
+// daemonRings names the one-core daemon's ring configuration.
+func daemonRings() string {
+	if daemonFrames > 0 {
+		return fmt.Sprintf("defaults but frames %d, ring_size %d", daemonFrames, daemonFrames/2)
+	}
+	return "defaults"
 }
