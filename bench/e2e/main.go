@@ -236,8 +236,9 @@ func counter(ns *netns.NS, dev, name string) uint64 {
 	return v
 }
 
-// cpu returns busy and total jiffies of the machine.
-func cpu() (busy, total uint64) {
+// cpu returns busy and total jiffies of the machine, and the jiffies the
+// hypervisor stole from its virtual CPUs (counted in busy too).
+func cpu() (busy, total, steal uint64) {
 	b, _ := os.ReadFile("/proc/stat")
 	f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])[1:]
 	for i, s := range f {
@@ -246,11 +247,14 @@ func cpu() (busy, total uint64) {
 		if i != 3 && i != 4 { // idle, iowait
 			busy += v
 		}
+		if i == 7 {
+			steal = v
+		}
 	}
-	return busy, total
+	return busy, total, steal
 }
 
-type sample struct{ offered, in, forwarded, cpu float64 }
+type sample struct{ offered, in, forwarded, cpu, steal float64 }
 
 // blast sends tr for d and measures; in counts the dut's receive
 // (inCount, or the ingress interface's counter when nil).
@@ -259,7 +263,7 @@ func (t *topo) blast(tr traffic, d time.Duration, inCount func() uint64) sample 
 		inCount = func() uint64 { return counter(t.dut, inIf, "rx_packets") }
 	}
 	in0, fwd0 := inCount(), t.forwarded()
-	b0, t0 := cpu()
+	b0, t0, s0 := cpu()
 	start := time.Now()
 	var sent uint64
 	if tr.live != nil {
@@ -287,9 +291,10 @@ func (t *topo) blast(tr traffic, d time.Duration, inCount func() uint64) sample 
 	}
 	el := time.Since(start).Seconds()
 	time.Sleep(200 * time.Millisecond)
-	b1, t1 := cpu()
+	b1, t1, s1 := cpu()
 	return sample{offered: float64(sent) / el, in: float64(inCount()-in0) / el,
-		forwarded: float64(t.forwarded()-fwd0) / el, cpu: 100 * float64(b1-b0) / float64(max(t1-t0, 1))}
+		forwarded: float64(t.forwarded()-fwd0) / el, cpu: 100 * float64(b1-b0) / float64(max(t1-t0, 1)),
+		steal: 100 * float64(s1-s0) / float64(max(t1-t0, 1))}
 }
 
 type result struct {
@@ -684,15 +689,17 @@ func realMain() (code int) {
 	t.pinNAPI(dutCPU)
 	r0, f0 := t.ringEvents()
 	x0 := t.ingressXDP()
+	_, st0, sl0 := cpu()
 	xdpSet, xRate := t.pacedSources(toCluster.frames, *pace, genCPU)
+	_, st1, sl1 := cpu()
 	r1, f1 := t.ringEvents()
 	x1 := t.ingressXDP()
 	in1 := t.daemonIn()
 	dm.stop()
 	diff := differences(kernelSet, xdpSet)
 	fmt.Printf("one core, one packet per source (65,536 sources, paced at %.0f / %.0f pps): kernel rules forwarded %d, xdpcluster (%s) %d, cluster.Match expects %d; "+
-		"sources in one set but not the other: %d; of the %d frames sent %d reached the dut's XDP (the rest were lost on the veth's receive ring: its NAPI did not run in time), %d were decided by the daemon; its AF_XDP ring: rx_dropped %d, fill_ring_empty %d\n",
-		kRate, xRate, len(kernelSet), daemonRings(), len(xdpSet), expectedSources(), diff, len(toCluster.frames), x1-x0, in1, r1-r0, f1-f0)
+		"sources in one set but not the other: %d; of the %d frames sent %d reached the dut's XDP (the rest were lost on the veth's receive ring: its NAPI did not run in time), %d were decided by the daemon; its AF_XDP ring: rx_dropped %d, fill_ring_empty %d; the hypervisor stole %.0f%% of the machine's CPU meanwhile\n",
+		kRate, xRate, len(kernelSet), daemonRings(), len(xdpSet), expectedSources(), diff, len(toCluster.frames), x1-x0, in1, r1-r0, f1-f0, 100*float64(sl1-sl0)/float64(max(st1-st0, 1)))
 	wrong := foreign(kernelSet) + foreign(xdpSet)
 	if lost := expectedSources() - (len(xdpSet) - foreign(xdpSet)); diff == 0 && lost == 0 {
 		fmt.Println("one core: every owned packet forwarded, 0 differences (target met)")
@@ -719,13 +726,14 @@ const oneCore = "1 core: "
 // their median forwarded rates by name.
 func printTable(results []result, strip bool) map[string]float64 {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "scenario\toffered pps\tin pps (median)\tforwarded pps min\tmedian\tmax\tCPU %%\t\n")
+	fmt.Fprintf(tw, "scenario\toffered pps\tin pps (median)\tforwarded pps min\tmedian\tmax\tCPU %%\tstolen %%\t\n")
 	med := map[string]float64{}
 	for _, r := range results {
 		_, off, _ := r.stat(func(s sample) float64 { return s.offered })
 		_, in, _ := r.stat(func(s sample) float64 { return s.in })
 		lo, mid, hi := r.stat(func(s sample) float64 { return s.forwarded })
 		_, c, _ := r.stat(func(s sample) float64 { return s.cpu })
+		_, st, _ := r.stat(func(s sample) float64 { return s.steal })
 		if r.name == "XDP_DROP ceiling at the dut's ingress" {
 			lo, mid, hi = 0, 0, 0 // drops everything by design
 		}
@@ -734,7 +742,7 @@ func printTable(results []result, strip bool) map[string]float64 {
 		if strip {
 			name = strings.TrimPrefix(name, oneCore)
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t\n", name, off, in, lo, mid, hi, c)
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t\n", name, off, in, lo, mid, hi, c, st)
 	}
 	tw.Flush()
 	return med
