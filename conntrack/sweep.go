@@ -12,6 +12,9 @@ import (
 const (
 	// SweepTick is how often a Sweeper wakes.
 	SweepTick = 100 * time.Millisecond
+	// IdleSweepTick is how often it wakes while the table is empty (an
+	// idle gateway).
+	IdleSweepTick = time.Second
 	// DefaultSweepPeriod is the time within which a Sweeper started with
 	// period 0 visits every shard.
 	DefaultSweepPeriod = 2 * time.Second
@@ -53,15 +56,22 @@ func (t *Table) StartSweeper(now func() int64, period time.Duration) *Sweeper {
 
 func (s *Sweeper) run() {
 	defer close(s.done)
-	tick := time.NewTicker(SweepTick)
+	tick := time.NewTimer(SweepTick)
 	defer tick.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-tick.C:
-			s.t.Expire(s.now(), s.per)
 		}
+		s.t.Expire(s.now(), s.per)
+		// An empty table has nothing to expire: wake less often. A
+		// connection created meanwhile lives far longer than the pause.
+		next := SweepTick
+		if s.t.Len() == 0 {
+			next = IdleSweepTick
+		}
+		tick.Reset(next)
 	}
 }
 

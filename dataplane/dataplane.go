@@ -195,7 +195,6 @@ type Dataplane struct {
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	routeGen atomic.Uint64
-	slowWake chan struct{}
 }
 
 // New checks the configuration and prepares one worker per queue.
@@ -222,7 +221,7 @@ func New(cfg Config) (*Dataplane, error) {
 	if cfg.Clock.IsZero() {
 		cfg.Clock = conntrack.NewClock()
 	}
-	d := &Dataplane{cfg: cfg, stop: make(chan struct{}), slowWake: make(chan struct{}, 1)}
+	d := &Dataplane{cfg: cfg, stop: make(chan struct{})}
 	m := cfg.Match
 	d.match.Store(&m)
 	if cfg.FlowCache != nil {

@@ -1,8 +1,8 @@
 package dataplane
 
 import (
+	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/xdpcluster/xdpcluster/packet"
 )
@@ -23,8 +23,11 @@ type slowSlot struct {
 // drainer) ring of packets for the kernel to send. The worker copies into a
 // fixed slot: no allocation, no syscall, no lock.
 type slowRing struct {
-	head  atomic.Uint64 // next slot the worker fills
-	tail  atomic.Uint64 // next slot the drainer sends
+	head atomic.Uint64 // next slot the worker fills
+	tail atomic.Uint64 // next slot the drainer sends
+	// wake (one slot) tells the drainer the ring has packets: it sleeps
+	// until then, instead of ticking while the gateway is idle.
+	wake  chan struct{}
 	slots [slowSlots]slowSlot
 }
 
@@ -49,30 +52,34 @@ func (r *slowRing) drain(send func(packet.Family, []byte)) {
 	}
 }
 
-// wakeSlow tells the drainer that a worker queued packets (once per
-// batch that did; never blocks).
-func (d *Dataplane) wakeSlow() {
+// pending reports whether the ring holds packets not yet drained.
+func (r *slowRing) pending() bool { return r.head.Load() != r.tail.Load() }
+
+// wakeDrainer tells the drainer there is work, without blocking.
+func (r *slowRing) wakeDrainer() {
 	select {
-	case d.slowWake <- struct{}{}:
+	case r.wake <- struct{}{}:
 	default:
 	}
 }
 
-// drainSlow empties the workers' slow-path rings until Stop. It sleeps
-// until a worker wakes it, so an idle gateway costs nothing here; a
-// periodic sweep behind it catches a wakeup that raced with a drain.
+// drainSlow empties the workers' slow-path rings until Stop: one goroutine
+// per worker, asleep until its worker queues a packet.
 func (d *Dataplane) drainSlow() {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-d.stop:
-			return
-		case <-d.slowWake:
-		case <-tick.C:
-		}
-		for _, w := range d.workers {
-			w.slow.drain(d.cfg.SlowPath)
-		}
+	var wg sync.WaitGroup
+	for _, w := range d.workers {
+		wg.Add(1)
+		go func(r *slowRing) {
+			defer wg.Done()
+			for {
+				select {
+				case <-d.stop:
+					return
+				case <-r.wake:
+				}
+				r.drain(d.cfg.SlowPath)
+			}
+		}(&w.slow)
 	}
+	wg.Wait()
 }

@@ -17,7 +17,8 @@ const (
 	routeTTL         = time.Second
 	negativeRouteTTL = 20 * time.Millisecond
 	idleSpins        = 64
-	pollTimeoutMs    = 10
+	pollTimeoutMs    = 10   // without an eventfd to wake it for Stop
+	idlePollMs       = 1000 // with one
 )
 
 type routeKey [17]byte
@@ -46,7 +47,6 @@ type worker struct {
 	installs []FlowKey
 	buckets  []uint8
 	removes  []FlowKey
-	slowPut  bool
 
 	routes map[routeKey]cachedRoute
 	gen    uint64
@@ -67,6 +67,7 @@ func newWorker(d *Dataplane, q int) *worker {
 		idx: make([]int, 0, n), results: make([]conntrack.Result, n), tx: make([][]Frame, len(d.cfg.Ifaces)),
 		installs: make([]FlowKey, 0, n), buckets: make([]uint8, 0, n), removes: make([]FlowKey, 0, n),
 		routes: make(map[routeKey]cachedRoute)}
+	w.slow.wake = make(chan struct{}, 1)
 	for i, ifc := range d.cfg.Ifaces {
 		w.ports = append(w.ports, ifc.Ports[q])
 		w.tx[i] = make([]Frame, 0, n*len(d.cfg.Ifaces))
@@ -78,6 +79,31 @@ func newWorker(d *Dataplane, q int) *worker {
 func (w *worker) run() {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	// An idle worker sleeps in poll on its ports' descriptors, so that a
+	// frame wakes it at once, with an eventfd beside them that Stop
+	// writes: no timeout has to wake it to look at the stop channel. Poll
+	// still times out now and then (idlePollMs), a cheap backstop for
+	// transmissions held back by a failed kick.
+	pfds := w.pfds
+	if efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err == nil {
+		pfds = append(pfds[:len(pfds):len(pfds)], unix.PollFd{Fd: int32(efd), Events: unix.POLLIN})
+		exited, gone := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(gone)
+			select {
+			case <-w.d.stop:
+				unix.Write(efd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+			case <-exited:
+			}
+		}()
+		// The waker is done with efd before it is closed: a write after
+		// the close could land in a descriptor that reused its number.
+		defer func() { close(exited); <-gone; unix.Close(efd) }()
+	}
+	timeout := idlePollMs
+	if len(pfds) == len(w.pfds) {
+		timeout = pollTimeoutMs // no eventfd: wake to look at the stop channel
+	}
 	idle := 0
 	for {
 		select {
@@ -97,12 +123,15 @@ func (w *worker) run() {
 				w.batch(i, p, w.rx[:n], m)
 			}
 		}
+		if w.slow.pending() {
+			w.slow.wakeDrainer()
+		}
 		if inFlight := w.flush(); busy || inFlight > 0 {
 			idle = 0
 			continue
 		}
 		if idle++; idle >= idleSpins {
-			unix.Poll(w.pfds, pollTimeoutMs)
+			unix.Poll(pfds, timeout)
 			idle = 0
 		}
 	}
@@ -171,10 +200,6 @@ func (w *worker) batch(in int, p Port, frames []Frame, m *cluster.Match) {
 	}
 	p.Recycle(frames)
 	w.applyCache(in)
-	if w.slowPut {
-		w.slowPut = false
-		w.d.wakeSlow()
-	}
 	w.publish(in, len(frames))
 }
 
@@ -244,7 +269,6 @@ func (w *worker) forward(frame []byte, pp *packet.Parsed, now int64) Verdict {
 		}
 		packet.DecTTL(frame, pp) // in the RX frame: it is copied out below, then recycled
 		if w.slow.put(pp.Family, frame[pp.L3Off:pp.End]) {
-			w.slowPut = true
 			return ForwardedKernel
 		}
 		return NoNeighbour

@@ -411,9 +411,19 @@ func (g *Gateway) follow(s *kernelSub) {
 			s.stop()
 		}
 	}()
-	tick := time.NewTicker(100 * time.Millisecond)
+	// A change is applied 100 ms after the first event of a burst (neighbour
+	// states change often); the timer runs only while a change waits, so
+	// an idle gateway is not woken ten times a second for nothing.
+	tick := time.NewTimer(time.Hour)
+	tick.Stop()
 	defer tick.Stop()
 	dirty := false
+	changed := func() {
+		if !dirty {
+			dirty = true
+			tick.Reset(100 * time.Millisecond)
+		}
+	}
 	backoff := followBackoffMin
 	since := time.Now()
 	for {
@@ -424,14 +434,14 @@ func (g *Gateway) follow(s *kernelSub) {
 				ended = "route"
 				break
 			}
-			dirty = true
+			changed()
 		case u, ok := <-s.neighs:
 			if !ok {
 				ended = "neighbour"
 				break
 			}
 			g.resolver.neighbourEvent(u)
-			dirty = true
+			changed()
 		case <-tick.C:
 			if dirty {
 				g.kernelChanged()
