@@ -342,6 +342,9 @@ type rings struct {
 }
 
 func startGateway(t *topo, ioKind string, r rings) *gateway.Gateway {
+	// A gateway forwards (the fast path's route lookup routes only where
+	// the kernel would); the kernel rows turn it off behind them.
+	run(t.dut, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	var g *gateway.Gateway
 	must(t.dut.Do(func() (err error) {
 		g, err = gateway.Start(gateway.Config{

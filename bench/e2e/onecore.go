@@ -210,6 +210,9 @@ func (t *topo) startDaemon(bin, fastPath string, cpu int) *daemon {
 			must(os.WriteFile(cfg, []byte(daemonConfig(dir, "")), 0o644))
 		}
 	}
+	// A gateway forwards (the fast path's route lookup routes only where
+	// the kernel would); the kernel rows turn it off behind them.
+	run(t.dut, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	d.log, err = os.Create(filepath.Join(dir, "log"))
 	must(err)
 	d.cmd = exec.Command("taskset", "-c", strconv.Itoa(cpu), "ip", "netns", "exec", t.dut.Name, bin, "run", "--config", cfg)
