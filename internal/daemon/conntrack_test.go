@@ -159,7 +159,9 @@ func TestDaemonExpiry(t *testing.T) {
 // packets are forwarded again instead of being INVALID (tcp_no_syn, loose
 // pickup being off). The control case removes the snapshot between stop
 // and start and sees the connection stall, so the first case proves
-// something.
+// something. With the fast path on (the default) the restored connection
+// is installed in the new flow cache again; with fast_path: off the
+// restore works through the workers alone.
 func TestDaemonRestartKeepsConnections(t *testing.T) {
 	nstest.Require(t)
 	for _, tc := range []struct {
