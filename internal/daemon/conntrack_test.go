@@ -159,13 +159,16 @@ func TestDaemonExpiry(t *testing.T) {
 // packets are forwarded again instead of being INVALID (tcp_no_syn, loose
 // pickup being off). The control case removes the snapshot between stop
 // and start and sees the connection stall, so the first case proves
-// something.
+// something. With the fast path on (the default) the restored connection
+// is installed in the new flow cache again; with fast_path: off the
+// restore works through the workers alone.
 func TestDaemonRestartKeepsConnections(t *testing.T) {
 	nstest.Require(t)
 	for _, tc := range []struct {
 		name    string
 		restore bool
-	}{{"restored", true}, {"without snapshot", false}} {
+		extra   string // appended to the configuration
+	}{{"restored", true, ""}, {"restored, fast path off", true, "dataplane:\n  fast_path: off\n"}, {"without snapshot", false, ""}} {
 		t.Run(tc.name, func(t *testing.T) {
 			cl := nstest.Cluster(t, "xc-ctrst", netns.ClusterOptions{Nodes: 2, Clients4: 8, Clients6: 1})
 			m := cluster.LocalNode(2, 1, 0xdeadbeef)
@@ -182,7 +185,7 @@ func TestDaemonRestartKeepsConnections(t *testing.T) {
 			nstest.Echo(t, cl.Server, ":7000", "")
 			dir := t.TempDir()
 			sock := filepath.Join(dir, "control.sock")
-			cfgText := nodeConfig(cl, sock, "  local_node: 1")
+			cfgText := nodeConfig(cl, sock, "  local_node: 1") + tc.extra
 			snap := filepath.Join(sock+".state", daemon.SnapshotFile)
 
 			d1 := startDaemon(t, cl.Nodes[0], dir, cfgText)
@@ -248,6 +251,27 @@ func TestDaemonRestartKeepsConnections(t *testing.T) {
 			if n := metric(t, d2, `xdpcluster_packets_total{interface="front",verdict="forwarded"}`); n < 5 {
 				t.Errorf("the restarted node forwarded %v of the client's packets, want at least 5", n)
 			}
+			// With the fast path on, the restored connection is back in
+			// the flow cache: its packets are forwarded in XDP again.
+			on := metric(t, d2, "xdpcluster_fast_path_enabled")
+			if want := float64(btoi(tc.extra == "")); on != want {
+				t.Fatalf("xdpcluster_fast_path_enabled %v, want %v", on, want)
+			}
+			installs := metric(t, d2, "xdpcluster_flow_cache_installs_total")
+			xdp := metric(t, d2, `xdpcluster_packets_total{path="xdp",verdict="forwarded"}`)
+			if on == 1 && (installs < 1 || xdp < 1) {
+				t.Errorf("the restored connection is not back on the fast path: %v installs, %v packets forwarded in XDP", installs, xdp)
+			}
+			if on == 0 && (installs != -1 || xdp != -1) {
+				t.Errorf("fast path off: the flow cache series are there (%v installs, %v packets forwarded in XDP)", installs, xdp)
+			}
 		})
 	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
