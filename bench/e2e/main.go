@@ -432,6 +432,7 @@ func realMain() (code int) {
 	daemonBin := flag.String("daemon", "", "the xdpcluster binary of the one-core family (default: go build ./cmd/xdpcluster), e.g. an older build to compare")
 	idle := flag.Duration("idle", 30*time.Second, "how long the idle daemon's CPU use is measured (0: not measured)")
 	oneCoreExact := flag.Bool("one-core-exact", false, "fail when the one-core comparison loses any owned packet (the issue's target); without it only a wrong decision (a foreign source forwarded) fails, since a shared machine's load can starve one core")
+	flag.IntVar(&fastEntries, "fast-path-entries", 0, "the one-core daemon's dataplane.fast_path_entries (0: its default, conntrack.max_entries)")
 	flag.IntVar(&daemonFrames, "daemon-frames", 0, "the one-core daemon's dataplane.frames (ring_size: half); 0: its defaults (8192, 4096)")
 	flag.IntVar(&napiFIFO, "napi-fifo", 0, "an experiment: run the one-core family's ingress NAPI kthread SCHED_FIFO at this priority (0: the kernel's default, SCHED_OTHER)")
 	flag.IntVar(&paceBatch, "pace-batch", 16, "packets per burst of the paced one-core comparison (at most 256: the AF_PACKET TX ring's batch)")
@@ -634,7 +635,20 @@ func realMain() (code int) {
 			if dm.note != "" {
 				notes[name] = dm.note
 			}
-			return dm.stop
+			return func() {
+				if m, err := t.scrape(); err == nil {
+					fast := fmt.Sprintf("xdp forwarded %.0f, xdp foreign %.0f, workers %.0f; to the workers: miss %.0f, fib_no_neighbour %.0f, fib_forwarding_disabled %.0f, not_fast %.0f",
+						metricSum(m, "xdpcluster_packets_total", `path="xdp"`, `verdict="forwarded"`),
+						metricSum(m, "xdpcluster_packets_total", `path="xdp"`, `verdict="foreign"`),
+						metricSum(m, "xdpcluster_packets_total", `path="afxdp"`),
+						metricSum(m, "xdpcluster_fast_path_slow_total", `reason="miss"`),
+						metricSum(m, "xdpcluster_fast_path_slow_total", `reason="fib_no_neighbour"`),
+						metricSum(m, "xdpcluster_fast_path_slow_total", `reason="fib_forwarding_disabled"`),
+						metricSum(m, "xdpcluster_fast_path_slow_total", `reason="not_fast"`))
+					notes[name+" (last run)"] = fast
+				}
+				dm.stop()
+			}
 		}))
 	}
 	var rd *bench.Redirector
@@ -677,6 +691,9 @@ func realMain() (code int) {
 			}
 			if n := notes[name]; n != "" {
 				line += " [" + n + "]"
+			}
+			if n := notes[name+" (last run)"]; n != "" {
+				line += "; the daemon's counters at the end of its last run: " + n
 			}
 			fmt.Println(line)
 		}

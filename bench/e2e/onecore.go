@@ -144,6 +144,9 @@ type daemon struct {
 // ring_size half of it) in the one-core family; 0: its defaults.
 var daemonFrames int
 
+// fastEntries, when positive, is the daemon's dataplane.fast_path_entries.
+var fastEntries int
+
 // paceBatch is how many packets the paced sender sends at once.
 var paceBatch = 16
 
@@ -169,6 +172,9 @@ func daemonConfig(dir, fastPath string) string {
 	}
 	if daemonFrames > 0 {
 		dp += fmt.Sprintf("  frames: %d\n  ring_size: %d\n", daemonFrames, daemonFrames/2)
+	}
+	if fastEntries > 0 && fastPath != "off" {
+		dp += fmt.Sprintf("  fast_path_entries: %d\n", fastEntries)
 	}
 	if dp != "" {
 		dp = "dataplane:\n" + dp
