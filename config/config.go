@@ -171,7 +171,7 @@ func Defaults() Config {
 		Role:      "gateway",
 		Cluster:   Cluster{Hash: "xt_cluster"},
 		Conntrack: Conntrack{MaxEntries: 1 << 20},
-		Dataplane: Dataplane{IO: "auto", XDPMode: "auto", ZeroCopy: "auto", BatchSize: 64, Frames: 8192, RingSize: 4096, FrameSize: 2048, FastPath: "auto"},
+		Dataplane: Dataplane{IO: "auto", XDPMode: "auto", ZeroCopy: "auto", BatchSize: 64, Frames: 16384, RingSize: 8192, FrameSize: 2048, FastPath: "auto"},
 		Metrics:   Metrics{Listen: "127.0.0.1:9477"},
 		Control:   Control{Socket: "/run/xdpcluster/control.sock"},
 		Log:       Log{Format: "text", Level: "info"},

@@ -47,7 +47,7 @@ func TestExample(t *testing.T) {
 	if len(ifs) != 2 || ifs[1].IPv4[0].String() != "10.2.0.1" || ifs[1].IPv6[0].String() != "2001:db8:2::1" {
 		t.Errorf("interfaces %+v", ifs)
 	}
-	if c.Port.NumFrames != 8192 || c.Log.Level != "info" {
+	if c.Port.NumFrames != 16384 || c.Log.Level != "info" {
 		t.Errorf("defaults not applied: %+v", c.Port)
 	}
 	// The effective configuration parses back to the same thing.

@@ -24,7 +24,7 @@ conntrack:
   timeouts:
     udp_replied: 3m
 dataplane:
-  frames: 8192
+  frames: 16384
 `
 
 // TestCheckAndRunAgree: each configuration is refused by `check` (exit 1,
@@ -52,16 +52,16 @@ func TestCheckAndRunAgree(t *testing.T) {
 			"conntrack.timeouts.icmp -1ns: must be positive"},
 		{"huge timeout", "udp_replied: 3m", "generic: 2562047h",
 			"conntrack.timeouts.generic 2562047h0m0s: must be at most 87600h0m0s (10 years)"},
-		{"frames 0x10000000", "frames: 8192", "frames: 0x10000000",
+		{"frames 0x10000000", "frames: 16384", "frames: 0x10000000",
 			"dataplane.frames 268435456: must be at most 524288 with frame_size 2048 (the UMEM, frames × frame_size, is at most 1024 MiB per socket)"},
-		{"frames 2^63", "frames: 8192", "frames: 0x8000000000000000",
+		{"frames 2^63", "frames: 16384", "frames: 0x8000000000000000",
 			"dataplane.frames 9223372036854775808: must be at most 524288 with frame_size 2048"},
-		{"frames not a power of two", "frames: 8192", "frames: 10000",
+		{"frames not a power of two", "frames: 16384", "frames: 10000",
 			"dataplane.frames 10000: must be a power of two"},
-		{"frame_size 8192", "frames: 8192", "frames: 8192\n  frame_size: 8192",
+		{"frame_size 8192", "frames: 16384", "frames: 16384\n  frame_size: 8192",
 			"dataplane.frame_size 8192: must be 2048 or 4096"},
-		{"ring_size above frames/2", "frames: 8192", "frames: 8192\n  ring_size: 8192",
-			"dataplane.ring_size 8192: must be at most frames/2 (4096)"},
+		{"ring_size above frames/2", "frames: 16384", "frames: 16384\n  ring_size: 16384",
+			"dataplane.ring_size 16384: must be at most frames/2 (8192)"},
 		{"broadcast cluster_mac", `"01:00:5e:00:01:01"`, `"ff:ff:ff:ff:ff:ff"`,
 			`interfaces[0].cluster_mac "ff:ff:ff:ff:ff:ff": must be a multicast Ethernet address, not the broadcast address, e.g. 01:00:5e:00:01:01`},
 		{"zero cluster_mac", `"01:00:5e:00:01:01"`, `"00:00:00:00:00:00"`,
@@ -72,11 +72,11 @@ func TestCheckAndRunAgree(t *testing.T) {
 			`interfaces[0].name "lo": the loopback interface cannot be a data interface (name an Ethernet interface)`},
 		{"max_entries beyond RAM", "max_entries: 1048576", "max_entries: 16777216",
 			"conntrack.max_entries 16777216: a full connection table takes 2147483648 bytes (2048 MiB), more than half of this machine's 1073741824 bytes (1024 MiB) of RAM; lower it"},
-		{"fast_path on", "frames: 8192", "frames: 8192\n  fast_path: on",
+		{"fast_path on", "frames: 16384", "frames: 16384\n  fast_path: on",
 			`dataplane.fast_path "on": must be auto or off`},
-		{"fast_path_entries 0", "frames: 8192", "frames: 8192\n  fast_path_entries: 0",
+		{"fast_path_entries 0", "frames: 16384", "frames: 16384\n  fast_path_entries: 0",
 			"dataplane.fast_path_entries 0: must be 1..1048576 (at most conntrack.max_entries: the cache holds tracked connections only; leave the key out for conntrack.max_entries)"},
-		{"fast_path_entries above max_entries", "frames: 8192", "frames: 8192\n  fast_path_entries: 2000000",
+		{"fast_path_entries above max_entries", "frames: 16384", "frames: 16384\n  fast_path_entries: 2000000",
 			"dataplane.fast_path_entries 2000000: must be 1..1048576"},
 		{"iptables and hash_seed 0", "  local_node: 1\n  hash_seed: 0xdeadbeef\n", "  hash_seed: 0\n  iptables: \"-m cluster --cluster-total-nodes 2 --cluster-local-node 1 --cluster-hash-seed 1\"\n",
 			"cluster.total_nodes: give either cluster.iptables or the separate keys, not both"},
@@ -105,7 +105,7 @@ func TestCheckAndRunAgree(t *testing.T) {
 	// the largest table this machine allows.
 	for _, tc := range []struct{ from, to string }{
 		{"hash_seed: 0xdeadbeef", "hash_seed: 0"},
-		{"frames: 8192", "frames: 262144\n  frame_size: 4096\n  ring_size: 131072"},
+		{"frames: 16384", "frames: 262144\n  frame_size: 4096\n  ring_size: 131072"},
 		{"max_entries: 1048576", "max_entries: 4194304"},
 		{"udp_replied: 3m", "tcp_established: 87600h"},
 	} {
@@ -128,7 +128,7 @@ func TestCheckPrintsFastPath(t *testing.T) {
 	for _, tc := range []struct{ name, from, to, path, entries string }{
 		{"defaults", "", "", "auto", "1048576"},
 		{"entries follow max_entries", "max_entries: 1048576", "max_entries: 65536", "auto", "65536"},
-		{"both set", "frames: 8192", "frames: 8192\n  fast_path: off\n  fast_path_entries: 0x1000", `"off"`, "4096"},
+		{"both set", "frames: 16384", "frames: 16384\n  fast_path: off\n  fast_path_entries: 0x1000", `"off"`, "4096"},
 	} {
 		path := filepath.Join(dir, "fp.yaml")
 		if err := os.WriteFile(path, []byte(strings.Replace(checkBase, tc.from, tc.to, 1)), 0o644); err != nil {

@@ -17,7 +17,7 @@ import (
 
 func TestCheck(t *testing.T) {
 	out, errOut, code := runCmd("", "check", "--config", "../../deploy/examples/three-node-dual-stack.yaml")
-	if code != 0 || !strings.Contains(out, "is valid") || !strings.Contains(out, "--cluster-local-node 1") || !strings.Contains(out, "frames: 8192") {
+	if code != 0 || !strings.Contains(out, "is valid") || !strings.Contains(out, "--cluster-local-node 1") || !strings.Contains(out, "frames: 16384") {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
 	}
 	bad := filepath.Join(t.TempDir(), "bad.yaml")

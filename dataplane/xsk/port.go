@@ -36,7 +36,7 @@ const (
 
 // DefaultPortOptions are thousands of frames, not the library's 128.
 func DefaultPortOptions() PortOptions {
-	return PortOptions{NumFrames: 8192, FrameSize: 2048, RingSize: 4096}
+	return PortOptions{NumFrames: 16384, FrameSize: 2048, RingSize: 8192}
 }
 
 // Bounds of PortOptions. The kernel takes UMEM chunks of 2048 bytes up to
