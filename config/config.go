@@ -117,7 +117,7 @@ type Dataplane struct {
 	Queues    Number `yaml:"queues"`     // 0: every RX queue
 	BatchSize Number `yaml:"batch_size"` // frames per receive batch, 1..64
 	Frames    Number `yaml:"frames"`     // AF_XDP frames per socket
-	RingSize  Number `yaml:"ring_size"`  // AF_XDP ring entries
+	RingSize  Number `yaml:"ring_size"`  // AF_XDP ring entries (unset: frames/2)
 	FrameSize Number `yaml:"frame_size"` // bytes
 	// FastPath (gateway role): the XDP flow cache, auto | off. Empty for
 	// the back-end role, where it does not apply.
@@ -524,6 +524,12 @@ func (c *Config) Settings() (*Settings, error) {
 		errs = append(errs, fmt.Errorf("dataplane.queues %d: must be 0 (every RX queue) .. 256", c.Dataplane.Queues))
 	}
 	s.Queues = int(min(c.Dataplane.Queues, 256))
+	if !c.written["dataplane.ring_size"] {
+		// Unset: half the frames (the receive half), so that a file that
+		// sets only frames is valid whatever it sets.
+		c.Dataplane.RingSize = c.Dataplane.Frames / 2
+		s.file.Dataplane.RingSize = c.Dataplane.RingSize
+	}
 	s.Port = c.portOptions()
 	if err := c.checkPort(s.Port); err != nil {
 		errs = append(errs, err)

@@ -28,7 +28,8 @@ func TestDiff(t *testing.T) {
 		{`["10.2.0.1", "2001:db8:2::1"]`, `["10.2.0.1"]`, []string{"interfaces[1].cluster_addresses"}, []string{"interfaces[1].cluster_addresses"}},
 		{"  - name: eth2\n    cluster_mac: \"01:00:5e:00:01:02\"\n    cluster_addresses: [\"10.2.0.1\", \"2001:db8:2::1\"]\n", "", []string{"interfaces"}, []string{"interfaces"}},
 		{"tcp_loose: false", "tcp_loose: false\n  timeouts: {icmp: 5s}", []string{"conntrack.timeouts.icmp"}, []string{"conntrack.timeouts.icmp"}},
-		{"io: auto", "io: auto\n  frames: 16384\n  zero_copy: on", []string{"dataplane.zero_copy", "dataplane.frames"}, []string{"dataplane.zero_copy", "dataplane.frames"}},
+		{"io: auto", "io: auto\n  frames: 32768\n  ring_size: 8192\n  zero_copy: on", []string{"dataplane.zero_copy", "dataplane.frames"}, []string{"dataplane.zero_copy", "dataplane.frames"}},
+		{"io: auto", "io: auto\n  frames: 8192", []string{"dataplane.frames", "dataplane.ring_size"}, []string{"dataplane.frames", "dataplane.ring_size"}},
 		{"format: text", "format: json", []string{"log.format"}, []string{"log.format"}},
 		// The flow cache is made when the gateway starts: both keys need a
 		// restart. Entries left out follow conntrack.max_entries; writing

@@ -100,7 +100,7 @@ func TestReloadNamesRestartKeys(t *testing.T) {
 	for _, tc := range []struct{ from, to, want string }{
 		{"hash_seed: 0xdeadbeef", "hash_seed: 0xbeef", "cluster.hash_seed changed"},
 		{"total_nodes: 32", "total_nodes: 31", "cluster.total_nodes changed"},
-		{"frames: 8192", "frames: 16384", "dataplane.frames changed"},
+		{"frames: 8192", "frames: 16384", "dataplane.frames, dataplane.ring_size changed"},
 		{`"01:00:5e:00:01:01"`, `"01:00:5e:00:01:02"`, "interfaces[0].cluster_mac changed"},
 		{"dataplane:", "state_dir: /tmp/elsewhere\ndataplane:", "state_dir changed"},
 		{"frames: 8192", "frames: 8192\n  fast_path: off", "dataplane.fast_path changed"},
