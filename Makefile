@@ -5,7 +5,7 @@ PKGS    := ./...
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build test deps no-binaries generate generate-check unit race vet fmt-check bench bench-e2e bench-e2e-smoke bench-smoke fuzz demo clean
+.PHONY: all build test deps no-binaries generate generate-check unit race vet fmt-check bench bench-e2e bench-e2e-smoke bench-tcp bench-tcp-smoke bench-smoke fuzz demo clean
 
 all: build
 
@@ -84,6 +84,16 @@ bench-e2e:
 # forward different sources, on two cores or on one.
 bench-e2e-smoke:
 	@if [ "$$(id -u)" = 0 ]; then $(GO) run ./bench/e2e --runs 1 --duration 1s --idle 3s; else echo "bench-e2e-smoke: skipped (needs root)"; fi
+
+# Real traffic (root): iperf3 TCP through a 3-node cluster in namespaces,
+# the kernel's man-page recipe against xdpcluster with the fast path on
+# and off (docs/performance.md); it installs iperf3 with apt-get if
+# missing. bench-tcp-smoke is one 2 s run of each (not part of make test).
+bench-tcp:
+	$(GO) run ./bench/tcp
+
+bench-tcp-smoke:
+	$(GO) run ./bench/tcp --smoke
 
 # The main job: a live cluster in network namespaces (until Ctrl-C, or
 # DURATION=30s).
