@@ -151,6 +151,11 @@ type nodeCounters struct {
 	fast                                  xsk.FastStats
 	fastOn                                bool
 	kForwarded, kDropped                  uint64
+	// vethDrops are the frames the switch could not hand to the node: its
+	// ports' (swfN, swbN) tx_dropped, the node's veth receive ring full
+	// (256 frames when the node's veth runs NAPI, as it does with an XDP
+	// program attached; the CPU's backlog otherwise).
+	vethDrops uint64
 }
 
 func (c nodeCounters) sub(o nodeCounters) nodeCounters {
@@ -168,6 +173,7 @@ func (c nodeCounters) sub(o nodeCounters) nodeCounters {
 	}
 	d.kForwarded -= o.kForwarded
 	d.kDropped -= o.kDropped
+	d.vethDrops -= o.vethDrops
 	return d
 }
 
@@ -177,7 +183,7 @@ func (c nodeCounters) ringDrops() uint64 { return c.rxDropped + c.rxFillEmpty }
 
 func (c nodeCounters) String(kernel bool) string {
 	if kernel {
-		return fmt.Sprintf("kernel forwarded %d, dropped by the recipe (another node's) %d", c.kForwarded, c.kDropped)
+		return fmt.Sprintf("veth ring drops %d; kernel forwarded %d, dropped by the recipe (another node's) %d", c.vethDrops, c.kForwarded, c.kDropped)
 	}
 	var ws []string
 	for v, n := range c.workers {
@@ -185,8 +191,8 @@ func (c nodeCounters) String(kernel bool) string {
 			ws = append(ws, fmt.Sprintf("%s=%d", dataplane.Verdict(v), n))
 		}
 	}
-	s := fmt.Sprintf("AF_XDP rx_dropped %d, rx_fill_ring_empty %d (our fill ring found full/empty %d); workers: no_neighbour %d, forwarded_kernel %d [%s]",
-		c.rxDropped, c.rxFillEmpty, c.fillRingEmpty, c.workers[dataplane.NoNeighbour], c.workers[dataplane.ForwardedKernel], strings.Join(ws, " "))
+	s := fmt.Sprintf("veth ring drops %d; AF_XDP rx_dropped %d, rx_fill_ring_empty %d (our fill ring found full/empty %d); workers: no_neighbour %d, forwarded_kernel %d [%s]",
+		c.vethDrops, c.rxDropped, c.rxFillEmpty, c.fillRingEmpty, c.workers[dataplane.NoNeighbour], c.workers[dataplane.ForwardedKernel], strings.Join(ws, " "))
 	if c.fastOn {
 		var rs []string
 		for r, n := range c.fast.Slow {
@@ -353,6 +359,13 @@ func (b *bench) stopGateways() {
 // counters reads every node's counters.
 func (b *bench) counters() []nodeCounters {
 	out := make([]nodeCounters, nodes)
+	for i := range out {
+		for _, port := range []string{"swf", "swb"} {
+			v, err := strconv.ParseUint(run(b.cl.Switch, "cat", fmt.Sprintf("/sys/class/net/%s%d/statistics/tx_dropped", port, i+1)), 10, 64)
+			must(err)
+			out[i].vethDrops += v
+		}
+	}
 	if b.sc.kernel {
 		for i, ns := range b.cl.Nodes {
 			out[i].kForwarded, out[i].kDropped = kernelCounters(ns)
@@ -406,12 +419,30 @@ func kernelCounters(ns *netns.NS) (fwd, dropped uint64) {
 	return fwd, dropped
 }
 
+// backlogDrops sums the second column of /proc/net/softnet_stat: packets
+// the kernel dropped because a CPU's input backlog (netdev_max_backlog)
+// was full, machine-wide.
+func backlogDrops() uint64 {
+	b, err := os.ReadFile("/proc/net/softnet_stat")
+	must(err)
+	var n uint64
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if f := strings.Fields(l); len(f) > 1 {
+			v, err := strconv.ParseUint(f[1], 16, 64)
+			must(err)
+			n += v
+		}
+	}
+	return n
+}
+
 // sample is one run's measurement.
 type sample struct {
 	gbps        float64 // receiver side, sum of the streams
 	retransmits uint64
 	download    float64 // Gb/s of the single download, receiver side
 	dlRetrans   uint64
+	backlog     uint64         // the machine's backlog drops (softnet_stat) during the streams
 	perNode     []nodeCounters // during the streams
 	dlNode      []nodeCounters // during the download
 }
@@ -454,6 +485,7 @@ func (b *bench) once() sample {
 	}
 	srv := cl.Server4.String()
 	c0 := b.counters()
+	bl0 := backlogDrops()
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
@@ -482,6 +514,7 @@ func (b *bench) once() sample {
 		s.retransmits += r.End.SumSent.Retransmits
 	}
 	c1 := b.counters()
+	s.backlog = backlogDrops() - bl0
 	dl, err := b.iperf("-c", srv, "-p", strconv.Itoa(basePort), "-B", b.sources[0].String(), "-R", "-n", b.download)
 	must(err)
 	s.download, s.dlRetrans = dl.End.SumReceived.BitsPerSecond/1e9, dl.End.SumSent.Retransmits
@@ -636,7 +669,7 @@ func report(results []result, runs int, dur time.Duration, download string) {
 		fmt.Println("owners:", strings.Join(ss, ", "))
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "scenario\tGb/s min\tmedian\tmax\tretransmits (median)\t%s download Gb/s (median)\tring drops (max per run)\tno_neighbour (max)\tforwarded_kernel (median)\t\n", download)
+	fmt.Fprintf(tw, "scenario\tGb/s min\tmedian\tmax\tretransmits (median)\t%s download Gb/s (median)\tveth ring drops (median)\tbacklog drops (median)\tAF_XDP ring drops (max per run)\tno_neighbour (max)\tforwarded_kernel (median)\t\n", download)
 	med := map[string]float64{}
 	dlMed := map[string]float64{}
 	for _, r := range results {
@@ -650,6 +683,14 @@ func report(results []result, runs int, dur time.Duration, download string) {
 			}
 			return float64(n)
 		})
+		_, vd, _ := r.stat(func(s sample) float64 {
+			var n uint64
+			for i := range s.perNode {
+				n += s.perNode[i].vethDrops
+			}
+			return float64(n)
+		})
+		_, bl, _ := r.stat(func(s sample) float64 { return float64(s.backlog) })
 		var drops, nn uint64
 		for _, s := range r.samples {
 			var d, n uint64
@@ -666,7 +707,7 @@ func report(results []result, runs int, dur time.Duration, download string) {
 			}
 			return fmt.Sprintf("%.0f", v)
 		}
-		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.0f\t%.2f\t%s\t%s\t%s\t\n", r.sc.name, lo, mid, hi, rt, dl, dash(float64(drops)), dash(float64(nn)), dash(fk))
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.0f\t%.2f\t%.0f\t%.0f\t%s\t%s\t%s\t\n", r.sc.name, lo, mid, hi, rt, dl, vd, bl, dash(float64(drops)), dash(float64(nn)), dash(fk))
 	}
 	tw.Flush()
 	for _, r := range results {
