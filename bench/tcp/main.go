@@ -48,6 +48,7 @@ import (
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/dataplane"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
+	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/node"
 	"github.com/xdpcluster/xdpcluster/node/gateway"
@@ -216,11 +217,12 @@ type bench struct {
 	log      *slog.Logger
 	duration time.Duration
 	download string
+	xdpMode  bpfutil.AttachMode
 }
 
 // setup builds the cluster and starts the iperf3 servers.
-func setup(ctx context.Context, sc scenario, d time.Duration, download string, log *slog.Logger) (b *bench) {
-	b = &bench{ctx: ctx, sc: sc, duration: d, download: download, log: log}
+func setup(ctx context.Context, sc scenario, d time.Duration, download string, mode bpfutil.AttachMode, log *slog.Logger) (b *bench) {
+	b = &bench{ctx: ctx, sc: sc, duration: d, download: download, xdpMode: mode, log: log}
 	cl, err := netns.NewCluster("xcbt", netns.ClusterOptions{Nodes: nodes, Clients4: 20, Clients6: 1})
 	if cl != nil {
 		b.cl = cl
@@ -333,6 +335,7 @@ func (b *bench) startGateways() {
 				Interfaces: ifs,
 				Match:      cluster.LocalNode(nodes, uint32(i+1), seed),
 				FastPath:   b.sc.fast,
+				XDPMode:    b.xdpMode,
 				Logger:     b.log,
 			})
 			if err != nil {
@@ -583,7 +586,13 @@ func realMain() (code int) {
 	download := flag.String("download", "50M", "size of the single download of each run (iperf3 -n)")
 	smoke := flag.Bool("smoke", false, "one short run per scenario (1 run, 2 s), to check the harness works")
 	only := flag.String("only", "", "run only the scenarios with these keys, comma-separated: kernel, auto, off")
+	xdpMode := flag.String("xdp-mode", "auto", "an experiment: the gateways' dataplane.xdp_mode (auto: the default, native on veth; native; generic)")
 	flag.Parse()
+	mode, err := bpfutil.ParseAttachMode(*xdpMode)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench-tcp: --xdp-mode %q: %v\n", *xdpMode, err)
+		return 2
+	}
 	if *smoke {
 		*runs, *dur = 1, 2*time.Second
 	}
@@ -634,7 +643,7 @@ func realMain() (code int) {
 	}()
 	var results []result
 	for _, sc := range todo {
-		b = setup(ctx, sc, *dur, *download, log)
+		b = setup(ctx, sc, *dur, *download, mode, log)
 		r := result{sc: sc}
 		m := cluster.LocalNode(nodes, 1, seed)
 		for _, a := range b.sources {
