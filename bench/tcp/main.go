@@ -662,7 +662,40 @@ func realMain() (code int) {
 		b = nil
 	}
 	report(results, *runs, *dur, *download)
+	if err := check(results); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-tcp:", err)
+		return 1
+	}
 	return 0
+}
+
+// check fails what never depends on the machine's load: a packet dropped
+// for want of a resolved neighbour (the workers hand those to the
+// kernel), or a fast path that carried nothing.
+func check(results []result) error {
+	var errs []error
+	for _, r := range results {
+		for k, s := range r.samples {
+			for i := range s.perNode {
+				for _, c := range []nodeCounters{s.perNode[i], s.dlNode[i]} {
+					if n := c.workers[dataplane.NoNeighbour]; n != 0 {
+						errs = append(errs, fmt.Errorf("%s, run %d, node %d: %d packets dropped as no_neighbour, want 0 (handed to the kernel)", r.sc.name, k+1, i+1, n))
+					}
+				}
+			}
+			if r.sc.kernel || r.sc.fast == dataplane.FastPathOff {
+				continue
+			}
+			var fwd uint64
+			for i := range s.perNode {
+				fwd += s.perNode[i].fast.Forwarded
+			}
+			if fwd == 0 {
+				errs = append(errs, fmt.Errorf("%s, run %d: the fast path forwarded nothing", r.sc.name, k+1))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // report prints the summary table, the per-node counters of every run

@@ -105,3 +105,37 @@ func TestCountersSub(t *testing.T) {
 		t.Errorf("String(true) = %q", s)
 	}
 }
+
+func TestCheck(t *testing.T) {
+	run := func(noNeigh, fast uint64) sample {
+		var c nodeCounters
+		c.workers[dataplane.NoNeighbour] = noNeigh
+		c.fast.Forwarded = fast
+		return sample{perNode: []nodeCounters{c}, dlNode: []nodeCounters{{}}}
+	}
+	auto, off, kernel := scenarios[1], scenarios[2], scenarios[0]
+	for _, tc := range []struct {
+		name string
+		r    result
+		err  string
+	}{
+		{"auto, clean", result{sc: auto, samples: []sample{run(0, 10)}}, ""},
+		{"auto, no_neighbour", result{sc: auto, samples: []sample{run(3, 10)}}, "3 packets dropped as no_neighbour"},
+		{"auto, fast path idle", result{sc: auto, samples: []sample{run(0, 0)}}, "forwarded nothing"},
+		{"off, no fast path expected", result{sc: off, samples: []sample{run(0, 0)}}, ""},
+		{"kernel", result{sc: kernel, samples: []sample{run(0, 0)}}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := check([]result{tc.r})
+			if tc.err == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("err = %v, want one containing %q", err, tc.err)
+			}
+		})
+	}
+}
