@@ -178,9 +178,11 @@ func (c nodeCounters) sub(o nodeCounters) nodeCounters {
 	return d
 }
 
-// ringDrops are the frames lost at the AF_XDP receive ring (the kernel's
-// count: RX ring full, fill ring empty).
-func (c nodeCounters) ringDrops() uint64 { return c.rxDropped + c.rxFillEmpty }
+// ringDrops are the frames lost at the AF_XDP receive ring: the kernel's
+// rx_dropped (RX ring full or fill ring empty; a frame lost to an empty
+// fill ring is also counted in rx_fill_ring_empty, so that one is not
+// added).
+func (c nodeCounters) ringDrops() uint64 { return c.rxDropped }
 
 func (c nodeCounters) String(kernel bool) string {
 	if kernel {

@@ -95,7 +95,7 @@ func TestCountersSub(t *testing.T) {
 	a.fast.Slow[0], b.fast.Slow[0] = 9, 1
 	a.kForwarded, b.kForwarded = 50, 20
 	d := a.sub(b)
-	if d.workers[dataplane.NoNeighbour] != 7 || d.ringDrops() != 5 || d.fast.Forwarded != 60 || d.fast.Slow[0] != 8 || d.kForwarded != 30 {
+	if d.workers[dataplane.NoNeighbour] != 7 || d.ringDrops() != 5 || d.rxFillEmpty != 0 || d.fast.Forwarded != 60 || d.fast.Slow[0] != 8 || d.kForwarded != 30 {
 		t.Errorf("a - b = %+v", d)
 	}
 	if s := d.String(false); !strings.Contains(s, "no_neighbour 7") || !strings.Contains(s, "rx_dropped 5") {
