@@ -222,14 +222,13 @@ type bench struct {
 	xdpMode  bpfutil.AttachMode
 }
 
-// setup builds the cluster and starts the iperf3 servers.
-func setup(ctx context.Context, sc scenario, d time.Duration, download string, mode bpfutil.AttachMode, log *slog.Logger) (b *bench) {
-	b = &bench{ctx: ctx, sc: sc, duration: d, download: download, xdpMode: mode, log: log}
+// setup builds the cluster and starts the iperf3 servers; on a failure
+// (a panic with fatal) b holds what to clean up.
+func (b *bench) setup() {
 	cl, err := netns.NewCluster("xcbt", netns.ClusterOptions{Nodes: nodes, Clients4: 20, Clients6: 1})
-	if cl != nil {
-		b.cl = cl
-	}
+	b.cl = cl
 	must(err)
+	sc := b.sc
 	b.sources, err = pickSources(cl.Clients4, nodes, sources/nodes)
 	must(err)
 	for _, end := range []*netns.NS{cl.Client, cl.Server} {
@@ -272,7 +271,6 @@ func setup(ctx context.Context, sc scenario, d time.Duration, download string, m
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return b
 }
 
 // checkMTU refuses to measure with another MTU than 1500 anywhere.
@@ -645,7 +643,8 @@ func realMain() (code int) {
 	}()
 	var results []result
 	for _, sc := range todo {
-		b = setup(ctx, sc, *dur, *download, mode, log)
+		b = &bench{ctx: ctx, sc: sc, duration: *dur, download: *download, xdpMode: mode, log: log}
+		b.setup()
 		r := result{sc: sc}
 		m := cluster.LocalNode(nodes, 1, seed)
 		for _, a := range b.sources {
