@@ -125,11 +125,13 @@ var table = map[string]entry{
 		layer: "layering (direct imports): the harness's traffic generator needs only the BPF helpers"},
 	"bench/e2e": {imports: []string{"bench", "cluster", "dataplane", "dataplane/afpacket", "dataplane/xsk", "internal/bpfutil", "internal/netns", "node", "node/gateway", "packet"},
 		layer: "layering (direct imports): the end-to-end harness drives the gateway role directly; it never imports the daemon, the command or test helpers"},
+	"bench/tcp": {imports: []string{"cluster", "dataplane", "dataplane/xsk", "internal/bpfutil", "internal/netns", "node", "node/gateway"},
+		layer: "layering (direct imports): the real-traffic harness drives the gateway role directly and iperf3; it never imports the daemon, the command or test helpers"},
 	"bench/summary": {layer: "layering (direct imports): reads `go test -bench` output; imports nothing of the module",
 		forbid: []rule{{dep: nonStd, why: "direct import: standard library only"}}},
 
 	// Test support.
-	"internal/netns": {layer: "layering (direct imports): namespace helpers for tests, bench/e2e and the demo (cmd); it imports nothing of the module, and only those import it"},
+	"internal/netns": {layer: "layering (direct imports): namespace helpers for tests, bench/e2e, bench/tcp and the demo (cmd); it imports nothing of the module, and only those import it"},
 	"internal/netns/nstest": {imports: []string{"internal/netns"},
 		layer: "layering (direct imports): test helper over internal/netns; only test files import it"},
 	"internal/deptest": {layer: "layering (direct imports): this test; it has no code of its own"},
