@@ -144,6 +144,9 @@ type daemon struct {
 // ring_size half of it) in the one-core family; 0: its defaults.
 var daemonFrames int
 
+// daemonXDPMode, when set, is the one-core daemon's dataplane.xdp_mode.
+var daemonXDPMode string
+
 // fastEntries, when positive, is the daemon's dataplane.fast_path_entries.
 var fastEntries int
 
@@ -172,6 +175,9 @@ func daemonConfig(dir, fastPath string) string {
 	}
 	if daemonFrames > 0 {
 		dp += fmt.Sprintf("  frames: %d\n  ring_size: %d\n", daemonFrames, daemonFrames/2)
+	}
+	if daemonXDPMode != "" {
+		dp += "  xdp_mode: " + daemonXDPMode + "\n"
 	}
 	if fastEntries > 0 && fastPath != "off" {
 		dp += fmt.Sprintf("  fast_path_entries: %d\n", fastEntries)

@@ -209,7 +209,10 @@ func (c *FlowCache) Install(orig []dataplane.FlowKey, buckets []uint8) error {
 			keys[2*i] = dataplane.FlowKey{Family: k.Family, Proto: k.Proto, SrcPort: k.SrcPort, DstPort: k.DstPort, Src: k.Src, Dst: k.Dst}
 			keys[2*i+1] = k.Reverse()
 			vals[2*i] = flowValue{LastSeen: now, Bucket: buckets[i]}
-			vals[2*i+1] = flowValue{LastSeen: now, Bucket: buckets[i], Dir: 1}
+			// The reply direction has not been seen until the program
+			// sees it (0: never): Seen tells the tracker a reply passed
+			// only then.
+			vals[2*i+1] = flowValue{Bucket: buckets[i], Dir: 1}
 		}
 		if _, err := mapBatch(bpfMapUpdateBatch, c.fd, unsafe.Pointer(&keys[0]), unsafe.Pointer(&vals[0]), 2*n); err != nil {
 			return fmt.Errorf("flow cache install %d connections: %w", n, err)
@@ -254,26 +257,44 @@ func (c *FlowCache) Remove(orig []dataplane.FlowKey) error {
 }
 
 // Seen reports when each direction of the connection last passed the fast
-// path (or was installed), in the clock's time, and whether the cache
-// still holds both directions (see conntrack.Offloader). A connection
-// missing is counted as lost: Seen is asked only about installed ones.
+// path (the original direction: or was installed; 0: never), in the
+// clock's time, and whether the cache still holds the connection (see
+// conntrack.Offloader). A connection missing is counted as lost (Seen is
+// asked only about installed ones); so is one direction missing, which
+// Seen puts back: the LRU evicts the directions separately, and a
+// connection carried one way is live.
 func (c *FlowCache) Seen(orig *packet.Tuple) (origLast, replyLast int64, ok bool) {
 	k := dataplane.KeyOf(orig)
 	r := k.Reverse()
-	var v flowValue
-	okOrig := mapLookup(c.fd, unsafe.Pointer(&k), unsafe.Pointer(&v)) == nil
-	if okOrig {
-		origLast = int64(v.LastSeen) - c.offset
+	var vo, vr flowValue
+	okOrig := mapLookup(c.fd, unsafe.Pointer(&k), unsafe.Pointer(&vo)) == nil
+	okReply := mapLookup(c.fd, unsafe.Pointer(&r), unsafe.Pointer(&vr)) == nil
+	if okOrig && vo.LastSeen != 0 {
+		origLast = int64(vo.LastSeen) - c.offset
 	}
-	okReply := mapLookup(c.fd, unsafe.Pointer(&r), unsafe.Pointer(&v)) == nil
-	if okReply {
-		replyLast = int64(v.LastSeen) - c.offset
+	if okReply && vr.LastSeen != 0 {
+		replyLast = int64(vr.LastSeen) - c.offset
 	}
-	ok = okOrig && okReply
-	if !ok {
+	switch {
+	case okOrig && okReply:
+		return origLast, replyLast, true
+	case !okOrig && !okReply:
 		c.lost.Add(1)
+		return 0, 0, false
 	}
-	return origLast, replyLast, ok
+	// The LRU evicts the two directions separately (the idle one first):
+	// the connection is still carried one way. Put the missing direction
+	// back, with the bucket the other one holds, so it is carried both
+	// ways again and its times reach the tracker.
+	c.lost.Add(1)
+	if okOrig {
+		vr = flowValue{Bucket: vo.Bucket, Dir: 1}
+		mapBatch(bpfMapUpdateBatch, c.fd, unsafe.Pointer(&r), unsafe.Pointer(&vr), 1)
+	} else {
+		vo = flowValue{Bucket: vr.Bucket}
+		mapBatch(bpfMapUpdateBatch, c.fd, unsafe.Pointer(&k), unsafe.Pointer(&vo), 1)
+	}
+	return origLast, replyLast, true
 }
 
 // Forget removes the connection from the cache (see conntrack.Offloader).
