@@ -264,7 +264,7 @@ static __always_inline int fast_path(struct xdp_md *ctx, const struct xc_params 
 	/* cluster.Match.OwnsNode: a bucket beyond the mask is not in it. */
 	if (!((f->bucket < MAX_BUCKETS && ((pr->mask >> f->bucket) & 1)) ^ (pr->invert != 0))) {
 		xc_count(&xc_fast, FAST_FOREIGN);
-		xc_count_n(&xc_fast, FAST_FOREIGN_BYTES, iplen);
+		xc_count_n(&xc_fast, FAST_FOREIGN_BYTES, frame_l3 + ETH_HLEN);
 		if (f->bucket < MAX_BUCKETS)
 			xc_count(&xc_fast, FAST_OWNER + f->bucket);
 		return XDP_DROP;
@@ -312,7 +312,7 @@ static __always_inline int fast_path(struct xdp_md *ctx, const struct xc_params 
 	__builtin_memcpy(data, fib.dmac, 6);
 	__builtin_memcpy(data + 6, fib.smac, 6);
 	xc_count(&xc_fast, FAST_FORWARDED);
-	xc_count_n(&xc_fast, FAST_FORWARDED_BYTES, iplen);
+	xc_count_n(&xc_fast, FAST_FORWARDED_BYTES, frame_l3 + ETH_HLEN);
 	if (f->bucket < MAX_BUCKETS)
 		xc_count(&xc_fast, FAST_OWNER + f->bucket);
 	return XDP_REDIRECT;

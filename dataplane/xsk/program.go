@@ -96,7 +96,7 @@ const (
 type FastStats struct {
 	// Forwarded and Foreign count the packets of cached connections the
 	// program forwarded (owned) and dropped (another node's); the Bytes
-	// their IP lengths.
+	// their frame lengths, as the workers count theirs.
 	Forwarded, Foreign, ForwardedBytes, ForeignBytes uint64
 	// Owner counts the packets decided here, forwarded or foreign, per
 	// bucket (0-based node; a bucket beyond the last node is not counted),
