@@ -82,6 +82,7 @@ var (
 	cacheInstallsDesc = desc("flow_cache_installs_total", "Connections installed into the XDP flow cache (or installed again after an eviction).")
 	cacheRemovalsDesc = desc("flow_cache_removals_total", "Connections removed from the XDP flow cache (closed by FIN/RST, or expired).")
 	cacheLostDesc     = desc("flow_cache_evictions_total", "Installed connections the expiry found evicted from the XDP flow cache (it was full).")
+	cacheOrphansDesc  = desc("flow_cache_orphans_total", "XDP flow cache entries the periodic reconciliation removed because the tracker had not installed them (a race between workers, or a failed removal).")
 	cacheErrorsDesc   = desc("flow_cache_errors_total", "Failed flow cache updates (their connections stay on the slow path until installed again).")
 
 	followRestartsDesc = desc("kernel_follow_restarts_total", "Kernel route/neighbour subscriptions that ended unexpectedly (e.g. ENOBUFS) and were made again.")
@@ -101,7 +102,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, ownerDesc, invalidDesc, malformedDesc, batchDesc,
 		connsDesc, ctEntriesDesc, ctMaxDesc, ctInsertsDesc, ctExpiredDesc, ctEvictedDesc, ctFullDesc, ctReopenedDesc, ctResetDesc, ctFragEvDesc,
 		ringDesc, xdpDesc, arpDesc, maskDesc, totalDesc, localDesc, infoDesc, modeDesc, followRestartsDesc,
-		fastOnDesc, fastSlowDesc, cacheEntriesDesc, cacheMaxDesc, cacheInstallsDesc, cacheRemovalsDesc, cacheLostDesc, cacheErrorsDesc} {
+		fastOnDesc, fastSlowDesc, cacheEntriesDesc, cacheMaxDesc, cacheInstallsDesc, cacheRemovalsDesc, cacheLostDesc, cacheErrorsDesc, cacheOrphansDesc} {
 		ch <- d
 	}
 }
@@ -285,6 +286,7 @@ func (c *Collector) collectFastPath(ch chan<- prometheus.Metric, m cluster.Match
 		}
 	}
 	counter(cacheErrorsDesc, errs)
+	counter(cacheOrphansDesc, c.gw.CacheOrphans())
 	gauge(cacheMaxDesc, float64(fc.Conns()))
 	st, err := fc.Stats()
 	if err != nil {

@@ -402,3 +402,41 @@ func (c *FlowCache) PurgeSources(addrs []netip.Addr) (int, error) {
 	}
 	return len(purge), nil
 }
+
+// Reconcile walks the cache and removes every connection that keep,
+// asked with its original-direction tuple (once per direction found),
+// does not want, and returns how many entries (directions) it found so. The gateway runs it now and then with the tracker's
+// view: an entry the tracker did not install (a re-install that raced
+// another worker's removal, a failed removal) would otherwise stay until
+// the LRU evicts it. It walks the whole map (4,096 entries a syscall):
+// call it from a background goroutine.
+func (c *FlowCache) Reconcile(keep func(orig *packet.Tuple) bool) (int, error) {
+	keys := make([]dataplane.FlowKey, 4096)
+	vals := make([]flowValue, len(keys))
+	var drop []dataplane.FlowKey // a connection may be in it twice (both directions): Remove skips what is gone
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := c.flows.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			k := keys[i]
+			if vals[i].Dir != 0 {
+				k = k.Reverse()
+			}
+			tp := packet.Tuple{Src: k.Src, Dst: k.Dst, SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto,
+				Family: packet.Family(k.Family), HasPorts: true}
+			if !keep(&tp) {
+				drop = append(drop, k)
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("flow cache: walk: %w", err)
+		}
+	}
+	if err := c.Remove(drop); err != nil {
+		return 0, err
+	}
+	return len(drop), nil
+}

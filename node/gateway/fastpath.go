@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/xdpcluster/xdpcluster/dataplane"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
 	"github.com/xdpcluster/xdpcluster/node"
+	"github.com/xdpcluster/xdpcluster/packet"
 )
 
 // newFlowCache creates the XDP fast path's flow cache unless the fast path
@@ -107,3 +109,48 @@ func sysctlOn(path string) bool {
 	v := strings.TrimSpace(string(b))
 	return v != "" && v != "0"
 }
+
+// reconcileEvery is how often the flow cache is checked against the
+// tracker.
+const reconcileEvery = time.Minute
+
+// reconcileCache removes, every period until Close, the flow cache's
+// connections the tracker does not have installed (see
+// xsk.FlowCache.Reconcile): orphans of a race between one worker's
+// re-install and another's removal, or of a removal that failed. They
+// would otherwise carry a later connection on the same tuple past the
+// tracker (its handshake ACK and its data forwarded in XDP, its FIN then
+// found without a connection) until the LRU evicted them.
+func (g *Gateway) reconcileCache(period time.Duration) {
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		select {
+		case <-g.done:
+			return
+		case <-tick.C:
+		}
+		g.reconcileOnce()
+	}
+}
+
+// reconcileOnce is one pass of reconcileCache; it returns how many
+// entries (directions) it removed.
+func (g *Gateway) reconcileOnce() int {
+	n, err := g.flows.Reconcile(func(orig *packet.Tuple) bool {
+		info, ok := g.tracker.Get(*orig, g.clock.Now())
+		return ok && info.Offloaded
+	})
+	if err != nil {
+		g.log.Warn("fast path: reconciling the flow cache with the tracker", "error", err)
+		return 0
+	}
+	if n > 0 {
+		g.cacheOrphans.Add(uint64(n))
+		g.log.Info("fast path: removed flow cache entries the tracker did not have installed", "entries", n)
+	}
+	return n
+}
+
+// CacheOrphans counts the flow cache entries reconciliation removed.
+func (g *Gateway) CacheOrphans() uint64 { return g.cacheOrphans.Load() }

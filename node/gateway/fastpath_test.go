@@ -146,3 +146,38 @@ func TestFastPathOffWithoutForwarding(t *testing.T) {
 		t.Errorf("not logged:\n%s", logs.String())
 	}
 }
+
+// TestFastPathReconcile: a flow cache entry the tracker did not install
+// (an orphan: a re-install that raced another worker's removal) is removed
+// by the reconciliation, while the connections the tracker installed stay.
+func TestFastPathReconcile(t *testing.T) {
+	nstest.Require(t)
+	cl := nstest.Cluster(t, "xc-fprc", netns.ClusterOptions{Nodes: 1, Clients4: 2, Clients6: 1})
+	nodes := startNodes(t, cl)
+	servers(t, cl)
+	gw := nodes[0].gw
+	a := cl.Clients4[0]
+	if _, err := cl.Client.Exchange("udp", a, netip.AddrPortFrom(cl.Server4, 5353), []byte("hello"), 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st0, err := gw.FlowCache().Stats()
+	if err != nil || st0.Entries != 2 {
+		t.Fatalf("flow cache after one UDP exchange: %+v %v, want its 2 entries", st0, err)
+	}
+	orphan := dataplane.FlowKey{Family: 4, Proto: 17, SrcPort: 4000, DstPort: 53}
+	copy(orphan.Src[:], []byte{198, 51, 100, 200})
+	copy(orphan.Dst[:], []byte{203, 0, 113, 80})
+	if err := gw.FlowCache().Install([]dataplane.FlowKey{orphan}, []uint8{0}); err != nil {
+		t.Fatal(err)
+	}
+	if n := gw.ReconcileOnce(); n != 2 { // both directions of the orphan, each found once
+		t.Errorf("reconciliation removed %d, want the orphan's 2 directions", n)
+	}
+	st, _ := gw.FlowCache().Stats()
+	if st.Entries != 2 {
+		t.Errorf("flow cache after reconciliation: %+v, want the UDP connection's 2 entries only", st)
+	}
+	if gw.CacheOrphans() == 0 {
+		t.Error("orphans not counted")
+	}
+}

@@ -78,6 +78,8 @@ type Gateway struct {
 	// nil when the fast path is off (see FastPath).
 	flows      *xsk.FlowCache
 	fastReason string // why the fast path is off, "" when on
+	// cacheOrphans counts the connections reconcileCache removed.
+	cacheOrphans atomic.Uint64
 	// local4 are the node's IPv4 addresses refreshLocal last saw (only
 	// the kernel-following goroutine uses it after Start).
 	local4 map[netip.Addr]bool
@@ -235,6 +237,9 @@ func Start(cfg Config) (g *Gateway, err error) {
 		return g, err
 	}
 	go g.watchPorts(time.Second)
+	if g.flows != nil {
+		go g.reconcileCache(reconcileEvery)
+	}
 	g.running = true
 	for i, ic := range cfg.Interfaces {
 		log.Debug("dataplane started", "interface", ic.Name, "cluster_mac", ic.ClusterMAC.String(), "mode", g.modes[i], "match", cfg.Match.String())
