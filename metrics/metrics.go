@@ -193,7 +193,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
-	c.collectFastPath(ch, m)
+	c.collectFastPath(m, counter, gauge)
 	for i, prog := range c.gw.Programs() {
 		if st, err := prog.Stats(); err == nil {
 			for v := 0; v < xsk.NumStats; v++ {
@@ -244,13 +244,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 // owner as owner_packets_total{path="xdp"}, why it handed frames to the
 // slow path, and the flow cache's size and changes. It emits only
 // path="xdp" series, so that none repeats one of the workers'.
-func (c *Collector) collectFastPath(ch chan<- prometheus.Metric, m cluster.Match) {
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
+func (c *Collector) collectFastPath(m cluster.Match, counter func(*prometheus.Desc, uint64, ...string), gauge func(*prometheus.Desc, float64, ...string)) {
 	fc := c.gw.FlowCache()
 	on := 0.0
 	if fc != nil {

@@ -168,18 +168,9 @@ func (c *FlowCache) Stats() (CacheStats, error) {
 	s := CacheStats{Installs: c.installs.Load(), Removals: c.removals.Load(), Lost: c.lost.Load()}
 	// Counted in batches of 4,096 entries (one syscall each: about 500
 	// for a full cache of a million connections), at scrape time.
-	keys := make([]dataplane.FlowKey, 4096)
-	vals := make([]flowValue, len(keys))
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := c.flows.BatchLookup(&cursor, keys, vals, nil)
-		s.Entries += uint64(n)
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			break
-		}
-		if err != nil {
-			return s, fmt.Errorf("flow cache: count entries: %w", err)
-		}
+	err := c.walk(func(dataplane.FlowKey, *flowValue) { s.Entries++ })
+	if err != nil {
+		return s, fmt.Errorf("flow cache: count entries: %w", err)
 	}
 	return s, nil
 }
@@ -374,28 +365,18 @@ func (c *FlowCache) PurgeSources(addrs []netip.Addr) (int, error) {
 	if len(set) == 0 {
 		return 0, nil
 	}
-	keys := make([]dataplane.FlowKey, 4096)
-	vals := make([]flowValue, len(keys))
 	var purge []dataplane.FlowKey
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := c.flows.BatchLookup(&cursor, keys, vals, nil)
-		for i := range n {
-			k := keys[i]
-			if k.Family != uint8(packet.IPv4) || !set[[4]byte(k.Src[:4])] {
-				continue
-			}
-			if vals[i].Dir != 0 {
-				k = k.Reverse()
-			}
-			purge = append(purge, k)
+	err := c.walk(func(k dataplane.FlowKey, v *flowValue) {
+		if k.Family != uint8(packet.IPv4) || !set[[4]byte(k.Src[:4])] {
+			return
 		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			break
+		if v.Dir != 0 {
+			k = k.Reverse()
 		}
-		if err != nil {
-			return 0, fmt.Errorf("flow cache: walk: %w", err)
-		}
+		purge = append(purge, k)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("flow cache: walk: %w", err)
 	}
 	if err := c.Remove(purge); err != nil {
 		return 0, err
@@ -411,32 +392,42 @@ func (c *FlowCache) PurgeSources(addrs []netip.Addr) (int, error) {
 // the LRU evicts it. It walks the whole map (4,096 entries a syscall):
 // call it from a background goroutine.
 func (c *FlowCache) Reconcile(keep func(orig *packet.Tuple) bool) (int, error) {
-	keys := make([]dataplane.FlowKey, 4096)
-	vals := make([]flowValue, len(keys))
 	var drop []dataplane.FlowKey // a connection may be in it twice (both directions): Remove skips what is gone
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := c.flows.BatchLookup(&cursor, keys, vals, nil)
-		for i := range n {
-			k := keys[i]
-			if vals[i].Dir != 0 {
-				k = k.Reverse()
-			}
-			tp := packet.Tuple{Src: k.Src, Dst: k.Dst, SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto,
-				Family: packet.Family(k.Family), HasPorts: true}
-			if !keep(&tp) {
-				drop = append(drop, k)
-			}
+	err := c.walk(func(k dataplane.FlowKey, v *flowValue) {
+		if v.Dir != 0 {
+			k = k.Reverse()
 		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			break
+		tp := packet.Tuple{Src: k.Src, Dst: k.Dst, SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto,
+			Family: packet.Family(k.Family), HasPorts: true}
+		if !keep(&tp) {
+			drop = append(drop, k)
 		}
-		if err != nil {
-			return 0, fmt.Errorf("flow cache: walk: %w", err)
-		}
+	})
+	if err != nil {
+		return 0, fmt.Errorf("flow cache: walk: %w", err)
 	}
 	if err := c.Remove(drop); err != nil {
 		return 0, err
 	}
 	return len(drop), nil
+}
+
+// walk calls f for every entry of the flow map, reading it 4,096 entries
+// a syscall (not per packet: at scrape time and in the background).
+func (c *FlowCache) walk(f func(k dataplane.FlowKey, v *flowValue)) error {
+	keys := make([]dataplane.FlowKey, 4096)
+	vals := make([]flowValue, len(keys))
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := c.flows.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			f(keys[i], &vals[i])
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
