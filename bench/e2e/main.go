@@ -111,20 +111,12 @@ type traffic struct {
 	live   *bench.TemplateGenerator
 }
 
-// fatal carries an error to main, which cleans up before exiting.
-type fatal struct{ err error }
-
-func must(err error) {
-	if err != nil {
-		panic(fatal{err})
-	}
-}
-
-func run(ns *netns.NS, args ...string) string {
-	out, err := ns.Run(args[0], args[1:]...)
-	must(err)
-	return strings.TrimSpace(string(out))
-}
+// must and run are the harnesses' shared helpers: a failure is a
+// bench.Fatal, which main recovers after cleaning up.
+var (
+	must = bench.Must
+	run  = bench.Run
+)
 
 func mac(ns *netns.NS, dev string) net.HardwareAddr {
 	m, err := net.ParseMAC(run(ns, "cat", "/sys/class/net/"+dev+"/address"))
@@ -455,11 +447,11 @@ func realMain() (code int) {
 	var t *topo
 	defer func() {
 		if r := recover(); r != nil {
-			f, ok := r.(fatal)
+			f, ok := r.(bench.Fatal)
 			if !ok {
 				panic(r)
 			}
-			fmt.Fprintln(os.Stderr, "bench-e2e:", f.err)
+			fmt.Fprintln(os.Stderr, "bench-e2e:", f.Err)
 			code = 1
 		}
 		if t != nil {

@@ -45,6 +45,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	harness "github.com/xdpcluster/xdpcluster/bench"
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/dataplane"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
@@ -76,20 +77,12 @@ var scenarios = []scenario{
 	{key: "off", name: "xdpcluster, fast_path off", fast: dataplane.FastPathOff},
 }
 
-// fatal carries an error to main, which cleans up before exiting.
-type fatal struct{ err error }
-
-func must(err error) {
-	if err != nil {
-		panic(fatal{err})
-	}
-}
-
-func run(ns *netns.NS, args ...string) string {
-	out, err := ns.Run(args[0], args[1:]...)
-	must(err)
-	return strings.TrimSpace(string(out))
-}
+// must and run are the harnesses' shared helpers: a failure is a
+// harness.Fatal, which main recovers after cleaning up.
+var (
+	must = harness.Must
+	run  = harness.Run
+)
 
 // iperfResult is the part of iperf3's --json output the harness reads.
 type iperfResult struct {
@@ -630,11 +623,11 @@ func realMain() (code int) {
 	var b *bench
 	defer func() {
 		if r := recover(); r != nil {
-			f, ok := r.(fatal)
+			f, ok := r.(harness.Fatal)
 			if !ok {
 				panic(r)
 			}
-			fmt.Fprintln(os.Stderr, "bench-tcp:", f.err)
+			fmt.Fprintln(os.Stderr, "bench-tcp:", f.Err)
 			code = 1
 		}
 		if b != nil {

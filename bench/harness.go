@@ -1,0 +1,27 @@
+package bench
+
+import (
+	"strings"
+
+	"github.com/xdpcluster/xdpcluster/internal/netns"
+)
+
+// Fatal carries an error from deep inside a harness (bench/e2e,
+// bench/tcp) to its main, which recovers it and cleans up (namespaces,
+// XDP programs) before exiting.
+type Fatal struct{ Err error }
+
+// Must panics with Fatal when err is not nil.
+func Must(err error) {
+	if err != nil {
+		panic(Fatal{err})
+	}
+}
+
+// Run runs a command in ns and returns its trimmed output; a failure is
+// Fatal.
+func Run(ns *netns.NS, args ...string) string {
+	out, err := ns.Run(args[0], args[1:]...)
+	Must(err)
+	return strings.TrimSpace(string(out))
+}
