@@ -175,7 +175,11 @@ type shard struct {
 	reopened uint64
 	reset    uint64
 	fragEv   uint64
-	_        [64]byte // keep neighbouring shards' locks off this cache line
+	// forgets are removals from the fast path queued under the lock
+	// (forgetLater), made by Expire after unlocking; spare is the other
+	// buffer of the pair.
+	forgets, spare []packet.Tuple
+	_              [64]byte // keep neighbouring shards' locks off this cache line
 }
 
 // Table is a connection tracker. Create it with NewTable.
@@ -425,8 +429,27 @@ func (t *Table) Expire(now int64, n int) int {
 			}
 		}
 		sh.mu.Unlock()
+		t.flushForgets(sh)
 	}
 	return removed
+}
+
+// flushForgets makes the shard's queued removals from the fast path
+// (forgetLater) without holding its lock.
+func (t *Table) flushForgets(sh *shard) {
+	sh.mu.Lock()
+	forgets := sh.forgets
+	sh.forgets = sh.spare[:0]
+	sh.mu.Unlock()
+	if len(forgets) == 0 {
+		return
+	}
+	for j := range forgets {
+		t.off.Forget(&forgets[j])
+	}
+	sh.mu.Lock()
+	sh.spare = forgets[:0] // reused: the queue allocates only while it grows
+	sh.mu.Unlock()
 }
 
 // Stats sums the shards' counters. It locks each shard briefly in turn.

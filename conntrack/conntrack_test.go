@@ -822,6 +822,7 @@ func fuzzTrackOne(t testing.TB, tables *[4]*Table, ops []byte) {
 						}
 					}
 					sh.sweep(tb, now+int64(MaxTimeout)+1)
+					tb.flushForgets(sh)
 				}
 			}
 			if fp.forgets != installed || tb.entriesForFuzz() != 0 {

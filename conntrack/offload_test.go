@@ -488,6 +488,17 @@ func TestOffloadEarlyDrop(t *testing.T) {
 		origs[p.Tuple] = true
 	}
 	st := tb.Stats()
+	// Early drop queues the removals; the sweeper makes them, outside
+	// the shard's lock.
+	_, queued := fp.counts()
+	// (No shard evicts anywhere near maxPendingForgets here: about 20
+	// each.)
+	if queued != 0 {
+		t.Fatalf("%d of %d removals made at once, under the shard locks: want them queued for the sweeper", queued, st.Evicted)
+	}
+	for i := range tb.shards {
+		tb.flushForgets(&tb.shards[i])
+	}
 	_, forgets := fp.counts()
 	if st.Evicted == 0 || uint64(forgets) != st.Evicted {
 		t.Fatalf("%d evicted, %d forgotten: every evicted connection was installed", st.Evicted, forgets)

@@ -205,7 +205,24 @@ func (sh *shard) removeSlot(t *Table, i uint64) {
 	tp := s.k.origTuple(s.e.flags&flagOrigA != 0)
 	tab.remove(i)
 	sh.n--
-	t.off.Forget(&tp)
+	sh.forgetLater(t, &tp)
+}
+
+// maxPendingForgets bounds a shard's queue of removals for the fast path.
+const maxPendingForgets = 1024
+
+// forgetLater queues a removal from the fast path (sh locked): the
+// sweeper makes it after unlocking the shard (Expire), so that a worker
+// evicting connections under a flood of new ones (early drop) makes no
+// system call while it holds the shard's lock. Meanwhile the fast path
+// may carry a few more of the connection's packets, as before its
+// eviction. A full queue (a flood between two sweeps) is made at once.
+func (sh *shard) forgetLater(t *Table, tp *packet.Tuple) {
+	if len(sh.forgets) >= maxPendingForgets {
+		t.off.Forget(tp)
+		return
+	}
+	sh.forgets = append(sh.forgets, *tp)
 }
 
 // sweep removes expired entries (sh locked) and returns how many. An
@@ -229,7 +246,7 @@ func (sh *shard) sweep(t *Table, now int64) int {
 				sh.n--
 				sh.expired++
 				removed++
-				t.off.Forget(&tp)
+				sh.forgetLater(t, &tp)
 				continue
 			}
 			tab.remove(uint64(i))
