@@ -1,17 +1,10 @@
 package daemon_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,25 +19,7 @@ import (
 // that took the largest series per node (max by (node) of a family with
 // a path label) or one path only would be off by a third or more.
 func TestDashboardSumsPaths(t *testing.T) {
-	prom, err := exec.LookPath("prometheus")
-	if err != nil {
-		t.Fatalf("prometheus not found (the README's test command installs the Debian package): %v", err)
-	}
-	var dash struct {
-		Panels []struct {
-			Title   string `json:"title"`
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	raw, err := os.ReadFile("../../deploy/grafana/xdpcluster.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(raw, &dash); err != nil {
-		t.Fatal(err)
-	}
+	dash := readDashboard(t)
 
 	// Per second. Node 1 forwards 400 packets/s (100 by the workers, 300
 	// in XDP), node 2 200 (150 and 50). Both see the cluster's split of
@@ -96,56 +71,21 @@ func TestDashboardSumsPaths(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 
-	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	promAddr := ln.Addr().String()
-	ln.Close()
-	pcfg := filepath.Join(dir, "prometheus.yml")
-	os.WriteFile(pcfg, []byte(fmt.Sprintf("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: xdpcluster\n    honor_labels: true\n    static_configs:\n      - targets: [%q]\n", strings.TrimPrefix(srv.URL, "http://"))), 0o644)
-	cmd := exec.Command(prom, "--config.file="+pcfg, "--storage.tsdb.path="+filepath.Join(dir, "tsdb"), "--web.listen-address="+promAddr)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	promAddr := startPrometheus(t, fmt.Sprintf("  - job_name: xdpcluster\n    honor_labels: true\n    static_configs:\n      - targets: [%q]\n", strings.TrimPrefix(srv.URL, "http://")))
 
 	// query returns the values of an instant query by the label named by.
 	query := func(expr, by string) (map[string]float64, error) {
-		resp, err := http.Get("http://" + promAddr + "/api/v1/query?query=" + url.QueryEscape(expr))
+		res, err := promQuery(promAddr, expr)
 		if err != nil {
 			return nil, err
 		}
-		defer resp.Body.Close()
-		var r struct {
-			Status string `json:"status"`
-			Error  string `json:"error"`
-			Data   struct {
-				Result []struct {
-					Metric map[string]string `json:"metric"`
-					Value  [2]any            `json:"value"`
-				} `json:"result"`
-			} `json:"data"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-			return nil, err
-		}
-		if r.Status != "success" {
-			return nil, fmt.Errorf("%s", r.Error)
-		}
 		out := map[string]float64{}
-		for _, res := range r.Data.Result {
-			s, _ := res.Value[1].(string)
-			v, err := strconv.ParseFloat(s, 64)
-			if err != nil {
-				return nil, fmt.Errorf("value %v: %w", res.Value, err)
-			}
-			key := res.Metric[by]
+		for _, r := range res {
+			key := r.Metric[by]
 			if by == "instance path" {
-				key = res.Metric["instance"] + " " + res.Metric["path"]
+				key = r.Metric["instance"] + " " + r.Metric["path"]
 			}
-			out[key] = v
+			out[key] = r.Value
 		}
 		return out, nil
 	}
@@ -175,6 +115,7 @@ func TestDashboardSumsPaths(t *testing.T) {
 		// Two scrapes of every target make a rate.
 		deadline := time.Now().Add(30 * time.Second)
 		var got map[string]float64
+		var err error
 		for {
 			got, err = query(expr, tc.by)
 			if err == nil && len(got) == len(tc.want) || time.Now().After(deadline) {

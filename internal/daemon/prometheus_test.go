@@ -1,14 +1,9 @@
 package daemon_test
 
 import (
-	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,24 +21,9 @@ import (
 // return data.
 func TestDashboardQueries(t *testing.T) {
 	nstest.Require(t)
-	prom, err := exec.LookPath("prometheus")
-	if err != nil {
-		t.Fatalf("prometheus not found (the README's test command installs the Debian package): %v", err)
-	}
-	var dash struct {
-		Panels []struct {
-			Title   string `json:"title"`
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	raw, err := os.ReadFile("../../deploy/grafana/xdpcluster.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(raw, &dash); err != nil || len(dash.Panels) < 10 {
-		t.Fatalf("dashboard: %v, %d panels", err, len(dash.Panels))
+	dash := readDashboard(t)
+	if len(dash.Panels) < 10 {
+		t.Fatalf("dashboard: %d panels", len(dash.Panels))
 	}
 
 	cl := nstest.Cluster(t, "xc-prom", netns.ClusterOptions{Nodes: 3, Clients4: 10, Clients6: 2})
@@ -68,16 +48,7 @@ func TestDashboardQueries(t *testing.T) {
 		targets = append(targets, `"`+d.MetricsAddr()+`"`)
 	}
 	// Prometheus, scraping every second.
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	promAddr := ln.Addr().String()
-	ln.Close()
-	pcfg := filepath.Join(dir, "prometheus.yml")
-	os.WriteFile(pcfg, []byte(fmt.Sprintf("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: xdpcluster\n    static_configs:\n      - targets: [%s]\n", strings.Join(targets, ", "))), 0o644)
-	cmd := exec.Command(prom, "--config.file="+pcfg, "--storage.tsdb.path="+filepath.Join(dir, "tsdb"), "--web.listen-address="+promAddr)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	promAddr := startPrometheus(t, fmt.Sprintf("  - job_name: xdpcluster\n    static_configs:\n      - targets: [%s]\n", strings.Join(targets, ", ")))
 
 	// Traffic for the rates: TCP echoes from every client address.
 	nstest.Echo(t, cl.Server, ":8080", "")
@@ -90,25 +61,8 @@ func TestDashboardQueries(t *testing.T) {
 		}
 	}
 	query := func(expr string) (int, error) {
-		resp, err := http.Get("http://" + promAddr + "/api/v1/query?query=" + url.QueryEscape(expr))
-		if err != nil {
-			return 0, err
-		}
-		defer resp.Body.Close()
-		var r struct {
-			Status string `json:"status"`
-			Error  string `json:"error"`
-			Data   struct {
-				Result []json.RawMessage `json:"result"`
-			} `json:"data"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-			return 0, err
-		}
-		if r.Status != "success" {
-			return 0, fmt.Errorf("%s", r.Error)
-		}
-		return len(r.Data.Result), nil
+		res, err := promQuery(promAddr, expr)
+		return len(res), err
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
