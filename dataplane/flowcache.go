@@ -25,6 +25,12 @@ func KeyOf(tp *packet.Tuple) FlowKey {
 	return FlowKey{Family: uint8(tp.Family), Proto: tp.Proto, SrcPort: tp.SrcPort, DstPort: tp.DstPort, Src: tp.Src, Dst: tp.Dst}
 }
 
+// Tuple returns the tuple of the key's direction (the inverse of KeyOf).
+func (k FlowKey) Tuple() packet.Tuple {
+	return packet.Tuple{Src: k.Src, Dst: k.Dst, SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto,
+		Family: packet.Family(k.Family), HasPorts: true}
+}
+
 // Reverse returns the key of the other direction.
 func (k FlowKey) Reverse() FlowKey {
 	return FlowKey{Family: k.Family, Proto: k.Proto, SrcPort: k.DstPort, DstPort: k.SrcPort, Src: k.Dst, Dst: k.Src}

@@ -349,8 +349,8 @@ func mapLookup(fd int, key, value unsafe.Pointer) error {
 func (c *FlowCache) Conns() int { return int(c.flows.MaxEntries() / 2) }
 
 // PurgeSources removes every cached connection with a packet from one of
-// the given IPv4 addresses (in either direction) and returns how many it
-// removed. The workers drop an IPv4 packet from one of the node's own
+// the given IPv4 addresses (in either direction) and returns how many
+// entries (directions) it removed. The workers drop an IPv4 packet from one of the node's own
 // addresses as a martian source; a connection cached before the address
 // became the node's would be carried on in XDP without that check, so the
 // gateway purges such connections when its addresses change (rare: it
@@ -365,29 +365,16 @@ func (c *FlowCache) PurgeSources(addrs []netip.Addr) (int, error) {
 	if len(set) == 0 {
 		return 0, nil
 	}
-	var purge []dataplane.FlowKey
-	err := c.walk(func(k dataplane.FlowKey, v *flowValue) {
-		if k.Family != uint8(packet.IPv4) || !set[[4]byte(k.Src[:4])] {
-			return
-		}
-		if v.Dir != 0 {
-			k = k.Reverse()
-		}
-		purge = append(purge, k)
+	local := func(a [16]byte) bool { return set[[4]byte(a[:4])] }
+	return c.Reconcile(func(orig *packet.Tuple) bool {
+		return orig.Family != packet.IPv4 || !local(orig.Src) && !local(orig.Dst)
 	})
-	if err != nil {
-		return 0, fmt.Errorf("flow cache: walk: %w", err)
-	}
-	if err := c.Remove(purge); err != nil {
-		return 0, err
-	}
-	return len(purge), nil
 }
 
 // Reconcile walks the cache and removes every connection that keep,
 // asked with its original-direction tuple (once per direction found),
-// does not want, and returns how many entries (directions) it found so. The gateway runs it now and then with the tracker's
-// view: an entry the tracker did not install (a re-install that raced
+// does not want, and returns how many entries (directions) it found so.
+// The gateway runs it now and then with the tracker's view: an entry the tracker did not install (a re-install that raced
 // another worker's removal, a failed removal) would otherwise stay until
 // the LRU evicts it. It walks the whole map (4,096 entries a syscall):
 // call it from a background goroutine.
@@ -397,8 +384,7 @@ func (c *FlowCache) Reconcile(keep func(orig *packet.Tuple) bool) (int, error) {
 		if v.Dir != 0 {
 			k = k.Reverse()
 		}
-		tp := packet.Tuple{Src: k.Src, Dst: k.Dst, SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto,
-			Family: packet.Family(k.Family), HasPorts: true}
+		tp := k.Tuple()
 		if !keep(&tp) {
 			drop = append(drop, k)
 		}

@@ -249,7 +249,7 @@ func (g *Gateway) refreshLocal() error {
 		if n, err := g.flows.PurgeSources(added); err != nil {
 			g.log.Warn("fast path: connections from the node's new addresses not purged", "addresses", added, "error", err)
 		} else if n > 0 {
-			g.log.Info("fast path: purged connections from addresses that became the node's", "addresses", added, "connections", n)
+			g.log.Info("fast path: purged connections from addresses that became the node's", "addresses", added, "entries", n)
 		}
 	}
 	return nil
