@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"fmt"
+	"os"
 	"strings"
 
 	"github.com/xdpcluster/xdpcluster/internal/netns"
@@ -24,4 +26,21 @@ func Run(ns *netns.NS, args ...string) string {
 	out, err := ns.Run(args[0], args[1:]...)
 	Must(err)
 	return strings.TrimSpace(string(out))
+}
+
+// Recover is a harness main's deferred handler: a Fatal raised by Must is
+// printed under name and makes *code 1; cleanup (namespaces, XDP
+// programs) runs either way; any other panic goes on.
+func Recover(name string, code *int, cleanup func()) {
+	r := recover()
+	cleanup()
+	if r == nil {
+		return
+	}
+	f, ok := r.(Fatal)
+	if !ok {
+		panic(r)
+	}
+	fmt.Fprintln(os.Stderr, name+":", f.Err)
+	*code = 1
 }

@@ -445,19 +445,11 @@ func realMain() (code int) {
 		}
 	}
 	var t *topo
-	defer func() {
-		if r := recover(); r != nil {
-			f, ok := r.(bench.Fatal)
-			if !ok {
-				panic(r)
-			}
-			fmt.Fprintln(os.Stderr, "bench-e2e:", f.Err)
-			code = 1
-		}
+	defer bench.Recover("bench-e2e", &code, func() {
 		if t != nil {
 			t.close()
 		}
-	}()
+	})
 	if *generator != "live" && *generator != "afpacket" {
 		fmt.Fprintf(os.Stderr, "bench-e2e: --generator %q: want live or afpacket\n", *generator)
 		return 2

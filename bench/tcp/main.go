@@ -621,19 +621,11 @@ func realMain() (code int) {
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	var b *bench
-	defer func() {
-		if r := recover(); r != nil {
-			f, ok := r.(harness.Fatal)
-			if !ok {
-				panic(r)
-			}
-			fmt.Fprintln(os.Stderr, "bench-tcp:", f.Err)
-			code = 1
-		}
+	defer harness.Recover("bench-tcp", &code, func() {
 		if b != nil {
 			b.close()
 		}
-	}()
+	})
 	var results []result
 	for _, sc := range todo {
 		b = &bench{ctx: ctx, sc: sc, duration: *dur, download: *download, xdpMode: mode, log: log}
