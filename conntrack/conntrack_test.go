@@ -588,12 +588,10 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// TestConcurrentDirections: requests and replies of the same connections
-// tracked at the same time by different goroutines end in one entry each.
-func TestConcurrentDirections(t *testing.T) {
-	tb := newTable(t, Config{})
-	const flows = 2000
-	var wg sync.WaitGroup
+// trackBothDirections starts four goroutines (added to wg) that track
+// the requests (two of them) and the replies (the other two) of flows UDP
+// connections at once, each packet at the time now gives.
+func trackBothDirections(tb *Table, flows int, wg *sync.WaitGroup, now func() int64) {
 	for w := 0; w < 4; w++ {
 		wg.Add(1)
 		go func(w int) {
@@ -609,10 +607,19 @@ func TestConcurrentDirections(t *testing.T) {
 				} else {
 					p.DstPort = uint16(i)
 				}
-				tb.Track(p, int64(time.Hour))
+				tb.Track(p, now())
 			}
 		}(w)
 	}
+}
+
+// TestConcurrentDirections: requests and replies of the same connections
+// tracked at the same time by different goroutines end in one entry each.
+func TestConcurrentDirections(t *testing.T) {
+	tb := newTable(t, Config{})
+	const flows = 2000
+	var wg sync.WaitGroup
+	trackBothDirections(tb, flows, &wg, func() int64 { return int64(time.Hour) })
 	wg.Wait()
 	if n := tb.Len(); n != flows {
 		t.Fatalf("%d entries for %d flows", n, flows)

@@ -607,25 +607,7 @@ func TestOffloadConcurrent(t *testing.T) {
 		return clock
 	}
 	var wg sync.WaitGroup
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for i := 0; i < flows; i++ {
-				from := c
-				if w%2 == 1 {
-					from = s
-				}
-				p := pkt(false, from, packet.ProtoUDP, 0)
-				if from == c {
-					p.SrcPort = uint16(i)
-				} else {
-					p.DstPort = uint16(i)
-				}
-				tb.Track(p, tick())
-			}
-		}(w)
-	}
+	trackBothDirections(tb, flows, &wg, tick)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
