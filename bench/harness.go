@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 
 	"github.com/xdpcluster/xdpcluster/internal/netns"
@@ -43,4 +44,15 @@ func Recover(name string, code *int, cleanup func()) {
 	}
 	fmt.Fprintln(os.Stderr, name+":", f.Err)
 	*code = 1
+}
+
+// Spread returns the minimum, median and maximum of f over samples (at
+// least one): the harnesses' min/median/max over a scenario's runs.
+func Spread[S any](samples []S, f func(S) float64) (lo, mid, hi float64) {
+	xs := make([]float64, len(samples))
+	for i, s := range samples {
+		xs[i] = f(s)
+	}
+	sort.Float64s(xs)
+	return xs[0], xs[len(xs)/2], xs[len(xs)-1]
 }

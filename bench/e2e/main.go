@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime/pprof"
-	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -294,17 +293,8 @@ type result struct {
 	samples []sample
 }
 
-func median(xs []float64) (lo, mid, hi float64) {
-	sort.Float64s(xs)
-	return xs[0], xs[len(xs)/2], xs[len(xs)-1]
-}
-
 func (r result) stat(f func(sample) float64) (lo, mid, hi float64) {
-	var xs []float64
-	for _, s := range r.samples {
-		xs = append(xs, f(s))
-	}
-	return median(xs)
+	return bench.Spread(r.samples, f)
 }
 
 func kernelForwarding(t *topo, rules bool) func() {

@@ -37,7 +37,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -529,17 +528,8 @@ type result struct {
 	owners  []int // 0-based owner of each source
 }
 
-func median(xs []float64) (lo, mid, hi float64) {
-	sort.Float64s(xs)
-	return xs[0], xs[len(xs)/2], xs[len(xs)-1]
-}
-
 func (r result) stat(f func(sample) float64) (lo, mid, hi float64) {
-	var xs []float64
-	for _, s := range r.samples {
-		xs = append(xs, f(s))
-	}
-	return median(xs)
+	return harness.Spread(r.samples, f)
 }
 
 // installIperf installs iperf3 with apt-get when it is missing.
