@@ -196,9 +196,7 @@ func (c *FlowCache) Install(orig []dataplane.FlowKey, buckets []uint8) error {
 	for len(orig) > 0 {
 		n := min(len(orig), batchConns)
 		for i := range n {
-			k := &orig[i]
-			keys[2*i] = dataplane.FlowKey{Family: k.Family, Proto: k.Proto, SrcPort: k.SrcPort, DstPort: k.DstPort, Src: k.Src, Dst: k.Dst}
-			keys[2*i+1] = k.Reverse()
+			putBoth(keys[2*i:], &orig[i])
 			vals[2*i] = flowValue{LastSeen: now, Bucket: buckets[i]}
 			// The reply direction has not been seen until the program
 			// sees it (0: never): Seen tells the tracker a reply passed
@@ -214,6 +212,13 @@ func (c *FlowCache) Install(orig []dataplane.FlowKey, buckets []uint8) error {
 	return nil
 }
 
+// putBoth writes a connection's two keys into dst[0] (its original
+// direction, built afresh so that the padding is zero) and dst[1].
+func putBoth(dst []dataplane.FlowKey, k *dataplane.FlowKey) {
+	dst[0] = dataplane.FlowKey{Family: k.Family, Proto: k.Proto, SrcPort: k.SrcPort, DstPort: k.DstPort, Src: k.Src, Dst: k.Dst}
+	dst[1] = k.Reverse()
+}
+
 // Remove deletes both directions of connections (see dataplane.FlowCache);
 // keys not in the cache are skipped.
 func (c *FlowCache) Remove(orig []dataplane.FlowKey) error {
@@ -221,9 +226,7 @@ func (c *FlowCache) Remove(orig []dataplane.FlowKey) error {
 	for len(orig) > 0 {
 		n := min(len(orig), batchConns)
 		for i := range n {
-			k := &orig[i]
-			keys[2*i] = dataplane.FlowKey{Family: k.Family, Proto: k.Proto, SrcPort: k.SrcPort, DstPort: k.DstPort, Src: k.Src, Dst: k.Dst}
-			keys[2*i+1] = k.Reverse()
+			putBoth(keys[2*i:], &orig[i])
 		}
 		removed := uint64(n)
 		// The kernel deletes in order and stops at the first missing key,
