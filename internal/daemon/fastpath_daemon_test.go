@@ -145,6 +145,11 @@ func testDaemonFastPath(t *testing.T, extra string, on bool) {
 			if !waitMetric(t, d, fcInstalls, 0, 5*time.Second) {
 				t.Fatalf("node %d: %s %v after the handshake, want > 0", i+1, fcInstalls, metric(t, d, fcInstalls))
 			}
+			// The daemon exports the cache's reconciliation with the
+			// tracker: nothing cached that the tracker did not install.
+			if v := metric(t, d, `xdpcluster_flow_cache_orphans_total`); v != 0 {
+				t.Errorf("node %d: xdpcluster_flow_cache_orphans_total %v, want 0", i+1, v)
+			}
 		}
 	}
 
