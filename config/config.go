@@ -154,6 +154,9 @@ type Config struct {
 	Metrics    Metrics     `yaml:"metrics"`
 	Control    Control     `yaml:"control"`
 	Log        Log         `yaml:"log"`
+	// Membership (optional) makes the cluster self-managing: gossip,
+	// automatic failover and state resync (see membership.go).
+	Membership *Membership `yaml:"membership,omitempty"`
 	// StateDir holds what the daemon keeps across its own restarts: the
 	// connection table snapshot and the record of what it changed on the
 	// host (a tmpfs such as /run is right: none of it outlives a reboot).
@@ -474,6 +477,8 @@ type Settings struct {
 	MetricsListen string // "": no metrics endpoint
 	ControlSocket string
 	Log           Log
+	// Membership is nil without a membership section.
+	Membership *MembershipSettings
 
 	file Config // the configuration these came from
 }
@@ -537,6 +542,9 @@ func (c *Config) Settings() (*Settings, error) {
 	s.FastPath, s.FastPathEntries, more = c.fastPath()
 	errs = append(errs, more...)
 	s.file.Dataplane.FastPath, s.file.Dataplane.FastPathEntries = string(s.FastPath), Number(s.FastPathEntries)
+	s.Membership, more = c.membership()
+	errs = append(errs, more...)
+	s.file.Membership = c.Membership
 	oneOf("log.format", c.Log.Format, "text", "json")
 	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	if c.Control.Socket == "" {

@@ -16,6 +16,8 @@ func ctlRequest(a []string) (method, path string, err error) {
 	switch {
 	case len(a) == 1 && a[0] == "status":
 		return "GET", "/status", nil
+	case len(a) == 1 && a[0] == "health":
+		return "GET", "/health", nil
 	case len(a) == 1 && a[0] == "reload":
 		return "POST", "/reload", nil
 	case len(a) == 2 && (a[0] == "takeover" || a[0] == "release"):
@@ -31,7 +33,7 @@ func ctlRequest(a []string) (method, path string, err error) {
 		}
 		return "POST", "/mask?" + url.Values{"mask": {fmt.Sprintf("%#x", n)}}.Encode(), nil
 	}
-	return "", "", fmt.Errorf("want status, takeover N, release N, set-mask M or reload; got %q", strings.Join(a, " "))
+	return "", "", fmt.Errorf("want status, health, takeover N, release N, set-mask M or reload; got %q", strings.Join(a, " "))
 }
 
 // ctlNumber reads a number as iptables does and checks it is in lo..hi.

@@ -176,9 +176,10 @@ every default filled in) and the cluster match it describes.`)
 }
 
 func runCtl(e env, args []string) int {
-	fs := newFlags(e, "ctl", "[--socket PATH] status | takeover N | release N | set-mask M | reload", `
+	fs := newFlags(e, "ctl", "[--socket PATH] status | health | takeover N | release N | set-mask M | reload", `
 Talk to a running daemon through its control socket: show its status,
-take over or release another node's share (what keepalived calls on
+check its health (exit 0 when it serves, 1 with the reason when not: for
+keepalived's track_script and other probes), take over or release another node's share (what keepalived calls on
 failover), set the node mask, or reload the configuration.`)
 	sock := fs.String("socket", "/run/xdpcluster/control.sock", "control socket")
 	if ok, code := parseFlags(e, fs, args); !ok {
@@ -191,6 +192,10 @@ failover), set the node mask, or reload the configuration.`)
 		return exitUsage
 	}
 	st, err := c.Do(method, path)
+	if err == nil && path == "/health" {
+		fmt.Fprintln(e.stdout, "ready")
+		return exitOK
+	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "xdpcluster ctl: %v\n", err)
 		return exitFail

@@ -7,6 +7,7 @@ package bpfutil
 import (
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -146,4 +147,39 @@ func SocketFilter(ins []bpf.Instruction) ([]unix.SockFilter, error) {
 		out[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
 	}
 	return out, nil
+}
+
+// CheckAttached reports, through h (a netlink handle of the interface's
+// namespace), whether interface ifindex is up and runs prog as its XDP
+// program: nil if so, else an error naming the interface and what is
+// wrong (link down, no program, another program). It is the dataplane's
+// health: a node whose program was detached or whose link went down
+// forwards nothing.
+func CheckAttached(h *netlink.Handle, ifindex int, prog *ebpf.Program) error {
+	l, err := h.LinkByIndex(ifindex)
+	if err != nil {
+		return fmt.Errorf("interface %d: %w", ifindex, err)
+	}
+	a := l.Attrs()
+	if a.Flags&net.FlagUp == 0 {
+		return fmt.Errorf("interface %s is administratively down", a.Name)
+	}
+	if a.OperState == netlink.OperDown || a.OperState == netlink.OperLowerLayerDown {
+		return fmt.Errorf("interface %s: link is %s", a.Name, a.OperState)
+	}
+	if prog == nil {
+		return nil
+	}
+	info, err := prog.Info()
+	if err != nil {
+		return fmt.Errorf("interface %s: our xdp program: %w", a.Name, err)
+	}
+	id, _ := info.ID()
+	switch {
+	case a.Xdp == nil || !a.Xdp.Attached:
+		return fmt.Errorf("interface %s: our xdp program was detached", a.Name)
+	case a.Xdp.ProgId != uint32(id):
+		return fmt.Errorf("interface %s: runs xdp program %d, not ours (%d)", a.Name, a.Xdp.ProgId, id)
+	}
+	return nil
 }

@@ -35,6 +35,7 @@ func (matchOnlyEngine) Packets() map[string]uint64            { return nil }
 func (matchOnlyEngine) Announce()                             {}
 func (matchOnlyEngine) Collector(string) prometheus.Collector { return nil }
 func (matchOnlyEngine) Close() error                          { return nil }
+func (matchOnlyEngine) Health() error                         { return nil }
 
 const checkConfig = `cluster:
   total_nodes: 32

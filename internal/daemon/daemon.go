@@ -179,11 +179,8 @@ func (d *Daemon) Serve() error {
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 		mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-			d.mu.Lock()
-			up := d.eng != nil
-			d.mu.Unlock()
-			if !up {
-				http.Error(w, "dataplane not running", http.StatusServiceUnavailable)
+			if err := d.Ready(); err != nil {
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 				return
 			}
 			fmt.Fprintln(w, "ready")
@@ -252,6 +249,21 @@ func (d *Daemon) Status() Status {
 	s.Connections = d.eng.Connections()
 	s.Packets = d.eng.Packets()
 	return s
+}
+
+// Ready is nil when the node serves: its dataplane runs and is healthy
+// (interfaces up, our XDP program attached). Otherwise it says why not.
+func (d *Daemon) Ready() error {
+	d.mu.Lock()
+	eng := d.eng
+	d.mu.Unlock()
+	if eng == nil {
+		return errors.New("the dataplane is not running")
+	}
+	if err := eng.Health(); err != nil {
+		return fmt.Errorf("dataplane unhealthy: %w", err)
+	}
+	return nil
 }
 
 // SetMask changes the node mask at run time.
@@ -386,6 +398,17 @@ func (d *Daemon) controlAPI() http.Handler {
 		return n, nil
 	}
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) { reply(w, nil) })
+	// /health answers 200 with the status when the node is ready, else
+	// 503 with the reason (keepalived's track_script, systemd, probes).
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
+		if err := d.Ready(); err != nil {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			json.NewEncoder(w).Encode(map[string]string{"error": "not ready: " + err.Error()})
+			return
+		}
+		reply(w, nil)
+	})
 	// forNode serves /takeover and /release: node=N, 1-based.
 	forNode := func(op func(int) error) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {

@@ -18,6 +18,9 @@ type engine interface {
 	Connections() int // tracked connections; -1 for the stateless back end
 	Packets() map[string]uint64
 	Announce()
+	// Health is nil when the dataplane can serve (interfaces up, our XDP
+	// program attached), else what is wrong.
+	Health() error
 	Collector(version string) prometheus.Collector
 	Close() error
 }
@@ -28,6 +31,7 @@ func (e gatewayEngine) Match() cluster.Match           { return e.g.Dataplane().
 func (e gatewayEngine) SetMatch(m cluster.Match) error { return e.g.Dataplane().SetMatch(m) }
 func (e gatewayEngine) Connections() int               { return e.g.Tracker().Len() }
 func (e gatewayEngine) Close() error                   { return e.g.Close() }
+func (e gatewayEngine) Health() error                  { return e.g.Health() }
 func (e gatewayEngine) Collector(v string) prometheus.Collector {
 	return metrics.New(e.g, v)
 }
@@ -60,6 +64,7 @@ func (e backendEngine) Match() cluster.Match           { return e.n.Match() }
 func (e backendEngine) SetMatch(m cluster.Match) error { return e.n.SetMatch(m) }
 func (e backendEngine) Connections() int               { return -1 }
 func (e backendEngine) Close() error                   { return e.n.Close() }
+func (e backendEngine) Health() error                  { return e.n.Health() }
 func (e backendEngine) Collector(v string) prometheus.Collector {
 	return metrics.NewBackend(e.n, v)
 }

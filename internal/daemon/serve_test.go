@@ -26,8 +26,9 @@ import (
 // fakeEngine stands in for a dataplane so that the daemon's servers run
 // without root: it keeps the match it is given.
 type fakeEngine struct {
-	mu sync.Mutex
-	m  cluster.Match
+	mu     sync.Mutex
+	m      cluster.Match
+	health error // what Health reports
 }
 
 func (e *fakeEngine) Match() cluster.Match { e.mu.Lock(); defer e.mu.Unlock(); return e.m }
@@ -44,6 +45,7 @@ func (e *fakeEngine) Modes() map[string]string   { return map[string]string{"fro
 func (e *fakeEngine) Connections() int           { return 0 }
 func (e *fakeEngine) Packets() map[string]uint64 { return nil }
 func (e *fakeEngine) Announce()                  {}
+func (e *fakeEngine) Health() error              { e.mu.Lock(); defer e.mu.Unlock(); return e.health }
 func (e *fakeEngine) Close() error               { return nil }
 func (e *fakeEngine) Collector(string) prometheus.Collector {
 	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xdpcluster_node_mask"}, func() float64 { return float64(e.Match().NodeMask) })

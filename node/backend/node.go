@@ -40,6 +40,7 @@ type Node struct {
 	responders []*arp.Responder
 	modes      []string
 	names      []string
+	ifindexes  []int
 
 	mu      sync.Mutex
 	match   cluster.Match
@@ -147,6 +148,7 @@ func Start(cfg Config) (n *Node, err error) {
 		}
 		n.programs = append(n.programs, p)
 		n.names = append(n.names, ic.Name)
+		n.ifindexes = append(n.ifindexes, link.Attrs().Index)
 		mode, err := p.Attach(link.Attrs().Index, bpfutil.ModeAuto)
 		if err != nil {
 			return n, err
@@ -274,4 +276,22 @@ func (n *Node) Close() error {
 		n.closeState(n.err == nil)
 	})
 	return n.err
+}
+
+// Health reports whether the node can serve: nil when every data
+// interface is up and still runs our XDP program, else an error saying
+// what is wrong. It asks the kernel each time.
+func (n *Node) Health() error {
+	n.mu.Lock()
+	h := n.handle
+	n.mu.Unlock()
+	if h == nil {
+		return errors.New("the node is stopped")
+	}
+	for i, p := range n.programs {
+		if err := bpfutil.CheckAttached(h, n.ifindexes[i], p.Prog); err != nil {
+			return fmt.Errorf("%s: %w", n.names[i], err)
+		}
+	}
+	return nil
 }

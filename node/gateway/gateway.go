@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
@@ -669,4 +670,25 @@ func (g *Gateway) close() error {
 		errs = append(errs, g.sender.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// Health reports whether the dataplane can serve: nil when every data
+// interface is up and (with AF_XDP) still runs our XDP program, else an
+// error saying what is wrong. It asks the kernel each time.
+func (g *Gateway) Health() error {
+	select {
+	case <-g.done:
+		return errors.New("the dataplane is stopped")
+	default:
+	}
+	for i, ifindex := range g.links {
+		var prog *ebpf.Program
+		if i < len(g.programs) && g.programs[i] != nil {
+			prog = g.programs[i].Prog
+		}
+		if err := bpfutil.CheckAttached(g.handle, ifindex, prog); err != nil {
+			return err
+		}
+	}
+	return nil
 }
