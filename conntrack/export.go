@@ -1,0 +1,223 @@
+package conntrack
+
+import (
+	"fmt"
+
+	"github.com/xdpcluster/xdpcluster/packet"
+)
+
+// The table side of a live state resync between nodes: a node that starts
+// (or rejoins) while its peers run pulls their connection table, so that
+// it can carry the connections opened while it was away. Export streams a
+// running table as records; Merge applies them to another running table.
+// Both run while the workers track packets: only one shard is locked at a
+// time, briefly.
+//
+// The records are the snapshot's (see snapshot.go), without its header
+// and checksum: the transport carries the cluster parameters, the version
+// and the integrity check.
+
+// RecordSize is the size of one exported connection record (the
+// snapshot's record).
+const RecordSize = snapRecordSize
+
+// exportChunk is the most Export hands emit at once: whole records within
+// 64 KiB.
+const exportChunk = 64 << 10 / RecordSize * RecordSize
+
+// Export streams every live connection (not expired at now, the table's
+// time) as records, while the workers run: for each shard it copies the
+// shard's live entries under the shard's lock, releases the lock, and
+// encodes them into a buffer that it hands to emit whenever it is full
+// (and once at the end): a multiple of RecordSize bytes, at most 64 KiB,
+// never empty. The slice is reused after emit returns.
+//
+// The lifetimes include what the fast path saw: each installed connection
+// is refreshed from the fast path's last-seen times under its shard's lock
+// first (a system call each, as WriteSnapshot does). A connection that
+// changes while Export runs is sent as it was when its shard was copied;
+// one created in a shard already copied is not sent (the receiving node
+// tracks it from its own packets).
+//
+// It returns the number of records handed to emit, or emit's error
+// wrapped (with the number of records emit accepted before).
+func (t *Table) Export(now int64, emit func(recs []byte) error) (int, error) {
+	buf := make([]byte, exportChunk)
+	var live []slot // one shard's live connections, reused
+	nowMs := uint32(now / 1e6)
+	sent, fill := 0, 0
+	for i := range t.shards {
+		live = t.copyLive(&t.shards[i], live[:0], now)
+		for j := range live {
+			putRecord(buf[fill:], &live[j].k, &live[j].e, now, nowMs)
+			if fill += RecordSize; fill == len(buf) {
+				if err := emit(buf); err != nil {
+					return sent, fmt.Errorf("export connections (shard %d of %d): %w", i, numShards, err)
+				}
+				sent += fill / RecordSize
+				fill = 0
+			}
+		}
+	}
+	if fill > 0 {
+		if err := emit(buf[:fill]); err != nil {
+			return sent, fmt.Errorf("export connections (last %d): %w", fill/RecordSize, err)
+		}
+		sent += fill / RecordSize
+	}
+	return sent, nil
+}
+
+// copyLive appends the shard's connections live at now to live, under the
+// shard's lock, after bringing the installed ones up to date with the fast
+// path (refreshOffloaded).
+func (t *Table) copyLive(sh *shard, live []slot, now int64) []slot {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	tab := sh.tab.Load()
+	for j := range tab.slots {
+		s := &tab.slots[j]
+		if s.h == 0 {
+			continue
+		}
+		if s.e.fp&fpInstalled != 0 && t.off != nil {
+			t.refreshOffloaded(s, now)
+		}
+		if s.e.expires > now {
+			live = append(live, *s)
+		}
+	}
+	return live
+}
+
+// MergeStats counts what Merge did with each record.
+type MergeStats struct {
+	Added    int // absent here: added
+	Replaced int // a datagram connection tracked here in reverse, younger than the peer's: replaced
+	Kept     int // present here: kept (its expiry and, for datagrams, its reply and assured flags updated)
+	Expired  int // no lifetime left: skipped
+	Full     int // absent here, but the table holds MaxEntries connections: skipped
+}
+
+// Add adds o's counts to s.
+func (s *MergeStats) Add(o MergeStats) {
+	s.Added += o.Added
+	s.Replaced += o.Replaced
+	s.Kept += o.Kept
+	s.Expired += o.Expired
+	s.Full += o.Full
+}
+
+// Records returns the number of records counted.
+func (s MergeStats) Records() int { return s.Added + s.Replaced + s.Kept + s.Expired + s.Full }
+
+// Merge applies records from a peer's Export (any multiple of RecordSize
+// bytes) to this live table, while the workers run; now is this table's
+// time. The peer's table must have been kept under the same cluster
+// parameters p (the tags depend on them): the transport checks that.
+//
+// Every record is checked first, as ReadSnapshot checks them
+// (validRecord): a bad one makes Merge return an error wrapping
+// ErrSnapshotCorrupt that names the record's index, with nothing applied.
+// Then, for each record:
+//
+//   - no lifetime left (a sender may age records by the transfer time;
+//     Export never sends one): counted Expired, skipped;
+//   - absent here: added, expiring after the remaining lifetime (cut to the
+//     longest timeout this table gives, so a peer cannot make an entry
+//     outlive what this node would give it), with the peer's age (the born
+//     field rebuilt as ReadSnapshot does, without a gap). If the table
+//     holds MaxEntries connections it is counted Full and skipped: no live
+//     local entry is evicted for it;
+//   - TCP, present here: kept as it is (a local TCP entry was created from
+//     a SYN or SYN/ACK this node saw itself, so its direction is right and
+//     its state current); its expiry becomes the later of the two;
+//   - another protocol, present here with the same original direction:
+//     kept, the peer's seen-reply and assured flags added, the expiry the
+//     later of the two;
+//   - another protocol, present here in the other direction (a node
+//     restarted mid-flow saw the reply first and tracks the flow reversed,
+//     with the wrong tag): replaced by the peer's record when the peer's
+//     entry is older (a larger age) than the local one, else kept
+//     unchanged. A replaced connection that the fast path holds is removed
+//     from it (its cached tag is wrong), at once and under the shard's
+//     lock: a worker may install the connection's right direction as soon
+//     as the lock is released, and a removal made after that would take
+//     the new install with it (the flow cache removes both directions).
+//
+// The table-full check counts the connections once per call (then adds
+// Merge's own): connections the workers create meanwhile are not counted,
+// and the workers' own per-shard limits apply to them as usual. Merge
+// allocates nothing per record once the shards have grown (one tuple per
+// call that removes connections from the fast path).
+func (t *Table) Merge(recs []byte, p SnapshotParams, now int64) (MergeStats, error) {
+	var st MergeStats
+	if len(recs)%RecordSize != 0 {
+		return st, fmt.Errorf("merge connections: %w: %d bytes, not a whole number of %d-byte records", ErrSnapshotCorrupt, len(recs), RecordSize)
+	}
+	n := len(recs) / RecordSize
+	var k key
+	var e entry
+	for i := 0; i < n; i++ {
+		remaining, age, pad := getRecord(recs[i*RecordSize:], &k, &e)
+		// A record with no lifetime left is not damaged: it is skipped
+		// below (validRecord refuses it in a snapshot, which never has one).
+		if err := validRecord(&k, &e, max(remaining, 1), age, pad, p); err != nil {
+			return st, fmt.Errorf("merge connections: %w: record %d of %d: %v", ErrSnapshotCorrupt, i, n, err)
+		}
+	}
+	longest := max(t.udpU, t.udpR, t.icmp, t.gen)
+	for _, d := range t.tmo {
+		longest = max(longest, d)
+	}
+	size, limit := t.Len(), t.cfg.MaxEntries
+	var tp *packet.Tuple
+	nowMs := uint32(now / 1e6)
+	for i := 0; i < n; i++ {
+		remaining, age, _ := getRecord(recs[i*RecordSize:], &k, &e)
+		if remaining <= 0 {
+			st.Expired++
+			continue
+		}
+		e.expires = now + min(remaining, longest)
+		tcp := isTCP(&k)
+		if tcp {
+			e.born = age // TCP keeps sequence state there, not a time
+		} else {
+			e.born = nowMs - age
+		}
+		h := k.hash(&t.seed)
+		sh := t.shardOf(h)
+		sh.mu.Lock()
+		cur := sh.get(&k, h, now)
+		switch {
+		case cur == nil && size >= limit:
+			st.Full++
+		case cur == nil:
+			sh.put(&k, h, e)
+			size++
+			st.Added++
+		case tcp:
+			cur.expires = max(cur.expires, e.expires)
+			st.Kept++
+		case (cur.flags^e.flags)&flagOrigA == 0:
+			cur.flags |= e.flags & (flagSeenReply | flagAssured)
+			cur.expires = max(cur.expires, e.expires)
+			st.Kept++
+		case age > min(nowMs-cur.born, maxAgeMs):
+			if cur.fp&fpInstalled != 0 && t.off != nil {
+				if tp == nil {
+					tp = new(packet.Tuple) // escapes to Forget: once per call, not per record
+				}
+				*tp = k.origTuple(cur.flags&flagOrigA != 0)
+				t.off.Forget(tp)
+			}
+			*cur = e
+			st.Replaced++
+		default:
+			st.Kept++
+		}
+		sh.mu.Unlock()
+	}
+	return st, nil
+}
