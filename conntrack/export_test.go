@@ -201,12 +201,14 @@ func TestExportConcurrent(t *testing.T) {
 	for i := range static {
 		keys = append(keys, established(tb, i, tick()))
 	}
-	var wg sync.WaitGroup
-	trackBothDirections(tb, 3000, &wg, tick)
+	var workers, sweeper sync.WaitGroup
+	trackBothDirections(tb, 3000, &workers, tick)
+	tracked := make(chan struct{})
+	go func() { workers.Wait(); close(tracked) }()
 	stop := make(chan struct{})
-	wg.Add(1)
+	sweeper.Add(1)
 	go func() {
-		defer wg.Done()
+		defer sweeper.Done()
 		for {
 			select {
 			case <-stop:
@@ -216,7 +218,13 @@ func TestExportConcurrent(t *testing.T) {
 			}
 		}
 	}()
-	for range 5 {
+	// Export again and again while the workers run, and once after.
+	for exports, last := 0, false; !last; exports++ {
+		select {
+		case <-tracked:
+			last = exports >= 3
+		default:
+		}
 		now := tick()
 		recs := exportAll(t, tb, now)
 		dst := tagTable(t, 0)
@@ -231,7 +239,7 @@ func TestExportConcurrent(t *testing.T) {
 		}
 	}
 	close(stop)
-	wg.Wait()
+	sweeper.Wait()
 }
 
 // mergeCase is one rule of Merge: the local table and the peer's are
@@ -633,8 +641,8 @@ func TestMergeStatsAdd(t *testing.T) {
 // FuzzMerge: Merge never panics; it either refuses the records (an error
 // wrapping ErrSnapshotCorrupt, the table unchanged) or applies every one
 // of them, counted once, leaving a table that exports and merges again
-// whole. The local table starts with a few connections, some of them
-// reversed, and room for 16.
+// whole. The local table starts with a few connections, one of them
+// reversed and in the fast path, and room for 16.
 func FuzzMerge(f *testing.F) {
 	peer := tagTable(f, 0)
 	for i := range 3 {
@@ -650,12 +658,18 @@ func FuzzMerge(f *testing.F) {
 	f.Add(good[:RecordSize+1])
 	f.Add([]byte{})
 	local, again := tagTable(f, 16), tagTable(f, 0)
+	ff := &fuzzFastPath{}
+	local.SetOffloader(ff)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		defer local.clear()
-		udpFrom(local, s, at(-time.Second)) // reversed, younger than the peer's
+		udpFrom(local, s, at(-time.Second)) // reversed, installed, younger than the seeds' UDP flow
 		established(local, 1, mt0)
 		before := local.Len()
+		ff.forgets = 0
 		st, err := local.Merge(data, snapParams, mtx)
+		if ff.forgets > st.Replaced {
+			t.Fatalf("%d removals from the fast path for %d replaced connections", ff.forgets, st.Replaced)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrSnapshotCorrupt) || st != (MergeStats{}) || local.Len() != before {
 				t.Fatalf("refused with %+v, %d connections of %d: %v", st, local.Len(), before, err)
