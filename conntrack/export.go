@@ -1,6 +1,7 @@
 package conntrack
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/xdpcluster/xdpcluster/packet"
@@ -90,6 +91,69 @@ func (t *Table) copyLive(sh *shard, live []slot, now int64) []slot {
 	return live
 }
 
+// mergeBatch is how many records Merge touches ahead.
+const mergeBatch = 32
+
+// merger is what Merge's records share.
+type merger struct {
+	t       *Table
+	size    int   // connections in the table (counted at the start, plus the ones added)
+	now     int64 // the table's time
+	nowMs   uint32
+	longest int64         // the table's longest timeout
+	tp      *packet.Tuple // for Forget (allocated at the first)
+}
+
+// merge applies one record, whose key k (hash h) has been read, and
+// counts it in st.
+func (m *merger) merge(rec []byte, k *key, h uint64, st *MergeStats) {
+	var e entry
+	remaining, age, _ := getRecord(rec, k, &e)
+	if remaining <= 0 {
+		st.Expired++
+		return
+	}
+	t, now := m.t, m.now
+	e.expires = now + min(remaining, m.longest)
+	tcp := isTCP(k)
+	if tcp {
+		e.born = age // TCP keeps sequence state there, not a time
+	} else {
+		e.born = m.nowMs - age
+	}
+	sh := t.shardOf(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	cur := sh.get(k, h, now)
+	switch {
+	case cur == nil && m.size >= t.cfg.MaxEntries:
+		st.Full++
+	case cur == nil:
+		sh.put(k, h, e)
+		m.size++
+		st.Added++
+	case tcp:
+		cur.expires = max(cur.expires, e.expires)
+		st.Kept++
+	case (cur.flags^e.flags)&flagOrigA == 0:
+		cur.flags |= e.flags & (flagSeenReply | flagAssured)
+		cur.expires = max(cur.expires, e.expires)
+		st.Kept++
+	case age > min(m.nowMs-cur.born, maxAgeMs):
+		if cur.fp&fpInstalled != 0 && t.off != nil {
+			if m.tp == nil {
+				m.tp = new(packet.Tuple) // escapes to Forget: once per call, not per record
+			}
+			*m.tp = k.origTuple(cur.flags&flagOrigA != 0)
+			t.off.Forget(m.tp)
+		}
+		*cur = e
+		st.Replaced++
+	default:
+		st.Kept++
+	}
+}
+
 // MergeStats counts what Merge did with each record.
 type MergeStats struct {
 	Added    int // absent here: added
@@ -170,54 +234,28 @@ func (t *Table) Merge(recs []byte, p SnapshotParams, now int64) (MergeStats, err
 	for _, d := range t.tmo {
 		longest = max(longest, d)
 	}
-	size, limit := t.Len(), t.cfg.MaxEntries
-	var tp *packet.Tuple
-	nowMs := uint32(now / 1e6)
-	for i := 0; i < n; i++ {
-		remaining, age, _ := getRecord(recs[i*RecordSize:], &k, &e)
-		if remaining <= 0 {
-			st.Expired++
-			continue
-		}
-		e.expires = now + min(remaining, longest)
-		tcp := isTCP(&k)
-		if tcp {
-			e.born = age // TCP keeps sequence state there, not a time
-		} else {
-			e.born = nowMs - age
-		}
-		h := k.hash(&t.seed)
-		sh := t.shardOf(h)
-		sh.mu.Lock()
-		cur := sh.get(&k, h, now)
-		switch {
-		case cur == nil && size >= limit:
-			st.Full++
-		case cur == nil:
-			sh.put(&k, h, e)
-			size++
-			st.Added++
-		case tcp:
-			cur.expires = max(cur.expires, e.expires)
-			st.Kept++
-		case (cur.flags^e.flags)&flagOrigA == 0:
-			cur.flags |= e.flags & (flagSeenReply | flagAssured)
-			cur.expires = max(cur.expires, e.expires)
-			st.Kept++
-		case age > min(nowMs-cur.born, maxAgeMs):
-			if cur.fp&fpInstalled != 0 && t.off != nil {
-				if tp == nil {
-					tp = new(packet.Tuple) // escapes to Forget: once per call, not per record
-				}
-				*tp = k.origTuple(cur.flags&flagOrigA != 0)
-				t.off.Forget(tp)
+	m := merger{t: t, size: t.Len(), now: now, nowMs: uint32(now / 1e6), longest: longest}
+	// A batch of records at a time: hash every key and touch its slot
+	// first, so that the batch's cache misses overlap (as TrackBatch does).
+	var ks [mergeBatch]key
+	var hs [mergeBatch]uint64
+	for base := 0; base < n; base += mergeBatch {
+		b := min(mergeBatch, n-base)
+		for j := range b {
+			rec := recs[(base+j)*RecordSize:]
+			for w := range ks[j].w {
+				ks[j].w[w] = binary.LittleEndian.Uint64(rec[8*w:])
 			}
-			*cur = e
-			st.Replaced++
-		default:
-			st.Kept++
+			hs[j] = ks[j].hash(&t.seed)
 		}
-		sh.mu.Unlock()
+		var sink uint64
+		for _, h := range hs[:b] {
+			sink += t.shardOf(h).touch(h)
+		}
+		touchSink.Store(sink)
+		for j := range b {
+			m.merge(recs[(base+j)*RecordSize:], &ks[j], hs[j], &st)
+		}
 	}
 	return st, nil
 }
