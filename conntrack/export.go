@@ -33,9 +33,11 @@ const exportChunk = 64 << 10 / RecordSize * RecordSize
 // (and once at the end): a multiple of RecordSize bytes, at most 64 KiB,
 // never empty. The slice is reused after emit returns.
 //
-// The lifetimes include what the fast path saw: each installed connection
-// is refreshed from the fast path's last-seen times under its shard's lock
-// first (a system call each, as WriteSnapshot does). A connection that
+// The lifetimes include what the fast path saw: the copy of each installed
+// connection is brought up to date with the fast path's last-seen times
+// (refreshOffloaded, as WriteSnapshot does: a system call each), after the
+// shard's lock is released, so no worker waits for them; the table's own
+// entry is left to the sweep, which asks at its expiry. A connection that
 // changes while Export runs is sent as it was when its shard was copied;
 // one created in a shard already copied is not sent (the receiving node
 // tracks it from its own packets).
@@ -50,7 +52,14 @@ func (t *Table) Export(now int64, emit func(recs []byte) error) (int, error) {
 	for i := range t.shards {
 		live = t.copyLive(&t.shards[i], live[:0], now)
 		for j := range live {
-			putRecord(buf[fill:], &live[j].k, &live[j].e, now, nowMs)
+			s := &live[j]
+			if s.e.fp&fpInstalled != 0 && t.off != nil {
+				t.refreshOffloaded(s, now) // the copy: the sweep refreshes the table's own entry at its expiry
+			}
+			if s.e.expires <= now {
+				continue
+			}
+			putRecord(buf[fill:], &s.k, &s.e, now, nowMs)
 			if fill += RecordSize; fill == len(buf) {
 				if err := emit(buf); err != nil {
 					return sent, fmt.Errorf("export connections (shard %d of %d): %w", i, numShards, err)
@@ -69,22 +78,15 @@ func (t *Table) Export(now int64, emit func(recs []byte) error) (int, error) {
 	return sent, nil
 }
 
-// copyLive appends the shard's connections live at now to live, under the
-// shard's lock, after bringing the installed ones up to date with the fast
-// path (refreshOffloaded).
+// copyLive appends to live, under the shard's lock, the shard's
+// connections that are live at now or installed in the fast path (which
+// may have carried them since: Export asks it, after the lock).
 func (t *Table) copyLive(sh *shard, live []slot, now int64) []slot {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	tab := sh.tab.Load()
 	for j := range tab.slots {
-		s := &tab.slots[j]
-		if s.h == 0 {
-			continue
-		}
-		if s.e.fp&fpInstalled != 0 && t.off != nil {
-			t.refreshOffloaded(s, now)
-		}
-		if s.e.expires > now {
+		if s := &tab.slots[j]; s.h != 0 && (s.e.expires > now || s.e.fp&fpInstalled != 0) {
 			live = append(live, *s)
 		}
 	}

@@ -88,7 +88,10 @@ func TestExportMergeRoundTrip(t *testing.T) {
 
 	now1 := t0 + 28*int64(time.Second)
 	recs := exportAll(t, src, now1)
-	before := entries(src) // after the export's refresh
+	// What the export sent of the installed connections: Export refreshes
+	// its copies from the fast path, not the table (the sweep does).
+	src.refreshAllOffloaded(now1)
+	before := entries(src)
 	live := 0
 	for _, e := range before {
 		if e.expires > now1 {
@@ -144,6 +147,63 @@ func TestExportMergeRoundTrip(t *testing.T) {
 	binary.BigEndian.PutUint32(ack.Src[:4], 0x0a000007)
 	if r := dst.Track(ack, now2+1); r.State != Established || r.Tag != ack.Src[3]%3 {
 		t.Fatalf("mid-stream ACK after the merge: %v %v tag %d", r.State, r.Reason, r.Tag)
+	}
+}
+
+// lockProbe is an Offloader that reports whether it was asked about a
+// connection while the connection's shard was locked.
+type lockProbe struct {
+	tb            *Table
+	seens, locked int
+}
+
+func (l *lockProbe) Seen(orig *packet.Tuple) (int64, int64, bool) {
+	var k key
+	setKey(&k, orig, true)
+	sh := l.tb.shardOf(k.hash(&l.tb.seed))
+	l.seens++
+	if !sh.mu.TryLock() {
+		l.locked++
+		return 0, 0, true
+	}
+	sh.mu.Unlock()
+	return 0, 0, true
+}
+
+func (l *lockProbe) Forget(*packet.Tuple) {}
+
+// TestExportAsksFastPathUnlocked: Export asks the fast path about the
+// installed connections (a system call each) without holding their
+// shard's lock, so no worker waits for it; an installed connection past
+// its timeout that the fast path carried since is exported live, and one
+// it did not carry is not.
+func TestExportAsksFastPathUnlocked(t *testing.T) {
+	tb := newTable(t, Config{})
+	probe := &lockProbe{tb: tb}
+	tb.SetOffloader(probe)
+	for i := range 100 {
+		p := pkt(false, c, packet.ProtoUDP, 0)
+		p.SrcPort = uint16(i)
+		tb.Track(p, mt0)
+	}
+	if n, err := tb.Export(mtx, func([]byte) error { return nil }); err != nil || n != 100 || probe.seens != 100 || probe.locked != 0 {
+		t.Fatalf("exported %d (%v); %d questions to the fast path, %d under the shard's lock", n, err, probe.seens, probe.locked)
+	}
+	// 40 s later the 30 s timeout has run out, but the fast path carried
+	// one of them 5 s ago (the sweep has not asked yet).
+	fp := newFake()
+	tb.SetOffloader(fp)
+	carried := pkt(false, c, packet.ProtoUDP, 0)
+	carried.SrcPort = 7
+	fp.set(carried.Tuple, fakeSeen{orig: mt0 + int64(35*time.Second)})
+	recs := exportAll(t, tb, mt0+int64(40*time.Second))
+	if len(recs) != RecordSize {
+		t.Fatalf("%d records, want the one the fast path carried", len(recs)/RecordSize)
+	}
+	var k key
+	var e entry
+	if rem, _, _ := getRecord(recs, &k, &e); rem != int64(25*time.Second) {
+		t.Fatalf("%v left, want 25 s (30 s after the fast path's last packet)", time.Duration(rem))
 	}
 }
 
