@@ -19,7 +19,8 @@
 // and in Expire, which sweeps one shard at a time (a Sweeper calls it in
 // the background); a connection installed in a kernel fast path
 // (SetOffloader) expires only in Expire, which asks the fast path first. WriteSnapshot and ReadSnapshot carry the table across
-// a restart.
+// a restart; Export and Merge carry it, live, to a node that starts while
+// its peers run.
 // Track allocates nothing once the table has grown to its working size.
 package conntrack
 

@@ -135,12 +135,7 @@ func (t *Table) WriteSnapshot(w io.Writer, p SnapshotParams, now int64, wall tim
 			if written++; written > count {
 				break
 			}
-			for k, v := range s.k.w {
-				binary.LittleEndian.PutUint64(rec[8*k:], v)
-			}
-			binary.LittleEndian.PutUint64(rec[40:], uint64(s.e.expires-now))
-			binary.LittleEndian.PutUint32(rec[48:], bornField(&s.k, s.e.born, nowMs))
-			rec[52], rec[53], rec[54], rec[55] = s.e.state, s.e.flags, s.e.tag, 0
+			putRecord(rec[:], &s.k, &s.e, now, nowMs)
 			bw.Write(rec[:])
 		}
 		sh.mu.Unlock()
@@ -257,13 +252,9 @@ func (t *Table) readSnapshot(r io.Reader, p SnapshotParams, now int64, wall time
 		if n, err := io.ReadFull(cr, rec[:]); err != nil {
 			return info, fmt.Errorf("%w: truncated in record %d of %d (%d of %d bytes)", ErrSnapshotCorrupt, i, count, n, snapRecordSize)
 		}
-		for j := range k.w {
-			k.w[j] = binary.LittleEndian.Uint64(rec[8*j:])
-		}
-		remaining := int64(binary.LittleEndian.Uint64(rec[40:]))
-		age := binary.LittleEndian.Uint32(rec[48:])
-		e := entry{state: rec[52], flags: rec[53], tag: rec[54]}
-		if err := validRecord(&k, &e, remaining, age, rec[55], p); err != nil {
+		var e entry
+		remaining, age, pad := getRecord(rec[:], &k, &e)
+		if err := validRecord(&k, &e, remaining, age, pad, p); err != nil {
 			return info, fmt.Errorf("%w: record %d: %v", ErrSnapshotCorrupt, i, err)
 		}
 		remaining -= int64(gap)
@@ -305,6 +296,32 @@ func (t *Table) readSnapshot(r io.Reader, p SnapshotParams, now int64, wall time
 		return info, fmt.Errorf("%w: bytes after the checksum", ErrSnapshotCorrupt)
 	}
 	return info, nil
+}
+
+// putRecord writes a live connection's record (the format above) into
+// rec[:snapRecordSize]: its lifetime as what remains after now, its born
+// field as bornField does at nowMs. The fast path's state is not written.
+func putRecord(rec []byte, k *key, e *entry, now int64, nowMs uint32) {
+	_ = rec[snapRecordSize-1]
+	for j, v := range k.w {
+		binary.LittleEndian.PutUint64(rec[8*j:], v)
+	}
+	binary.LittleEndian.PutUint64(rec[40:], uint64(e.expires-now))
+	binary.LittleEndian.PutUint32(rec[48:], bornField(k, e.born, nowMs))
+	rec[52], rec[53], rec[54], rec[55] = e.state, e.flags, e.tag, 0
+}
+
+// getRecord reads a record written by putRecord: the key and the entry's
+// state, flags and tag into k and e (e's other fields are zeroed), and
+// returns the remaining lifetime, the born field and the pad byte,
+// unchecked (validRecord checks them).
+func getRecord(rec []byte, k *key, e *entry) (remaining int64, age uint32, pad uint8) {
+	_ = rec[snapRecordSize-1]
+	for j := range k.w {
+		k.w[j] = binary.LittleEndian.Uint64(rec[8*j:])
+	}
+	*e = entry{state: rec[52], flags: rec[53], tag: rec[54]}
+	return int64(binary.LittleEndian.Uint64(rec[40:])), binary.LittleEndian.Uint32(rec[48:]), rec[55]
 }
 
 // validRecord checks what a record may hold; a snapshot that fails is
