@@ -53,7 +53,8 @@ const progressEvery = time.Second
 // through o.Merge. ctx bounds the whole pull (the handshake has 5 s at
 // most). The error names the peer and wraps ErrAuth, ErrParams,
 // ErrTooLarge, ErrProtocol, ErrBusy, ErrRemote, Merge's error, or the
-// context's.
+// context's. Records merged before an error are authentic (every frame
+// is) and in order, but the table may be incomplete.
 func Pull(ctx context.Context, addr string, o PullOptions) (st Stats, err error) {
 	start := time.Now()
 	st.Peer = addr
