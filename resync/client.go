@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"time"
 
 	"github.com/xdpcluster/xdpcluster/conntrack"
@@ -46,8 +47,9 @@ func (o *PullOptions) check() error {
 	return nil
 }
 
-// progressEvery is the least time between two Progress calls.
-const progressEvery = time.Second
+// progressEvery is the least time between two Progress calls (a
+// variable for the tests).
+var progressEvery = time.Second
 
 // Pull connects to the server at addr and merges its connection table
 // through o.Merge. ctx bounds the whole pull (the handshake has 5 s at
@@ -61,7 +63,13 @@ func Pull(ctx context.Context, addr string, o PullOptions) (st Stats, err error)
 	defer func() {
 		st.Duration = time.Since(start)
 		if err != nil {
-			if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+			cerr := ctx.Err()
+			if dl, ok := ctx.Deadline(); ok && cerr == nil && errors.Is(err, os.ErrDeadlineExceeded) && time.Until(dl) < 10*time.Millisecond {
+				// The connection's deadline is the context's: its
+				// timer may fire a moment before the context's.
+				cerr = context.DeadlineExceeded
+			}
+			if cerr != nil && !errors.Is(err, cerr) {
 				err = fmt.Errorf("%w (%w)", err, cerr)
 			}
 			err = fmt.Errorf("resync pull from %s: %w", addr, err)

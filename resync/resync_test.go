@@ -469,3 +469,30 @@ func TestExportError(t *testing.T) {
 		t.Errorf("server error %v", serr)
 	}
 }
+
+// TestProgress: Progress reports the records so far, at most once per
+// interval.
+func TestProgress(t *testing.T) {
+	defer func(d time.Duration) { progressEvery = d }(progressEvery)
+	progressEvery = 40 * time.Millisecond
+	const n = 20 * recordsPerFrame
+	ln := newPipeListener()
+	serve(t, &Server{Secret: secretA, Params: testParams, Export: exporter(n), Logger: (&logBuf{}).logger()}, ln)
+	var calls []Stats
+	start := time.Now()
+	st, err := Pull(context.Background(), "peer", PullOptions{Secret: secretA, Params: testParams, MaxRecords: n, Dial: ln.Dial,
+		Merge:    func([]byte) error { time.Sleep(10 * time.Millisecond); return nil },
+		Progress: func(s Stats) { calls = append(calls, s) }})
+	elapsed := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) == 0 || len(calls) > int(elapsed/progressEvery)+1 {
+		t.Fatalf("%d Progress calls in %v; want 1 to one per %v", len(calls), elapsed, progressEvery)
+	}
+	for i, c := range calls {
+		if c.Peer != "peer" || c.Records <= 0 || c.Records > st.Records || c.Bytes <= int64(c.Records*RecordSize) || (i > 0 && c.Records <= calls[i-1].Records) {
+			t.Errorf("Progress call %d: %+v", i, c)
+		}
+	}
+}
