@@ -496,3 +496,49 @@ func TestProgress(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseEndsPulls: Close ends the pulls in progress and returns; Serve
+// returns nil.
+func TestCloseEndsPulls(t *testing.T) {
+	ln := newPipeListener()
+	p := newPulls()
+	s := &Server{Secret: secretA, Params: testParams, Export: exporter(100_000), OnPull: p.on, Logger: (&logBuf{}).logger()}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	inMerge := make(chan struct{}, 1)
+	release := make(chan struct{})
+	pulled := make(chan error, 1)
+	go func() {
+		_, err := Pull(context.Background(), "peer", PullOptions{Secret: secretA, Params: testParams, MaxRecords: 1 << 20, Dial: ln.Dial,
+			Merge: func([]byte) error {
+				select {
+				case inMerge <- struct{}{}:
+					<-release
+				default:
+				}
+				return nil
+			}})
+		pulled <- err
+	}()
+	<-inMerge
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return while a pull was in progress")
+	}
+	close(release)
+	if err := <-served; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	if err := <-pulled; err == nil {
+		t.Error("the pull succeeded although the server closed")
+	}
+	if _, serr := p.wait(t); serr == nil {
+		t.Error("the server reports the interrupted pull as served")
+	}
+}
