@@ -116,6 +116,10 @@ var table = map[string]entry{
 	"internal/daemon": {imports: []string{"cluster", "config", "conntrack", "dataplane", "dataplane/afpacket", "dataplane/xsk", "internal/bpfutil", "metrics", "node", "node/backend", "node/gateway", "packet"},
 		layer: "layering (direct imports): the daemon runs one node from the configuration (config, the roles, metrics); it never imports the CLI, the tools or test helpers"},
 
+	// State transfer between nodes.
+	"resync": {imports: []string{"conntrack"}, layer: "layering (direct imports): the state transfer's channel and protocol; it takes the table's Export and Merge as functions and imports conntrack only for its parameters' type, never the roles, config, metrics or the daemon",
+		forbid: []rule{{dep: nonStd, except: []string{m("conntrack")}, why: "direct import: standard library only (its cryptography included); the daemon wires it to the table, the membership and the metrics"}}},
+
 	// Tools and the command.
 	"simulate": {imports: []string{"packet", "conntrack", "cluster", "jhash"},
 		layer: "layering (direct imports): simulate replays captures through the decision code itself (packet, conntrack, cluster), without sockets, the dataplane or the daemon"},
