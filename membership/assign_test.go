@@ -144,7 +144,7 @@ func TestAssign(t *testing.T) {
 		},
 		{
 			name: "partition: each side serves every bucket it cannot see served", self: "node1", total: 12,
-			members: three([3]State{StateAlive, StateDead, StateDead}, allReady),
+			members:  three([3]State{StateAlive, StateDead, StateDead}, allReady),
 			wantMask: 0xfff,
 		},
 		{

@@ -196,6 +196,8 @@ type Node struct {
 	mu           sync.Mutex
 	meta         Meta
 	incompatible map[string]bool // members already logged as incompatible
+
+	lastJoinErr string // owned by the join goroutine (one at a time)
 }
 
 // delegate is memberlist's Delegate and EventDelegate. Its callbacks run
@@ -364,9 +366,17 @@ func (n *Node) join(peers []string) {
 	}
 	k, err := n.ml.Join(peers)
 	if k == 0 {
-		n.log.Debug("membership: no peer reachable, retrying", "peers", peers, "err", err)
+		// Warn when the reason changes (a wrong key, a refused
+		// connection), then quietly retry.
+		level := slog.LevelDebug
+		msg := fmt.Sprint(err)
+		if msg != n.lastJoinErr {
+			level, n.lastJoinErr = slog.LevelWarn, msg
+		}
+		n.log.Log(context.Background(), level, "membership: join: no peer reachable, retrying", "peers", peers, "every", n.cfg.Timing.JoinInterval, "err", err)
 		return
 	}
+	n.lastJoinErr = ""
 	n.log.Info("membership: joined", "peers", peers, "contacted", k)
 }
 

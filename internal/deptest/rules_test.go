@@ -116,6 +116,13 @@ var table = map[string]entry{
 	"internal/daemon": {imports: []string{"cluster", "config", "conntrack", "dataplane", "dataplane/afpacket", "dataplane/xsk", "internal/bpfutil", "metrics", "node", "node/backend", "node/gateway", "packet"},
 		layer: "layering (direct imports): the daemon runs one node from the configuration (config, the roles, metrics); it never imports the CLI, the tools or test helpers"},
 
+	// Cluster membership, beside the roles: the daemon hands it plain
+	// values and applies the masks it computes.
+	"membership": {layer: "layering (direct imports): gossip membership and the bucket assignment take plain values (names, masks, the cluster parameters); they never import config, the dataplane, the roles or the daemon (the daemon wires them together)",
+		forbid: []rule{{dep: "net/http", trans: true, via: []string{"github.com/hashicorp/go-metrics/...", "net/rpc"},
+			why: "membership (all deps): the daemon owns the HTTP listeners (memberlist's go-metrics, for its own sinks, and go-msgpack, through net/rpc, link net/http; neither serves anything here)"},
+			rolesNoProm, rolesNoYAML}},
+
 	// Tools and the command.
 	"simulate": {imports: []string{"packet", "conntrack", "cluster", "jhash"},
 		layer: "layering (direct imports): simulate replays captures through the decision code itself (packet, conntrack, cluster), without sockets, the dataplane or the daemon"},
