@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestStartErrors(t *testing.T) {
@@ -22,6 +23,8 @@ func TestStartErrors(t *testing.T) {
 		{"total 0", func(c *Config) { c.Meta.Total = 0 }, "membership meta total 0: want 1 to 32"},
 		{"total 33", func(c *Config) { c.Meta.Total = 33 }, "membership meta total 33"},
 		{"home beyond total", func(c *Config) { c.Meta.Home = 1 << 12 }, "membership meta home 0x1000: buckets at or above total 12"},
+		{"probe timeout", func(c *Config) { c.Timing.ProbeTimeout = time.Second }, "membership timing ProbeTimeout 1s: must be below ProbeInterval 200ms"},
+		{"negative", func(c *Config) { c.Timing.JoinInterval = -time.Second }, "membership timing JoinInterval -1s: must not be negative"},
 		// 192.0.2.1 (TEST-NET-1) is no local address: binding fails
 		// before anything is sent.
 		{"bind failure", func(c *Config) { c.Bind = netip.MustParseAddrPort("192.0.2.1:7946") }, "membership: start memberlist on 192.0.2.1:7946"},

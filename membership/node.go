@@ -136,6 +136,29 @@ func (t Timing) withDefaults() Timing {
 	return t
 }
 
+// validate checks timings that already have their defaults.
+func (t Timing) validate() error {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"ProbeInterval", t.ProbeInterval}, {"ProbeTimeout", t.ProbeTimeout}, {"GossipInterval", t.GossipInterval},
+		{"PushPullInterval", t.PushPullInterval}, {"TCPTimeout", t.TCPTimeout}, {"JoinInterval", t.JoinInterval},
+		{"PollInterval", t.PollInterval}, {"DeadReclaim", t.DeadReclaim},
+	} {
+		if d.v < 0 {
+			return fmt.Errorf("membership timing %s %v: must not be negative", d.name, d.v)
+		}
+	}
+	if t.ProbeTimeout >= t.ProbeInterval {
+		return fmt.Errorf("membership timing ProbeTimeout %v: must be below ProbeInterval %v (about half of it, so indirect probes fit)", t.ProbeTimeout, t.ProbeInterval)
+	}
+	if t.GossipNodes < 0 || t.SuspicionMult < 0 {
+		return fmt.Errorf("membership timing GossipNodes %d, SuspicionMult %d: must not be negative", t.GossipNodes, t.SuspicionMult)
+	}
+	return nil
+}
+
 // Config configures a Node.
 type Config struct {
 	Name      string         // unique member name
@@ -229,6 +252,9 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	cfg.Timing = cfg.Timing.withDefaults()
+	if err := cfg.Timing.validate(); err != nil {
+		return nil, err
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
