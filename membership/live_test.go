@@ -317,3 +317,31 @@ func TestLiveOutsiders(t *testing.T) {
 		t.Errorf("no decryption failure logged:\n%s", logs)
 	}
 }
+
+// TestLiveJoinRetry: a node whose peers are not up yet keeps joining in
+// the background and joins them when they come.
+func TestLiveJoinRetry(t *testing.T) {
+	if !inNamespace(t) {
+		return
+	}
+	logs := &nstest.LogBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs:\n%s", logs)
+		}
+	})
+	// The namespace is the test's own: this port is free.
+	seed := netip.MustParseAddrPort("127.0.0.1:7946")
+	n2 := startNode(t, "node2", netip.MustParseAddrPort("127.0.0.1:0"), secretA, logs, seed.String())
+	n3 := startNode(t, "node3", netip.MustParseAddrPort("127.0.0.1:0"), secretA, logs, seed.String())
+	time.Sleep(300 * time.Millisecond) // their first join attempts fail
+	for _, l := range []*liveNode{n2, n3} {
+		if v := l.view(); len(v.Members) != 1 || v.Mask != 0xfff {
+			t.Fatalf("%s before node1 is up: %d members, mask %#x: want itself alone, serving all", l.name, len(v.Members), v.Mask)
+		}
+	}
+	n1 := startNode(t, "node1", seed, secretA, logs)
+	all := []*liveNode{n1, n2, n3}
+	d := waitFor(t, 2*DefaultTiming().JoinInterval+time.Second, "node2 and node3 join node1 when it comes up", func() bool { return converged(all, "node1", "node2", "node3") })
+	t.Logf("joined %v after node1 started (join retried every %v)", d.Round(time.Millisecond), DefaultTiming().JoinInterval)
+}
