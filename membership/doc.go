@@ -16,9 +16,8 @@
 //
 //   - Only compatible members count: those whose Total, Seed and Hash equal
 //     this node's (an incompatible member is logged once, as an error).
-//   - Tier 1 is the compatible members that are alive and ready. Suspect
-//     counts as failed: a suspect member's buckets are taken over at once,
-//     trading a possible short duplicate (if it was only slow) for speed.
+//   - Tier 1 is the compatible members that are alive and ready (a
+//     member memberlist suspects but has not declared dead still counts).
 //   - Each bucket b < total is served by the tier-1 members whose Home has
 //     b. A bucket nobody in tier 1 calls home goes to exactly one tier-1
 //     member: the least loaded (buckets served so far, homes first, then
@@ -39,30 +38,32 @@
 //
 // DefaultTiming probes every 200 ms (ProbeInterval) with an 80 ms direct
 // timeout before indirect probes through other members; a member that
-// answers nothing within the probe interval is suspect, and suspect is
-// already failed for Assign. Gossip runs every 50 ms, and the node reads
-// memberlist's states every 50 ms (memberlist reports no event on
-// suspicion). In a 3-member cluster on one host, a member that stops
-// without leaving (Close, a crash) was taken over by both survivors'
-// OnChange in 0.24 to 0.70 s, median 0.3 to 0.5 s (TestLiveCluster
-// measures it): each survivor probes it every other interval (round robin
-// over its two peers), so the first probe comes within 0 to 0.4 s; the
-// probe fails after one interval (0.2 s); then gossip and the next poll.
-// A member that leaves (Leave) is taken over at once (under 0.1 s).
+// answers none is suspected, and declared dead after the suspicion
+// timeout, SuspicionMult (2) × ProbeInterval with up to ten members
+// (memberlist scales it by log10 of the member count above that), then
+// taken over. Gossip runs every 50 ms. In a 3-member cluster, a member
+// that stops without leaving (Close, a crash) was taken over by both
+// survivors' OnChange in 0.74 to 0.95 s, median 0.75 s
+// (TestLiveCluster measures it); with SuspicionMult 3 it took 0.95 to
+// 1.35 s, which can miss TCP's retransmission at 1.4 s and wait for the
+// next at 3 s. A member that leaves (Leave) is taken over at once (about
+// 0.2 s: its last meta says it is leaving, and it is not ready).
 //
-// The price of these timings: a member that cannot answer for about 200
-// ms (CPU starvation, a long pause, a congested management network) is
-// suspected and its buckets taken over, while it may still be forwarding:
-// those buckets are then forwarded twice until it refutes the suspicion
-// (on its next contact, normally within a probe interval or two), when
-// they go back. Every node tracks every connection, so no connection is
+// The price of these timings: a member that cannot answer for about half a
+// second (CPU starvation, a long pause, a congested management network) is
+// declared dead and its buckets taken over, while it may still be
+// forwarding: those buckets are then forwarded twice until it refutes (it
+// learns of its own death on its next contact and announces itself alive
+// again), when they go back. Every node tracks every connection, so no connection is
 // lost either way. Slower timings (Config.Timing) trade detection time
 // for fewer such duplicates.
 //
-// memberlist has no public API for a member's state (Members lists only
-// live members, without theirs), so the node reads memberlist's own node
-// table by reflection under its lock (states.go); Start checks that
-// layout and fails with a clear error if a memberlist upgrade changed it.
+// The node keeps its own record of the members from memberlist's public
+// events (states.go): memberlist does not report suspicion publicly, so a
+// member is taken over when it is declared dead, after the probe that
+// failed and the suspicion timeout (SuspicionMult × ProbeInterval with
+// three members, shortened as other members confirm the suspicion). A
+// graceful Leave is reported at once.
 //
 // # Concurrency
 //

@@ -21,6 +21,8 @@ type State string
 
 const (
 	StateAlive   State = "alive"
+	// StateSuspect is for Assign's inputs; memberlist does not report
+	// suspicion publicly, so a View has alive, dead and left members only.
 	StateSuspect State = "suspect"
 	StateDead    State = "dead"
 	StateLeft    State = "left"
@@ -78,7 +80,7 @@ type Timing struct {
 	GossipNodes    int
 	// SuspicionMult: a suspect member is declared dead after
 	// SuspicionMult * max(1, log10(members)) * ProbeInterval unless it
-	// refutes. Suspect already counts as failed for the assignment.
+	// refutes (then it is taken over).
 	SuspicionMult int
 	// PushPullInterval: full state exchange with a random member.
 	PushPullInterval time.Duration
@@ -87,8 +89,7 @@ type Timing struct {
 	// JoinInterval: how often configured peers that are not live members
 	// are joined again.
 	JoinInterval time.Duration
-	// PollInterval: how often memberlist's states are read (it reports no
-	// event on suspicion).
+	// PollInterval: how often the view is recomputed besides on events.
 	PollInterval time.Duration
 	// DeadReclaim: after this long a dead member's name may come back at
 	// another address (a restarted node on a new port).
@@ -103,7 +104,7 @@ func DefaultTiming() Timing {
 		ProbeTimeout:     80 * time.Millisecond,
 		GossipInterval:   50 * time.Millisecond,
 		GossipNodes:      3,
-		SuspicionMult:    4,
+		SuspicionMult:    2,
 		PushPullInterval: 10 * time.Second,
 		TCPTimeout:       2 * time.Second,
 		JoinInterval:     2 * time.Second,
@@ -241,9 +242,22 @@ func (delegate) NotifyMsg([]byte)                           {}
 func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (delegate) LocalState(join bool) []byte                { return nil }
 func (delegate) MergeRemoteState(buf []byte, join bool)     {}
-func (d delegate) NotifyJoin(*memberlist.Node)              { d.n.poke() }
-func (d delegate) NotifyLeave(*memberlist.Node)             { d.n.poke() }
-func (d delegate) NotifyUpdate(*memberlist.Node)            { d.n.poke() }
+func (d delegate) NotifyJoin(m *memberlist.Node) {
+	d.n.tab.set(m, memberlist.StateAlive)
+	d.n.poke()
+}
+func (d delegate) NotifyLeave(m *memberlist.Node) {
+	st := memberlist.StateDead
+	if meta, err := DecodeMeta(m.Meta); err == nil && meta.Reason == leavingReason {
+		st = memberlist.StateLeft
+	}
+	d.n.tab.set(m, st)
+	d.n.poke()
+}
+func (d delegate) NotifyUpdate(m *memberlist.Node) {
+	d.n.tab.set(m, memberlist.StateAlive)
+	d.n.poke()
+}
 
 // Start joins (or founds) the cluster. The returned Node runs until Leave
 // or Close.
@@ -266,6 +280,7 @@ func Start(cfg Config) (*Node, error) {
 		stop:         make(chan struct{}),
 		done:         make(chan struct{}),
 		incompatible: map[string]bool{},
+		tab:          newTable(),
 	}
 	if len(cfg.Meta.Encode()) > MetaMaxSize {
 		return nil, fmt.Errorf("membership meta: %d bytes encoded: want at most %d", len(cfg.Meta.Encode()), MetaMaxSize)
@@ -303,12 +318,7 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("membership: start memberlist on %s: %w", cfg.Bind, err)
 	}
-	tab, err := newTable(ml)
-	if err != nil {
-		ml.Shutdown()
-		return nil, fmt.Errorf("membership: %w", err)
-	}
-	n.ml, n.tab = ml, tab
+	n.ml = ml
 	go n.loop()
 	return n, nil
 }
@@ -527,6 +537,13 @@ func (n *Node) Addr() netip.AddrPort {
 // take its buckets over), waits up to timeout for the announcement to go
 // out, then shuts down.
 func (n *Node) Leave(timeout time.Duration) error {
+	// Say so in the meta first: the peers' NotifyLeave cannot tell a
+	// leave from a failure, the last meta can (and, not ready, the node's
+	// buckets move as soon as it spreads).
+	n.mu.Lock()
+	n.meta.Ready, n.meta.Reason = false, leavingReason
+	n.mu.Unlock()
+	n.ml.UpdateNode(timeout)
 	err := n.ml.Leave(timeout)
 	if cerr := n.Close(); err == nil {
 		err = cerr
@@ -536,6 +553,9 @@ func (n *Node) Leave(timeout time.Duration) error {
 	}
 	return nil
 }
+
+// leavingReason is the Meta.Reason of a member that leaves (Leave).
+const leavingReason = "leaving"
 
 // Close shuts down without leaving: to the peers it looks like a crash
 // and they detect it as a failure.
