@@ -20,7 +20,7 @@ import (
 type State string
 
 const (
-	StateAlive   State = "alive"
+	StateAlive State = "alive"
 	// StateSuspect is for Assign's inputs; memberlist does not report
 	// suspicion publicly, so a View has alive, dead and left members only.
 	StateSuspect State = "suspect"
