@@ -113,12 +113,18 @@ var table = map[string]entry{
 	"metrics": {imports: []string{"cluster", "conntrack", "dataplane", "dataplane/xsk", "node", "node/backend", "node/gateway", "packet"},
 		layer:  "layering (direct imports): metrics only reads the roles' and the hot path's counters at scrape time; it never imports config, the daemon or the tools (the daemon registers it)",
 		forbid: []rule{{dep: "net/http", why: "direct import: internal/daemon owns the HTTP listener; metrics builds collectors"}}},
-	"internal/daemon": {imports: []string{"cluster", "config", "conntrack", "dataplane", "dataplane/afpacket", "dataplane/xsk", "internal/bpfutil", "metrics", "node", "node/backend", "node/gateway", "packet"},
+	"internal/daemon": {imports: []string{"cluster", "config", "conntrack", "dataplane", "dataplane/afpacket", "dataplane/xsk", "internal/bpfutil", "membership", "metrics", "node", "node/backend", "node/gateway", "packet", "resync"},
 		layer: "layering (direct imports): the daemon runs one node from the configuration (config, the roles, metrics); it never imports the CLI, the tools or test helpers"},
 
 	// State transfer between nodes.
 	"resync": {imports: []string{"conntrack"}, layer: "layering (direct imports): the state transfer's channel and protocol; it takes the table's Export and Merge as functions and imports conntrack only for its parameters' type, never the roles, config, metrics or the daemon",
 		forbid: []rule{{dep: nonStd, except: []string{m("conntrack")}, why: "direct import: standard library only (its cryptography included); the daemon wires it to the table, the membership and the metrics"}}},
+	// Cluster membership, beside the roles: the daemon hands it plain
+	// values and applies the masks it computes.
+	"membership": {layer: "layering (direct imports): gossip membership and the bucket assignment take plain values (names, masks, the cluster parameters); they never import config, the dataplane, the roles or the daemon (the daemon wires them together)",
+		forbid: []rule{{dep: "net/http", trans: true, via: []string{"github.com/hashicorp/go-metrics/...", "net/rpc"},
+			why: "membership (all deps): the daemon owns the HTTP listeners (memberlist's go-metrics, for its own sinks, and go-msgpack, through net/rpc, link net/http; neither serves anything here)"},
+			rolesNoProm, rolesNoYAML}},
 
 	// Tools and the command.
 	"simulate": {imports: []string{"packet", "conntrack", "cluster", "jhash"},
