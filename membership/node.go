@@ -259,8 +259,10 @@ func (d delegate) NotifyUpdate(m *memberlist.Node) {
 	d.n.poke()
 }
 
-// Start joins (or founds) the cluster. The returned Node runs until Leave
-// or Close.
+// Start joins (or founds) the cluster: it tries the Join peers once
+// before it returns (bounded by Timing.TCPTimeout; none answering is fine,
+// later attempts run in the background). The returned Node runs until
+// Leave or Close.
 func Start(cfg Config) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -319,6 +321,13 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("membership: start memberlist on %s: %w", cfg.Bind, err)
 	}
 	n.ml = ml
+	if len(cfg.Join) > 0 {
+		// The first join before Start returns: the caller's first View
+		// then holds the peers that answered (and whether they are
+		// ready), which a starting node needs to decide whether it has a
+		// connection table to pull. Later attempts run in the background.
+		n.join(cfg.Join)
+	}
 	go n.loop()
 	return n, nil
 }
@@ -426,7 +435,7 @@ func (n *Node) logChange(old, v View, first bool) {
 		}
 	}
 	if first || old.Mask != v.Mask {
-		n.log.Info("membership: assignment", "mask", fmt.Sprintf("%#x", v.Mask), "was", fmt.Sprintf("%#x", old.Mask))
+		n.log.Debug("membership: assignment", "mask", fmt.Sprintf("%#x", v.Mask), "was", fmt.Sprintf("%#x", old.Mask))
 	}
 }
 

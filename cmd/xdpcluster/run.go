@@ -4,10 +4,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/xdpcluster/xdpcluster/config"
@@ -202,11 +205,70 @@ failover), set the node mask, or reload the configuration.`)
 	}
 	fmt.Fprintf(e.stdout, "match:       %s\nserves:      node(s) %v of %d (mask %s)\nconnections: %d\nuptime:      %s\n",
 		st.Match, st.Serves, st.TotalNodes, st.NodeMask, st.Connections, st.Uptime)
-	for name, mode := range st.Interfaces {
-		fmt.Fprintf(e.stdout, "interface:   %s (%s)\n", name, mode)
+	for _, name := range slices.Sorted(maps.Keys(st.Interfaces)) {
+		fmt.Fprintf(e.stdout, "interface:   %s (%s)\n", name, st.Interfaces[name])
 	}
-	for v, n := range st.Packets {
-		fmt.Fprintf(e.stdout, "packets:     %-12s %d\n", v, n)
+	for _, v := range slices.Sorted(maps.Keys(st.Packets)) {
+		fmt.Fprintf(e.stdout, "packets:     %-12s %d\n", v, st.Packets[v])
+	}
+	if m := st.Membership; m != nil {
+		printMembership(e.stdout, m)
 	}
 	return exitOK
+}
+
+// printMembership prints the membership part of ctl status: this node's
+// readiness, the members, who serves each bucket, the last resync.
+func printMembership(w io.Writer, m *daemon.MembershipStatus) {
+	ready := "ready"
+	if !m.Ready {
+		ready = "not ready: " + m.Reason
+	}
+	fmt.Fprintf(w, "membership:  %s (%s)\n", m.Name, ready)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  MEMBER\tADDRESS\tSTATE\tREADY\tHOME")
+	for _, mb := range m.Members {
+		r := "yes"
+		if !mb.Ready {
+			r = "no"
+			if mb.Reason != "" {
+				r += " (" + mb.Reason + ")"
+			}
+		}
+		name := mb.Name
+		if mb.Self {
+			name += " (this node)"
+		}
+		state := mb.State
+		if mb.Incompatible {
+			state += ", other cluster parameters"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%v\n", name, mb.Addr, state, r, mb.Home)
+	}
+	tw.Flush()
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  BUCKET\tSERVED BY")
+	for b, servers := range m.Buckets {
+		who := strings.Join(servers, ", ")
+		switch len(servers) {
+		case 0:
+			who = "nobody (lost)"
+		case 1:
+		default:
+			who += " (duplicated)"
+		}
+		fmt.Fprintf(tw, "  %d\t%s\n", b+1, who)
+	}
+	tw.Flush()
+	r := m.Resync
+	if r.Pulls > 0 {
+		res := "ok"
+		if r.LastError != "" {
+			res = "failed: " + r.LastError
+		}
+		fmt.Fprintf(w, "resync:      last pull from %s: %d connections, %d bytes in %v (%s); %d pull(s), %d failed; %d served to peers\n",
+			r.LastPeer, r.LastRecords, r.LastBytes, r.LastDuration.Round(time.Millisecond), res, r.Pulls, r.PullErrors, r.Served)
+	} else {
+		fmt.Fprintf(w, "resync:      no pull (no ready peer when this node started); %d served to peers\n", r.Served)
+	}
 }

@@ -40,6 +40,7 @@ type Daemon struct {
 	cfg     *config.Settings
 	eng     engine           // the running role
 	gw      *gateway.Gateway // set in gateway mode
+	mem     *mship           // the membership, with a membership section
 	started time.Time
 	servers []*http.Server
 	sock    string
@@ -74,9 +75,26 @@ func gatewayConfig(s *config.Settings, log *slog.Logger) gateway.Config {
 }
 
 // StartDataplane starts the role's dataplane: the gateway, or the
-// back-end node. Call it with the thread in the node's network namespace
-// (the process's own, normally).
+// back-end node, and then, with a membership section, the gossip and the
+// state resync (see membership.go). Call it with the thread in the node's
+// network namespace (the process's own, normally).
 func (d *Daemon) StartDataplane() error {
+	if err := d.startDataplane(); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	withMembership := d.cfg.Membership != nil
+	d.mu.Unlock()
+	if !withMembership {
+		return nil
+	}
+	if err := d.startMembership(); err != nil {
+		return fmt.Errorf("start membership: %w", err)
+	}
+	return nil
+}
+
+func (d *Daemon) startDataplane() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var names []string
@@ -174,7 +192,12 @@ func (d *Daemon) Serve() error {
 	d.serve(d.server(d.controlAPI(), lim), cln)
 	if cfg.MetricsListen != "" {
 		reg := prometheus.NewRegistry()
-		reg.MustRegister(eng.Collector(d.Version))
+		reg.MustRegister(eng.Collector(d.Version), servedCollector{d})
+		d.mu.Lock()
+		if d.mem != nil {
+			reg.MustRegister(membershipCollector{d.mem})
+		}
+		d.mu.Unlock()
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
@@ -231,6 +254,8 @@ type Status struct {
 	Interfaces  map[string]string `json:"interfaces"`
 	Connections int               `json:"connections"`
 	Packets     map[string]uint64 `json:"packets"`
+	// Membership is set with a membership section.
+	Membership *MembershipStatus `json:"membership,omitempty"`
 }
 
 // Status reports the node's state.
@@ -248,6 +273,9 @@ func (d *Daemon) Status() Status {
 	s.Interfaces = d.eng.Modes()
 	s.Connections = d.eng.Connections()
 	s.Packets = d.eng.Packets()
+	if d.mem != nil {
+		s.Membership = d.mem.status()
+	}
 	return s
 }
 
@@ -263,8 +291,44 @@ func (d *Daemon) Ready() error {
 	if err := eng.Health(); err != nil {
 		return fmt.Errorf("dataplane unhealthy: %w", err)
 	}
+	d.mu.Lock()
+	ms := d.mem
+	d.mu.Unlock()
+	if ms != nil {
+		ms.mu.Lock()
+		resynced := ms.resynced
+		ms.mu.Unlock()
+		if !resynced {
+			return errors.New("resyncing the connection table from a peer")
+		}
+	}
 	return nil
 }
+
+// engineHealth is the running dataplane's health.
+func (d *Daemon) engineHealth() error {
+	d.mu.Lock()
+	eng := d.eng
+	d.mu.Unlock()
+	if eng == nil {
+		return errors.New("the dataplane is not running")
+	}
+	return eng.Health()
+}
+
+// setServing switches the dataplane to match m (the membership's
+// assignment).
+func (d *Daemon) setServing(m cluster.Match) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.eng == nil {
+		return errors.New("the dataplane is not running")
+	}
+	return d.eng.SetMatch(m)
+}
+
+// errManaged refuses a manual change of the node mask under membership.
+var errManaged = errors.New("the membership section manages which buckets this node serves (failover and failback are automatic); ctl takeover, release and set-mask are for clusters without it. Change the home share with cluster.local_node/local_nodemask and a reload")
 
 // SetMask changes the node mask at run time.
 func (d *Daemon) SetMask(mask uint32) error {
@@ -272,6 +336,9 @@ func (d *Daemon) SetMask(mask uint32) error {
 	defer d.mu.Unlock()
 	if d.eng == nil {
 		return errors.New("the dataplane is not running")
+	}
+	if d.mem != nil {
+		return errManaged
 	}
 	m := d.eng.Match()
 	m.NodeMask = mask
@@ -310,6 +377,9 @@ func (d *Daemon) nodeMask(n int) (cluster.Match, uint32, error) {
 	if d.eng == nil {
 		return cluster.Match{}, 0, errors.New("the dataplane is not running")
 	}
+	if d.mem != nil {
+		return cluster.Match{}, 0, errManaged
+	}
 	m := d.eng.Match()
 	bit, err := cluster.NodeMask(uint64(n), uint64(m.TotalNodes))
 	if oe := (*cluster.OptionError)(nil); errors.As(err, &oe) {
@@ -337,7 +407,18 @@ func (d *Daemon) Reload() error {
 		return fmt.Errorf("reload refused, keeping the running configuration: %s changed, which needs a restart (only %s change at run time)",
 			strings.Join(keys, ", "), strings.Join(config.RuntimeKeys, ", "))
 	}
-	if d.eng != nil {
+	switch {
+	case d.eng != nil && d.mem != nil:
+		// The membership decides what the dataplane serves; the reload
+		// changes the home share it announces.
+		if err := newM.Validate(); err != nil {
+			return fmt.Errorf("reload refused: %w", err)
+		}
+		if err := d.mem.setHome(newM); err != nil {
+			return fmt.Errorf("reload refused: %w", err)
+		}
+		d.eng.Announce()
+	case d.eng != nil:
 		if err := d.eng.SetMatch(newM); err != nil {
 			return fmt.Errorf("reload refused: %w", err)
 		}
@@ -350,6 +431,14 @@ func (d *Daemon) Reload() error {
 
 // Stop shuts the servers and the dataplane down.
 func (d *Daemon) Stop() error {
+	d.mu.Lock()
+	ms := d.mem
+	d.mem = nil
+	d.mu.Unlock()
+	if ms != nil {
+		// Leave first: peers take this node's buckets over at once.
+		ms.stop()
+	}
 	d.mu.Lock()
 	servers := d.servers
 	d.servers = nil

@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/conntrack"
 	"github.com/xdpcluster/xdpcluster/dataplane"
 	"github.com/xdpcluster/xdpcluster/metrics"
 	"github.com/xdpcluster/xdpcluster/node/backend"
@@ -32,6 +33,13 @@ func (e gatewayEngine) SetMatch(m cluster.Match) error { return e.g.Dataplane().
 func (e gatewayEngine) Connections() int               { return e.g.Tracker().Len() }
 func (e gatewayEngine) Close() error                   { return e.g.Close() }
 func (e gatewayEngine) Health() error                  { return e.g.Health() }
+func (e gatewayEngine) MaxConnections() int            { return e.g.MaxConnections() }
+func (e gatewayEngine) ExportConnections(emit func([]byte) error) (int, error) {
+	return e.g.ExportConnections(emit)
+}
+func (e gatewayEngine) MergeConnections(recs []byte) (conntrack.MergeStats, error) {
+	return e.g.MergeConnections(recs)
+}
 func (e gatewayEngine) Collector(v string) prometheus.Collector {
 	return metrics.New(e.g, v)
 }

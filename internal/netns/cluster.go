@@ -16,6 +16,10 @@ import (
 //	client (eth0) -- brf --+-- (front) node1 (back) --+-- brb -- (eth0) server
 //	                       +-- (front) node2 (back) --+
 //	                       +-- ...                  --+
+//
+// The nodes also share a management network, a third bridge (brm) that
+// each node joins with its "mgmt" interface (Mgmt4: 192.0.2.11, .12, ...),
+// for gossip and state resync; no data traffic crosses it.
 type Cluster struct {
 	Switch, Client, Server *NS
 	Nodes                  []*NS
@@ -26,6 +30,9 @@ type Cluster struct {
 	ClusterFront6, ClusterBack6 netip.Addr
 	Clients4, Clients6          []netip.Addr // the client's source addresses
 	Server4, Server6            netip.Addr
+	// Mgmt4 are the nodes' management addresses, by node (192.0.2.11+i/24
+	// on each node's "mgmt"); MgmtPort(i) names node i's port on brm.
+	Mgmt4 []netip.Addr
 	// Static reports whether the client and server have static neighbour
 	// entries for the cluster IPs (ClusterOptions.StaticNeighbours).
 	Static bool
@@ -106,7 +113,7 @@ func NewCluster(prefix string, o ClusterOptions) (c *Cluster, err error) {
 	sw := c.Switch
 	run(sw, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
 	run(sw, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
-	for _, br := range []string{"brf", "brb"} {
+	for _, br := range []string{"brf", "brb", "brm"} {
 		run(sw, "ip", "link", "add", br, "type", "bridge", "mcast_snooping", "0")
 		run(sw, "ip", "link", "set", br, "up")
 	}
@@ -163,6 +170,11 @@ func NewCluster(prefix string, o ClusterOptions) (c *Cluster, err error) {
 		run(ns, "ip", "addr", "add", fmt.Sprintf("203.0.113.%d/24", 2+i), "dev", "back")
 		run(ns, "ip", "addr", "add", fmt.Sprintf("2001:db8:100::%x/64", 2+i), "dev", "front", "nodad")
 		run(ns, "ip", "addr", "add", fmt.Sprintf("2001:db8:200::%x/64", 2+i), "dev", "back", "nodad")
+		plug(ns, "mgmt", c.MgmtPort(i), "brm")
+		m := netip.AddrFrom4([4]byte{192, 0, 2, byte(11 + i)})
+		c.Mgmt4 = append(c.Mgmt4, m)
+		run(ns, "ip", "addr", "add", m.String()+"/24", "dev", "mgmt")
+		run(ns, "ip", "link", "set", "lo", "up")
 	}
 	for _, s := range steps {
 		if _, err := s.ns.Run(s.args[0], s.args[1:]...); err != nil {
@@ -171,6 +183,11 @@ func NewCluster(prefix string, o ClusterOptions) (c *Cluster, err error) {
 	}
 	return c, nil
 }
+
+// MgmtPort is the name, in the switch namespace, of node i's (0-based)
+// port on the management bridge: set it down to cut the node off the
+// management network (a partition) while its data interfaces stay up.
+func (c *Cluster) MgmtPort(i int) string { return fmt.Sprintf("swm%d", i+1) }
 
 // ServerFor is the server address of a's family.
 func (c *Cluster) ServerFor(a netip.Addr) netip.Addr {

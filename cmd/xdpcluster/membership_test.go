@@ -1,0 +1,528 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/internal/daemon"
+	"github.com/xdpcluster/xdpcluster/internal/netns"
+	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+)
+
+// The self-managing cluster's proof (issue 16), through the binary: three
+// gateway daemons in namespaces with a management bridge for their
+// gossip, the client/server topology of the end-to-end tests, long-lived
+// TCP connections and UDP flows from every client address (so owned by
+// every node), through a kill -9, a restart with a state resync, a
+// partition of the management network and a link failure.
+
+const (
+	mbTotal   = 6 // buckets: two per node, so a failed node's spread
+	mbSeed    = 0xdeadbeef
+	mbTCPPort = 5001
+	mbUDPPort = 5002
+	mbSink    = 5003 // the exactly-once counter's port
+)
+
+// mbHome is node i's (0-based) home share: buckets 2i and 2i+1.
+func mbHome(i int) uint32 { return 3 << (2 * i) }
+
+// mbNode is one daemon of the cluster.
+type mbNode struct {
+	i          int
+	ns         *netns.NS
+	cfg, sock  string
+	p          *proc
+	bin        string
+	secretFile string
+	client     *daemon.Client // one, so its connections are reused
+}
+
+func (n *mbNode) start(t *testing.T) { n.p = startRun(t, n.ns, n.bin, n.cfg) }
+
+func (n *mbNode) status() (daemon.Status, error) {
+	if n.client == nil {
+		n.client = daemon.NewClient(n.sock)
+	}
+	return n.client.Do("GET", "/status")
+}
+
+// mbConfig writes node i's configuration: its home share, the
+// membership section naming the other nodes.
+func mbConfig(t *testing.T, cl *netns.Cluster, dir string, i int, secretFile string) (path, sock string) {
+	path, sock = filepath.Join(dir, "config.yaml"), filepath.Join(dir, "control.sock")
+	var join []string
+	for j, a := range cl.Mgmt4 {
+		if j != i {
+			join = append(join, fmt.Sprintf("%q", a.String()+":7946"))
+		}
+	}
+	cfg := fmt.Sprintf(`cluster:
+  total_nodes: %d
+  local_nodemask: %#x
+  hash_seed: %#x
+interfaces:
+  - name: front
+    cluster_mac: "%s"
+    cluster_addresses: ["%s"]
+  - name: back
+    cluster_mac: "%s"
+    cluster_addresses: ["%s"]
+conntrack:
+  max_entries: 65536
+dataplane:
+  frames: 4096
+metrics:
+  listen: ""
+control:
+  socket: %s
+state_dir: %s
+membership:
+  bind: %s:7946
+  join: [%s]
+  secret_file: %s
+  name: node%d
+`, mbTotal, mbHome(i), mbSeed, cl.FrontMAC, cl.ClusterFront4, cl.BackMAC, cl.ClusterBack4, sock, filepath.Join(dir, "state"),
+		cl.Mgmt4[i], strings.Join(join, ", "), secretFile, i+1)
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, sock
+}
+
+// mbFlow is a long-lived TCP connection or UDP flow that sends a
+// numbered message every interval and checks the echo of each. It
+// records the longest time without a good echo and any corruption.
+type mbFlow struct {
+	name  string
+	src   netip.Addr
+	proto string
+	c     net.Conn
+
+	mu       sync.Mutex
+	last     time.Time // the last good echo
+	maxGap   time.Duration
+	gapAt    time.Time // when the longest gap ended
+	echoes   int
+	err      error
+	stopOnce sync.Once
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+func startFlow(t *testing.T, cl *netns.Cluster, proto string, src netip.Addr, name string) *mbFlow {
+	t.Helper()
+	port := uint16(mbTCPPort)
+	if proto == "udp" {
+		port = mbUDPPort
+	}
+	c, err := cl.Client.Dial(proto, src, netip.AddrPortFrom(cl.Server4, port), 3*time.Second)
+	if err != nil {
+		t.Fatalf("flow %s: %v", name, err)
+	}
+	f := &mbFlow{name: name, src: src, proto: proto, c: c, last: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
+	t.Cleanup(func() { f.halt() })
+	go f.run()
+	return f
+}
+
+func (f *mbFlow) run() {
+	defer close(f.done)
+	msg := make([]byte, 64)
+	got := make([]byte, 64)
+	var seq uint64
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-tick.C:
+		}
+		seq++
+		binary.BigEndian.PutUint64(msg, seq)
+		copy(msg[8:], f.name)
+		if f.proto == "tcp" {
+			// TCP: write and read the echo back in order; a write
+			// that cannot go is TCP's problem (retransmission), so the
+			// read simply waits.
+			f.c.SetDeadline(time.Now().Add(20 * time.Second))
+			if _, err := f.c.Write(msg); err != nil {
+				f.fail(fmt.Errorf("write %d: %w", seq, err))
+				return
+			}
+			if _, err := io.ReadFull(f.c, got); err != nil {
+				f.fail(fmt.Errorf("read echo %d: %w", seq, err))
+				return
+			}
+			if !bytes.Equal(got, msg) {
+				f.fail(fmt.Errorf("echo %d corrupted: %x", seq, got[:16]))
+				return
+			}
+			f.good()
+			continue
+		}
+		// UDP: a datagram may be lost; an echo of this or an older
+		// datagram counts (never a corrupted one).
+		f.c.Write(msg)
+		f.c.SetReadDeadline(time.Now().Add(40 * time.Millisecond))
+		for {
+			n, err := f.c.Read(got)
+			if err != nil {
+				break
+			}
+			if n != 64 || binary.BigEndian.Uint64(got) > seq || !bytes.Equal(got[8:], msg[8:]) {
+				f.fail(fmt.Errorf("udp echo corrupted: %x", got[:n]))
+				return
+			}
+			f.good()
+		}
+	}
+}
+
+func (f *mbFlow) good() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := time.Now()
+	if g := now.Sub(f.last); g > f.maxGap {
+		f.maxGap, f.gapAt = g, now
+	}
+	f.last = now
+	f.echoes++
+}
+
+func (f *mbFlow) fail(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil {
+		f.err = err
+	}
+}
+
+func (f *mbFlow) halt() {
+	f.stopOnce.Do(func() { close(f.stop) })
+	f.c.Close()
+	<-f.done
+}
+
+// state returns the flow's error, its longest gap so far and the time
+// since its last good echo, and resets the longest gap.
+func (f *mbFlow) state() (err error, maxGap, since time.Duration, echoes int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err, maxGap, since, echoes = f.err, f.maxGap, time.Since(f.last), f.echoes
+	f.maxGap = 0
+	return
+}
+
+// checkFlows fails the test for any flow that broke, corrupted data, has
+// not echoed within stall, or whose longest gap since the last check
+// exceeded maxGap. It returns the longest gap seen.
+func checkFlows(t *testing.T, what string, flows []*mbFlow, maxGap, stall time.Duration) time.Duration {
+	t.Helper()
+	var worst time.Duration
+	for _, f := range flows {
+		err, gap, since, echoes := f.state()
+		worst = max(worst, gap)
+		switch {
+		case err != nil:
+			t.Errorf("%s: %s flow %s (from %s) broke: %v", what, f.proto, f.name, f.src, err)
+		case since > stall:
+			t.Errorf("%s: %s flow %s (from %s) stalled: no echo for %v (%d echoes in all)", what, f.proto, f.name, f.src, since.Round(time.Millisecond), echoes)
+		case gap > maxGap:
+			t.Errorf("%s: %s flow %s (from %s) paused for %v (more than %v)", what, f.proto, f.name, f.src, gap.Round(time.Millisecond), maxGap)
+		}
+	}
+	return worst
+}
+
+// exactlyOnce sends count numbered datagrams from every client address
+// to the sink and checks each arrived exactly once (dupOK: at least once,
+// for a partition, where duplicates are the design).
+func exactlyOnce(t *testing.T, cl *netns.Cluster, sink *udpSink, what string, count int, dupOK bool) {
+	t.Helper()
+	sink.reset()
+	for _, src := range cl.Clients4 {
+		c, err := cl.Client.Dial("udp", src, netip.AddrPortFrom(cl.Server4, mbSink), time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := make([]byte, 12)
+		for i := 0; i < count; i++ {
+			copy(msg[:4], src.AsSlice())
+			binary.BigEndian.PutUint64(msg[4:], uint64(i))
+			c.Write(msg)
+			if i%10 == 9 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		c.Close()
+	}
+	time.Sleep(300 * time.Millisecond)
+	lost, dup := sink.check(cl.Clients4, count)
+	if lost != 0 || (!dupOK && dup != 0) {
+		t.Errorf("%s: of %d datagrams from %d sources, %d lost and %d duplicated; want every one exactly once%s", what,
+			count*len(cl.Clients4), len(cl.Clients4), lost, dup, map[bool]string{true: " or more (partition)"}[dupOK])
+	} else {
+		t.Logf("%s: %d datagrams from %d sources: %d lost, %d duplicated", what, count*len(cl.Clients4), len(cl.Clients4), lost, dup)
+	}
+}
+
+// udpSink counts datagrams by (source, sequence number).
+type udpSink struct {
+	mu   sync.Mutex
+	seen map[[12]byte]int
+	c    *net.UDPConn
+}
+
+func newSink(t *testing.T, cl *netns.Cluster) *udpSink {
+	c, err := cl.Server.ListenUDP(netip.AddrPortFrom(cl.Server4, mbSink))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &udpSink{seen: map[[12]byte]int{}, c: c}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			if n == 12 {
+				s.mu.Lock()
+				s.seen[[12]byte(buf[:12])]++
+				s.mu.Unlock()
+			}
+		}
+	}()
+	return s
+}
+
+func (s *udpSink) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.seen)
+}
+
+func (s *udpSink) check(srcs []netip.Addr, count int) (lost, dup int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var k [12]byte
+	for _, src := range srcs {
+		copy(k[:4], src.AsSlice())
+		for i := 0; i < count; i++ {
+			binary.BigEndian.PutUint64(k[4:], uint64(i))
+			switch n := s.seen[k]; {
+			case n == 0:
+				lost++
+			case n > 1:
+				dup += n - 1
+			}
+		}
+	}
+	return lost, dup
+}
+
+// settled reports whether the running nodes agree that each bucket is
+// served by exactly one node, and serve accordingly; want, if not nil,
+// names the server (1-based node) each bucket must have.
+func settled(nodes []*mbNode, running []bool, want map[int]int) error {
+	served := make([]int, mbTotal)
+	for i, n := range nodes {
+		if !running[i] {
+			continue
+		}
+		st, err := n.status()
+		if err != nil {
+			return fmt.Errorf("node%d: %w", i+1, err)
+		}
+		m := st.Membership
+		if m == nil || !m.Ready {
+			return fmt.Errorf("node%d not ready (%+v)", i+1, m)
+		}
+		for b, servers := range m.Buckets {
+			if len(servers) != 1 {
+				return fmt.Errorf("node%d's view: bucket %d served by %v", i+1, b+1, servers)
+			}
+			if w, ok := want[b]; ok && servers[0] != fmt.Sprintf("node%d", w) {
+				return fmt.Errorf("node%d's view: bucket %d served by %v, want node%d", i+1, b+1, servers, w)
+			}
+		}
+		mask, err := cluster.ParseNumber(st.NodeMask)
+		if err != nil {
+			return fmt.Errorf("node%d: mask %q: %w", i+1, st.NodeMask, err)
+		}
+		match := cluster.Match{TotalNodes: mbTotal, NodeMask: uint32(mask), Invert: st.Invert}
+		for b := 0; b < mbTotal; b++ {
+			if match.OwnsNode(b) {
+				served[b]++
+			}
+		}
+	}
+	for b, n := range served {
+		if n != 1 {
+			return fmt.Errorf("bucket %d: %d dataplanes serve it", b+1, n)
+		}
+	}
+	return nil
+}
+
+// waitSettled waits until settled holds and returns how long it took.
+func waitSettled(t *testing.T, what string, nodes []*mbNode, running []bool, want map[int]int, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var err error
+	for time.Since(start) < timeout {
+		if err = settled(nodes, running, want); err == nil {
+			return time.Since(start)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i, n := range nodes {
+		if running[i] {
+			t.Logf("node%d log:\n%s", i+1, n.p.logs())
+		}
+	}
+	t.Fatalf("%s: not settled within %v: %v", what, timeout, err)
+	return 0
+}
+
+// TestMembershipFailoverFailback is issue 16's proof.
+func TestMembershipFailoverFailback(t *testing.T) {
+	nstest.Require(t)
+	bin := buildBinary(t)
+	cl := nstest.Cluster(t, "xc-mb", netns.ClusterOptions{Nodes: 3, Clients4: 24, Clients6: 1})
+	nstest.Echo(t, cl.Server, fmt.Sprintf("%s:%d", cl.Server4, mbTCPPort), fmt.Sprintf("%s:%d", cl.Server4, mbUDPPort))
+	sink := newSink(t, cl)
+	secret := filepath.Join(t.TempDir(), "cluster.key")
+	if err := os.WriteFile(secret, []byte("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var nodes []*mbNode
+	for i := range cl.Nodes {
+		cfg, sock := mbConfig(t, cl, t.TempDir(), i, secret)
+		nodes = append(nodes, &mbNode{i: i, ns: cl.Nodes[i], cfg: cfg, sock: sock, bin: bin, secretFile: secret})
+	}
+	for _, n := range nodes {
+		n.start(t)
+	}
+	running := []bool{true, true, true}
+	home := map[int]int{}
+	for b := 0; b < mbTotal; b++ {
+		home[b] = b/2 + 1
+	}
+	took := waitSettled(t, "start", nodes, running, home, 20*time.Second)
+	t.Logf("cold start: settled %v after the daemons were started", took.Round(time.Millisecond))
+
+	m := cluster.Match{TotalNodes: mbTotal, Seed: mbSeed}
+	owned := map[int]int{}
+	var flows []*mbFlow
+	for _, src := range cl.Clients4 {
+		owned[m.Node(src)/2+1]++
+		flows = append(flows, startFlow(t, cl, "tcp", src, "old-tcp-"+src.String()), startFlow(t, cl, "udp", src, "old-udp-"+src.String()))
+	}
+	if owned[1] == 0 || owned[2] == 0 || owned[3] == 0 {
+		t.Fatalf("client addresses by owner node %v: want every node to own some", owned)
+	}
+	time.Sleep(time.Second)
+	checkFlows(t, "before the failure", flows, time.Second, time.Second)
+	exactlyOnce(t, cl, sink, "before the failure", 50, false)
+
+	// Kill -9 node 2: its buckets fall to the survivors, spread.
+	killed := time.Now()
+	nodes[1].p.cmd.Process.Kill()
+	nodes[1].p.wait(t, 5*time.Second)
+	running[1] = false
+	waitSettled(t, "after node 2 was killed", nodes, running, nil, 10*time.Second)
+	takeover := time.Since(killed)
+	t.Logf("kill -9 node 2: its buckets served by the survivors %v after the kill (detection + takeover)", takeover.Round(time.Millisecond))
+	st1, _ := nodes[0].status()
+	st3, _ := nodes[2].status()
+	t.Logf("survivors serve: node1 %s, node3 %s", st1.Match, st3.Match)
+	time.Sleep(3 * time.Second)
+	gap := checkFlows(t, "after the kill", flows, 3*time.Second, 2*time.Second)
+	t.Logf("kill -9 node 2: longest pause of any flow %v", gap.Round(time.Millisecond))
+	exactlyOnce(t, cl, sink, "node 2 down", 50, false)
+
+	// During the outage, new long-lived connections, to node 2's share too.
+	var during []*mbFlow
+	for _, src := range cl.Clients4 {
+		during = append(during, startFlow(t, cl, "tcp", src, "new-tcp-"+src.String()), startFlow(t, cl, "udp", src, "new-udp-"+src.String()))
+	}
+	time.Sleep(time.Second)
+	flows = append(flows, during...)
+	checkFlows(t, "opened during the outage", during, time.Second, time.Second)
+
+	// Node 2 comes back: it resyncs, becomes ready, takes its buckets back;
+	// every connection, old and new, goes on.
+	nodes[1].start(t)
+	running[1] = true
+	back := waitSettled(t, "after node 2 restarted", nodes, running, home, 30*time.Second)
+	t.Logf("restart of node 2: home buckets back %v after the start (start, join, resync, ready, hand-back)", back.Round(time.Millisecond))
+	nodes[1].p.waitLog(t, "state resync done", time.Second)
+	time.Sleep(3 * time.Second)
+	gap = checkFlows(t, "after node 2 took its buckets back", flows, 3*time.Second, 2*time.Second)
+	t.Logf("failback: longest pause of any flow %v (restart at +0, settled at +%v)", gap.Round(time.Millisecond), back.Round(time.Millisecond))
+	exactlyOnce(t, cl, sink, "after failback", 50, false)
+	st2, err := nodes[1].status()
+	if err != nil || st2.Membership == nil || st2.Membership.Resync.LastRecords == 0 {
+		t.Errorf("node 2's status after its resync: %+v, %v", st2.Membership, err)
+	} else {
+		r := st2.Membership.Resync
+		t.Logf("node 2's resync: %d connections, %d bytes in %v from %s", r.LastRecords, r.LastBytes, r.LastDuration, r.LastPeer)
+	}
+
+	// A partition of the management network: node 3 alone. Each side
+	// serves what it cannot see served: duplicates, no losses.
+	nstest.Run(t, cl.Switch, "ip", "link", "set", cl.MgmtPort(2), "down")
+	time.Sleep(3 * time.Second)
+	exactlyOnce(t, cl, sink, "during the partition", 50, true)
+	checkFlows(t, "during the partition", flows, 3*time.Second, 2*time.Second)
+	nstest.Run(t, cl.Switch, "ip", "link", "set", cl.MgmtPort(2), "up")
+	healed := waitSettled(t, "after the partition healed", nodes, running, home, 30*time.Second)
+	t.Logf("partition healed: settled %v after the link came back", healed.Round(time.Millisecond))
+	time.Sleep(time.Second)
+	exactlyOnce(t, cl, sink, "after the partition", 50, false)
+	checkFlows(t, "after the partition", flows, 3*time.Second, 2*time.Second)
+
+	// Health: node 1's front link goes down; it announces itself not ready
+	// and its buckets are served by the others until it comes back.
+	nstest.Run(t, cl.Nodes[0], "ip", "link", "set", "front", "down")
+	waitSettled(t, "node 1's link down", nodes, []bool{false, true, true}, nil, 10*time.Second)
+	st, err := nodes[0].status()
+	if err != nil || st.Membership == nil || st.Membership.Ready || !strings.Contains(st.Membership.Reason, "front") {
+		t.Errorf("node 1 with its front link down: %+v, %v", st.Membership, err)
+	}
+	nstest.Run(t, cl.Nodes[0], "ip", "link", "set", "front", "up")
+	waitSettled(t, "node 1's link up", nodes, running, home, 10*time.Second)
+
+	for _, f := range flows {
+		f.halt()
+	}
+	for _, f := range flows {
+		if err, _, _, echoes := f.state(); err != nil && !errors.Is(err, net.ErrClosed) || echoes == 0 {
+			if err != nil && strings.Contains(err.Error(), "use of closed") {
+				continue
+			}
+			t.Errorf("%s flow %s: %v, %d echoes", f.proto, f.name, err, echoes)
+		}
+	}
+	if t.Failed() {
+		for i, n := range nodes {
+			t.Logf("node%d log:\n%s", i+1, n.p.logs())
+		}
+	}
+}

@@ -1,0 +1,544 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/config"
+	"github.com/xdpcluster/xdpcluster/conntrack"
+	"github.com/xdpcluster/xdpcluster/membership"
+	"github.com/xdpcluster/xdpcluster/resync"
+)
+
+// The self-managing cluster (config's membership section): the daemon
+// gossips with its peers on the management network (package
+// membership), serves the buckets the shared assignment gives it (its home
+// share while it is ready, a failed peer's buckets as they fall to it) and,
+// when it starts, pulls the connection table from a ready peer (package
+// resync) before it announces itself ready, so that peers hand its home
+// buckets back only once it can carry every connection in them.
+//
+// Start order: the dataplane first (from then on it tracks every new
+// connection), then the resync server and the gossip, joined not ready;
+// then the pull, the merge, and only then Ready. A node that finds no
+// ready peer (the cluster's first node, or all starting together) has
+// nothing to pull and is ready at once.
+
+// resyncer is what a role with a connection table offers the resync: its
+// table's records out, a peer's records in.
+type resyncer interface {
+	ExportConnections(emit func(recs []byte) error) (int, error)
+	MergeConnections(recs []byte) (conntrack.MergeStats, error)
+	MaxConnections() int
+	Connections() int
+}
+
+// healthEvery is how often a member checks its dataplane's health (and
+// announces a change of readiness).
+const healthEvery = 500 * time.Millisecond
+
+// mship is the daemon's membership: the gossip node, the resync server and
+// what the node last applied.
+type mship struct {
+	d      *Daemon
+	cfg    config.MembershipSettings
+	log    *slog.Logger
+	params conntrack.SnapshotParams
+	node   *membership.Node
+	srv    *resync.Server
+	done   chan struct{}
+	kick   chan struct{} // a new view to apply (see changed)
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	base     cluster.Match // total, seed, hash of the cluster (mask and invert unused)
+	home     uint32        // home buckets (bit b: 0-based bucket b)
+	resynced bool          // the pull is done (or there was nothing to pull)
+	healthy  error         // the dataplane's health at the last check
+	meta     membership.Meta
+	view     membership.View
+	applied  uint32 // the buckets the dataplane serves now
+	stats    resyncStats
+}
+
+// resyncStats are the node's resync counters, for metrics and status.
+type resyncStats struct {
+	Pulls        uint64               `json:"pulls"`
+	PullErrors   uint64               `json:"pull_errors"`
+	Served       uint64               `json:"served"`
+	ServeErrors  uint64               `json:"serve_errors"`
+	LastRecords  int                  `json:"last_connections"`
+	LastBytes    int64                `json:"last_bytes"`
+	LastDuration time.Duration        `json:"last_duration_ns"`
+	LastPeer     string               `json:"last_peer,omitempty"`
+	LastMerge    conntrack.MergeStats `json:"last_merge"`
+	LastError    string               `json:"last_error,omitempty"`
+}
+
+// homeBuckets returns the buckets (bit b: 0-based bucket b) match m
+// serves, with its invert flag applied.
+func homeBuckets(m cluster.Match) uint32 {
+	all := uint32(uint64(1)<<m.TotalNodes - 1)
+	if m.Invert {
+		return ^m.NodeMask & all
+	}
+	return m.NodeMask & all
+}
+
+// serving is the match that makes the dataplane serve exactly buckets
+// (bit b: 0-based bucket b) of base's cluster. Serving nothing is written
+// as every bucket inverted, since a match's mask cannot be zero.
+func serving(base cluster.Match, buckets uint32) cluster.Match {
+	m := base
+	if buckets == 0 {
+		m.NodeMask, m.Invert = uint32(uint64(1)<<base.TotalNodes-1), true
+		return m
+	}
+	m.NodeMask, m.Invert = buckets, false
+	return m
+}
+
+// bucketList names buckets as 1-based node numbers (as ctl and the
+// configuration do).
+func bucketList(buckets uint32) []int {
+	out := []int{}
+	for b := 0; b < cluster.MaxNodes; b++ {
+		if buckets>>b&1 == 1 {
+			out = append(out, b+1)
+		}
+	}
+	return out
+}
+
+// startMembership starts the resync server and the gossip, then, in the
+// background, the pull and the health checks. Call it once the dataplane
+// runs, with d.mu held.
+func (d *Daemon) startMembership() error {
+	cfg := d.cfg.Membership
+	m := d.eng.Match()
+	ms := &mship{d: d, cfg: *cfg, log: d.log.With("component", "membership"), done: make(chan struct{}), kick: make(chan struct{}, 1),
+		params: conntrack.SnapshotParams{TotalNodes: m.TotalNodes, Seed: m.Seed, Hash: uint8(m.Hash)},
+		base:   m, home: homeBuckets(m), healthy: errors.New("starting")}
+	ms.applied = homeBuckets(m)
+	rs, canResync := d.eng.(resyncer)
+	var resyncAddr netip.AddrPort
+	if canResync {
+		ln, err := net.Listen("tcp", netip.AddrPortFrom(cfg.Bind.Addr(), cfg.Resync.Port()).String())
+		if err != nil {
+			return fmt.Errorf("membership.resync_port: listen on %s port %d: %w", cfg.Bind.Addr(), cfg.Resync.Port(), err)
+		}
+		ms.srv = &resync.Server{Secret: cfg.Secret, Params: ms.params, Export: rs.ExportConnections, Count: rs.Connections, Logger: ms.log,
+			Timeout: cfg.ResyncTimeout, OnPull: ms.served}
+		ms.wg.Add(1)
+		go func() {
+			defer ms.wg.Done()
+			ms.srv.Serve(ln)
+		}()
+		resyncAddr = cfg.Resync
+	} else {
+		ms.resynced = true // a stateless role has nothing to pull
+	}
+	ms.meta = membership.Meta{Home: ms.home, Total: m.TotalNodes, Seed: m.Seed, Hash: uint8(m.Hash),
+		Ready: false, Reason: "starting", Resync: resyncAddr}
+	node, err := membership.Start(membership.Config{Name: cfg.Name, Bind: cfg.Bind, Advertise: cfg.Advertise,
+		Join: cfg.Join, Secret: cfg.Secret, Meta: ms.meta, Logger: ms.log, OnChange: ms.changed})
+	if err != nil {
+		if ms.srv != nil {
+			ms.srv.Close()
+		}
+		ms.wg.Wait()
+		return fmt.Errorf("membership: %w", err)
+	}
+	ms.mu.Lock()
+	ms.node = node
+	ms.mu.Unlock()
+	d.mem = ms
+	ms.log.Info("joined the cluster's gossip", "name", cfg.Name, "bind", cfg.Bind.String(), "join", strings.Join(cfg.Join, ","),
+		"home", bucketList(ms.home), "resync", resyncAddr.String())
+	ms.wg.Add(2)
+	go func() {
+		defer ms.wg.Done()
+		ms.run(rs, canResync)
+	}()
+	go func() {
+		defer ms.wg.Done()
+		ms.applyViews()
+	}()
+	return nil
+}
+
+// run pulls the table (once) and then checks the dataplane's health until
+// stop, announcing every change of readiness.
+func (ms *mship) run(rs resyncer, canResync bool) {
+	// Let the join's state exchange settle, so that the view holds the
+	// ready peers the node can pull from.
+	if canResync {
+		ms.pull(rs)
+	}
+	tick := time.NewTicker(healthEvery)
+	defer tick.Stop()
+	for {
+		ms.checkHealth()
+		select {
+		case <-ms.done:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// pull fetches the connection table from a ready peer and merges it,
+// retrying (other peers, then again after a back-off) until it succeeds,
+// no ready peer is left (nothing to pull: the node is ready at once), or
+// the daemon stops.
+func (ms *mship) pull(rs resyncer) {
+	backoff := time.Second
+	for {
+		peers := ms.readyPeers()
+		if len(peers) == 0 {
+			ms.log.Info("no ready peer to pull the connection table from: ready without a resync")
+			ms.setResynced()
+			return
+		}
+		for _, p := range peers {
+			if ms.pullFrom(rs, p) == nil {
+				ms.setResynced()
+				return
+			}
+			select {
+			case <-ms.done:
+				return
+			default:
+			}
+		}
+		ms.log.Warn("state resync failed from every ready peer; staying not ready (peers serve this node's home buckets) and retrying", "in", backoff)
+		select {
+		case <-ms.done:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// readyPeers are the alive, ready, compatible peers that serve a resync,
+// by name.
+func (ms *mship) readyPeers() []membership.Member {
+	var out []membership.Member
+	for _, m := range ms.node.View().Members {
+		if !m.Self && m.State == membership.StateAlive && m.Compatible && m.Meta.Ready && m.Meta.Resync.IsValid() {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (ms *mship) pullFrom(rs resyncer, p membership.Member) error {
+	ctx, cancel := context.WithTimeout(context.Background(), ms.cfg.ResyncTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-ms.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	addr := p.Meta.Resync.String()
+	ms.log.Info("state resync: pulling the connection table", "peer", p.Name, "addr", addr)
+	var merged conntrack.MergeStats
+	st, err := resync.Pull(ctx, addr, resync.PullOptions{Secret: ms.cfg.Secret, Params: ms.params, MaxRecords: rs.MaxConnections(),
+		Merge: func(recs []byte) error {
+			s, err := rs.MergeConnections(recs)
+			merged.Add(s)
+			return err
+		},
+		Progress: func(s resync.Stats) {
+			ms.log.Info("state resync: progress", "peer", p.Name, "connections", s.Records, "bytes", s.Bytes, "elapsed", s.Duration.Round(time.Millisecond).String())
+		}})
+	ms.mu.Lock()
+	ms.stats.Pulls++
+	ms.stats.LastPeer, ms.stats.LastRecords, ms.stats.LastBytes, ms.stats.LastDuration, ms.stats.LastMerge = p.Name, st.Records, st.Bytes, st.Duration, merged
+	if err != nil {
+		ms.stats.PullErrors++
+		ms.stats.LastError = err.Error()
+	} else {
+		ms.stats.LastError = ""
+	}
+	ms.mu.Unlock()
+	if err != nil {
+		ms.log.Error("state resync failed", "peer", p.Name, "addr", addr, "error", err)
+		return err
+	}
+	ms.log.Info("state resync done", "peer", p.Name, "connections", st.Records, "bytes", st.Bytes, "duration", st.Duration.Round(time.Millisecond).String(),
+		"added", merged.Added, "replaced", merged.Replaced, "kept", merged.Kept, "expired", merged.Expired, "table_full", merged.Full)
+	return nil
+}
+
+// served counts the pulls peers made from this node.
+func (ms *mship) served(st resync.Stats, err error) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	ms.stats.Served++
+	if err != nil {
+		ms.stats.ServeErrors++
+	}
+}
+
+func (ms *mship) setResynced() {
+	ms.mu.Lock()
+	ms.resynced = true
+	ms.mu.Unlock()
+	ms.checkHealth()
+}
+
+// checkHealth announces the node ready when it has resynced and its
+// dataplane is healthy, and not ready (with the reason) otherwise.
+func (ms *mship) checkHealth() {
+	h := ms.d.engineHealth()
+	ms.mu.Lock()
+	ms.healthy = h
+	meta := ms.meta
+	switch {
+	case !ms.resynced:
+		meta.Ready, meta.Reason = false, "resyncing"
+	case h != nil:
+		meta.Ready, meta.Reason = false, truncate("dataplane: "+h.Error(), 64)
+	default:
+		meta.Ready, meta.Reason = true, ""
+	}
+	changed := meta != ms.meta
+	ms.meta = meta
+	node := ms.node
+	ms.mu.Unlock()
+	if !changed || node == nil {
+		return
+	}
+	if meta.Ready {
+		ms.log.Info("ready: announcing this node as serving")
+	} else {
+		ms.log.Warn("not ready: peers serve this node's buckets", "reason", meta.Reason)
+	}
+	if err := node.SetMeta(meta); err != nil {
+		ms.log.Error("announce readiness", "error", err)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// setHome changes the node's home share (a reload of local_node,
+// local_nodemask or invert).
+func (ms *mship) setHome(m cluster.Match) error {
+	ms.mu.Lock()
+	ms.home = homeBuckets(m)
+	ms.meta.Home = ms.home
+	meta := ms.meta
+	ms.mu.Unlock()
+	return ms.node.SetMeta(meta)
+}
+
+// changed takes a new view (package membership logs what changed among
+// the members) and has applyViews switch the dataplane (never from the gossip's own
+// goroutine, which may be inside SetMeta under the daemon's lock).
+func (ms *mship) changed(v membership.View) {
+	ms.mu.Lock()
+	ms.view = v
+	ms.mu.Unlock()
+	select {
+	case ms.kick <- struct{}{}:
+	default:
+	}
+}
+
+// applyViews applies the latest view each time changed kicks it, until
+// stop.
+func (ms *mship) applyViews() {
+	for {
+		select {
+		case <-ms.done:
+			return
+		case <-ms.kick:
+		}
+		ms.apply()
+	}
+}
+
+// apply switches the dataplane to the buckets the latest view's
+// assignment gives this node.
+func (ms *mship) apply() {
+	ms.mu.Lock()
+	v := ms.view
+	applied := ms.applied
+	base := ms.base
+	ms.mu.Unlock()
+	if v.Self == "" || v.Mask == applied {
+		return
+	}
+	if err := ms.d.setServing(serving(base, v.Mask)); err != nil {
+		ms.log.Error("apply bucket assignment", "serves", bucketList(v.Mask), "error", err)
+		return
+	}
+	ms.mu.Lock()
+	ms.applied = v.Mask
+	ms.mu.Unlock()
+	var who []string
+	for b := 0; b < int(base.TotalNodes); b++ {
+		who = append(who, fmt.Sprintf("%d=%s", b+1, strings.Join(v.Servers[b], "+")))
+	}
+	ms.log.Info("bucket assignment changed", "serves", bucketList(v.Mask), "was", bucketList(applied), "assignment", strings.Join(who, " "))
+}
+
+// stop leaves the gossip (peers take over at once) and stops the resync
+// server and the background work.
+func (ms *mship) stop() {
+	close(ms.done)
+	if err := ms.node.Leave(time.Second); err != nil {
+		ms.log.Warn("leave the cluster", "error", err)
+	}
+	if ms.srv != nil {
+		ms.srv.Close()
+	}
+	ms.wg.Wait()
+}
+
+// MemberStatus is one member in `ctl status`.
+type MemberStatus struct {
+	Name   string `json:"name"`
+	Addr   string `json:"addr"`
+	State  string `json:"state"`
+	Ready  bool   `json:"ready"`
+	Reason string `json:"reason,omitempty"`
+	Home   []int  `json:"home"`
+	Self   bool   `json:"self,omitempty"`
+	// Incompatible is set for a member with other cluster parameters
+	// (total nodes, seed, hash), which is left out of the assignment.
+	Incompatible bool `json:"incompatible,omitempty"`
+}
+
+// MembershipStatus is the membership part of `ctl status`.
+type MembershipStatus struct {
+	Name    string         `json:"name"`
+	Ready   bool           `json:"ready"`
+	Reason  string         `json:"reason,omitempty"`
+	Members []MemberStatus `json:"members"`
+	// Buckets lists, by bucket (1-based, as node numbers), the members
+	// that serve it.
+	Buckets [][]string  `json:"buckets"`
+	Resync  resyncStats `json:"resync"`
+}
+
+func (ms *mship) status() *MembershipStatus {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	v := ms.view
+	s := &MembershipStatus{Name: ms.cfg.Name, Ready: ms.meta.Ready, Reason: ms.meta.Reason, Resync: ms.stats}
+	for _, m := range v.Members {
+		s.Members = append(s.Members, MemberStatus{Name: m.Name, Addr: m.Addr.String(), State: string(m.State), Ready: m.Meta.Ready,
+			Reason: m.Meta.Reason, Home: bucketList(m.Meta.Home), Self: m.Self, Incompatible: !m.Compatible})
+	}
+	for b := 0; b < int(ms.base.TotalNodes); b++ {
+		s.Buckets = append(s.Buckets, slices.Clone(v.Servers[b]))
+	}
+	return s
+}
+
+// membershipCollector exports the membership's state.
+type membershipCollector struct{ ms *mship }
+
+var (
+	membersDesc       = prometheus.NewDesc("xdpcluster_members", "Members of the cluster's gossip this node knows, by state (alive, suspect, dead, left).", []string{"state"}, nil)
+	membersReadyDesc  = prometheus.NewDesc("xdpcluster_members_ready", "Members alive, compatible and ready (serving), as this node sees them.", nil, nil)
+	readyDesc         = prometheus.NewDesc("xdpcluster_ready", "1 when this node is ready (dataplane healthy, connection table resynced) and announces itself serving.", nil, nil)
+	bucketServersDesc = prometheus.NewDesc("xdpcluster_bucket_servers", "How many members serve each bucket (1-based), by this node's view of the assignment: 1 when settled, 0 is a loss, 2 or more duplicates.", []string{"bucket"}, nil)
+	resyncPullsDesc   = prometheus.NewDesc("xdpcluster_resync_pulls_total", "Connection-table pulls this node made from a peer, by result (ok, error).", []string{"result"}, nil)
+	resyncServedDesc  = prometheus.NewDesc("xdpcluster_resync_served_total", "Connection-table pulls peers made from this node, by result (ok, error).", []string{"result"}, nil)
+	resyncConnsDesc   = prometheus.NewDesc("xdpcluster_resync_last_connections", "Connections received in this node's last pull.", nil, nil)
+	resyncBytesDesc   = prometheus.NewDesc("xdpcluster_resync_last_bytes", "Bytes (records, before encryption) received in this node's last pull.", nil, nil)
+	resyncSecsDesc    = prometheus.NewDesc("xdpcluster_resync_last_duration_seconds", "Duration of this node's last pull.", nil, nil)
+)
+
+func (c membershipCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{membersDesc, membersReadyDesc, readyDesc, bucketServersDesc,
+		resyncPullsDesc, resyncServedDesc, resyncConnsDesc, resyncBytesDesc, resyncSecsDesc} {
+		ch <- d
+	}
+}
+
+func (c membershipCollector) Collect(ch chan<- prometheus.Metric) {
+	ms := c.ms
+	ms.mu.Lock()
+	v, meta, st, total := ms.view, ms.meta, ms.stats, ms.base.TotalNodes
+	ms.mu.Unlock()
+	states := map[membership.State]int{membership.StateAlive: 0, membership.StateSuspect: 0, membership.StateDead: 0, membership.StateLeft: 0}
+	ready := 0
+	for _, m := range v.Members {
+		states[m.State]++
+		if m.State == membership.StateAlive && m.Compatible && m.Meta.Ready {
+			ready++
+		}
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	for s, n := range states {
+		gauge(membersDesc, float64(n), string(s))
+	}
+	gauge(membersReadyDesc, float64(ready))
+	gauge(readyDesc, b2f(meta.Ready))
+	for b := 0; b < int(total); b++ {
+		gauge(bucketServersDesc, float64(len(v.Servers[b])), fmt.Sprint(b+1))
+	}
+	counter(resyncPullsDesc, st.Pulls-st.PullErrors, "ok")
+	counter(resyncPullsDesc, st.PullErrors, "error")
+	counter(resyncServedDesc, st.Served-st.ServeErrors, "ok")
+	counter(resyncServedDesc, st.ServeErrors, "error")
+	gauge(resyncConnsDesc, float64(st.LastRecords))
+	gauge(resyncBytesDesc, float64(st.LastBytes))
+	gauge(resyncSecsDesc, st.LastDuration.Seconds())
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// servedCollector exports which buckets the dataplane serves, with or
+// without membership (ctl takeover and release change it too).
+type servedCollector struct{ d *Daemon }
+
+var bucketServedDesc = prometheus.NewDesc("xdpcluster_bucket_served", "1 for each bucket (1-based, as node numbers) this node's dataplane serves now, else 0.", []string{"bucket"}, nil)
+
+func (c servedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- bucketServedDesc }
+
+func (c servedCollector) Collect(ch chan<- prometheus.Metric) {
+	c.d.mu.Lock()
+	eng := c.d.eng
+	c.d.mu.Unlock()
+	if eng == nil {
+		return
+	}
+	m := eng.Match()
+	for b := 0; b < int(m.TotalNodes); b++ {
+		ch <- prometheus.MustNewConstMetric(bucketServedDesc, prometheus.GaugeValue, b2f(m.OwnsNode(b)), fmt.Sprint(b+1))
+	}
+}
