@@ -400,6 +400,13 @@ func waitSettled(t *testing.T, what string, nodes []*mbNode, running []bool, wan
 	return 0
 }
 
+func bitsSet(x uint32) (n int) {
+	for ; x != 0; x &= x - 1 {
+		n++
+	}
+	return n
+}
+
 // TestMembershipFailoverFailback is issue 16's proof.
 func TestMembershipFailoverFailback(t *testing.T) {
 	nstest.Require(t)
@@ -449,9 +456,27 @@ func TestMembershipFailoverFailback(t *testing.T) {
 	waitSettled(t, "after node 2 was killed", nodes, running, nil, 10*time.Second)
 	takeover := time.Since(killed)
 	t.Logf("kill -9 node 2: its buckets served by the survivors %v after the kill (detection + takeover)", takeover.Round(time.Millisecond))
-	st1, _ := nodes[0].status()
-	st3, _ := nodes[2].status()
-	t.Logf("survivors serve: node1 %s, node3 %s", st1.Match, st3.Match)
+	// Spread: each survivor took one of node 2's two buckets.
+	for _, i := range []int{0, 2} {
+		st, err := nodes[i].status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mask, _ := cluster.ParseNumber(st.NodeMask)
+		if st.Invert || uint32(mask)&mbHome(i) != mbHome(i) || bitsSet(uint32(mask)&mbHome(1)) != 1 {
+			t.Errorf("node%d after node 2's failure serves mask %s (invert %v): want its home %#x and one of node 2's buckets %#x", i+1, st.NodeMask, st.Invert, mbHome(i), mbHome(1))
+		}
+	}
+	// Under membership the mask is the assignment's: manual changes are refused.
+	if _, err := daemon.NewClient(nodes[0].sock).Do("POST", "/takeover?node=3"); err == nil || !strings.Contains(err.Error(), "membership section manages") {
+		t.Errorf("ctl takeover under membership: %v", err)
+	}
+	out, errOut, code := runCmd("", "ctl", "--socket", nodes[0].sock, "status")
+	for _, want := range []string{"membership:  node1 (ready)", "MEMBER", "node2", "dead", "BUCKET", "SERVED BY"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("ctl status lacks %q (exit %d):\n%s%s", want, code, out, errOut)
+		}
+	}
 	time.Sleep(3 * time.Second)
 	gap := checkFlows(t, "after the kill", flows, 3*time.Second, 2*time.Second)
 	t.Logf("kill -9 node 2: longest pause of any flow %v", gap.Round(time.Millisecond))
