@@ -16,7 +16,7 @@ const BatchSize = 64
 // cache misses overlap instead of following one another. len(out) must be
 // at least len(ps); batches above BatchSize are handled in chunks.
 func (t *Table) TrackBatch(ps []*packet.Parsed, now int64, out []Result) {
-	t.trackBatch(ps, now, out, false)
+	t.trackBatch(ps, now, out, AdmitAll)
 }
 
 // TrackBatchExisting is TrackBatch for packets that may not open
@@ -26,10 +26,20 @@ func (t *Table) TrackBatch(ps []*packet.Parsed, now int64, out []Result) {
 // with reason NewRefused. Like `-i IF -m conntrack --ctstate NEW -j DROP`
 // in front of the cluster rules, except that nothing is created at all.
 func (t *Table) TrackBatchExisting(ps []*packet.Parsed, now int64, out []Result) {
-	t.trackBatch(ps, now, out, true)
+	t.trackBatch(ps, now, out, 0)
 }
 
-func (t *Table) trackBatch(ps []*packet.Parsed, now int64, out []Result, noNew bool) {
+// TrackBatchAdmit is TrackBatch for packets that may create only the
+// connections a says (see Admission): TrackBatch is TrackBatchAdmit with
+// AdmitAll, TrackBatchExisting with 0. A packet that would create a
+// connection it may not creates none and is INVALID with reason
+// NewRefused.
+func (t *Table) TrackBatchAdmit(ps []*packet.Parsed, now int64, out []Result, a Admission) {
+	t.trackBatch(ps, now, out, a)
+}
+
+func (t *Table) trackBatch(ps []*packet.Parsed, now int64, out []Result, a Admission) {
+	refuse := AdmitAll &^ a
 	for len(ps) > 0 {
 		n := min(len(ps), BatchSize)
 		// Hash first, then touch in a tight loop: the fewer instructions
@@ -38,7 +48,7 @@ func (t *Table) trackBatch(ps []*packet.Parsed, now int64, out []Result, noNew b
 		for i, p := range ps[:n] {
 			if simple(p) {
 				t.setFlow(&fs[i], &p.Tuple, p.HasPorts)
-				fs[i].noNew = noNew
+				fs[i].refuse = refuse
 			}
 		}
 		var sink uint64

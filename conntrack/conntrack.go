@@ -84,7 +84,9 @@ const (
 	// Not an IP packet
 	NotIP // not_ip
 	// Would open a connection, but arrived where new connections are
-	// refused (TrackBatchExisting): only packets of known connections pass
+	// refused (TrackBatchExisting): only packets of known connections pass;
+	// or a SYN/ACK that would record a connection whose originator's side
+	// refuses them (TrackBatchAdmit without AdmitAnswer)
 	NewRefused // new_refused
 
 	// NumReasons is the number of reasons (untyped: not a Reason).
@@ -155,6 +157,7 @@ type Stats struct {
 	TableFull   uint64 // new connections refused: nothing evictable
 	Reopened    uint64 // TCP connections reopened by a SYN in TIME_WAIT/CLOSE
 	Reset       uint64 // TCP connections deleted by a RST before any reply (a refused SYN)
+	PickedUp    uint64 // TCP connections recorded from the server's SYN/ACK, their SYN not seen yet (counted in Inserts too)
 	Fragments   int    // datagrams in the fragment table now
 	FragEvicted uint64 // fragment records dropped to make room
 }
@@ -174,6 +177,7 @@ type shard struct {
 	full     uint64
 	reopened uint64
 	reset    uint64
+	pickedUp uint64
 	fragEv   uint64
 	// forgets are removals from the fast path queued under the lock
 	// (forgetLater), made by Expire after unlocking; spare is the other
@@ -203,7 +207,7 @@ type flow struct {
 	k      key
 	h      uint64
 	srcIsA bool
-	noNew  bool // refuse to open a connection (TrackBatchExisting)
+	refuse Admission // what the packet may not create (TrackBatchAdmit)
 }
 
 // setFlow computes a flow in place (no copy of the key).
@@ -386,7 +390,7 @@ func stateOf(e *entry) State {
 // no room. offload: install it in the fast path (OffloadInstall in r).
 func (t *Table) create(sh *shard, f *flow, state uint8, timeout, now int64, offload bool, r *Result) {
 	k, h := &f.k, f.h
-	if f.noNew {
+	if f.refuse&AdmitOpen != 0 {
 		*r = Result{Reason: NewRefused}
 		return
 	}
@@ -466,6 +470,7 @@ func (t *Table) Stats() Stats {
 		s.TableFull += sh.full
 		s.Reopened += sh.reopened
 		s.Reset += sh.reset
+		s.PickedUp += sh.pickedUp
 		s.FragEvicted += sh.fragEv
 		sh.mu.Unlock()
 	}

@@ -241,6 +241,9 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 	switch {
 	case idx == tcpSyn:
 		state = TCPSynSent
+	case idx == tcpSynAck:
+		t.pickUpSynAck(sh, f, now, r)
+		return
 	case idx == tcpAck && t.cfg.TCPLoose:
 		state = TCPEstablished
 	default:
@@ -248,6 +251,98 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 		return
 	}
 	t.create(sh, f, uint8(state), t.tmo[state], now, false, r)
+}
+
+// Admission says which connections the packets of a batch may create
+// (TrackBatchAdmit). The dataplane derives it from its interfaces'
+// new_connections policies.
+type Admission uint8
+
+// Admissions.
+const (
+	// AdmitOpen: a packet that opens a connection (a TCP SYN, a first
+	// datagram, an ICMP query, a mid-stream TCP packet with loose pickup)
+	// creates it, with the packet's source as the original source.
+	AdmitOpen Admission = 1 << iota
+	// AdmitAnswer: a TCP SYN/ACK of a connection whose SYN was not seen
+	// records it, with the packet's destination as the original source
+	// (pickUpSynAck). Its originator is on the far side of the packet: an
+	// interface admits answers when the side its SYN/ACKs go to admits
+	// new connections.
+	AdmitAnswer
+	// AdmitAll is TrackBatch's: everything.
+	AdmitAll = AdmitOpen | AdmitAnswer
+)
+
+// pickUpSynAck records the connection a SYN/ACK answers when its SYN has
+// not been seen (sh locked, no entry for the flow), and sets r.
+//
+// Every node tracks every connection, owned or not, and drains its
+// interfaces independently, so a node can see the server's SYN/ACK before
+// the client's SYN. The kernel classes such a SYN/ACK INVALID and records
+// nothing (tcp_new accepts only a SYN, or with loose pickup a mid-stream
+// packet); a node doing the same would never see the connection
+// ESTABLISHED, and if it later took over the connection's bucket it would
+// drop it. A SYN/ACK is unambiguous about direction: its destination
+// opened the connection. So the connection is recorded from it, oriented
+// and tagged exactly as if the SYN had been seen (the original source is
+// the SYN/ACK's destination, Config.Tag's bucket is the client's), in
+// the state the kernel reaches after SYN and SYN/ACK: SYN_RECV with a
+// reply seen, and SYN_RECV's short timeout (60 s by default), so a SYN/ACK
+// of a connection never opened (spoofed, or its SYN lost before it
+// reached the server) costs an entry for that long, like an unanswered
+// SYN, and is then expired (Stats: one Insert, one PickedUp, one Expired).
+//
+// Verdicts: the SYN/ACK itself is ESTABLISHED in the reply direction with
+// the client's address and tag, the Result it would have had after the
+// SYN. The cluster verdict (owned or foreign) follows from the tag as for
+// every packet: the owner of the client's bucket forwards it, every other
+// node counts it foreign; only tracking changes, not which node carries a
+// connection. The packets that follow are classed by the kernel's table
+// as usual: the client's ACK (or first data) makes the connection
+// ESTABLISHED (and assured); the server's data before that is accepted
+// and leaves it SYN_RECV, as in the kernel; the client's SYN arriving
+// late is an original-direction SYN in SYN_RECV, which the kernel's table
+// ignores like a retransmitted SYN: classed ESTABLISHED (a reply has been
+// seen), state and timeout unchanged, never INVALID, so an owner forwards
+// it as it forwards any retransmitted SYN. A retransmitted SYN/ACK is
+// ignored the same way.
+//
+// This applies with loose pickup on too (the kernel, loose or not, never
+// picks up a SYN/ACK): without it, the server's first data segment after
+// the SYN/ACK would be picked up with the server as original source.
+//
+// A SYN/ACK refused by its flow's Admission (AdmitAnswer not given: the
+// originator's side refuses new connections) creates nothing and is
+// INVALID with reason NewRefused; its connection is then tracked only if
+// the client's SYN arrives where it may open it. The fast path is not
+// involved: the entry is not ESTABLISHED yet.
+func (t *Table) pickUpSynAck(sh *shard, f *flow, now int64, r *Result) {
+	k, h := &f.k, f.h
+	if f.refuse&AdmitAnswer != 0 {
+		*r = Result{Reason: NewRefused}
+		return
+	}
+	if sh.n >= sh.limit && !sh.earlyDrop(t, h, now) {
+		sh.full++
+		*r = Result{Reason: TableFull}
+		return
+	}
+	// The packet's destination is the original source; the packet itself
+	// is the reply (the last packet seen, in the reply direction).
+	e := entry{expires: now + t.tmo[TCPSynRecv], state: uint8(TCPSynRecv), flags: flagSeenReply | flagLastReply}
+	orig := k.addr(0)
+	if f.srcIsA {
+		orig = k.addr(1)
+	} else {
+		e.flags |= flagOrigA
+	}
+	if t.cfg.Tag != nil {
+		e.tag = t.cfg.Tag(k.family(), orig)
+	}
+	sh.inserts++
+	sh.pickedUp++
+	setResult(r, k, sh.put(k, h, e), Reply, Established, OffloadNone)
 }
 
 // tcpEnd is the sequence number just past a segment: its sequence
