@@ -1,0 +1,341 @@
+package conntrack
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/xdpcluster/xdpcluster/packet"
+)
+
+// A node that does not own a connection drains its interfaces
+// independently, so it may see the handshake's packets in any order; the
+// tests here check that it still ends up with an entry it can carry after
+// a takeover (pickUpSynAck).
+
+// reorderTag is the tables' Config.Tag: a bucket from the original source.
+func reorderTag(_ packet.Family, orig [16]byte) uint8 { return orig[3]%7 + 1 }
+
+// seg is one packet of a handshake with its sequence numbers (the client's
+// ISN 1000, the server's 5000).
+type seg struct {
+	name     string
+	from     string
+	flags    uint8
+	seq, ack uint32
+}
+
+var (
+	segSyn    = seg{"SYN", c, SYN, 1000, 0}
+	segSynAck = seg{"SYN/ACK", s, SYN | ACK, 5000, 1001}
+	segAck    = seg{"ACK", c, ACK, 1001, 5001}
+	segCData  = seg{"client data", c, ACK | PSH, 1001, 5001}
+	segSData  = seg{"server data", s, ACK | PSH, 5001, 1011}
+)
+
+func (g seg) pkt(v6 bool) *packet.Parsed {
+	p := pkt(v6, g.from, packet.ProtoTCP, g.flags)
+	p.Seq, p.Ack = g.seq, g.ack
+	return p
+}
+
+// permutations returns every order of segs.
+func permutations(segs []seg) [][]seg {
+	if len(segs) <= 1 {
+		return [][]seg{append([]seg(nil), segs...)}
+	}
+	var out [][]seg
+	for i := range segs {
+		rest := append(append([]seg(nil), segs[:i]...), segs[i+1:]...)
+		for _, p := range permutations(rest) {
+			out = append(out, append([]seg{segs[i]}, p...))
+		}
+	}
+	return out
+}
+
+// TestReorderedHandshake plays a connection's handshake and first data
+// segments in every order (5! = 120) to a table, as a non-owner may see
+// them, and checks that whatever the order: every packet classed is
+// classed as the client's connection (original source, tag, direction);
+// exactly one entry was created; and data then flows both ways, with the
+// entry ESTABLISHED and assured, carrying the client's tag. With loose
+// pickup on, the orders starting with the server's data are left out:
+// loose pickup records that packet's connection the wrong way round
+// (Config.TCPLoose), whatever the SYN/ACK does.
+func TestReorderedHandshake(t *testing.T) {
+	orders := permutations([]seg{segSyn, segSynAck, segAck, segCData, segSData})
+	if len(orders) != 120 {
+		t.Fatalf("%d orders, want 120", len(orders))
+	}
+	for _, loose := range []bool{false, true} {
+		for _, v6 := range []bool{false, true} {
+			client := a16(pick(v6)[c])
+			wantTag := reorderTag(0, client)
+			played := 0
+			for _, order := range orders {
+				if loose && order[0] == segSData {
+					continue
+				}
+				played++
+				name := fmt.Sprintf("loose=%v/v6=%v/", loose, v6)
+				for _, g := range order {
+					name += g.name + ","
+				}
+				tb := newTable(t, Config{TCPLoose: loose, Tag: reorderTag})
+				now := int64(time.Hour)
+				check := func(step string, g seg, res Result, mustPass bool) {
+					t.Helper()
+					if res.State == Invalid {
+						if mustPass {
+							t.Fatalf("%s: %s %s: INVALID/%v, want it part of the connection", name, step, g.name, res.Reason)
+						}
+						return
+					}
+					wantDir := Original
+					if g.from == s {
+						wantDir = Reply
+					}
+					if res.Orig != client || res.Tag != wantTag || res.Dir != wantDir {
+						t.Fatalf("%s: %s %s: orig %v tag %d dir %v, want the client's connection (tag %d, dir %v)",
+							name, step, g.name, res.Orig, res.Tag, res.Dir, wantTag, wantDir)
+					}
+				}
+				for _, g := range order {
+					now += int64(time.Millisecond)
+					// A SYN/ACK, and anything after the SYN or the
+					// SYN/ACK but the client's ACK (and data) ahead of
+					// the SYN/ACK (the kernel's SYN_SENT refuses them), is
+					// part of the connection.
+					check("reordered", g, tb.Track(g.pkt(v6), now), g == segSynAck)
+				}
+				if st := tb.Stats(); st.Inserts != 1 || st.Entries != 1 {
+					t.Fatalf("%s: %d inserts, %d entries, want one connection", name, st.Inserts, st.Entries)
+				}
+				// The node takes the connection over: the data that
+				// follows flows both ways.
+				for _, g := range []seg{
+					{"client data", c, ACK | PSH, 1011, 5101},
+					{"server data", s, ACK | PSH, 5101, 1021},
+					{"client ACK", c, ACK, 1021, 5201},
+				} {
+					now += int64(time.Millisecond)
+					check("after", g, tb.Track(g.pkt(v6), now), true)
+				}
+				info, ok := tb.Get(segAck.pkt(v6).Tuple, now)
+				if !ok || info.TCPState != TCPEstablished || !info.Assured || info.Tag != wantTag || info.Orig != client {
+					t.Fatalf("%s: entry %+v (found %v), want ESTABLISHED, assured, the client's with tag %d", name, info, ok, wantTag)
+				}
+			}
+			want := 120
+			if loose {
+				want = 96
+			}
+			if played != want {
+				t.Fatalf("loose=%v: played %d orders, want %d", loose, played, want)
+			}
+		}
+	}
+}
+
+// TestSynAckPickup: what a SYN/ACK whose SYN was not seen records, and
+// what the late SYN, the client's ACK and a retransmitted SYN/ACK do to
+// it.
+func TestSynAckPickup(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("v6=%v", v6), func(t *testing.T) {
+			client := a16(pick(v6)[c])
+			tb := newTable(t, Config{Tag: reorderTag})
+			now := int64(time.Hour)
+			res := tb.Track(segSynAck.pkt(v6), now)
+			want := Result{State: Established, Dir: Reply, Family: fam(pick(v6)[c]), Tag: reorderTag(0, client), Orig: client}
+			if res != want {
+				t.Fatalf("SYN/ACK: %+v, want %+v", res, want)
+			}
+			tp := segSyn.pkt(v6).Tuple
+			info, ok := tb.Get(tp, now)
+			if !ok || info.TCPState != TCPSynRecv || !info.SeenReply || info.Assured || info.Expires != now+int64(60*time.Second) {
+				t.Fatalf("after the SYN/ACK: %+v (found %v), want SYN_RECV, replied, not assured, expiring in 60 s", info, ok)
+			}
+			if st := tb.Stats(); st.Inserts != 1 || st.PickedUp != 1 {
+				t.Fatalf("stats %+v, want 1 insert, 1 picked up", st)
+			}
+			// The late SYN is the connection's retransmitted SYN: part
+			// of it (ESTABLISHED: a reply was seen), and nothing changes.
+			later := now + int64(time.Second)
+			res = tb.Track(segSyn.pkt(v6), later)
+			if res.State != Established || res.Dir != Original || res.Orig != client || res.Tag != want.Tag {
+				t.Fatalf("late SYN: %+v, want ESTABLISHED, original direction, the client's", res)
+			}
+			if info2, _ := tb.Get(tp, later); info2.TCPState != TCPSynRecv || info2.Expires != info.Expires {
+				t.Fatalf("late SYN changed the entry: %+v, was %+v", info2, info)
+			}
+			// The server retransmits its SYN/ACK (answering the late
+			// SYN): still SYN_RECV.
+			if res = tb.Track(segSynAck.pkt(v6), later); res.State != Established || res.Dir != Reply {
+				t.Fatalf("retransmitted SYN/ACK: %+v", res)
+			}
+			if res = tb.Track(segAck.pkt(v6), later); res.State != Established || res.Dir != Original {
+				t.Fatalf("client's ACK: %+v", res)
+			}
+			if info, _ = tb.Get(tp, later); info.TCPState != TCPEstablished || !info.Assured || info.Expires != later+int64(5*24*time.Hour) {
+				t.Fatalf("after the ACK: %+v, want ESTABLISHED, assured", info)
+			}
+			if st := tb.Stats(); st.Inserts != 1 || st.PickedUp != 1 || st.Entries != 1 {
+				t.Fatalf("stats %+v, want one connection", st)
+			}
+		})
+	}
+}
+
+// TestSynAckNeverOpened: a SYN/ACK of a connection nobody goes on with
+// (no ACK follows) costs an entry for SYN_RECV's timeout, then expires;
+// the stats count one insert, one pick-up, one expiry.
+func TestSynAckNeverOpened(t *testing.T) {
+	for _, tmo := range []time.Duration{0, 5 * time.Second} {
+		t.Run(fmt.Sprint(tmo), func(t *testing.T) {
+			tb := newTable(t, Config{Timeouts: Timeouts{SynRecv: tmo}})
+			life := int64(tb.Config().Timeouts.SynRecv)
+			now := int64(time.Hour)
+			tb.Track(segSynAck.pkt(false), now)
+			if n := tb.Expire(now+life-1, numShards); n != 0 || tb.Len() != 1 {
+				t.Fatalf("before its timeout: %d expired, %d left", n, tb.Len())
+			}
+			if n := tb.Expire(now+life, numShards); n != 1 {
+				t.Fatalf("at its timeout: %d expired, want 1", n)
+			}
+			want := Stats{Inserts: 1, PickedUp: 1, Expired: 1}
+			if st := tb.Stats(); st != want {
+				t.Fatalf("stats %+v, want %+v", st, want)
+			}
+		})
+	}
+}
+
+// TestSynAckAdmission: a SYN/ACK creates its connection only when the
+// batch admits answers (its originator's side accepts new connections),
+// and a SYN only when it admits opening ones.
+func TestSynAckAdmission(t *testing.T) {
+	tests := []struct {
+		name      string
+		admit     Admission
+		first     seg
+		want      State
+		reason    Reason
+		pickedUp  uint64
+		wantEntry bool
+	}{
+		{"all, SYN/ACK", AdmitAll, segSynAck, Established, 0, 1, true},
+		{"answers only, SYN/ACK", AdmitAnswer, segSynAck, Established, 0, 1, true},
+		{"open only, SYN/ACK", AdmitOpen, segSynAck, Invalid, NewRefused, 0, false},
+		{"none (TrackBatchExisting), SYN/ACK", 0, segSynAck, Invalid, NewRefused, 0, false},
+		{"answers only, SYN", AdmitAnswer, segSyn, Invalid, NewRefused, 0, false},
+		{"open only, SYN", AdmitOpen, segSyn, New, 0, 0, true},
+	}
+	for _, v6 := range []bool{false, true} {
+		for _, tc := range tests {
+			t.Run(fmt.Sprintf("%s/v6=%v", tc.name, v6), func(t *testing.T) {
+				tb := newTable(t, Config{MaxEntries: 64})
+				out := make([]Result, 1)
+				p := tc.first.pkt(v6)
+				if tc.admit == 0 {
+					tb.TrackBatchExisting([]*packet.Parsed{p}, 1, out)
+				} else {
+					tb.TrackBatchAdmit([]*packet.Parsed{p}, 1, out, tc.admit)
+				}
+				if out[0].State != tc.want || out[0].Reason != tc.reason {
+					t.Fatalf("%v/%v, want %v/%v", out[0].State, out[0].Reason, tc.want, tc.reason)
+				}
+				if _, ok := tb.Get(p.Tuple, 1); ok != tc.wantEntry {
+					t.Fatalf("entry %v, want %v", ok, tc.wantEntry)
+				}
+				if st := tb.Stats(); st.PickedUp != tc.pickedUp {
+					t.Fatalf("picked up %d, want %d", st.PickedUp, tc.pickedUp)
+				}
+				if !tc.wantEntry {
+					return
+				}
+				// The connection's other packets pass on a side that
+				// admits nothing.
+				next := segAck
+				if tc.first == segSyn {
+					next = segSynAck
+				}
+				tb.TrackBatchExisting([]*packet.Parsed{next.pkt(v6)}, 2, out)
+				if out[0].State != Established || out[0].Orig != a16(pick(v6)[c]) {
+					t.Fatalf("%s on a side admitting nothing: %v/%v orig %v", next.name, out[0].State, out[0].Reason, out[0].Orig)
+				}
+			})
+		}
+	}
+}
+
+// TestSynAckPickupTableFull: a full table whose entries are all assured
+// refuses the SYN/ACK's connection as it refuses a SYN's.
+func TestSynAckPickupTableFull(t *testing.T) {
+	tb := newTable(t, Config{MaxEntries: numShards}) // one entry per shard
+	p := segSynAck.pkt(false)
+	var f flow
+	tb.setFlow(&f, &p.Tuple, true)
+	sh := tb.shardOf(f.h)
+	// Fill the SYN/ACK's shard with an assured connection on another port.
+	for port := uint16(1); ; port++ {
+		q := segSyn.pkt(false)
+		q.SrcPort = port
+		var g flow
+		tb.setFlow(&g, &q.Tuple, true)
+		if tb.shardOf(g.h) != sh {
+			continue
+		}
+		for _, h := range []seg{segSyn, segSynAck, segAck, segCData} {
+			x := h.pkt(false)
+			if h.from == c {
+				x.SrcPort = port
+			} else {
+				x.DstPort = port
+			}
+			tb.Track(x, 1)
+		}
+		break
+	}
+	if res := tb.Track(p, 2); res.State != Invalid || res.Reason != TableFull {
+		t.Fatalf("SYN/ACK into a full shard: %v/%v, want INVALID/table_full", res.State, res.Reason)
+	}
+	if st := tb.Stats(); st.PickedUp != 0 || st.TableFull != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestSynAckPickupAllocs: recording a connection from a SYN/ACK allocates
+// nothing (the previous one has expired by the next run: the same slot).
+func TestSynAckPickupAllocs(t *testing.T) {
+	tb := newTable(t, Config{Tag: reorderTag})
+	p := segSynAck.pkt(true)
+	now := int64(time.Hour)
+	tb.Track(p, now)
+	n := testing.AllocsPerRun(100, func() {
+		now += int64(61 * time.Second)
+		if res := tb.Track(p, now); res.State != Established {
+			t.Fatalf("SYN/ACK: %v", res.State)
+		}
+	})
+	if n != 0 {
+		t.Fatalf("%v allocations per SYN/ACK picked up, want 0", n)
+	}
+	if st := tb.Stats(); st.PickedUp < 100 {
+		t.Fatalf("picked up %d, want one per run", st.PickedUp)
+	}
+}
+
+// BenchmarkTrackSynAckPickup measures recording a connection from a
+// SYN/ACK (each one expired by the next).
+func BenchmarkTrackSynAckPickup(b *testing.B) {
+	tb := newTable(b, Config{Tag: reorderTag})
+	p := segSynAck.pkt(false)
+	now := int64(time.Hour)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		now += int64(61 * time.Second)
+		tb.Track(p, now)
+	}
+}
