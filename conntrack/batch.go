@@ -16,7 +16,7 @@ const BatchSize = 64
 // cache misses overlap instead of following one another. len(out) must be
 // at least len(ps); batches above BatchSize are handled in chunks.
 func (t *Table) TrackBatch(ps []*packet.Parsed, now int64, out []Result) {
-	t.trackBatch(ps, now, out, AdmitAll)
+	t.trackBatch(ps, now, out, false)
 }
 
 // TrackBatchExisting is TrackBatch for packets that may not open
@@ -24,22 +24,15 @@ func (t *Table) TrackBatch(ps []*packet.Parsed, now int64, out []Result) {
 // refused): a packet of a known connection, or RELATED to one, is tracked
 // as usual; one that would open a connection opens none and is INVALID
 // with reason NewRefused. Like `-i IF -m conntrack --ctstate NEW -j DROP`
-// in front of the cluster rules, except that nothing is created at all.
+// in front of the cluster rules, except that nothing is created, but for
+// the record a TCP SYN/ACK makes of a connection whose SYN was not seen:
+// that passes nothing until the connection's originator, on its own
+// side, has sent a packet where it may open connections (pickUpSynAck).
 func (t *Table) TrackBatchExisting(ps []*packet.Parsed, now int64, out []Result) {
-	t.trackBatch(ps, now, out, 0)
+	t.trackBatch(ps, now, out, true)
 }
 
-// TrackBatchAdmit is TrackBatch for packets that may create only the
-// connections a says (see Admission): TrackBatch is TrackBatchAdmit with
-// AdmitAll, TrackBatchExisting with 0. A packet that would create a
-// connection it may not creates none and is INVALID with reason
-// NewRefused.
-func (t *Table) TrackBatchAdmit(ps []*packet.Parsed, now int64, out []Result, a Admission) {
-	t.trackBatch(ps, now, out, a)
-}
-
-func (t *Table) trackBatch(ps []*packet.Parsed, now int64, out []Result, a Admission) {
-	refuse := AdmitAll &^ a
+func (t *Table) trackBatch(ps []*packet.Parsed, now int64, out []Result, noNew bool) {
 	for len(ps) > 0 {
 		n := min(len(ps), BatchSize)
 		// Hash first, then touch in a tight loop: the fewer instructions
@@ -48,7 +41,7 @@ func (t *Table) trackBatch(ps []*packet.Parsed, now int64, out []Result, a Admis
 		for i, p := range ps[:n] {
 			if simple(p) {
 				t.setFlow(&fs[i], &p.Tuple, p.HasPorts)
-				fs[i].refuse = refuse
+				fs[i].noNew = noNew
 			}
 		}
 		var sink uint64

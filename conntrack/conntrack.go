@@ -63,7 +63,9 @@ type Reason uint8
 const (
 	// Not invalid (the label is never a counter's)
 	NoReason Reason = iota // none
-	// Mid-stream TCP packet of an unknown connection (loose pickup off)
+	// Mid-stream TCP packet of an unknown connection (loose pickup off),
+	// or a SYN/ACK (or a later packet from its sender) of a connection
+	// whose SYN was not seen (pickUpSynAck)
 	TCPNoSyn // tcp_no_syn
 	// A flag combination the kernel rejects (e.g. SYN+FIN, no flags)
 	TCPBadFlags // tcp_bad_flags
@@ -84,9 +86,9 @@ const (
 	// Not an IP packet
 	NotIP // not_ip
 	// Would open a connection, but arrived where new connections are
-	// refused (TrackBatchExisting): only packets of known connections pass;
-	// or a SYN/ACK that would record a connection whose originator's side
-	// refuses them (TrackBatchAdmit without AdmitAnswer)
+	// refused (TrackBatchExisting): only packets of known connections
+	// pass (a TCP connection recorded from its SYN/ACK is known once its
+	// originator has spoken where it may open it: confirmSynAck)
 	NewRefused // new_refused
 
 	// NumReasons is the number of reasons (untyped: not a Reason).
@@ -207,7 +209,7 @@ type flow struct {
 	k      key
 	h      uint64
 	srcIsA bool
-	refuse Admission // what the packet may not create (TrackBatchAdmit)
+	noNew  bool // refuse to open a connection (TrackBatchExisting)
 }
 
 // setFlow computes a flow in place (no copy of the key).
@@ -356,14 +358,16 @@ func (t *Table) lockFlow(f *flow, now int64) (*shard, *entry) {
 
 // lookup finds the connection of tuple tp (its key written to k) and
 // returns a copy of its entry, changing nothing: for the packets that only
-// refer to a connection (ICMP errors, later fragments).
+// refer to a connection (ICMP errors, later fragments). A connection
+// recorded from its SYN/ACK whose originator has not spoken yet is none:
+// nothing may refer to it (pickUpSynAck).
 func (t *Table) lookup(k *key, tp *packet.Tuple, now int64) (e entry, srcIsA, ok bool) {
 	srcIsA = setKey(k, tp, tp.HasPorts)
 	h := k.hash(&t.seed)
 	sh := t.shardOf(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if p := sh.get(k, h, now); p != nil {
+	if p := sh.get(k, h, now); p != nil && !unconfirmed(p) {
 		return *p, srcIsA, true
 	}
 	return entry{}, srcIsA, false
@@ -390,7 +394,7 @@ func stateOf(e *entry) State {
 // no room. offload: install it in the fast path (OffloadInstall in r).
 func (t *Table) create(sh *shard, f *flow, state uint8, timeout, now int64, offload bool, r *Result) {
 	k, h := &f.k, f.h
-	if f.refuse&AdmitOpen != 0 {
+	if f.noNew {
 		*r = Result{Reason: NewRefused}
 		return
 	}

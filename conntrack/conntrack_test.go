@@ -149,8 +149,9 @@ func TestTCPTransitions(t *testing.T) {
 		{"mid-stream ACK, loose off", false, []step{{c, ACK, Invalid, TCPNoSyn, 0}, {s, ACK, Invalid, TCPNoSyn, 0}}},
 		{"mid-stream ACK, loose on", true, []step{{c, ACK | PSH, New, 0, TCPEstablished}, {s, ACK, Established, 0, TCPEstablished}}},
 		// Recorded from the SYN/ACK (pickUpSynAck, reorder_test.go).
-		{"SYN/ACK with no SYN", false, []step{{s, SYN | ACK, Established, 0, TCPSynRecv}}},
-		{"SYN/ACK with no SYN, loose on", true, []step{{s, SYN | ACK, Established, 0, TCPSynRecv}, {s, ACK | PSH, Established, 0, TCPSynRecv}}},
+		{"SYN/ACK with no SYN", false, []step{{s, SYN | ACK, Invalid, TCPNoSyn, TCPSynRecv}, {c, ACK, Established, 0, TCPEstablished}}},
+		{"SYN/ACK with no SYN, loose on", true, []step{{s, SYN | ACK, Invalid, TCPNoSyn, TCPSynRecv}, {s, ACK | PSH, Invalid, TCPNoSyn, TCPSynRecv},
+			{c, ACK, Established, 0, TCPEstablished}}},
 		{"FIN with no connection", true, []step{{c, FIN | ACK, Invalid, TCPNoSyn, 0}}},
 		{"client sends SYN/ACK", false, []step{{c, SYN, New, 0, TCPSynSent}, {c, SYN | ACK, Invalid, TCPBadTransition, TCPSynSent}}},
 		{"ACK before SYN/ACK", false, []step{{c, SYN, New, 0, TCPSynSent}, {c, ACK, Invalid, TCPBadTransition, TCPSynSent}}},

@@ -295,7 +295,17 @@ func scenarios() []scenario {
 		add("mid-stream ACK and data", []pk{
 			{from: "c", kind: "tcp", flags: "A", seq: 1, ack: 1},
 			{from: "s", kind: "tcp", flags: "PA", seq: 1, ack: 1}})
-		add("SYN/ACK without SYN", []pk{{from: "s", kind: "tcp", flags: "SA", seq: 5000, ack: 1001, ours: "ESTABLISHED"}})
+		add("SYN/ACK without SYN", []pk{{from: "s", kind: "tcp", flags: "SA", seq: 5000, ack: 1001}})
+		// A non-owner may see the SYN/ACK before the SYN. The kernel
+		// records nothing for it, so its SYN_SENT then refuses the
+		// client's ACK; we record the connection from the SYN/ACK
+		// (pickUpSynAck): the SYN is its retransmission, and the ACK
+		// and data are ESTABLISHED.
+		add("SYN/ACK before the SYN", []pk{
+			{from: "s", kind: "tcp", flags: "SA", seq: 5000, ack: 1001},
+			{from: "c", kind: "tcp", flags: "S", seq: 1000, ours: "ESTABLISHED"},
+			{from: "c", kind: "tcp", flags: "A", seq: 1001, ack: 5001, ours: "ESTABLISHED"},
+			{from: "s", kind: "tcp", flags: "PA", seq: 5001, ack: 1001, ours: "ESTABLISHED"}})
 		add("retransmitted SYN", []pk{
 			{from: "c", kind: "tcp", flags: "S", seq: 1000},
 			{from: "c", kind: "tcp", flags: "S", seq: 1000},
@@ -325,7 +335,7 @@ func scenarios() []scenario {
 			{from: "c", kind: "tcp", flags: "S", seq: 1000},
 			{from: "c", kind: "tcp", flags: "R", seq: 1001},
 			{from: "c", kind: "tcp", flags: "R", seq: 1001},
-			{from: "s", kind: "tcp", flags: "SA", seq: 5000, ack: 1001, ours: "ESTABLISHED"}})
+			{from: "s", kind: "tcp", flags: "SA", seq: 5000, ack: 1001}})
 		add("RST answering the SYN/ACK, twice", []pk{
 			{from: "c", kind: "tcp", flags: "S", seq: 1000},
 			{from: "s", kind: "tcp", flags: "SA", seq: 5000, ack: 1001},
@@ -476,10 +486,10 @@ func timedScenarios() []scenario {
 		add("SYN, retransmitted SYN, late SYN/ACK", []pk{
 			{from: "c", kind: "tcp", flags: "S", seq: 1000},
 			{from: "c", kind: "tcp", flags: "S", seq: 1000, wait: shortSynSent / 2},
-			{from: "s", kind: "tcp", flags: "SA", seq: 5000, ack: 1001, wait: shortSynSent/2 + 500*time.Millisecond, ours: "ESTABLISHED"},
-			// The kernel found nothing for the SYN/ACK, so this SYN is
-			// NEW there; we recorded the connection from the SYN/ACK, and
-			// the SYN is its retransmission.
+			{from: "s", kind: "tcp", flags: "SA", seq: 5000, ack: 1001, wait: shortSynSent/2 + 500*time.Millisecond},
+			// The kernel recorded nothing for the SYN/ACK, so this SYN
+			// is NEW there; we recorded the connection from the SYN/ACK
+			// (pickUpSynAck), and the SYN is its retransmission.
 			{from: "c", kind: "tcp", flags: "S", seq: 1000, ours: "ESTABLISHED"},
 			{from: "s", kind: "tcp", flags: "SA", seq: 5000, ack: 1001}})
 	}

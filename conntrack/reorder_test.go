@@ -57,9 +57,10 @@ func permutations(segs []seg) [][]seg {
 // TestReorderedHandshake plays a connection's handshake and first data
 // segments in every order (5! = 120) to a table, as a non-owner may see
 // them, and checks that whatever the order: every packet classed is
-// classed as the client's connection (original source, tag, direction);
-// exactly one entry was created; and data then flows both ways, with the
-// entry ESTABLISHED and assured, carrying the client's tag. With loose
+// classed as the client's connection (original source, tag, direction),
+// the client's SYN always; exactly one entry was created; and data then
+// flows both ways, the server's first, with the entry ESTABLISHED and
+// assured, carrying the client's tag. With loose
 // pickup on, the orders starting with the server's data are left out:
 // loose pickup records that packet's connection the wrong way round
 // (Config.TCPLoose), whatever the SYN/ACK does.
@@ -103,11 +104,12 @@ func TestReorderedHandshake(t *testing.T) {
 				}
 				for _, g := range order {
 					now += int64(time.Millisecond)
-					// A SYN/ACK, and anything after the SYN or the
-					// SYN/ACK but the client's ACK (and data) ahead of
-					// the SYN/ACK (the kernel's SYN_SENT refuses them), is
-					// part of the connection.
-					check("reordered", g, tb.Track(g.pkt(v6), now), g == segSynAck)
+					// The client's SYN always belongs to the connection:
+					// it opens it, or it is the retransmission of the SYN
+					// the SYN/ACK answered. Other packets may be INVALID
+					// (the client's ACK or data with nothing recorded, or
+					// in SYN_SENT; the server's before the client spoke).
+					check("reordered", g, tb.Track(g.pkt(v6), now), g == segSyn)
 				}
 				if st := tb.Stats(); st.Inserts != 1 || st.Entries != 1 {
 					t.Fatalf("%s: %d inserts, %d entries, want one connection", name, st.Inserts, st.Entries)
@@ -115,9 +117,10 @@ func TestReorderedHandshake(t *testing.T) {
 				// The node takes the connection over: the data that
 				// follows flows both ways.
 				for _, g := range []seg{
-					{"client data", c, ACK | PSH, 1011, 5101},
-					{"server data", s, ACK | PSH, 5101, 1021},
-					{"client ACK", c, ACK, 1021, 5201},
+					{"server data", s, ACK | PSH, 5101, 1011},
+					{"client data", c, ACK | PSH, 1011, 5201},
+					{"server data", s, ACK | PSH, 5201, 1021},
+					{"client ACK", c, ACK, 1021, 5301},
 				} {
 					now += int64(time.Millisecond)
 					check("after", g, tb.Track(g.pkt(v6), now), true)
@@ -138,48 +141,68 @@ func TestReorderedHandshake(t *testing.T) {
 	}
 }
 
-// TestSynAckPickup: what a SYN/ACK whose SYN was not seen records, and
-// what the late SYN, the client's ACK and a retransmitted SYN/ACK do to
-// it.
+// TestSynAckPickup: what a SYN/ACK whose SYN was not seen records; that
+// nothing from its sender passes or changes it until the client speaks;
+// and what the late SYN, a retransmitted SYN/ACK and the client's ACK do.
 func TestSynAckPickup(t *testing.T) {
 	for _, v6 := range []bool{false, true} {
 		t.Run(fmt.Sprintf("v6=%v", v6), func(t *testing.T) {
 			client := a16(pick(v6)[c])
+			tag := reorderTag(0, client)
 			tb := newTable(t, Config{Tag: reorderTag})
 			now := int64(time.Hour)
-			res := tb.Track(segSynAck.pkt(v6), now)
-			want := Result{State: Established, Dir: Reply, Family: fam(pick(v6)[c]), Tag: reorderTag(0, client), Orig: client}
-			if res != want {
-				t.Fatalf("SYN/ACK: %+v, want %+v", res, want)
+			if res := tb.Track(segSynAck.pkt(v6), now); res != (Result{Reason: TCPNoSyn}) {
+				t.Fatalf("SYN/ACK: %+v, want INVALID/tcp_no_syn as before", res)
 			}
 			tp := segSyn.pkt(v6).Tuple
 			info, ok := tb.Get(tp, now)
-			if !ok || info.TCPState != TCPSynRecv || !info.SeenReply || info.Assured || info.Expires != now+int64(60*time.Second) {
-				t.Fatalf("after the SYN/ACK: %+v (found %v), want SYN_RECV, replied, not assured, expiring in 60 s", info, ok)
+			if !ok || info.TCPState != TCPSynRecv || !info.SeenReply || info.Assured || info.Orig != client || info.Tag != tag ||
+				info.Expires != now+int64(60*time.Second) {
+				t.Fatalf("after the SYN/ACK: %+v (found %v), want the client's, SYN_RECV, replied, not assured, expiring in 60 s", info, ok)
 			}
 			if st := tb.Stats(); st.Inserts != 1 || st.PickedUp != 1 {
 				t.Fatalf("stats %+v, want 1 insert, 1 picked up", st)
 			}
-			// The late SYN is the connection's retransmitted SYN: part
-			// of it (ESTABLISHED: a reply was seen), and nothing changes.
+			// Before the client speaks: the server's packets are INVALID
+			// and change nothing; ICMP errors and later fragments find
+			// no connection.
 			later := now + int64(time.Second)
-			res = tb.Track(segSyn.pkt(v6), later)
-			if res.State != Established || res.Dir != Original || res.Orig != client || res.Tag != want.Tag {
+			for _, g := range []seg{segSynAck, segSData, {"server RST", s, RST | ACK, 5001, 1001}} {
+				if res := tb.Track(g.pkt(v6), later); res != (Result{Reason: TCPNoSyn}) {
+					t.Fatalf("%s before the client spoke: %+v, want INVALID/tcp_no_syn", g.name, res)
+				}
+			}
+			if res := tb.Track(icmpError(v6, s, segSData.pkt(v6)), later); res.Reason != ICMPErrorNoConn {
+				t.Fatalf("ICMP error about it before the client spoke: %v/%v, want INVALID/icmp_error_no_conn", res.State, res.Reason)
+			}
+			if res := tb.Track(frag(segSData.pkt(v6), 8, false), later); res.Reason != FragNoHead {
+				t.Fatalf("later fragment before the client spoke: %v/%v, want INVALID/fragment_without_head", res.State, res.Reason)
+			}
+			if info2, _ := tb.Get(tp, later); info2 != info {
+				t.Fatalf("the server's packets changed the entry: %+v, was %+v", info2, info)
+			}
+			// The late SYN is the connection's retransmitted SYN: part
+			// of it (ESTABLISHED: a reply was seen), state and timeout
+			// unchanged.
+			res := tb.Track(segSyn.pkt(v6), later)
+			if res.State != Established || res.Dir != Original || res.Orig != client || res.Tag != tag {
 				t.Fatalf("late SYN: %+v, want ESTABLISHED, original direction, the client's", res)
 			}
 			if info2, _ := tb.Get(tp, later); info2.TCPState != TCPSynRecv || info2.Expires != info.Expires {
 				t.Fatalf("late SYN changed the entry: %+v, was %+v", info2, info)
 			}
-			// The server retransmits its SYN/ACK (answering the late
-			// SYN): still SYN_RECV.
-			if res = tb.Track(segSynAck.pkt(v6), later); res.State != Established || res.Dir != Reply {
+			// The server retransmits its SYN/ACK, answering it.
+			if res = tb.Track(segSynAck.pkt(v6), later); res.State != Established || res.Dir != Reply || res.Tag != tag {
 				t.Fatalf("retransmitted SYN/ACK: %+v", res)
 			}
-			if res = tb.Track(segAck.pkt(v6), later); res.State != Established || res.Dir != Original {
+			if res = tb.Track(segAck.pkt(v6), later); res.State != Established || res.Dir != Original || res.Tag != tag {
 				t.Fatalf("client's ACK: %+v", res)
 			}
 			if info, _ = tb.Get(tp, later); info.TCPState != TCPEstablished || !info.Assured || info.Expires != later+int64(5*24*time.Hour) {
 				t.Fatalf("after the ACK: %+v, want ESTABLISHED, assured", info)
+			}
+			if res = tb.Track(segSData.pkt(v6), later); res.State != Established || res.Dir != Reply || res.Tag != tag {
+				t.Fatalf("server data: %+v", res)
 			}
 			if st := tb.Stats(); st.Inserts != 1 || st.PickedUp != 1 || st.Entries != 1 {
 				t.Fatalf("stats %+v, want one connection", st)
@@ -198,6 +221,8 @@ func TestSynAckNeverOpened(t *testing.T) {
 			life := int64(tb.Config().Timeouts.SynRecv)
 			now := int64(time.Hour)
 			tb.Track(segSynAck.pkt(false), now)
+			// The server's retransmissions do not keep it alive.
+			tb.Track(segSynAck.pkt(false), now+life/2)
 			if n := tb.Expire(now+life-1, numShards); n != 0 || tb.Len() != 1 {
 				t.Fatalf("before its timeout: %d expired, %d left", n, tb.Len())
 			}
@@ -212,58 +237,64 @@ func TestSynAckNeverOpened(t *testing.T) {
 	}
 }
 
-// TestSynAckAdmission: a SYN/ACK creates its connection only when the
-// batch admits answers (its originator's side accepts new connections),
-// and a SYN only when it admits opening ones.
-func TestSynAckAdmission(t *testing.T) {
+// TestSynAckPolicy: a connection recorded from its SYN/ACK follows the
+// new-connection policy of its originator's side. The SYN/ACK is recorded
+// wherever it arrives (typically the servers' side, which refuses new
+// connections), but only a packet from the originator arriving where new
+// connections may be opened confirms it.
+func TestSynAckPolicy(t *testing.T) {
+	type arrival struct {
+		g     seg
+		noNew bool // arrives where new connections are refused
+		want  State
+		why   Reason
+	}
 	tests := []struct {
-		name      string
-		admit     Admission
-		first     seg
-		want      State
-		reason    Reason
-		pickedUp  uint64
-		wantEntry bool
+		name  string
+		steps []arrival
 	}{
-		{"all, SYN/ACK", AdmitAll, segSynAck, Established, 0, 1, true},
-		{"answers only, SYN/ACK", AdmitAnswer, segSynAck, Established, 0, 1, true},
-		{"open only, SYN/ACK", AdmitOpen, segSynAck, Invalid, NewRefused, 0, false},
-		{"none (TrackBatchExisting), SYN/ACK", 0, segSynAck, Invalid, NewRefused, 0, false},
-		{"answers only, SYN", AdmitAnswer, segSyn, Invalid, NewRefused, 0, false},
-		{"open only, SYN", AdmitOpen, segSyn, New, 0, 0, true},
+		{"client on the open side, SYN/ACK on the refusing side", []arrival{
+			{segSynAck, true, Invalid, TCPNoSyn},
+			{segSData, true, Invalid, TCPNoSyn},
+			{segSyn, false, Established, 0},
+			{segAck, false, Established, 0},
+			{segSData, true, Established, 0},
+		}},
+		{"client on the open side, its ACK first", []arrival{
+			{segSynAck, true, Invalid, TCPNoSyn},
+			{segAck, false, Established, 0},
+			{segSData, true, Established, 0},
+			{segSyn, false, Established, 0},
+		}},
+		{"client on the refusing side", []arrival{
+			{segSynAck, false, Invalid, TCPNoSyn},
+			{segSyn, true, Invalid, NewRefused},
+			{segAck, true, Invalid, NewRefused},
+			{segCData, true, Invalid, NewRefused},
+			{segSData, false, Invalid, TCPNoSyn},
+		}},
 	}
 	for _, v6 := range []bool{false, true} {
 		for _, tc := range tests {
 			t.Run(fmt.Sprintf("%s/v6=%v", tc.name, v6), func(t *testing.T) {
 				tb := newTable(t, Config{MaxEntries: 64})
 				out := make([]Result, 1)
-				p := tc.first.pkt(v6)
-				if tc.admit == 0 {
-					tb.TrackBatchExisting([]*packet.Parsed{p}, 1, out)
-				} else {
-					tb.TrackBatchAdmit([]*packet.Parsed{p}, 1, out, tc.admit)
+				for i, a := range tc.steps {
+					ps := []*packet.Parsed{a.g.pkt(v6)}
+					if a.noNew {
+						tb.TrackBatchExisting(ps, int64(i+1), out)
+					} else {
+						tb.TrackBatch(ps, int64(i+1), out)
+					}
+					if out[0].State != a.want || out[0].Reason != a.why {
+						t.Fatalf("step %d, %s: %v/%v, want %v/%v", i, a.g.name, out[0].State, out[0].Reason, a.want, a.why)
+					}
+					if out[0].State != Invalid && out[0].Orig != a16(pick(v6)[c]) {
+						t.Fatalf("step %d, %s: orig %v, want the client", i, a.g.name, out[0].Orig)
+					}
 				}
-				if out[0].State != tc.want || out[0].Reason != tc.reason {
-					t.Fatalf("%v/%v, want %v/%v", out[0].State, out[0].Reason, tc.want, tc.reason)
-				}
-				if _, ok := tb.Get(p.Tuple, 1); ok != tc.wantEntry {
-					t.Fatalf("entry %v, want %v", ok, tc.wantEntry)
-				}
-				if st := tb.Stats(); st.PickedUp != tc.pickedUp {
-					t.Fatalf("picked up %d, want %d", st.PickedUp, tc.pickedUp)
-				}
-				if !tc.wantEntry {
-					return
-				}
-				// The connection's other packets pass on a side that
-				// admits nothing.
-				next := segAck
-				if tc.first == segSyn {
-					next = segSynAck
-				}
-				tb.TrackBatchExisting([]*packet.Parsed{next.pkt(v6)}, 2, out)
-				if out[0].State != Established || out[0].Orig != a16(pick(v6)[c]) {
-					t.Fatalf("%s on a side admitting nothing: %v/%v orig %v", next.name, out[0].State, out[0].Reason, out[0].Orig)
+				if st := tb.Stats(); st.Inserts != 1 || st.PickedUp != 1 {
+					t.Fatalf("stats %+v, want the one connection recorded from the SYN/ACK", st)
 				}
 			})
 		}
@@ -315,8 +346,8 @@ func TestSynAckPickupAllocs(t *testing.T) {
 	tb.Track(p, now)
 	n := testing.AllocsPerRun(100, func() {
 		now += int64(61 * time.Second)
-		if res := tb.Track(p, now); res.State != Established {
-			t.Fatalf("SYN/ACK: %v", res.State)
+		if res := tb.Track(p, now); res.Reason != TCPNoSyn {
+			t.Fatalf("SYN/ACK: %v/%v", res.State, res.Reason)
 		}
 	})
 	if n != 0 {

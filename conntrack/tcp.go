@@ -122,6 +122,19 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 	defer sh.mu.Unlock()
 	if e != nil {
 		dir := dirOf(e, srcIsA)
+		if unconfirmed(e) {
+			// Recorded from its SYN/ACK: only the originator, where it
+			// may open connections, confirms it (pickUpSynAck).
+			switch {
+			case dir == Reply:
+				*r = Result{Reason: TCPNoSyn}
+				return
+			case f.noNew:
+				*r = Result{Reason: NewRefused}
+				return
+			}
+			e.flags &^= flagUnconfirmed
+		}
 		old := TCPState(e.state)
 		nw := tcpTransitions[dir][idx][old]
 		replied := e.flags&flagSeenReply != 0
@@ -253,26 +266,18 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 	t.create(sh, f, uint8(state), t.tmo[state], now, false, r)
 }
 
-// Admission says which connections the packets of a batch may create
-// (TrackBatchAdmit). The dataplane derives it from its interfaces'
-// new_connections policies.
-type Admission uint8
+// flagUnconfirmed marks a TCP connection recorded from its SYN/ACK
+// whose originator has not spoken yet (pickUpSynAck). It shares its bit
+// with flagCloseInit, which no connection in SYN_RECV has (a close
+// begins in FIN_WAIT, and every way back to SYN_RECV clears it or starts
+// a new entry): it is only ever set, and only means this, in SYN_RECV.
+const flagUnconfirmed = flagCloseInit
 
-// Admissions.
-const (
-	// AdmitOpen: a packet that opens a connection (a TCP SYN, a first
-	// datagram, an ICMP query, a mid-stream TCP packet with loose pickup)
-	// creates it, with the packet's source as the original source.
-	AdmitOpen Admission = 1 << iota
-	// AdmitAnswer: a TCP SYN/ACK of a connection whose SYN was not seen
-	// records it, with the packet's destination as the original source
-	// (pickUpSynAck). Its originator is on the far side of the packet: an
-	// interface admits answers when the side its SYN/ACKs go to admits
-	// new connections.
-	AdmitAnswer
-	// AdmitAll is TrackBatch's: everything.
-	AdmitAll = AdmitOpen | AdmitAnswer
-)
+// unconfirmed reports whether e is a connection recorded from its SYN/ACK
+// whose originator has not spoken yet.
+func unconfirmed(e *entry) bool {
+	return e.flags&flagUnconfirmed != 0 && TCPState(e.state) == TCPSynRecv
+}
 
 // pickUpSynAck records the connection a SYN/ACK answers when its SYN has
 // not been seen (sh locked, no entry for the flow), and sets r.
@@ -281,48 +286,52 @@ const (
 // interfaces independently, so a node can see the server's SYN/ACK before
 // the client's SYN. The kernel classes such a SYN/ACK INVALID and records
 // nothing (tcp_new accepts only a SYN, or with loose pickup a mid-stream
-// packet); a node doing the same would never see the connection
-// ESTABLISHED, and if it later took over the connection's bucket it would
-// drop it. A SYN/ACK is unambiguous about direction: its destination
-// opened the connection. So the connection is recorded from it, oriented
-// and tagged exactly as if the SYN had been seen (the original source is
-// the SYN/ACK's destination, Config.Tag's bucket is the client's), in
-// the state the kernel reaches after SYN and SYN/ACK: SYN_RECV with a
-// reply seen, and SYN_RECV's short timeout (60 s by default), so a SYN/ACK
-// of a connection never opened (spoofed, or its SYN lost before it
-// reached the server) costs an entry for that long, like an unanswered
-// SYN, and is then expired (Stats: one Insert, one PickedUp, one Expired).
+// packet); a node doing only that would class the client's SYN (when it
+// comes) NEW and its ACK INVALID (the kernel's SYN_SENT refuses it), never
+// see the connection ESTABLISHED, and drop it if it later took over the
+// connection's bucket. A SYN/ACK is unambiguous about direction: its
+// destination opened the connection. So the connection is recorded from
+// it, oriented and tagged exactly as if the SYN had been seen (the
+// original source is the SYN/ACK's destination, Config.Tag's bucket the
+// client's), in the state the kernel reaches after SYN and SYN/ACK:
+// SYN_RECV, a reply seen, with SYN_RECV's short timeout (60 s by
+// default). A SYN/ACK of a connection never opened (spoofed, or its SYN
+// never reached this node's side) costs an entry for that long, like an
+// unanswered SYN, evictable, and then expires: Stats count one insert,
+// one PickedUp and one Expired.
 //
-// Verdicts: the SYN/ACK itself is ESTABLISHED in the reply direction with
-// the client's address and tag, the Result it would have had after the
-// SYN. The cluster verdict (owned or foreign) follows from the tag as for
-// every packet: the owner of the client's bucket forwards it, every other
-// node counts it foreign; only tracking changes, not which node carries a
-// connection. The packets that follow are classed by the kernel's table
-// as usual: the client's ACK (or first data) makes the connection
-// ESTABLISHED (and assured); the server's data before that is accepted
-// and leaves it SYN_RECV, as in the kernel; the client's SYN arriving
-// late is an original-direction SYN in SYN_RECV, which the kernel's table
-// ignores like a retransmitted SYN: classed ESTABLISHED (a reply has been
-// seen), state and timeout unchanged, never INVALID, so an owner forwards
-// it as it forwards any retransmitted SYN. A retransmitted SYN/ACK is
-// ignored the same way.
+// Verdicts are unchanged; only tracking changes. The record is
+// unconfirmed (flagUnconfirmed) until the connection's originator speaks:
+// until then the SYN/ACK itself and every packet from its sender are
+// INVALID (tcp_no_syn, as the kernel classes them and as they were
+// before), change nothing (they neither renew the timeout nor move the
+// state), and ICMP errors and later fragments find no connection
+// (lookup). So the record passes nothing by itself: a forged SYN/ACK
+// cannot open a path to the address it names. The originator's first
+// packet (its late SYN, its ACK, its data) confirms it and is classed as
+// after a handshake seen whole: the late SYN is an original-direction
+// SYN in SYN_RECV, which the kernel's table ignores like a retransmitted
+// SYN (ESTABLISHED, a reply having been seen; state and timeout
+// unchanged, never INVALID, so an owner forwards it as any retransmitted
+// SYN); the ACK or data makes the connection ESTABLISHED and assured.
+// From then on every packet, either way, is classed as usual, with the
+// client's tag: the cluster verdict (owned or foreign) follows from it
+// as for every packet.
+//
+// Interface policies follow the originator's side exactly: the packet
+// that confirms the record arrives on the originator's side, and where
+// new connections are refused (TrackBatchExisting) it confirms nothing
+// and is INVALID with reason new_refused, as the originator's SYN would
+// have been. The SYN/ACK itself is recorded wherever it arrives (it
+// comes from the answering side, which may well refuse new connections:
+// a gateway's servers' side); its record passes nothing until confirmed.
 //
 // This applies with loose pickup on too (the kernel, loose or not, never
-// picks up a SYN/ACK): without it, the server's first data segment after
-// the SYN/ACK would be picked up with the server as original source.
-//
-// A SYN/ACK refused by its flow's Admission (AdmitAnswer not given: the
-// originator's side refuses new connections) creates nothing and is
-// INVALID with reason NewRefused; its connection is then tracked only if
-// the client's SYN arrives where it may open it. The fast path is not
-// involved: the entry is not ESTABLISHED yet.
+// picks up a SYN/ACK): the record also keeps the server's next segment
+// from being picked up the wrong way round, with the server as original
+// source. The fast path is not involved: the entry is not ESTABLISHED.
 func (t *Table) pickUpSynAck(sh *shard, f *flow, now int64, r *Result) {
 	k, h := &f.k, f.h
-	if f.refuse&AdmitAnswer != 0 {
-		*r = Result{Reason: NewRefused}
-		return
-	}
 	if sh.n >= sh.limit && !sh.earlyDrop(t, h, now) {
 		sh.full++
 		*r = Result{Reason: TableFull}
@@ -330,7 +339,7 @@ func (t *Table) pickUpSynAck(sh *shard, f *flow, now int64, r *Result) {
 	}
 	// The packet's destination is the original source; the packet itself
 	// is the reply (the last packet seen, in the reply direction).
-	e := entry{expires: now + t.tmo[TCPSynRecv], state: uint8(TCPSynRecv), flags: flagSeenReply | flagLastReply}
+	e := entry{expires: now + t.tmo[TCPSynRecv], state: uint8(TCPSynRecv), flags: flagSeenReply | flagLastReply | flagUnconfirmed}
 	orig := k.addr(0)
 	if f.srcIsA {
 		orig = k.addr(1)
@@ -340,9 +349,10 @@ func (t *Table) pickUpSynAck(sh *shard, f *flow, now int64, r *Result) {
 	if t.cfg.Tag != nil {
 		e.tag = t.cfg.Tag(k.family(), orig)
 	}
+	sh.put(k, h, e)
 	sh.inserts++
 	sh.pickedUp++
-	setResult(r, k, sh.put(k, h, e), Reply, Established, OffloadNone)
+	*r = Result{Reason: TCPNoSyn}
 }
 
 // tcpEnd is the sequence number just past a segment: its sequence
