@@ -1,6 +1,7 @@
 package conntrack
 
 import (
+	"bytes"
 	"fmt"
 	"testing"
 	"time"
@@ -368,5 +369,32 @@ func BenchmarkTrackSynAckPickup(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		now += int64(61 * time.Second)
 		tb.Track(p, now)
+	}
+}
+
+// TestSynAckPickupSnapshot: a connection recorded from its SYN/ACK is
+// carried across a restart as it was: still unconfirmed (the server's
+// packets INVALID), and confirmed by the client's ACK after it.
+func TestSynAckPickupSnapshot(t *testing.T) {
+	tb := newTable(t, Config{Tag: reorderTag})
+	now := int64(time.Hour)
+	tb.Track(segSynAck.pkt(false), now)
+	var buf bytes.Buffer
+	if _, err := tb.WriteSnapshot(&buf, snapParams, now, snapWall); err != nil {
+		t.Fatal(err)
+	}
+	nw := newTable(t, Config{Tag: reorderTag})
+	if _, err := nw.ReadSnapshot(&buf, snapParams, now, snapWall, 0); err != nil {
+		t.Fatal(err)
+	}
+	if res := nw.Track(segSData.pkt(false), now); res != (Result{Reason: TCPNoSyn}) {
+		t.Fatalf("server data after the restart: %+v, want INVALID/tcp_no_syn (unconfirmed)", res)
+	}
+	res := nw.Track(segAck.pkt(false), now)
+	if res.State != Established || res.Orig != a16(hosts4[c]) || res.Tag != reorderTag(0, a16(hosts4[c])) {
+		t.Fatalf("client's ACK after the restart: %+v", res)
+	}
+	if info, _ := nw.Get(segAck.pkt(false).Tuple, now); info.TCPState != TCPEstablished {
+		t.Fatalf("after the ACK: %v, want ESTABLISHED", info.TCPState)
 	}
 }
