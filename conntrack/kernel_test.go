@@ -360,6 +360,18 @@ func scenarios() []scenario {
 			pk{from: "s", kind: "tcp", flags: "FA", seq: 7001, ack: 9002},
 			pk{from: "c", kind: "tcp", flags: "A", seq: 9002, ack: 7002},
 			pk{from: "c", kind: "tcp", flags: "S", seq: 19000}))
+		// The same with the ports of a connection closed by FINs: the
+		// kernel ignores the SYN/ACK in TIME_WAIT, and the SYN reopens
+		// the connection into SYN_SENT; we replace the closed
+		// connection with the one the SYN/ACK answers.
+		add("FIN close, then a new connection's SYN/ACK before its SYN", hs(
+			pk{from: "c", kind: "tcp", flags: "FA", seq: 1001, ack: 5001},
+			pk{from: "s", kind: "tcp", flags: "FA", seq: 5001, ack: 1002},
+			pk{from: "c", kind: "tcp", flags: "A", seq: 1002, ack: 5002},
+			pk{from: "s", kind: "tcp", flags: "SA", seq: 7000, ack: 9001},
+			pk{from: "c", kind: "tcp", flags: "S", seq: 9000, ours: "ESTABLISHED"},
+			pk{from: "c", kind: "tcp", flags: "A", seq: 9001, ack: 7001, ours: "ESTABLISHED"},
+			pk{from: "s", kind: "tcp", flags: "PA", seq: 7001, ack: 9001}))
 		add("SYN/ACK not answering the ignored SYN", hs(
 			pk{from: "s", kind: "tcp", flags: "R", seq: 5001},
 			pk{from: "c", kind: "tcp", flags: "S", seq: 9000},

@@ -147,6 +147,25 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 			nw = tcpIgnore
 		}
 		lastSynOther := e.flags&flagLastSyn != 0 && (e.flags&flagLastReply != 0) != (dir == Reply)
+		if nw == tcpIgnore && idx == tcpSynAck && dir == Reply && (old == TCPTimeWait || old == TCPClose) &&
+			!lastSynOther && e.fp&fpInstalled == 0 {
+			// The SYN/ACK of a new connection reusing the ports of one
+			// that closed, ahead of the SYN that would have reopened
+			// it (a non-owner draining the servers' side first): the
+			// closed connection is forgotten and the new one recorded
+			// from the SYN/ACK, as when nothing was there (the kernel
+			// ignores it, and its SYN_SENT would then refuse the
+			// client's ACK). The record is confirmed at once: the
+			// closed connection had the same originator, admitted
+			// already, and its peer could send it packets in TIME_WAIT
+			// or CLOSE anyway; the SYN/ACK is ESTABLISHED, as the
+			// kernel classes it. A SYN/ACK answering a SYN ignored in
+			// CLOSE is the kernel's resynchronisation, below.
+			sh.removeKey(k, h)
+			sh.reopened++
+			t.pickUpSynAck(sh, f, true, now, r)
+			return
+		}
 		switch {
 		case nw == tcpIgnore && idx == tcpSynAck && lastSynOther && p.Ack == e.born:
 			// A SYN/ACK answering the SYN just ignored: client and server
@@ -255,7 +274,7 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 	case idx == tcpSyn:
 		state = TCPSynSent
 	case idx == tcpSynAck:
-		t.pickUpSynAck(sh, f, now, r)
+		t.pickUpSynAck(sh, f, false, now, r)
 		return
 	case idx == tcpAck && t.cfg.TCPLoose:
 		state = TCPEstablished
@@ -330,7 +349,11 @@ func unconfirmed(e *entry) bool {
 // picks up a SYN/ACK): the record also keeps the server's next segment
 // from being picked up the wrong way round, with the server as original
 // source. The fast path is not involved: the entry is not ESTABLISHED.
-func (t *Table) pickUpSynAck(sh *shard, f *flow, now int64, r *Result) {
+//
+// confirmed: the record replaces a closed connection of the same
+// originator (see trackTCP); it is confirmed from the start, and the
+// SYN/ACK is ESTABLISHED in the reply direction.
+func (t *Table) pickUpSynAck(sh *shard, f *flow, confirmed bool, now int64, r *Result) {
 	k, h := &f.k, f.h
 	if sh.n >= sh.limit && !sh.earlyDrop(t, h, now) {
 		sh.full++
@@ -349,9 +372,16 @@ func (t *Table) pickUpSynAck(sh *shard, f *flow, now int64, r *Result) {
 	if t.cfg.Tag != nil {
 		e.tag = t.cfg.Tag(k.family(), orig)
 	}
-	sh.put(k, h, e)
+	if confirmed {
+		e.flags &^= flagUnconfirmed
+	}
+	p := sh.put(k, h, e)
 	sh.inserts++
 	sh.pickedUp++
+	if confirmed {
+		setResult(r, k, p, Reply, Established, OffloadNone)
+		return
+	}
 	*r = Result{Reason: TCPNoSyn}
 }
 
