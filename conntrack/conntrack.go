@@ -88,7 +88,7 @@ const (
 	// Would open a connection, but arrived where new connections are
 	// refused (TrackBatchExisting): only packets of known connections
 	// pass (a TCP connection recorded from its SYN/ACK is known once its
-	// originator has spoken where it may open it: confirmSynAck)
+	// originator has spoken where it may open it: pickUpSynAck)
 	NewRefused // new_refused
 
 	// NumReasons is the number of reasons (untyped: not a Reason).
@@ -157,7 +157,7 @@ type Stats struct {
 	Expired     uint64 // removed by timeout
 	Evicted     uint64 // removed early to make room for a new connection
 	TableFull   uint64 // new connections refused: nothing evictable
-	Reopened    uint64 // TCP connections reopened by a SYN in TIME_WAIT/CLOSE
+	Reopened    uint64 // TCP connections reopened by a SYN in TIME_WAIT/CLOSE, or replaced there by a new one's SYN/ACK ahead of its SYN
 	Reset       uint64 // TCP connections deleted by a RST before any reply (a refused SYN)
 	PickedUp    uint64 // TCP connections recorded from the server's SYN/ACK, their SYN not seen yet (counted in Inserts too)
 	Fragments   int    // datagrams in the fragment table now
