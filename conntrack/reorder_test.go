@@ -488,3 +488,26 @@ func TestSynAckPickupReusedPorts(t *testing.T) {
 		}
 	}
 }
+
+// TestSynAckPickupOffload: with a fast path, a connection recorded from
+// its SYN/ACK enters it as any connection does, at the client's ACK that
+// makes it ESTABLISHED, never before.
+func TestSynAckPickupOffload(t *testing.T) {
+	tb := newTable(t, Config{})
+	tb.SetOffloader(&fuzzFastPath{})
+	now := int64(time.Hour)
+	for _, st := range []struct {
+		g   seg
+		off Offload
+	}{
+		{segSynAck, OffloadNone},
+		{segSData, OffloadNone},
+		{segSyn, OffloadNone},
+		{segAck, OffloadInstall},
+		{segSData, OffloadNone},
+	} {
+		if res := tb.Track(st.g.pkt(false), now); res.Offload != st.off {
+			t.Fatalf("%s: %v/%v offload %v, want %v", st.g.name, res.State, res.Reason, res.Offload, st.off)
+		}
+	}
+}
