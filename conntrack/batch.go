@@ -24,7 +24,10 @@ func (t *Table) TrackBatch(ps []*packet.Parsed, now int64, out []Result) {
 // refused): a packet of a known connection, or RELATED to one, is tracked
 // as usual; one that would open a connection opens none and is INVALID
 // with reason NewRefused. Like `-i IF -m conntrack --ctstate NEW -j DROP`
-// in front of the cluster rules, except that nothing is created at all.
+// in front of the cluster rules, except that nothing is created, but for
+// the record a TCP SYN/ACK makes of a connection whose SYN was not seen:
+// that passes nothing until the connection's originator, on its own
+// side, has sent a packet where it may open connections (pickUpSynAck).
 func (t *Table) TrackBatchExisting(ps []*packet.Parsed, now int64, out []Result) {
 	t.trackBatch(ps, now, out, true)
 }

@@ -64,7 +64,9 @@ type Reason uint8
 const (
 	// Not invalid (the label is never a counter's)
 	NoReason Reason = iota // none
-	// Mid-stream TCP packet of an unknown connection (loose pickup off)
+	// Mid-stream TCP packet of an unknown connection (loose pickup off),
+	// or a SYN/ACK (or a later packet from its sender) of a connection
+	// whose SYN was not seen (pickUpSynAck)
 	TCPNoSyn // tcp_no_syn
 	// A flag combination the kernel rejects (e.g. SYN+FIN, no flags)
 	TCPBadFlags // tcp_bad_flags
@@ -85,7 +87,9 @@ const (
 	// Not an IP packet
 	NotIP // not_ip
 	// Would open a connection, but arrived where new connections are
-	// refused (TrackBatchExisting): only packets of known connections pass
+	// refused (TrackBatchExisting): only packets of known connections
+	// pass (a TCP connection recorded from its SYN/ACK is known once its
+	// originator has spoken where it may open it: pickUpSynAck)
 	NewRefused // new_refused
 
 	// NumReasons is the number of reasons (untyped: not a Reason).
@@ -154,8 +158,9 @@ type Stats struct {
 	Expired     uint64 // removed by timeout
 	Evicted     uint64 // removed early to make room for a new connection
 	TableFull   uint64 // new connections refused: nothing evictable
-	Reopened    uint64 // TCP connections reopened by a SYN in TIME_WAIT/CLOSE
+	Reopened    uint64 // TCP connections reopened by a SYN in TIME_WAIT/CLOSE, or replaced there by a new one's SYN/ACK ahead of its SYN
 	Reset       uint64 // TCP connections deleted by a RST before any reply (a refused SYN)
+	PickedUp    uint64 // TCP connections recorded from the server's SYN/ACK, their SYN not seen yet (counted in Inserts too)
 	Fragments   int    // datagrams in the fragment table now
 	FragEvicted uint64 // fragment records dropped to make room
 }
@@ -175,6 +180,7 @@ type shard struct {
 	full     uint64
 	reopened uint64
 	reset    uint64
+	pickedUp uint64
 	fragEv   uint64
 	// forgets are removals from the fast path queued under the lock
 	// (forgetLater), made by Expire after unlocking; spare is the other
@@ -353,14 +359,16 @@ func (t *Table) lockFlow(f *flow, now int64) (*shard, *entry) {
 
 // lookup finds the connection of tuple tp (its key written to k) and
 // returns a copy of its entry, changing nothing: for the packets that only
-// refer to a connection (ICMP errors, later fragments).
+// refer to a connection (ICMP errors, later fragments). A connection
+// recorded from its SYN/ACK whose originator has not spoken yet is none:
+// nothing may refer to it (pickUpSynAck).
 func (t *Table) lookup(k *key, tp *packet.Tuple, now int64) (e entry, srcIsA, ok bool) {
 	srcIsA = setKey(k, tp, tp.HasPorts)
 	h := k.hash(&t.seed)
 	sh := t.shardOf(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if p := sh.get(k, h, now); p != nil {
+	if p := sh.get(k, h, now); p != nil && !unconfirmed(p) {
 		return *p, srcIsA, true
 	}
 	return entry{}, srcIsA, false
@@ -467,6 +475,7 @@ func (t *Table) Stats() Stats {
 		s.TableFull += sh.full
 		s.Reopened += sh.reopened
 		s.Reset += sh.reset
+		s.PickedUp += sh.pickedUp
 		s.FragEvicted += sh.fragEv
 		sh.mu.Unlock()
 	}

@@ -148,7 +148,10 @@ func TestTCPTransitions(t *testing.T) {
 			step{s, ACK, Established, 0, TCPTimeWait})},
 		{"mid-stream ACK, loose off", false, []step{{c, ACK, Invalid, TCPNoSyn, 0}, {s, ACK, Invalid, TCPNoSyn, 0}}},
 		{"mid-stream ACK, loose on", true, []step{{c, ACK | PSH, New, 0, TCPEstablished}, {s, ACK, Established, 0, TCPEstablished}}},
-		{"SYN/ACK with no SYN", false, []step{{s, SYN | ACK, Invalid, TCPNoSyn, 0}}},
+		// Recorded from the SYN/ACK (pickUpSynAck, reorder_test.go).
+		{"SYN/ACK with no SYN", false, []step{{s, SYN | ACK, Invalid, TCPNoSyn, TCPSynRecv}, {c, ACK, Established, 0, TCPEstablished}}},
+		{"SYN/ACK with no SYN, loose on", true, []step{{s, SYN | ACK, Invalid, TCPNoSyn, TCPSynRecv}, {s, ACK | PSH, Invalid, TCPNoSyn, TCPSynRecv},
+			{c, ACK, Established, 0, TCPEstablished}}},
 		{"FIN with no connection", true, []step{{c, FIN | ACK, Invalid, TCPNoSyn, 0}}},
 		{"client sends SYN/ACK", false, []step{{c, SYN, New, 0, TCPSynSent}, {c, SYN | ACK, Invalid, TCPBadTransition, TCPSynSent}}},
 		{"ACK before SYN/ACK", false, []step{{c, SYN, New, 0, TCPSynSent}, {c, ACK, Invalid, TCPBadTransition, TCPSynSent}}},
@@ -215,8 +218,10 @@ func TestTCPAssuredAndTimeouts(t *testing.T) {
 	// The kernel's SYN_SENT timeout elapses for a lone SYN.
 	tb2 := newTable(t, Config{Timeouts: Timeouts{SynSent: 5 * time.Second}})
 	tb2.Track(pkt(false, c, packet.ProtoTCP, SYN), now)
-	if res := tb2.Track(pkt(false, s, packet.ProtoTCP, SYN|ACK), now+int64(6*time.Second)); res.State != Invalid {
-		t.Fatalf("SYN/ACK after the SYN expired: %v", res.State)
+	// The SYN/ACK finds nothing: it records the connection anew
+	// (pickUpSynAck), after the SYN's entry expired.
+	if res := tb2.Track(pkt(false, s, packet.ProtoTCP, SYN|ACK), now+int64(6*time.Second)); !pickedUpAfterExpiry(tb2) {
+		t.Fatalf("SYN/ACK after the SYN expired: %v, stats %+v, want the SYN's entry expired and the SYN/ACK picked up", res.State, tb2.Stats())
 	}
 	// A retransmitted SYN does not renew an unreplied entry's timeout
 	// (the kernel's "do not renew timeout on SYN retransmit").
@@ -228,9 +233,16 @@ func TestTCPAssuredAndTimeouts(t *testing.T) {
 	if info, _ := tb3.Get(pkt(false, c, packet.ProtoTCP, 0).Tuple, now); info.Expires != now+int64(5*time.Second) {
 		t.Fatalf("retransmitted SYN renewed the timeout: expires %v after the first SYN, want 5s", time.Duration(info.Expires-now))
 	}
-	if res := tb3.Track(pkt(false, s, packet.ProtoTCP, SYN|ACK), now+int64(6*time.Second)); res.State != Invalid {
-		t.Fatalf("SYN/ACK 6 s after the first SYN (3 s after its retransmission): %v, want INVALID", res.State)
+	if res := tb3.Track(pkt(false, s, packet.ProtoTCP, SYN|ACK), now+int64(6*time.Second)); !pickedUpAfterExpiry(tb3) {
+		t.Fatalf("SYN/ACK 6 s after the first SYN (3 s after its retransmission): %v, stats %+v, want the SYN's entry expired and the SYN/ACK picked up", res.State, tb3.Stats())
 	}
+}
+
+// pickedUpAfterExpiry reports whether a table's one connection expired
+// and a SYN/ACK then recorded it anew (pickUpSynAck).
+func pickedUpAfterExpiry(tb *Table) bool {
+	st := tb.Stats()
+	return st.Expired == 1 && st.Inserts == 2 && st.PickedUp == 1 && st.Entries == 1
 }
 
 // TestTCPResyncAndChallenge: the two places where the kernel looks at

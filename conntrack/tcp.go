@@ -122,6 +122,19 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 	defer sh.mu.Unlock()
 	if e != nil {
 		dir := dirOf(e, srcIsA)
+		if unconfirmed(e) {
+			// Recorded from its SYN/ACK: only the originator, where it
+			// may open connections, confirms it (pickUpSynAck).
+			switch {
+			case dir == Reply:
+				*r = Result{Reason: TCPNoSyn}
+				return
+			case f.noNew:
+				*r = Result{Reason: NewRefused}
+				return
+			}
+			e.flags &^= flagUnconfirmed
+		}
 		old := TCPState(e.state)
 		nw := tcpTransitions[dir][idx][old]
 		replied := e.flags&flagSeenReply != 0
@@ -134,6 +147,25 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 			nw = tcpIgnore
 		}
 		lastSynOther := e.flags&flagLastSyn != 0 && (e.flags&flagLastReply != 0) != (dir == Reply)
+		if nw == tcpIgnore && idx == tcpSynAck && dir == Reply && (old == TCPTimeWait || old == TCPClose) &&
+			!lastSynOther && e.fp&fpInstalled == 0 {
+			// The SYN/ACK of a new connection reusing the ports of one
+			// that closed, ahead of the SYN that would have reopened
+			// it (a non-owner draining the servers' side first): the
+			// closed connection is forgotten and the new one recorded
+			// from the SYN/ACK, as when nothing was there (the kernel
+			// ignores it, and its SYN_SENT would then refuse the
+			// client's ACK). The record is confirmed at once: the
+			// closed connection had the same originator, admitted
+			// already, and its peer could send it packets in TIME_WAIT
+			// or CLOSE anyway; the SYN/ACK is ESTABLISHED, as the
+			// kernel classes it. A SYN/ACK answering a SYN ignored in
+			// CLOSE is the kernel's resynchronisation, below.
+			sh.removeKey(k, h)
+			sh.reopened++
+			t.pickUpSynAck(sh, f, true, now, r)
+			return
+		}
 		switch {
 		case nw == tcpIgnore && idx == tcpSynAck && lastSynOther && p.Ack == e.born:
 			// A SYN/ACK answering the SYN just ignored: client and server
@@ -241,6 +273,9 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 	switch {
 	case idx == tcpSyn:
 		state = TCPSynSent
+	case idx == tcpSynAck:
+		t.pickUpSynAck(sh, f, false, now, r)
+		return
 	case idx == tcpAck && t.cfg.TCPLoose:
 		state = TCPEstablished
 	default:
@@ -248,6 +283,106 @@ func (t *Table) trackTCP(p *packet.Parsed, f *flow, now int64, r *Result) {
 		return
 	}
 	t.create(sh, f, uint8(state), t.tmo[state], now, false, r)
+}
+
+// flagUnconfirmed marks a TCP connection recorded from its SYN/ACK
+// whose originator has not spoken yet (pickUpSynAck). It shares its bit
+// with flagCloseInit, which no connection in SYN_RECV has (a close
+// begins in FIN_WAIT, and every way back to SYN_RECV clears it or starts
+// a new entry): it is only ever set, and only means this, in SYN_RECV.
+const flagUnconfirmed = flagCloseInit
+
+// unconfirmed reports whether e is a connection recorded from its SYN/ACK
+// whose originator has not spoken yet.
+func unconfirmed(e *entry) bool {
+	return e.flags&flagUnconfirmed != 0 && TCPState(e.state) == TCPSynRecv
+}
+
+// pickUpSynAck records the connection a SYN/ACK answers when its SYN has
+// not been seen (sh locked, no entry for the flow), and sets r.
+//
+// Every node tracks every connection, owned or not, and drains its
+// interfaces independently, so a node can see the server's SYN/ACK before
+// the client's SYN. The kernel classes such a SYN/ACK INVALID and records
+// nothing (tcp_new accepts only a SYN, or with loose pickup a mid-stream
+// packet); a node doing only that would class the client's SYN (when it
+// comes) NEW and its ACK INVALID (the kernel's SYN_SENT refuses it), never
+// see the connection ESTABLISHED, and drop it if it later took over the
+// connection's bucket. A SYN/ACK is unambiguous about direction: its
+// destination opened the connection. So the connection is recorded from
+// it, oriented and tagged exactly as if the SYN had been seen (the
+// original source is the SYN/ACK's destination, Config.Tag's bucket the
+// client's), in the state the kernel reaches after SYN and SYN/ACK:
+// SYN_RECV, a reply seen, with SYN_RECV's short timeout (60 s by
+// default). A SYN/ACK of a connection never opened (spoofed, or its SYN
+// never reached this node's side) costs an entry for that long, like an
+// unanswered SYN, evictable, and then expires: Stats count one insert,
+// one PickedUp and one Expired.
+//
+// Verdicts are unchanged; only tracking changes. The record is
+// unconfirmed (flagUnconfirmed) until the connection's originator speaks:
+// until then the SYN/ACK itself and every packet from its sender are
+// INVALID (tcp_no_syn, as the kernel classes them and as they were
+// before), change nothing (they neither renew the timeout nor move the
+// state), and ICMP errors and later fragments find no connection
+// (lookup). So the record passes nothing by itself: a forged SYN/ACK
+// cannot open a path to the address it names. The originator's first
+// packet (its late SYN, its ACK, its data) confirms it and is classed as
+// after a handshake seen whole: the late SYN is an original-direction
+// SYN in SYN_RECV, which the kernel's table ignores like a retransmitted
+// SYN (ESTABLISHED, a reply having been seen; state and timeout
+// unchanged, never INVALID, so an owner forwards it as any retransmitted
+// SYN); the ACK or data makes the connection ESTABLISHED and assured.
+// From then on every packet, either way, is classed as usual, with the
+// client's tag: the cluster verdict (owned or foreign) follows from it
+// as for every packet.
+//
+// Interface policies follow the originator's side exactly: the packet
+// that confirms the record arrives on the originator's side, and where
+// new connections are refused (TrackBatchExisting) it confirms nothing
+// and is INVALID with reason new_refused, as the originator's SYN would
+// have been. The SYN/ACK itself is recorded wherever it arrives (it
+// comes from the answering side, which may well refuse new connections:
+// a gateway's servers' side); its record passes nothing until confirmed.
+//
+// This applies with loose pickup on too (the kernel, loose or not, never
+// picks up a SYN/ACK): the record also keeps the server's next segment
+// from being picked up the wrong way round, with the server as original
+// source. The fast path is not involved: the entry is not ESTABLISHED.
+//
+// confirmed: the record replaces a closed connection of the same
+// originator (see trackTCP); it is confirmed from the start, and the
+// SYN/ACK is ESTABLISHED in the reply direction.
+func (t *Table) pickUpSynAck(sh *shard, f *flow, confirmed bool, now int64, r *Result) {
+	k, h := &f.k, f.h
+	if sh.n >= sh.limit && !sh.earlyDrop(t, h, now) {
+		sh.full++
+		*r = Result{Reason: TableFull}
+		return
+	}
+	// The packet's destination is the original source; the packet itself
+	// is the reply (the last packet seen, in the reply direction).
+	e := entry{expires: now + t.tmo[TCPSynRecv], state: uint8(TCPSynRecv), flags: flagSeenReply | flagLastReply | flagUnconfirmed}
+	orig := k.addr(0)
+	if f.srcIsA {
+		orig = k.addr(1)
+	} else {
+		e.flags |= flagOrigA
+	}
+	if t.cfg.Tag != nil {
+		e.tag = t.cfg.Tag(k.family(), orig)
+	}
+	if confirmed {
+		e.flags &^= flagUnconfirmed
+	}
+	p := sh.put(k, h, e)
+	sh.inserts++
+	sh.pickedUp++
+	if confirmed {
+		setResult(r, k, p, Reply, Established, OffloadNone)
+		return
+	}
+	*r = Result{Reason: TCPNoSyn}
 }
 
 // tcpEnd is the sequence number just past a segment: its sequence
