@@ -63,6 +63,7 @@ var (
 	ctFullDesc     = desc("conntrack_table_full_total", "New connections refused: table full of assured connections.")
 	ctReopenedDesc = desc("conntrack_reopened_total", "TCP connections reopened by a SYN.")
 	ctResetDesc    = desc("conntrack_reset_total", "TCP connections deleted by a RST before any reply (a refused SYN), as the kernel does.")
+	ctPickedUpDesc = desc("conntrack_picked_up_total", "TCP connections recorded from a SYN/ACK seen before their SYN (reordering between a node's interfaces); confirmed when the client speaks.")
 	ctFragEvDesc   = desc("conntrack_fragment_evictions_total", "First-fragment records dropped to make room (their later fragments become INVALID).")
 
 	ringDesc = desc("ring_events_total", "Ring health events per port (interface/queue): rx_dropped, rx_invalid_descs, tx_invalid_descs, tx_errors, tx_ring_full, fill_ring_empty.", "port", "event")
@@ -100,7 +101,7 @@ func New(gw *gateway.Gateway, version string) *Collector { return &Collector{gw:
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, ownerDesc, invalidDesc, malformedDesc, batchDesc,
-		connsDesc, ctEntriesDesc, ctMaxDesc, ctInsertsDesc, ctExpiredDesc, ctEvictedDesc, ctFullDesc, ctReopenedDesc, ctResetDesc, ctFragEvDesc,
+		connsDesc, ctEntriesDesc, ctMaxDesc, ctInsertsDesc, ctExpiredDesc, ctEvictedDesc, ctFullDesc, ctReopenedDesc, ctResetDesc, ctPickedUpDesc, ctFragEvDesc,
 		ringDesc, xdpDesc, arpDesc, maskDesc, totalDesc, localDesc, infoDesc, modeDesc, followRestartsDesc,
 		fastOnDesc, fastSlowDesc, cacheEntriesDesc, cacheMaxDesc, cacheInstallsDesc, cacheRemovalsDesc, cacheLostDesc, cacheErrorsDesc, cacheOrphansDesc} {
 		ch <- d
@@ -180,6 +181,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ctFullDesc, st.TableFull)
 	counter(ctReopenedDesc, st.Reopened)
 	counter(ctResetDesc, st.Reset)
+	counter(ctPickedUpDesc, st.PickedUp)
 	counter(ctFragEvDesc, st.FragEvicted)
 	for _, ifc := range dp.Ifaces() {
 		for _, p := range ifc.Ports {
