@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -20,6 +21,10 @@ import (
 	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
 )
+
+// keepalivedSinkPort is the server's UDP port TestKeepalivedFailover
+// counts datagrams on.
+const keepalivedSinkPort = 9999
 
 // The shipped keepalived files.
 const (
@@ -186,22 +191,19 @@ func newUDPSink(t *testing.T, ns *netns.NS, addr netip.AddrPort) *udpSink {
 	return s
 }
 
-// probe sends a burst of datagrams from every client address (a new flow
-// each) and reports, per owning node, how many arrived other than once.
-// want exactly-once: it returns "" when every datagram arrived once.
-func probe(t *testing.T, cl *netns.Cluster, sink *udpSink, phase string, owner func(netip.Addr) int) string {
+// probe sends a burst of datagrams from every client address, on a new
+// flow each and on the client's long-lived flow (long, opened at the
+// start), and reports, per owning node, how many arrived other than
+// once.
+func probe(t *testing.T, cl *netns.Cluster, sink *udpSink, phase string, owner func(netip.Addr) int, long map[netip.Addr]net.Conn) probeResult {
 	t.Helper()
-	const perClient = 20
-	dst := netip.AddrPortFrom(cl.Server4, 9999)
+	const perFlow = 10
+	dst := netip.AddrPortFrom(cl.Server4, keepalivedSinkPort)
 	var sent []string
 	sentBy := map[string]int{}
-	for _, a := range cl.Clients4 {
-		c, err := cl.Client.Dial("udp", a, dst, time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i < perClient; i++ {
-			p := fmt.Sprintf("%s/%s/%d", phase, a, i)
+	send := func(c net.Conn, a netip.Addr, flow string) {
+		for i := 0; i < perFlow; i++ {
+			p := fmt.Sprintf("%s/%s/%s/%d", phase, flow, a, i)
 			if _, err := c.Write([]byte(p)); err != nil {
 				t.Fatalf("send %s: %v", p, err)
 			}
@@ -209,7 +211,15 @@ func probe(t *testing.T, cl *netns.Cluster, sink *udpSink, phase string, owner f
 			sentBy[p] = owner(a)
 			time.Sleep(200 * time.Microsecond)
 		}
+	}
+	for _, a := range cl.Clients4 {
+		c, err := cl.Client.Dial("udp", a, dst, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		send(c, a, "new")
 		c.Close()
+		send(long[a], a, "long")
 	}
 	time.Sleep(500 * time.Millisecond) // frames in flight
 	sink.mu.Lock()
@@ -223,10 +233,21 @@ func probe(t *testing.T, cl *netns.Cluster, sink *udpSink, phase string, owner f
 			dups[sentBy[p]] += n - 1
 		}
 	}
-	if len(dups) == 0 && len(losses) == 0 {
-		return ""
-	}
-	return fmt.Sprintf("%s: %d datagrams: duplicates by owner node %v, losses by owner node %v", phase, len(sent), dups, losses)
+	return probeResult{phase, len(sent), dups, losses}
+}
+
+// probeResult counts, by owner node, the datagrams of a probe that arrived
+// more than once (the extra copies) or never.
+type probeResult struct {
+	phase        string
+	sent         int
+	dups, losses map[int]int
+}
+
+func (r probeResult) exactlyOnce() bool { return len(r.dups) == 0 && len(r.losses) == 0 }
+
+func (r probeResult) String() string {
+	return fmt.Sprintf("%s: %d datagrams: duplicates by owner node %v, losses by owner node %v", r.phase, r.sent, r.dups, r.losses)
 }
 
 // waitServes polls the daemons' status until each serves the shares
@@ -302,7 +323,16 @@ func TestKeepalivedFailover(t *testing.T) {
 	if owned[1] == 0 || owned[2] == 0 {
 		t.Fatalf("the clients are not owned by both nodes: %v", owned)
 	}
-	sink := newUDPSink(t, cl.Server, netip.AddrPortFrom(cl.Server4, 9999))
+	sink := newUDPSink(t, cl.Server, netip.AddrPortFrom(cl.Server4, keepalivedSinkPort))
+	long := map[netip.Addr]net.Conn{}
+	for _, a := range cl.Clients4 {
+		c, err := cl.Client.Dial("udp", a, netip.AddrPortFrom(cl.Server4, keepalivedSinkPort), time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		long[a] = c
+	}
 
 	var cfgs, socks []string
 	var ctls []*daemon.Client
@@ -347,8 +377,8 @@ func TestKeepalivedFailover(t *testing.T) {
 		return waitServes(t, ctls, [][]int{{1}, {2}}, timeout, what) + d
 	}
 	settled("start", 20*time.Second)
-	if bad := probe(t, cl, sink, "start", owner); bad != "" {
-		t.Errorf("%s", bad)
+	if r := probe(t, cl, sink, "start", owner, long); !r.exactlyOnce() {
+		t.Errorf("not exactly once: %v", r)
 	}
 
 	// kill -9 node 2's daemon: its keepalived's health check fails, its
@@ -362,8 +392,8 @@ func TestKeepalivedFailover(t *testing.T) {
 	if !hasVIP(t, cl.Nodes[0], "192.0.2.252") {
 		t.Errorf("node 1 serves share 2 but is not master of it")
 	}
-	if bad := probe(t, cl, sink, "node 2 down", owner); bad != "" {
-		t.Errorf("%s", bad)
+	if r := probe(t, cl, sink, "node 2 down", owner, long); !r.exactlyOnce() {
+		t.Errorf("not exactly once: %v", r)
 	}
 
 	// Start node 2's daemon again: it serves its own share at once; its
@@ -372,6 +402,14 @@ func TestKeepalivedFailover(t *testing.T) {
 	restarted := time.Now()
 	daemons[1] = startRun(t, cl.Nodes[1], bin, cfgs[1])
 	waitStatus(t, daemons[1], socks[1])
+	// Until node 2 preempts, both nodes forward share 2 (what the README
+	// says: duplicates, never losses), which also shows that the probe
+	// sees duplicates.
+	if r := probe(t, cl, sink, "failback pending", owner, long); len(r.losses) > 0 || r.dups[1] > 0 || r.dups[2] == 0 {
+		t.Errorf("before node 2 preempts, want duplicates of share 2 only: %v", r)
+	} else {
+		t.Logf("before node 2 preempts: %v", r)
+	}
 	settled("after node 2's daemon restarted", 30*time.Second)
 	failback := time.Since(restarted)
 	t.Logf("failback: node 1 released share 2 and node 2 is master of it %v after node 2's daemon was started again (preempt_delay %v)",
@@ -379,8 +417,8 @@ func TestKeepalivedFailover(t *testing.T) {
 	if failback < preemptDelay {
 		t.Errorf("failback after %v: before the preempt delay %v", failback, preemptDelay)
 	}
-	if bad := probe(t, cl, sink, "node 2 back", owner); bad != "" {
-		t.Errorf("%s", bad)
+	if r := probe(t, cl, sink, "node 2 back", owner, long); !r.exactlyOnce() {
+		t.Errorf("not exactly once after it settled: %v", r)
 	}
 	for i, ka := range kas {
 		var lines []string
