@@ -292,7 +292,9 @@ func hasVIP(t *testing.T, ns *netns.NS, addr string) bool {
 // operator installs them, with real keepalived on a management bridge
 // next to two gateway daemons: every share forwarded exactly once at the
 // start; kill -9 node 2's daemon and node 1 takes share 2 over (exactly
-// once again); start node 2's daemon again and, after the preempt delay,
+// once again); restart node 1's daemon faster than its health checks and
+// node 1 still serves share 2 once it is back; start node 2's daemon
+// again: both forward share 2 until, after the preempt delay,
 // node 2 is master of its share again and node 1 has released it:
 // exactly once, no share forwarded twice once it settled. (The old conf,
 // with nopreempt, left node 1 master of share 2 and both nodes forwarding
@@ -396,6 +398,26 @@ func TestKeepalivedFailover(t *testing.T) {
 		t.Errorf("not exactly once: %v", r)
 	}
 
+	// Restart node 1's daemon at once (kill -9, start again), faster than
+	// two failed health checks: the new daemon serves its configured
+	// share only, so keepalived must see the restart (the check fails for
+	// the first seconds of a daemon) and make node 1 take share 2 again.
+	// Without that, share 2 stays unserved while keepalived believes
+	// node 1 is its master.
+	daemons[0].cmd.Process.Signal(syscall.SIGKILL)
+	daemons[0].wait(t, 10*time.Second)
+	quick := time.Now()
+	daemons[0] = startRun(t, cl.Nodes[0], bin, cfgs[0])
+	if st := waitStatus(t, daemons[0], socks[0]); !slices.Equal(st.Serves, []int{1}) {
+		t.Fatalf("node 1's restarted daemon serves %v, want its configured share [1]", st.Serves)
+	}
+	t.Logf("node 1's daemon restarted in %v", time.Since(quick).Round(time.Millisecond))
+	waitServes(t, ctls[:1], [][]int{{1, 2}}, 20*time.Second, "after a quick restart of node 1's daemon")
+	t.Logf("node 1 serves share 2 again %v after its daemon was restarted", time.Since(quick).Round(time.Millisecond))
+	if r := probe(t, cl, sink, "node 1 restarted", owner, long); !r.exactlyOnce() {
+		t.Errorf("not exactly once: %v", r)
+	}
+
 	// Start node 2's daemon again: it serves its own share at once; its
 	// keepalived sees it healthy, preempts share 2 after the delay, and
 	// node 1 releases it.
@@ -434,8 +456,8 @@ func TestKeepalivedFailover(t *testing.T) {
 			t.Errorf("node 2's keepalived did not log %q", want)
 		}
 	}
-	if n := strings.Count(kas[0].String(), "(share_of_node2) Entering MASTER STATE"); n != 1 {
-		t.Errorf("node 1 became master of share 2 %d times, want once (at the takeover)", n)
+	if n := strings.Count(kas[0].String(), "(share_of_node2) Entering MASTER STATE"); n != 2 {
+		t.Errorf("node 1 became master of share 2 %d times, want twice (at the takeover and after its own restart)", n)
 	}
 	for i, p := range daemons {
 		if strings.Contains(p.logs(), "level=ERROR") {
@@ -451,7 +473,7 @@ func fakeXdpcluster(t *testing.T) (dir string, env []string) {
 	t.Helper()
 	dir = t.TempDir()
 	script := "#!/bin/sh\necho \"$@\" >> " + filepath.Join(dir, "calls") + "\n" +
-		"case \"$*\" in *' health') exit ${HEALTH:-0} ;; *' status') echo \"uptime:      ${UPTIME:-1m0s}\" ;; esac\n"
+		"case \"$*\" in *' health') exit ${HEALTH:-0} ;; *' status') echo \"uptime:      ${UPTIME-1m0s}\" ;; esac\n"
 	if err := os.WriteFile(filepath.Join(dir, "xdpcluster"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -513,6 +535,7 @@ func TestKeepalivedCheckScript(t *testing.T) {
 		{"0", "0s", false},
 		{"0", "3s", false},
 		{"1", "1m0s", false},
+		{"0", "", false}, // ctl status says no uptime: never pass blind
 	}
 	_, env := fakeXdpcluster(t)
 	for _, tc := range tests {

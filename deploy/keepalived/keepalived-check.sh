@@ -9,6 +9,10 @@ set -eu
 sock=${1:-/run/xdpcluster/control.sock}
 xdpcluster ctl --socket "$sock" health >/dev/null
 up=$(xdpcluster ctl --socket "$sock" status | sed -n 's/^uptime: *//p')
+if [ -z "$up" ]; then
+  echo "no uptime in xdpcluster ctl status" >&2
+  exit 1
+fi
 case "$up" in
   [0-3]s) echo "xdpcluster started ${up} ago" >&2; exit 1 ;;
 esac
