@@ -15,6 +15,7 @@ declare -A pkg_of=(
   [ethtool]=ethtool
   [prometheus]=prometheus
   [iperf3]=iperf3        # make bench-tcp(-smoke)
+  [keepalived]=keepalived # cmd/xdpcluster/keepalived_test.go: the shipped keepalived files, run for real
   [clang]=clang          # make generate: bpf2go compiles bpf/*.c
   [llvm-strip]=llvm      # ... and strips the objects' DWARF
 )
