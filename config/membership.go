@@ -40,6 +40,12 @@ type Membership struct {
 	// ResyncTimeout bounds one pull of a peer's connection table
 	// (unset: 60s).
 	ResyncTimeout Duration `yaml:"resync_timeout,omitempty"`
+	// ManageShares (unset: true) lets the membership move the shares
+	// (failover and failback). false keeps the gossip, the readiness and
+	// the state resync of a (re)starting node, and leaves the shares to
+	// keepalived or `xdpcluster ctl`: the keepalived setup with hitless
+	// failback.
+	ManageShares *bool `yaml:"manage_shares,omitempty"`
 }
 
 // MembershipSettings are the membership keys, validated and resolved.
@@ -52,6 +58,9 @@ type MembershipSettings struct {
 	Secret        []byte // 16, 24 or 32 bytes
 	Resync        netip.AddrPort
 	ResyncTimeout time.Duration
+	// ManageShares: the membership moves the shares (else keepalived or
+	// ctl does, and the membership only resyncs and reports readiness).
+	ManageShares bool
 }
 
 // DefaultResyncTimeout bounds one pull of a peer's connection table.
@@ -65,7 +74,7 @@ func (c *Config) membership() (*MembershipSettings, []error) {
 		return nil, nil
 	}
 	var errs []error
-	s := &MembershipSettings{SecretFile: mc.SecretFile, Join: mc.Join, ResyncTimeout: time.Duration(mc.ResyncTimeout)}
+	s := &MembershipSettings{SecretFile: mc.SecretFile, Join: mc.Join, ResyncTimeout: time.Duration(mc.ResyncTimeout), ManageShares: mc.ManageShares == nil || *mc.ManageShares}
 	var err error
 	if s.Bind, err = netip.ParseAddrPort(mc.Bind); err != nil || s.Bind.Port() == 0 {
 		errs = append(errs, fmt.Errorf("membership.bind %q: must be address:port of this node's management address (e.g. 192.0.2.11:7946), a literal address and a non-zero port", mc.Bind))
@@ -112,7 +121,7 @@ func (c *Config) membership() (*MembershipSettings, []error) {
 	}
 	// The effective configuration shows what was resolved.
 	f := *mc
-	f.Name, f.ResyncPort, f.ResyncTimeout = s.Name, Number(port), Duration(s.ResyncTimeout)
+	f.Name, f.ResyncPort, f.ResyncTimeout, f.ManageShares = s.Name, Number(port), Duration(s.ResyncTimeout), &s.ManageShares
 	if f.Advertise == "" && s.Advertise.IsValid() {
 		f.Advertise = s.Advertise.String()
 	}

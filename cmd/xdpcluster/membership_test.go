@@ -251,7 +251,7 @@ func checkFlows(t *testing.T, what string, flows []*mbFlow, maxGap, stall time.D
 // exactlyOnce sends count numbered datagrams from every client address
 // to the sink and checks each arrived exactly once (dupOK: at least once,
 // for a partition, where duplicates are the design).
-func exactlyOnce(t *testing.T, cl *netns.Cluster, sink *udpSink, what string, count int, dupOK bool) {
+func exactlyOnce(t *testing.T, cl *netns.Cluster, sink *mbUDPSink, what string, count int, dupOK bool) {
 	t.Helper()
 	sink.reset()
 	for _, src := range cl.Clients4 {
@@ -280,19 +280,19 @@ func exactlyOnce(t *testing.T, cl *netns.Cluster, sink *udpSink, what string, co
 	}
 }
 
-// udpSink counts datagrams by (source, sequence number).
-type udpSink struct {
+// mbUDPSink counts datagrams by (source, sequence number).
+type mbUDPSink struct {
 	mu   sync.Mutex
 	seen map[[12]byte]int
 	c    *net.UDPConn
 }
 
-func newSink(t *testing.T, cl *netns.Cluster) *udpSink {
+func newSink(t *testing.T, cl *netns.Cluster) *mbUDPSink {
 	c, err := cl.Server.ListenUDP(netip.AddrPortFrom(cl.Server4, mbSink))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &udpSink{seen: map[[12]byte]int{}, c: c}
+	s := &mbUDPSink{seen: map[[12]byte]int{}, c: c}
 	t.Cleanup(func() { c.Close() })
 	go func() {
 		buf := make([]byte, 64)
@@ -311,13 +311,13 @@ func newSink(t *testing.T, cl *netns.Cluster) *udpSink {
 	return s
 }
 
-func (s *udpSink) reset() {
+func (s *mbUDPSink) reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	clear(s.seen)
 }
 
-func (s *udpSink) check(srcs []netip.Addr, count int) (lost, dup int) {
+func (s *mbUDPSink) check(srcs []netip.Addr, count int) (lost, dup int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var k [12]byte

@@ -246,8 +246,13 @@ func printMembership(w io.Writer, m *daemon.MembershipStatus) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%v\n", name, mb.Addr, state, r, mb.Home)
 	}
 	tw.Flush()
+	if !m.ManageShares {
+		fmt.Fprintln(w, "shares:      moved by keepalived or ctl (membership.manage_shares: false)")
+	}
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  BUCKET\tSERVED BY")
+	if m.ManageShares {
+		fmt.Fprintln(tw, "  BUCKET\tSERVED BY")
+	}
 	for b, servers := range m.Buckets {
 		who := strings.Join(servers, ", ")
 		switch len(servers) {

@@ -337,7 +337,7 @@ func (d *Daemon) SetMask(mask uint32) error {
 	if d.eng == nil {
 		return errors.New("the dataplane is not running")
 	}
-	if d.mem != nil {
+	if d.mem != nil && d.mem.cfg.ManageShares {
 		return errManaged
 	}
 	m := d.eng.Match()
@@ -377,7 +377,7 @@ func (d *Daemon) nodeMask(n int) (cluster.Match, uint32, error) {
 	if d.eng == nil {
 		return cluster.Match{}, 0, errors.New("the dataplane is not running")
 	}
-	if d.mem != nil {
+	if d.mem != nil && d.mem.cfg.ManageShares {
 		return cluster.Match{}, 0, errManaged
 	}
 	m := d.eng.Match()
@@ -408,7 +408,7 @@ func (d *Daemon) Reload() error {
 			strings.Join(keys, ", "), strings.Join(config.RuntimeKeys, ", "))
 	}
 	switch {
-	case d.eng != nil && d.mem != nil:
+	case d.eng != nil && d.mem != nil && d.mem.cfg.ManageShares:
 		// The membership decides what the dataplane serves; the reload
 		// changes the home share it announces.
 		if err := newM.Validate(); err != nil {

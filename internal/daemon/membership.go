@@ -386,7 +386,8 @@ func (ms *mship) apply() {
 	applied := ms.applied
 	base := ms.base
 	ms.mu.Unlock()
-	if v.Self == "" || v.Mask == applied {
+	if !ms.cfg.ManageShares || v.Self == "" || v.Mask == applied {
+		// With manage_shares false, keepalived or ctl moves the shares.
 		return
 	}
 	if err := ms.d.setServing(serving(base, v.Mask)); err != nil {
@@ -436,9 +437,12 @@ type MembershipStatus struct {
 	Ready   bool           `json:"ready"`
 	Reason  string         `json:"reason,omitempty"`
 	Members []MemberStatus `json:"members"`
+	// ManageShares: the membership moves the shares; when false,
+	// keepalived or ctl does, and Buckets is empty.
+	ManageShares bool `json:"manage_shares"`
 	// Buckets lists, by bucket (1-based, as node numbers), the members
 	// that serve it.
-	Buckets [][]string  `json:"buckets"`
+	Buckets [][]string  `json:"buckets,omitempty"`
 	Resync  resyncStats `json:"resync"`
 }
 
@@ -446,12 +450,12 @@ func (ms *mship) status() *MembershipStatus {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	v := ms.view
-	s := &MembershipStatus{Name: ms.cfg.Name, Ready: ms.meta.Ready, Reason: ms.meta.Reason, Resync: ms.stats}
+	s := &MembershipStatus{Name: ms.cfg.Name, Ready: ms.meta.Ready, Reason: ms.meta.Reason, Resync: ms.stats, ManageShares: ms.cfg.ManageShares}
 	for _, m := range v.Members {
 		s.Members = append(s.Members, MemberStatus{Name: m.Name, Addr: m.Addr.String(), State: string(m.State), Ready: m.Meta.Ready,
 			Reason: m.Meta.Reason, Home: bucketList(m.Meta.Home), Self: m.Self, Incompatible: !m.Compatible})
 	}
-	for b := 0; b < int(ms.base.TotalNodes); b++ {
+	for b := 0; ms.cfg.ManageShares && b < int(ms.base.TotalNodes); b++ {
 		s.Buckets = append(s.Buckets, slices.Clone(v.Servers[b]))
 	}
 	return s
@@ -503,7 +507,7 @@ func (c membershipCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(membersReadyDesc, float64(ready))
 	gauge(readyDesc, b2f(meta.Ready))
-	for b := 0; b < int(total); b++ {
+	for b := 0; ms.cfg.ManageShares && b < int(total); b++ {
 		gauge(bucketServersDesc, float64(len(v.Servers[b])), fmt.Sprint(b+1))
 	}
 	counter(resyncPullsDesc, st.Pulls-st.PullErrors, "ok")
