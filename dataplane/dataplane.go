@@ -100,6 +100,9 @@ type Counters struct {
 	// stay on the slow path, which re-installs them later).
 	Installs, Removals, CacheErrors atomic.Uint64
 	Batches                         atomic.Uint64
+	// BatchFrames is the sum of the receive batches' sizes: the frames
+	// received in the batches Batches counts (the histogram's exact sum).
+	BatchFrames atomic.Uint64
 	// BatchSizes is a histogram of receive batch sizes: bucket i counts
 	// batches of up to 2^i frames.
 	BatchSizes [8]atomic.Uint64

@@ -362,6 +362,7 @@ func (w *worker) publish(in int, n int) {
 		}
 	}
 	c.Batches.Add(1)
+	c.BatchFrames.Add(uint64(n))
 	h := 0
 	for s := 1; s < n && h < len(c.BatchSizes)-1; s <<= 1 {
 		h++

@@ -31,7 +31,7 @@ func (c *Backend) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *Backend) Collect(ch chan<- prometheus.Metric) {
-	names, modes := c.n.Interfaces(), c.n.Modes()
+	names, modes := c.n.Interfaces(), c.n.InterfaceModes()
 	for i, p := range c.n.Programs() {
 		st, err := p.Stats()
 		if err != nil {
@@ -41,7 +41,7 @@ func (c *Backend) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(st[v]), names[i], PathXDP, backend.StatNames[v])
 		}
 		ch <- prometheus.MustNewConstMetric(icmpInnerDesc, prometheus.CounterValue, float64(st[backend.StatICMPInner]), names[i])
-		ch <- prometheus.MustNewConstMetric(modeDesc, prometheus.GaugeValue, 1, names[i], modes[i])
+		ch <- prometheus.MustNewConstMetric(modeDesc, prometheus.GaugeValue, 1, modeValues(names[i], modes[i])...)
 	}
 	for _, r := range c.n.Responders() {
 		s := r.Stats()

@@ -16,11 +16,36 @@ import (
 	"github.com/xdpcluster/xdpcluster/conntrack"
 	"github.com/xdpcluster/xdpcluster/dataplane"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
+	"github.com/xdpcluster/xdpcluster/node"
 	"github.com/xdpcluster/xdpcluster/node/gateway"
 	"github.com/xdpcluster/xdpcluster/packet"
 )
 
 const ns = "xdpcluster"
+
+// modeLabels are xdpcluster_interface_info's labels, modeValues their
+// values for one interface.
+var modeLabels = []string{"interface", "role", "xdp_mode", "io", "copy", "queues"}
+
+func modeValues(name string, m node.Mode) []string {
+	return []string{name, m.Role, m.XDP, m.IO, m.Copy, strconv.Itoa(m.Queues)}
+}
+
+// batchHistogram builds xdpcluster_batch_size from the workers' summed
+// counters: sizes[i] batches of up to 2^i frames (the last bucket also
+// holds any larger), frames the frames received in them, the exact sum.
+// The count is the buckets' total, so that it is never below a bucket's
+// cumulative count even when a batch lands between the counters' reads.
+func batchHistogram(sizes [8]uint64, frames uint64) (count uint64, sum float64, buckets map[float64]uint64) {
+	buckets = make(map[float64]uint64, len(sizes)-1)
+	for b := range sizes {
+		count += sizes[b]
+		if b < len(sizes)-1 {
+			buckets[float64(uint64(1)<<b)] = count
+		}
+	}
+	return count, float64(frames), buckets
+}
 
 // The path label of xdpcluster_packets_total, bytes_total and
 // owner_packets_total: where a packet was decided. Sum over it (sum
@@ -52,7 +77,7 @@ var (
 	ownerDesc     = desc("owner_packets_total", "Packets with a connection, by path (xdp, afxdp, afpacket) and the node (1-based) that owns them; every node sees every packet, so each node reports the whole cluster's split.", "interface", "path", "node")
 	invalidDesc   = desc("invalid_packets_total", "Packets without a connection (conntrack INVALID), by reason.", "interface", "reason")
 	malformedDesc = desc("malformed_packets_total", "Frames that could not be parsed, by reason.", "interface", "reason")
-	batchDesc     = desc("batch_size", "Frames per receive batch.", "interface")
+	batchDesc     = desc("batch_size", "Frames per receive batch (the sum is the frames received in batches, exact).", "interface")
 
 	connsDesc      = desc("connections_total", "New connections, by the node (1-based) that owns them; every node tracks every connection.", "node")
 	ctEntriesDesc  = desc("conntrack_entries", "Connections tracked now.")
@@ -66,7 +91,7 @@ var (
 	ctPickedUpDesc = desc("conntrack_picked_up_total", "TCP connections recorded from a SYN/ACK seen before their SYN (reordering between a node's interfaces); confirmed when the client speaks.")
 	ctFragEvDesc   = desc("conntrack_fragment_evictions_total", "First-fragment records dropped to make room (their later fragments become INVALID).")
 
-	ringDesc = desc("ring_events_total", "Ring health events per port (interface/queue): rx_dropped, rx_invalid_descs, tx_invalid_descs, tx_errors, tx_ring_full, fill_ring_empty.", "port", "event")
+	ringDesc = desc("ring_events_total", "Ring health events per port (interface and receive queue): rx_dropped, rx_invalid_descs, tx_invalid_descs, tx_errors, tx_ring_full, fill_ring_empty.", "interface", "queue", "event")
 	xdpDesc  = desc("xdp_packets_total", "Verdicts of the XDP program: to_xsk, no_socket, passed (to the kernel).", "interface", "verdict")
 	arpDesc  = desc("neighbour_messages_total", "ARP/ND responder: requests for cluster addresses, replies, announcements, rate_limited, ignored, errors, socket_drops (frames the kernel dropped before the responder read them: its socket buffer was full).", "interface", "protocol", "event")
 
@@ -74,7 +99,7 @@ var (
 	totalDesc = desc("total_nodes", "Nodes in the cluster.")
 	localDesc = desc("local_node", "1 for each node number whose share this node serves.", "node")
 	infoDesc  = desc("build_info", "Build information.", "version", "goversion", "hash")
-	modeDesc  = desc("interface_info", "Data interfaces and their dataplane modes.", "interface", "mode")
+	modeDesc  = desc("interface_info", "Data interfaces and how they run: role (gateway, backend), xdp_mode (native, generic; none: no XDP program), io (afxdp, afpacket; none: the XDP program decides alone), copy (zerocopy, copy; none), queues (receive queues the workers read).", modeLabels...)
 
 	fastOnDesc        = desc("fast_path_enabled", "1 when the XDP fast path (the flow cache) is on; 0 when it is off (the daemon logs why at start).")
 	fastSlowDesc      = desc("fast_path_slow_total", "Cluster-MAC IP frames the XDP fast path handed to the workers, by reason: miss (not cached), tcp_control (SYN/FIN/RST), fragment, not_fast (tagged, IPv6 extension headers, ICMP, other protocols, malformed), ttl, no_egress, fib_* (the kernel's route lookup result, e.g. fib_no_neighbour while a next hop resolves).", "interface", "reason")
@@ -125,7 +150,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		var inv [conntrack.NumReasons]uint64
 		var mal [packet.NumReasons]uint64
 		var batches [8]uint64
-		var nBatches uint64
+		var batchFrames uint64
 		for q := 0; q < dp.Queues(); q++ {
 			w := dp.Counters(q, i)
 			for v := range pkts {
@@ -144,7 +169,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			for b := range batches {
 				batches[b] += w.BatchSizes[b].Load()
 			}
-			nBatches += w.Batches.Load()
+			batchFrames += w.BatchFrames.Load()
 		}
 		for v := dataplane.Verdict(0); v < dataplane.NumVerdicts; v++ {
 			counter(packetsDesc, pkts[v], ifc.Name, path, v.String())
@@ -159,14 +184,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		for r := packet.Reason(2); r < packet.NumReasons; r++ {
 			counter(malformedDesc, mal[r], ifc.Name, r.String())
 		}
-		buckets := map[float64]uint64{}
-		var cum, sum uint64
-		for b := range batches {
-			cum += batches[b]
-			buckets[float64(uint64(1)<<b)] = cum
-			sum += batches[b] * (uint64(1) << b) // upper bound of the bucket
-		}
-		ch <- prometheus.MustNewConstHistogram(batchDesc, nBatches, float64(sum), buckets, ifc.Name)
+		count, sum, buckets := batchHistogram(batches, batchFrames)
+		ch <- prometheus.MustNewConstHistogram(batchDesc, count, sum, buckets, ifc.Name)
 	}
 	for n := 0; n < int(m.TotalNodes); n++ {
 		counter(connsDesc, c.gw.NewConns(n), strconv.Itoa(n+1))
@@ -184,14 +203,15 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ctPickedUpDesc, st.PickedUp)
 	counter(ctFragEvDesc, st.FragEvicted)
 	for _, ifc := range dp.Ifaces() {
-		for _, p := range ifc.Ports {
+		for q, p := range ifc.Ports { // port q reads receive queue q
 			s := p.Stats()
+			queue := strconv.Itoa(q)
 			for _, e := range []struct {
 				name string
 				v    uint64
 			}{{"rx_dropped", s.RxDropped}, {"rx_invalid_descs", s.RxInvalid}, {"tx_invalid_descs", s.TxInvalid},
 				{"tx_errors", s.TxErrors}, {"tx_ring_full", s.TxRingFull}, {"fill_ring_empty", s.FillRingEmpty + s.RxFillEmpty}} {
-				counter(ringDesc, e.v, p.Name(), e.name)
+				counter(ringDesc, e.v, ifc.Name, queue, e.name)
 			}
 		}
 	}
@@ -230,13 +250,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gover = bi.GoVersion
 	}
 	gauge(infoDesc, 1, c.version, gover, m.Hash.String())
-	modes := c.gw.Modes()
+	modes := c.gw.InterfaceModes()
 	for i, ifc := range dp.Ifaces() {
-		mode := ""
 		if i < len(modes) {
-			mode = modes[i]
+			gauge(modeDesc, 1, modeValues(ifc.Name, modes[i])...)
 		}
-		gauge(modeDesc, 1, ifc.Name, mode)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/dataplane"
@@ -133,6 +134,152 @@ func TestPathLabel(t *testing.T) {
 			}
 			if counted < sent {
 				t.Errorf("packets_total{path=%q} sums to %v after %d frames", tc.path, counted, sent)
+			}
+		})
+	}
+}
+
+// TestBatchHistogram: the batch_size histogram's sum is the frames
+// received, not the buckets' upper bounds, its buckets are cumulative and
+// its count is their total.
+func TestBatchHistogram(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		sizes   [8]uint64
+		frames  uint64
+		count   uint64
+		sum     float64
+		buckets map[float64]uint64
+	}{
+		{"none", [8]uint64{}, 0, 0, 0, map[float64]uint64{1: 0, 2: 0, 4: 0, 8: 0, 16: 0, 32: 0, 64: 0}},
+		// Three batches of 3, 5 and 33 frames: upper bounds would say 4+8+64.
+		{"uneven", [8]uint64{2: 1, 3: 1, 6: 1}, 3 + 5 + 33, 3, 41, map[float64]uint64{1: 0, 2: 0, 4: 1, 8: 2, 16: 2, 32: 2, 64: 3}},
+		{"singles", [8]uint64{0: 10}, 10, 10, 10, map[float64]uint64{1: 10, 2: 10, 4: 10, 8: 10, 16: 10, 32: 10, 64: 10}},
+		// The last bucket holds batches above 64 (none with batch_size
+		// at most 64): only in +Inf, the count.
+		{"overflow", [8]uint64{6: 1, 7: 1}, 64 + 100, 2, 164, map[float64]uint64{1: 0, 2: 0, 4: 0, 8: 0, 16: 0, 32: 0, 64: 1}},
+	} {
+		count, sum, buckets := batchHistogram(tc.sizes, tc.frames)
+		if count != tc.count || sum != tc.sum {
+			t.Errorf("%s: count %d, sum %v; want %d, %v", tc.name, count, sum, tc.count, tc.sum)
+		}
+		if len(buckets) != len(tc.buckets) {
+			t.Errorf("%s: buckets %v, want %v", tc.name, buckets, tc.buckets)
+		}
+		for le, want := range tc.buckets {
+			if buckets[le] != want {
+				t.Errorf("%s: bucket le=%v %d, want %d", tc.name, le, buckets[le], want)
+			}
+		}
+	}
+}
+
+// labelsOf returns a series' labels as a map.
+func labelsOf(m *dto.Metric) map[string]string {
+	out := map[string]string{}
+	for _, l := range m.GetLabel() {
+		out[l.GetName()] = l.GetValue()
+	}
+	return out
+}
+
+// TestGatewayLabels: a real gateway's ring events carry interface and
+// queue (one series per event for each of the interface's queues),
+// interface_info its structured mode, and batch_size's sum is exactly
+// the frames the workers received (packets_total of their path, not
+// the XDP fast path's), with
+// AF_XDP and raw sockets.
+func TestGatewayLabels(t *testing.T) {
+	nstest.Require(t)
+	mac := net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}
+	for _, tc := range []struct {
+		io   dataplane.IO
+		info map[string]string // interface_info's labels but xdp_mode and copy when "*"
+	}{
+		{dataplane.IOAFXDP, map[string]string{"interface": "dpa", "role": "gateway", "io": "afxdp", "queues": "1", "xdp_mode": "*", "copy": "*"}},
+		{dataplane.IOAFPacket, map[string]string{"interface": "dpa", "role": "gateway", "io": "afpacket", "queues": "1", "xdp_mode": "none", "copy": "copy"}},
+	} {
+		t.Run(string(tc.io), func(t *testing.T) {
+			ns := nstest.Veth(t, "xc-mlabel", "dpa", "dpb")
+			var g *gateway.Gateway
+			if err := ns.Do(func() (err error) {
+				g, err = gateway.Start(gateway.Config{Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: mac}},
+					Match: cluster.LocalNode(2, 1, 1), IO: tc.io, Queues: 1})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { g.Close() })
+			reg := prometheus.NewPedanticRegistry()
+			if err := reg.Register(New(g, "test")); err != nil {
+				t.Fatal(err)
+			}
+			in := nstest.NewInjector(t, ns, "dpb")
+			const sent = 7
+			for i := 0; i < sent; i++ {
+				in.Send(udp4(mac))
+			}
+			// Gather until packets_total has the frames and two scrapes
+			// agree (nothing else in flight).
+			var fams map[string]*dto.MetricFamily
+			var pkts, prev float64 = 0, -1
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+				got, err := reg.Gather()
+				if err != nil {
+					t.Fatalf("gather: %v", err)
+				}
+				fams = map[string]*dto.MetricFamily{}
+				for _, f := range got {
+					fams[f.GetName()] = f
+				}
+				pkts = 0
+				for _, m := range fams["xdpcluster_packets_total"].GetMetric() {
+					if labelsOf(m)["path"] != PathXDP { // the workers' frames
+						pkts += m.GetCounter().GetValue()
+					}
+				}
+				if (pkts >= sent && pkts == prev) || time.Now().After(deadline) {
+					break
+				}
+				prev = pkts
+			}
+			if pkts < sent {
+				t.Fatalf("packets_total %v after %d frames", pkts, sent)
+			}
+			h := fams["xdpcluster_batch_size"].GetMetric()
+			if len(h) != 1 || h[0].GetHistogram().GetSampleSum() != pkts {
+				t.Errorf("batch_size %v: want one series whose sum is the %v frames received", h, pkts)
+			} else if c := h[0].GetHistogram().GetSampleCount(); c == 0 || c > uint64(pkts) {
+				t.Errorf("batch_size count %d for %v frames", c, pkts)
+			}
+			events := map[string]bool{}
+			for _, m := range fams["xdpcluster_ring_events_total"].GetMetric() {
+				l := labelsOf(m)
+				if len(l) != 3 || l["interface"] != "dpa" || l["queue"] != "0" || l["event"] == "" {
+					t.Errorf("ring_events_total labels %v, want interface=dpa, queue=0, event", l)
+				}
+				events[l["event"]] = true
+			}
+			if len(events) != 6 {
+				t.Errorf("ring events %v, want 6", events)
+			}
+			info := fams["xdpcluster_interface_info"].GetMetric()
+			if len(info) != 1 {
+				t.Fatalf("interface_info %v: want one series", info)
+			}
+			l := labelsOf(info[0])
+			if len(l) != len(tc.info) {
+				t.Errorf("interface_info labels %v, want %v", l, tc.info)
+			}
+			for k, want := range tc.info {
+				switch {
+				case want != "*" && l[k] != want:
+					t.Errorf("interface_info %s=%q, want %q", k, l[k], want)
+				case k == "xdp_mode" && want == "*" && l[k] != "native" && l[k] != "generic":
+					t.Errorf("interface_info xdp_mode=%q, want native or generic", l[k])
+				case k == "copy" && want == "*" && l[k] != "copy" && l[k] != "zerocopy":
+					t.Errorf("interface_info copy=%q, want copy or zerocopy", l[k])
+				}
 			}
 		})
 	}

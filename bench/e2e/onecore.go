@@ -340,7 +340,7 @@ func (t *topo) ringEvents() (rxDropped, fillEmpty uint64) {
 	if err != nil {
 		return 0, 0
 	}
-	port := `port="` + inIf + `/`
+	port := `interface="` + inIf + `"`
 	return uint64(metricSum(m, "xdpcluster_ring_events_total", port, `event="rx_dropped"`)),
 		uint64(metricSum(m, "xdpcluster_ring_events_total", port, `event="fill_ring_empty"`))
 }

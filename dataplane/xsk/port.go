@@ -185,6 +185,9 @@ func (p *Port) Mode() string {
 	return "afxdp copy"
 }
 
+// ZeroCopy reports whether the socket runs in zero-copy mode.
+func (p *Port) ZeroCopy() bool { return p.zeroCopy }
+
 // FD implements dataplane.Port.
 func (p *Port) FD() int { return p.sock.FD() }
 

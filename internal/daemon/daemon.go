@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
@@ -193,6 +194,7 @@ func (d *Daemon) Serve() error {
 	if cfg.MetricsListen != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(eng.Collector(d.Version), servedCollector{d})
+		reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 		d.mu.Lock()
 		if d.mem != nil {
 			reg.MustRegister(membershipCollector{d.mem})

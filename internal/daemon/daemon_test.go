@@ -85,13 +85,13 @@ func TestDaemon(t *testing.T) {
 		`xdpcluster_owner_packets_total{interface="front",node="2",path="afxdp"}`,
 		`xdpcluster_invalid_packets_total{interface="front",reason="tcp_no_syn"}`,
 		`xdpcluster_conntrack_entries`, `xdpcluster_conntrack_max_entries 1.048576e+06`, `xdpcluster_conntrack_reset_total`, `xdpcluster_conntrack_fragment_evictions_total`, `xdpcluster_kernel_follow_restarts_total 0`,
-		`xdpcluster_ring_events_total{event="tx_errors",port="back/q0"}`,
+		`xdpcluster_ring_events_total{event="tx_errors",interface="back",queue="0"}`,
 		`xdpcluster_xdp_packets_total{interface="front",verdict="passed"}`,
 		`xdpcluster_neighbour_messages_total{event="announcements",interface="front",protocol="any"} 2`,
 		`xdpcluster_neighbour_messages_total{event="socket_drops",interface="front",protocol="any"} 0`,
 		`xdpcluster_batch_size_bucket{interface="front",le="64"}`,
 		`xdpcluster_node_mask 1`, `xdpcluster_total_nodes 2`, `xdpcluster_local_node{node="1"} 1`,
-		`xdpcluster_build_info{`, `xdpcluster_interface_info{interface="front",mode="xdp native, afxdp`,
+		`xdpcluster_build_info{`, `xdpcluster_interface_info{copy="`, `interface="front",io="afxdp",queues="1",role="gateway",xdp_mode="native"} 1`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)

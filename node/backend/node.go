@@ -38,7 +38,7 @@ type Node struct {
 	// Set by Start, one per data interface, and never changed after.
 	programs   []*Program
 	responders []*arp.Responder
-	modes      []string
+	modes      []node.Mode
 	names      []string
 	ifindexes  []int
 
@@ -153,7 +153,7 @@ func Start(cfg Config) (n *Node, err error) {
 		if err != nil {
 			return n, err
 		}
-		n.modes = append(n.modes, "backend xdp "+mode.String())
+		n.modes = append(n.modes, node.Mode{Role: node.RoleBackend, XDP: mode.String(), IO: node.None, Copy: node.None})
 		r, err := arp.Start(arp.Config{Interface: ic.Name, ClusterMAC: ic.ClusterMAC, NDMAC: ic.NDMAC, IPv4: ic.IPv4, IPv6: ic.IPv6, Logger: log})
 		if err != nil {
 			return n, err
@@ -244,7 +244,16 @@ func (n *Node) Responders() []*arp.Responder { return slices.Clone(n.responders)
 
 // Modes describes how each data interface runs (e.g. "backend xdp
 // generic"), in the order of Interfaces. The slice is the caller's.
-func (n *Node) Modes() []string { return slices.Clone(n.modes) }
+func (n *Node) Modes() []string {
+	out := make([]string, len(n.modes))
+	for i, m := range n.modes {
+		out[i] = m.String()
+	}
+	return out
+}
+
+// InterfaceModes is Modes as structured values.
+func (n *Node) InterfaceModes() []node.Mode { return slices.Clone(n.modes) }
 
 // Close detaches the programs, stops the responders, removes the addresses
 // it added to lo and restores the sysctls (through handles opened in the

@@ -87,7 +87,7 @@ type Gateway struct {
 	// newConns counts new connections by the 0-based node that owns them
 	// (every node tracks every connection).
 	newConns [cluster.MaxNodes]atomic.Uint64
-	modes    []string // per interface: "xdp native, afxdp copy, 1 queue(s)"
+	modes    []node.Mode // per interface
 	// clock is the dataplane's one time origin: the workers, the sweeper
 	// and the snapshots read it.
 	clock    conntrack.Clock
@@ -243,7 +243,7 @@ func Start(cfg Config) (g *Gateway, err error) {
 	}
 	g.running = true
 	for i, ic := range cfg.Interfaces {
-		log.Debug("dataplane started", "interface", ic.Name, "cluster_mac", ic.ClusterMAC.String(), "mode", g.modes[i], "match", cfg.Match.String())
+		log.Debug("dataplane started", "interface", ic.Name, "cluster_mac", ic.ClusterMAC.String(), "mode", g.modes[i].String(), "match", cfg.Match.String())
 	}
 	return g, nil
 }
@@ -285,7 +285,16 @@ func (g *Gateway) NewConns(node int) uint64 { return g.newConns[node].Load() }
 // Modes describes how each interface runs (e.g. "xdp native, afxdp
 // copy, 2 queue(s)" or "afpacket, 1 queue"), in the order of
 // Config.Interfaces. The slice is the caller's.
-func (g *Gateway) Modes() []string { return slices.Clone(g.modes) }
+func (g *Gateway) Modes() []string {
+	out := make([]string, len(g.modes))
+	for i, m := range g.modes {
+		out[i] = m.String()
+	}
+	return out
+}
+
+// InterfaceModes is Modes as structured values.
+func (g *Gateway) InterfaceModes() []node.Mode { return slices.Clone(g.modes) }
 
 // followKernel flushes the workers' route caches when the kernel's routes
 // or neighbours change, at most every 100 ms (neighbour states change
@@ -579,7 +588,11 @@ func (g *Gateway) openXDP(h *netlink.Handle, cfg Config) ([]dataplane.Iface, err
 		if err != nil {
 			return nil, err
 		}
-		g.modes = append(g.modes, fmt.Sprintf("xdp %s, %s, %d queue(s)", xm, perIface[i][0].Mode(), queues))
+		cp := node.Copy
+		if perIface[i][0].ZeroCopy() {
+			cp = node.CopyZero
+		}
+		g.modes = append(g.modes, node.Mode{Role: node.RoleGateway, XDP: xm.String(), IO: node.IOAFXDP, Copy: cp, Queues: queues})
 		ifaces = append(ifaces, ifc)
 	}
 	return ifaces, nil
@@ -604,7 +617,7 @@ func (g *Gateway) openPacket(h *netlink.Handle, cfg Config) ([]dataplane.Iface, 
 		g.ports = append(g.ports, p)
 		ifc := dataplane.Iface{Name: ic.Name, Ports: []dataplane.Port{p}, NoNewConnections: ic.NoNewConnections}
 		copy(ifc.MAC[:], link.Attrs().HardwareAddr)
-		g.modes = append(g.modes, "afpacket, 1 queue")
+		g.modes = append(g.modes, node.Mode{Role: node.RoleGateway, XDP: node.None, IO: node.IOAFPacket, Copy: node.Copy, Queues: 1})
 		ifaces = append(ifaces, ifc)
 	}
 	return ifaces, nil

@@ -115,6 +115,12 @@ func TestGatewayXDPMode(t *testing.T) {
 			if len(modes) != 1 || !strings.HasPrefix(modes[0], tc.prefix) || attached != uint32(tc.kernel) {
 				t.Fatalf("xdp mode %s: modes %q, kernel attach mode %d; want %q..., %d", tc.mode, modes, attached, tc.prefix, tc.kernel)
 			}
+			// The structured mode (xdpcluster_interface_info's labels)
+			// says the same.
+			if im := g.InterfaceModes(); len(im) != 1 || "xdp "+im[0].XDP+", " != tc.prefix || im[0].IO != xnode.IOAFXDP ||
+				im[0].Role != xnode.RoleGateway || im[0].Queues < 1 || im[0].String() != modes[0] {
+				t.Errorf("xdp mode %s: interface modes %+v, want xdp %q, afxdp, and %q as a string", tc.mode, im, tc.prefix, modes[0])
+			}
 			modes[0] = "changed"
 			if got := g.Modes()[0]; !strings.HasPrefix(got, tc.prefix) {
 				t.Errorf("changing the slice Modes returned changed the gateway's: %q", got)
