@@ -141,7 +141,10 @@ func (m *merger) merge(rec []byte, k *key, h uint64, st *MergeStats) {
 		cur.flags |= e.flags & (flagSeenReply | flagAssured)
 		cur.expires = max(cur.expires, e.expires)
 		st.Kept++
-	case age > min(m.nowMs-cur.born, maxAgeMs):
+	default:
+		// The puller is the node that was away (restarting, or its
+		// dataplane down); the peer, ready all along, saw the flow's
+		// first packet.
 		if cur.fp&fpInstalled != 0 && t.off != nil {
 			if m.tp == nil {
 				m.tp = new(packet.Tuple) // escapes to Forget: once per call, not per record
@@ -151,15 +154,13 @@ func (m *merger) merge(rec []byte, k *key, h uint64, st *MergeStats) {
 		}
 		*cur = e
 		st.Replaced++
-	default:
-		st.Kept++
 	}
 }
 
 // MergeStats counts what Merge did with each record.
 type MergeStats struct {
 	Added    int // absent here: added
-	Replaced int // a datagram connection tracked here in reverse, younger than the peer's: replaced
+	Replaced int // a datagram connection tracked here in reverse: replaced by the peer's
 	Kept     int // present here: kept (its expiry and, for datagrams, its reply and assured flags updated)
 	Expired  int // no lifetime left: skipped
 	Full     int // absent here, but the table holds MaxEntries connections: skipped
@@ -203,9 +204,11 @@ func (s MergeStats) Records() int { return s.Added + s.Replaced + s.Kept + s.Exp
 //     later of the two;
 //   - another protocol, present here in the other direction (a node
 //     restarted mid-flow saw the reply first and tracks the flow reversed,
-//     with the wrong tag): replaced by the peer's record when the peer's
-//     entry is older (a larger age) than the local one, else kept
-//     unchanged. A replaced connection that the fast path holds is removed
+//     with the wrong tag): replaced by the peer's record. The node that
+//     pulls is the one that was away (restarting, or its dataplane down),
+//     while the peer it pulls from was ready all along and saw the flow's
+//     first packet (comparing the entries' ages fails: both nodes see a
+//     flow's first packets within a millisecond). A replaced connection that the fast path holds is removed
 //     from it (its cached tag is wrong), at once and under the shard's
 //     lock: a worker may install the connection's right direction as soon
 //     as the lock is released, and a removal made after that would take

@@ -17,7 +17,7 @@ import (
 const (
 	DefaultTimeout       = 60 * time.Second
 	DefaultMaxConcurrent = 2
-	handshakeTimeout     = 5 * time.Second
+	handshakeTimeout     = 2 * time.Second
 	// extraPending is how many connections, beyond MaxConcurrent, may be
 	// in their handshake (to be refused busy, or to wait for a slot);
 	// more are closed at once.
@@ -63,9 +63,13 @@ type Server struct {
 	mu      sync.Mutex
 	ln      net.Listener
 	closed  bool
-	conns   map[net.Conn]struct{}
+	conns   map[net.Conn]connState
 	wg      sync.WaitGroup
 	slots   chan struct{} // one per pull being served
+	// refused counts connections refused since the last warning
+	// (refusedWarn).
+	refused        int
+	lastRefusedLog time.Time
 	pending chan struct{} // one per connection being handled
 }
 
@@ -109,7 +113,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		return errors.New("resync server: Serve called twice")
 	}
 	s.ln = ln
-	s.conns = map[net.Conn]struct{}{}
+	s.conns = map[net.Conn]connState{}
 	s.slots = make(chan struct{}, maxc)
 	s.pending = make(chan struct{}, maxc+extraPending)
 	s.mu.Unlock()
@@ -125,10 +129,8 @@ func (s *Server) Serve(ln net.Listener) error {
 			}
 			return fmt.Errorf("resync server: accept on %s: %w", ln.Addr(), err)
 		}
-		select {
-		case s.pending <- struct{}{}:
-		default:
-			s.logger().Warn("resync: pull refused", "peer", c.RemoteAddr().String(), "reason", "too many connections in progress")
+		if !s.admit() {
+			s.refusedWarn(c.RemoteAddr().String())
 			c.Close()
 			continue
 		}
@@ -139,7 +141,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			<-s.pending
 			continue
 		}
-		s.conns[c] = struct{}{}
+		s.conns[c] = connState{since: time.Now()}
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go func() {
@@ -151,6 +153,72 @@ func (s *Server) Serve(ln net.Listener) error {
 			<-s.pending
 		}()
 	}
+}
+
+// connState is a connection's place in the queue: when it came, and
+// whether its request authenticated.
+type connState struct {
+	since  time.Time
+	authed bool
+}
+
+// admit takes a pending slot for a new connection. When every slot is
+// taken, it closes the oldest connection that has not authenticated yet
+// (so idle or slow unauthenticated connections cannot lock peers out:
+// a real pull authenticates within a round trip) and waits briefly for
+// its slot; false when every slot is held by authenticated pulls.
+func (s *Server) admit() bool {
+	select {
+	case s.pending <- struct{}{}:
+		return true
+	default:
+	}
+	s.mu.Lock()
+	var oldest net.Conn
+	var when time.Time
+	for c, st := range s.conns {
+		if !st.authed && (oldest == nil || st.since.Before(when)) {
+			oldest, when = c, st.since
+		}
+	}
+	s.mu.Unlock()
+	if oldest == nil {
+		return false
+	}
+	oldest.Close()
+	select {
+	case s.pending <- struct{}{}:
+		return true
+	case <-time.After(time.Second):
+		return false
+	}
+}
+
+// authenticated marks c's request as authenticated: it is no longer
+// evicted for newcomers.
+func (s *Server) authenticated(c net.Conn) {
+	s.mu.Lock()
+	if st, ok := s.conns[c]; ok {
+		st.authed = true
+		s.conns[c] = st
+	}
+	s.mu.Unlock()
+}
+
+// refusedWarn logs a refused connection, at most once a second (with how
+// many were refused meanwhile): a flood must not flood the log too.
+func (s *Server) refusedWarn(peer string) {
+	s.mu.Lock()
+	s.refused++
+	now := time.Now()
+	if now.Sub(s.lastRefusedLog) < time.Second {
+		s.mu.Unlock()
+		return
+	}
+	n := s.refused
+	s.refused, s.lastRefusedLog = 0, now
+	s.mu.Unlock()
+	s.logger().Warn("resync: connections refused: every slot is held by pulls in progress", "peer", peer, "refused", n)
 }
 
 // Close stops Serve, ends the pulls in progress and waits for them.
@@ -231,6 +299,9 @@ func (s *Server) serve(c net.Conn, st *Stats) (err error) {
 
 	// Request.
 	typ, body, err := ch.readFrame()
+	if err == nil {
+		s.authenticated(c)
+	}
 	if errors.Is(err, ErrAuth) {
 		// Sealed with our key: the client cannot open it either, and
 		// fails on it as it would on a header.

@@ -407,6 +407,22 @@ func bitsSet(x uint32) (n int) {
 	return n
 }
 
+// ownedFlows opens a TCP and a UDP flow from every client address node
+// (1-based) owns.
+func ownedFlows(t *testing.T, cl *netns.Cluster, node int, tag string) []*mbFlow {
+	m := cluster.Match{TotalNodes: mbTotal, Seed: mbSeed}
+	var out []*mbFlow
+	for _, src := range cl.Clients4 {
+		if m.Node(src)/2+1 == node {
+			out = append(out, startFlow(t, cl, "tcp", src, tag+"-tcp-"+src.String()), startFlow(t, cl, "udp", src, tag+"-udp-"+src.String()))
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("no client address owned by node %d", node)
+	}
+	return out
+}
+
 // TestMembershipFailoverFailback is issue 16's proof.
 func TestMembershipFailoverFailback(t *testing.T) {
 	nstest.Require(t)
@@ -523,16 +539,52 @@ func TestMembershipFailoverFailback(t *testing.T) {
 	exactlyOnce(t, cl, sink, "after the partition", 50, false)
 	checkFlows(t, "after the partition", flows, 3*time.Second, 2*time.Second)
 
-	// Health: node 1's front link goes down; it announces itself not ready
-	// and its buckets are served by the others until it comes back.
+	// A node that restarts while its management network is down sees
+	// nobody: like a first node it is ready alone (serving everything:
+	// duplicates). When it meets its ready peers it resyncs before it
+	// takes its share back, so the connections opened while it was gone
+	// go on.
+	nodes[2].p.cmd.Process.Kill()
+	nodes[2].p.wait(t, 5*time.Second)
+	running[2] = false
+	waitSettled(t, "after node 3 was killed", nodes, running, nil, 10*time.Second)
+	outage3 := ownedFlows(t, cl, 3, "outage3")
+	nstest.Run(t, cl.Switch, "ip", "link", "set", cl.MgmtPort(2), "down")
+	nodes[2].start(t)
+	running[2] = true
+	nodes[2].p.waitLog(t, "ready without a resync", 15*time.Second)
+	time.Sleep(time.Second)
+	nstest.Run(t, cl.Switch, "ip", "link", "set", cl.MgmtPort(2), "up")
+	waitSettled(t, "node 3 back on the management network", nodes, running, home, 30*time.Second)
+	nodes[2].p.waitLog(t, "state resync done", time.Second)
+	flows = append(flows, outage3...)
+	time.Sleep(3 * time.Second)
+	checkFlows(t, "node 3 restarted alone, then resynced", flows, 3*time.Second, 2*time.Second)
+	exactlyOnce(t, cl, sink, "after node 3's lonely restart", 50, false)
+
+	// Health: node 1's front link goes down; it announces itself not
+	// ready and its buckets are served by the others. Flows opened
+	// meanwhile (node 1 sees only their replies, on back, and UDP ones it
+	// tracks reversed) go on after it comes back: it resyncs before it is
+	// ready again.
 	nstest.Run(t, cl.Nodes[0], "ip", "link", "set", "front", "down")
 	waitSettled(t, "node 1's link down", nodes, []bool{false, true, true}, nil, 10*time.Second)
 	st, err := nodes[0].status()
 	if err != nil || st.Membership == nil || st.Membership.Ready || !strings.Contains(st.Membership.Reason, "front") {
 		t.Errorf("node 1 with its front link down: %+v, %v", st.Membership, err)
 	}
+	resyncsBefore := strings.Count(nodes[0].p.logs(), "state resync done")
+	linkDown := ownedFlows(t, cl, 1, "linkdown")
+	time.Sleep(time.Second)
 	nstest.Run(t, cl.Nodes[0], "ip", "link", "set", "front", "up")
 	waitSettled(t, "node 1's link up", nodes, running, home, 10*time.Second)
+	flows = append(flows, linkDown...)
+	time.Sleep(3 * time.Second)
+	checkFlows(t, "node 1's link came back", flows, 3*time.Second, 2*time.Second)
+	if n := strings.Count(nodes[0].p.logs(), "state resync done") - resyncsBefore; n != 1 {
+		t.Errorf("node 1 resynced %d times after its link came back, want 1", n)
+	}
+	exactlyOnce(t, cl, sink, "after node 1's link came back", 50, false)
 
 	for _, f := range flows {
 		f.halt()

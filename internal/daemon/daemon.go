@@ -403,24 +403,32 @@ func (d *Daemon) Reload() error {
 		return fmt.Errorf("reload refused, keeping the running configuration: %w", err)
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	newM := nc.Match
 	if keys := config.RestartKeys(d.cfg, nc); len(keys) > 0 {
+		d.mu.Unlock()
 		return fmt.Errorf("reload refused, keeping the running configuration: %s changed, which needs a restart (only %s change at run time)",
 			strings.Join(keys, ", "), strings.Join(config.RuntimeKeys, ", "))
 	}
-	switch {
-	case d.eng != nil && d.mem != nil && d.mem.cfg.ManageShares:
+	if d.eng != nil && d.mem != nil && d.mem.cfg.ManageShares {
 		// The membership decides what the dataplane serves; the reload
-		// changes the home share it announces.
+		// changes the home share it announces (gossiped outside the
+		// daemon's lock: it may wait for the network).
 		if err := newM.Validate(); err != nil {
+			d.mu.Unlock()
 			return fmt.Errorf("reload refused: %w", err)
 		}
-		if err := d.mem.setHome(newM); err != nil {
-			return fmt.Errorf("reload refused: %w", err)
+		ms, eng := d.mem, d.eng
+		d.cfg = nc
+		d.mu.Unlock()
+		if err := ms.setHome(newM); err != nil {
+			d.log.Warn("the new home share is in force here; announcing it to the peers failed and gossip will retry", "error", err)
 		}
-		d.eng.Announce()
-	case d.eng != nil:
+		eng.Announce()
+		d.log.Info("configuration reloaded", "home", bucketList(homeBuckets(newM)))
+		return nil
+	}
+	defer d.mu.Unlock()
+	if d.eng != nil {
 		if err := d.eng.SetMatch(newM); err != nil {
 			return fmt.Errorf("reload refused: %w", err)
 		}

@@ -59,17 +59,20 @@ type mship struct {
 	srv    *resync.Server
 	done   chan struct{}
 	kick   chan struct{} // a new view to apply (see changed)
+	repull chan struct{} // a view changed: check whether a pull is due
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex
-	base     cluster.Match // total, seed, hash of the cluster (mask and invert unused)
-	home     uint32        // home buckets (bit b: 0-based bucket b)
-	resynced bool          // the pull is done (or there was nothing to pull)
-	healthy  error         // the dataplane's health at the last check
-	meta     membership.Meta
-	view     membership.View
-	applied  uint32 // the buckets the dataplane serves now
-	stats    resyncStats
+	mu        sync.Mutex
+	base      cluster.Match // total, seed, hash of the cluster (mask and invert unused)
+	home      uint32        // home buckets (bit b: 0-based bucket b)
+	resynced  bool          // the pull is done (or there was nothing to pull)
+	solo      bool          // became ready with no other member in sight
+	canResync bool          // the role has a connection table to pull
+	healthy   error         // the dataplane's health at the last check
+	meta      membership.Meta
+	view      membership.View
+	applied   uint32 // the buckets the dataplane serves now
+	stats     resyncStats
 }
 
 // resyncStats are the node's resync counters, for metrics and status.
@@ -127,11 +130,12 @@ func bucketList(buckets uint32) []int {
 func (d *Daemon) startMembership() error {
 	cfg := d.cfg.Membership
 	m := d.eng.Match()
-	ms := &mship{d: d, cfg: *cfg, log: d.log.With("component", "membership"), done: make(chan struct{}), kick: make(chan struct{}, 1),
+	ms := &mship{d: d, cfg: *cfg, log: d.log.With("component", "membership"), done: make(chan struct{}), kick: make(chan struct{}, 1), repull: make(chan struct{}, 1),
 		params: conntrack.SnapshotParams{TotalNodes: m.TotalNodes, Seed: m.Seed, Hash: uint8(m.Hash)},
 		base:   m, home: homeBuckets(m), healthy: errors.New("starting")}
 	ms.applied = homeBuckets(m)
 	rs, canResync := d.eng.(resyncer)
+	ms.canResync = canResync
 	var resyncAddr netip.AddrPort
 	if canResync {
 		ln, err := net.Listen("tcp", netip.AddrPortFrom(cfg.Bind.Addr(), cfg.Resync.Port()).String())
@@ -178,24 +182,46 @@ func (d *Daemon) startMembership() error {
 	return nil
 }
 
-// run pulls the table (once) and then checks the dataplane's health until
-// stop, announcing every change of readiness.
+// run pulls the table when the node needs it and checks the dataplane's
+// health until stop, announcing every change of readiness. A node needs
+// a pull when it starts, after its dataplane was unhealthy (it missed the
+// connections opened meanwhile), and when it became ready alone (no
+// member in sight: the cluster's first node, or a node whose management
+// network was down) and then meets a ready peer, which may carry
+// connections it never saw.
 func (ms *mship) run(rs resyncer, canResync bool) {
-	// Let the join's state exchange settle, so that the view holds the
-	// ready peers the node can pull from.
-	if canResync {
-		ms.pull(rs)
-	}
 	tick := time.NewTicker(healthEvery)
 	defer tick.Stop()
 	for {
+		if canResync && ms.needsPull() {
+			ms.pull(rs)
+		}
 		ms.checkHealth()
+		// The dataplane may have refused the last switch: apply the
+		// view again (a no-op when it is in force).
+		ms.kickApply()
 		select {
 		case <-ms.done:
 			return
 		case <-tick.C:
+		case <-ms.repull:
 		}
 	}
+}
+
+// needsPull reports whether the node must pull before it is ready: it
+// has not resynced and its dataplane is healthy (a pull into a dataplane
+// that cannot track is wasted), or it became ready alone and a ready peer
+// has appeared.
+func (ms *mship) needsPull() bool {
+	h := ms.d.engineHealth()
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if ms.solo && ms.node != nil && len(ms.readyPeersLocked()) > 0 {
+		ms.log.Info("a ready peer appeared after this node became ready alone: resyncing from it")
+		ms.solo, ms.resynced = false, false
+	}
+	return !ms.resynced && h == nil
 }
 
 // pull fetches the connection table from a ready peer and merges it,
@@ -207,7 +233,11 @@ func (ms *mship) pull(rs resyncer) {
 	for {
 		peers := ms.readyPeers()
 		if len(peers) == 0 {
-			ms.log.Info("no ready peer to pull the connection table from: ready without a resync")
+			alone := ms.alone()
+			ms.log.Info("no ready peer to pull the connection table from: ready without a resync", "alone", alone)
+			ms.mu.Lock()
+			ms.solo = alone
+			ms.mu.Unlock()
 			ms.setResynced()
 			return
 		}
@@ -232,9 +262,35 @@ func (ms *mship) pull(rs resyncer) {
 	}
 }
 
+// alone reports whether no other compatible member is alive.
+func (ms *mship) alone() bool {
+	for _, m := range ms.node.View().Members {
+		if !m.Self && m.State == membership.StateAlive && m.Compatible {
+			return false
+		}
+	}
+	return true
+}
+
+// kickApply has applyViews apply the latest view.
+func (ms *mship) kickApply() {
+	select {
+	case ms.kick <- struct{}{}:
+	default:
+	}
+}
+
 // readyPeers are the alive, ready, compatible peers that serve a resync,
 // by name.
 func (ms *mship) readyPeers() []membership.Member {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	return ms.readyPeersLocked()
+}
+
+// readyPeersLocked is readyPeers with ms.mu held (it reads the node's
+// own View, which takes no lock of ours).
+func (ms *mship) readyPeersLocked() []membership.Member {
 	var out []membership.Member
 	for _, m := range ms.node.View().Members {
 		if !m.Self && m.State == membership.StateAlive && m.Compatible && m.Meta.Ready && m.Meta.Resync.IsValid() {
@@ -308,12 +364,18 @@ func (ms *mship) checkHealth() {
 	h := ms.d.engineHealth()
 	ms.mu.Lock()
 	ms.healthy = h
+	if h != nil && ms.resynced && ms.canResync {
+		// While the dataplane is down the node misses connections (and
+		// may track flows it sees only half of in reverse): it pulls
+		// again before it serves again.
+		ms.resynced = false
+	}
 	meta := ms.meta
 	switch {
-	case !ms.resynced:
-		meta.Ready, meta.Reason = false, "resyncing"
 	case h != nil:
 		meta.Ready, meta.Reason = false, truncate("dataplane: "+h.Error(), 64)
+	case !ms.resynced:
+		meta.Ready, meta.Reason = false, "resyncing"
 	default:
 		meta.Ready, meta.Reason = true, ""
 	}
@@ -359,8 +421,9 @@ func (ms *mship) changed(v membership.View) {
 	ms.mu.Lock()
 	ms.view = v
 	ms.mu.Unlock()
+	ms.kickApply()
 	select {
-	case ms.kick <- struct{}{}:
+	case ms.repull <- struct{}{}:
 	default:
 	}
 }
