@@ -14,6 +14,7 @@ declare -A pkg_of=(
   [ping]=iputils-ping
   [ethtool]=ethtool
   [prometheus]=prometheus
+  [promtool]=prometheus  # promtool test rules (deploy/prometheus)
   [iperf3]=iperf3        # make bench-tcp(-smoke)
   [clang]=clang          # make generate: bpf2go compiles bpf/*.c
   [llvm-strip]=llvm      # ... and strips the objects' DWARF
