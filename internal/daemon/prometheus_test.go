@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -90,6 +91,26 @@ func TestDashboardQueries(t *testing.T) {
 			if err != nil || n == 0 {
 				t.Errorf("panel %q query %s: %d series, %v\n  %s", p.Title, tg.RefID, n, err, expr)
 			}
+		}
+	}
+
+	// The job and instance variables list the values the panels filter
+	// on: Grafana's label_values(selector, label) is the label's values
+	// over the selector's series.
+	labelValues := regexp.MustCompile(`^label_values\((.+), *([a-z_]+)\)$`)
+	for _, v := range dash.Templating.List {
+		if v.Type != "query" {
+			continue
+		}
+		m := labelValues.FindStringSubmatch(v.Definition)
+		if m == nil {
+			t.Errorf("variable %s: definition %q is not label_values(selector, label)", v.Name, v.Definition)
+			continue
+		}
+		res, err := promQuery(promAddr, fmt.Sprintf("count by (%s) (%s)", m[2], grafanaExpr(m[1], promScrape)))
+		want := map[string]int{"job": 1, "instance": 3}[v.Name]
+		if err != nil || len(res) != want {
+			t.Errorf("variable %s (%s): %d values, %v; want %d", v.Name, v.Definition, len(res), err, want)
 		}
 	}
 

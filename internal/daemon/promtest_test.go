@@ -30,6 +30,7 @@ type dashboard struct {
 			Name       string        `json:"name"`
 			Type       string        `json:"type"`
 			Query      any           `json:"query"`
+			Definition string        `json:"definition"`
 			Datasource *grafanaDSRef `json:"datasource"`
 			IncludeAll bool          `json:"includeAll"`
 			AllValue   string        `json:"allValue"`
