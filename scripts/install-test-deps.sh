@@ -14,6 +14,7 @@ declare -A pkg_of=(
   [ping]=iputils-ping
   [ethtool]=ethtool
   [prometheus]=prometheus
+  [promtool]=prometheus  # promtool test rules (deploy/prometheus)
   [iperf3]=iperf3        # make bench-tcp(-smoke)
   [keepalived]=keepalived # cmd/xdpcluster/keepalived_test.go: the shipped keepalived files, run for real
   [clang]=clang          # make generate: bpf2go compiles bpf/*.c

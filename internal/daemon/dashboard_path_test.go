@@ -105,7 +105,7 @@ func TestDashboardSumsPaths(t *testing.T) {
 		expr := ""
 		for _, p := range dash.Panels {
 			if strings.HasPrefix(p.Title, tc.title) && len(p.Targets) > 0 {
-				expr = p.Targets[0].Expr
+				expr = grafanaExpr(p.Targets[0].Expr, promScrape)
 			}
 		}
 		if expr == "" {
