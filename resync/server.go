@@ -60,17 +60,17 @@ type Server struct {
 	// for metrics.
 	OnPull func(Stats, error)
 
-	mu      sync.Mutex
-	ln      net.Listener
-	closed  bool
-	conns   map[net.Conn]connState
-	wg      sync.WaitGroup
-	slots   chan struct{} // one per pull being served
+	mu     sync.Mutex
+	ln     net.Listener
+	closed bool
+	conns  map[net.Conn]connState
+	wg     sync.WaitGroup
+	slots  chan struct{} // one per pull being served
 	// refused counts connections refused since the last warning
 	// (refusedWarn).
 	refused        int
 	lastRefusedLog time.Time
-	pending chan struct{} // one per connection being handled
+	pending        chan struct{} // one per connection being handled
 }
 
 func (s *Server) timeout() time.Duration {
