@@ -64,17 +64,17 @@ func TestArchitectureDoc(t *testing.T) {
 	}
 }
 
-// TestReadmeLayout checks that the README's Layout section lists every
-// package of the module, and nothing else.
-func TestReadmeLayout(t *testing.T) {
+// TestLayout checks that the Layout section of docs/architecture.md
+// lists every package of the module, and nothing else.
+func TestLayout(t *testing.T) {
 	g := moduleGraph(t)
-	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "architecture.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, section, ok := strings.Cut(string(b), "\n## Layout\n")
 	if !ok {
-		t.Fatal("README.md has no '## Layout' section")
+		t.Fatal("docs/architecture.md has no '## Layout' section")
 	}
 	section, _, _ = strings.Cut(section, "\n## ")
 	listed := map[string]bool{}
@@ -85,11 +85,11 @@ func TestReadmeLayout(t *testing.T) {
 	}
 	for _, p := range g.module {
 		if !listed[rel(p)] {
-			t.Errorf("README.md, Layout: package %s is not listed", rel(p))
+			t.Errorf("docs/architecture.md, Layout: package %s is not listed", rel(p))
 		}
 		delete(listed, rel(p))
 	}
 	for p := range listed {
-		t.Errorf("README.md, Layout: lists %s, which is not a package of the module", p)
+		t.Errorf("docs/architecture.md, Layout: lists %s, which is not a package of the module", p)
 	}
 }
