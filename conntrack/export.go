@@ -106,6 +106,23 @@ type merger struct {
 	tp      *packet.Tuple // for Forget (allocated at the first)
 }
 
+// forgetInstalled removes cur (key k) from the fast path if it is
+// installed there: Merge replaces it, and the cached copy would carry the
+// old state or tag. Called with the shard's lock held, before the
+// replacement: a worker may install the new entry as soon as the lock is
+// released, and a removal made after that would take it along (the flow
+// cache removes both directions).
+func (m *merger) forgetInstalled(cur *entry, k *key) {
+	if cur.fp&fpInstalled == 0 || m.t.off == nil {
+		return
+	}
+	if m.tp == nil {
+		m.tp = new(packet.Tuple) // escapes to Forget: once per call, not per record
+	}
+	*m.tp = k.origTuple(cur.flags&flagOrigA != 0)
+	m.t.off.Forget(m.tp)
+}
+
 // merge applies one record, whose key k (hash h) has been read, and
 // counts it in st.
 func (m *merger) merge(rec []byte, k *key, h uint64, st *MergeStats) {
@@ -134,6 +151,15 @@ func (m *merger) merge(rec []byte, k *key, h uint64, st *MergeStats) {
 		sh.put(k, h, e)
 		m.size++
 		st.Added++
+	case tcp && cur.state != e.state && e.expires-t.tmo[e.state] > cur.expires-t.tmo[cur.state]:
+		// The peer's entry moved on more recently than ours: a node
+		// restored from a snapshot holds what it saw before it stopped,
+		// and a connection may have closed meanwhile (the peer has it
+		// in TIME_WAIT while ours is ESTABLISHED for days). Each
+		// entry's last activity is its expiry less its state's timeout.
+		m.forgetInstalled(cur, k)
+		*cur = e
+		st.Replaced++
 	case tcp:
 		cur.expires = max(cur.expires, e.expires)
 		st.Kept++
@@ -145,13 +171,7 @@ func (m *merger) merge(rec []byte, k *key, h uint64, st *MergeStats) {
 		// The puller is the node that was away (restarting, or its
 		// dataplane down); the peer, ready all along, saw the flow's
 		// first packet.
-		if cur.fp&fpInstalled != 0 && t.off != nil {
-			if m.tp == nil {
-				m.tp = new(packet.Tuple) // escapes to Forget: once per call, not per record
-			}
-			*m.tp = k.origTuple(cur.flags&flagOrigA != 0)
-			t.off.Forget(m.tp)
-		}
+		m.forgetInstalled(cur, k)
 		*cur = e
 		st.Replaced++
 	}
@@ -197,8 +217,13 @@ func (s MergeStats) Records() int { return s.Added + s.Replaced + s.Kept + s.Exp
 //     holds MaxEntries connections it is counted Full and skipped: no live
 //     local entry is evicted for it;
 //   - TCP, present here: kept as it is (a local TCP entry was created from
-//     a SYN or SYN/ACK this node saw itself, so its direction is right and
-//     its state current); its expiry becomes the later of the two;
+//     a SYN or SYN/ACK this node saw itself, so its direction is right),
+//     its expiry the later of the two; unless the states differ and the
+//     peer's entry moved on more recently (each entry's last activity is
+//     its expiry less its state's timeout): then the peer's replaces it
+//     (a node restored from a snapshot holds what it saw before it
+//     stopped; a connection that closed meanwhile would stay ESTABLISHED
+//     here for days);
 //   - another protocol, present here with the same original direction:
 //     kept, the peer's seen-reply and assured flags added, the expiry the
 //     later of the two;
