@@ -313,7 +313,11 @@ func (ms *mship) pullFrom(rs resyncer, p membership.Member) error {
 	addr := p.Meta.Resync.String()
 	ms.log.Info("state resync: pulling the connection table", "peer", p.Name, "addr", addr)
 	var merged conntrack.MergeStats
-	st, err := resync.Pull(ctx, addr, resync.PullOptions{Secret: ms.cfg.Secret, Params: ms.params, MaxRecords: rs.MaxConnections(),
+	// A peer with a larger table (another conntrack.max_entries) is
+	// still pulled: Merge adds what fits and counts the rest (logged),
+	// rather than the node never becoming ready. The bound only limits
+	// how long a pull may stream.
+	st, err := resync.Pull(ctx, addr, resync.PullOptions{Secret: ms.cfg.Secret, Params: ms.params, MaxRecords: 4 * rs.MaxConnections(),
 		Merge: func(recs []byte) error {
 			s, err := rs.MergeConnections(recs)
 			merged.Add(s)
@@ -335,6 +339,10 @@ func (ms *mship) pullFrom(rs resyncer, p membership.Member) error {
 	if err != nil {
 		ms.log.Error("state resync failed", "peer", p.Name, "addr", addr, "error", err)
 		return err
+	}
+	if merged.Full > 0 {
+		ms.log.Warn("state resync: the connection table is full: connections of the peer's were left out (is conntrack.max_entries smaller here than on the peer?)",
+			"peer", p.Name, "left_out", merged.Full, "max_entries", rs.MaxConnections())
 	}
 	ms.log.Info("state resync done", "peer", p.Name, "connections", st.Records, "bytes", st.Bytes, "duration", st.Duration.Round(time.Millisecond).String(),
 		"added", merged.Added, "replaced", merged.Replaced, "kept", merged.Kept, "expired", merged.Expired, "table_full", merged.Full)
