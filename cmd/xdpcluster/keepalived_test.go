@@ -304,15 +304,8 @@ func TestKeepalivedFailover(t *testing.T) {
 	bin := buildBinary(t)
 	cl := nstest.Cluster(t, "xc-ka", netns.ClusterOptions{Nodes: 2, Clients4: 16, Clients6: 1})
 
-	// The management network: its own bridge, VRRP's multicast stays in it.
-	nstest.Run(t, cl.Switch, "ip", "link", "add", "brm", "type", "bridge", "mcast_snooping", "0")
-	nstest.Run(t, cl.Switch, "ip", "link", "set", "brm", "up")
-	for i, ns := range cl.Nodes {
-		nstest.Run(t, ns, "ip", "link", "add", "mgmt", "type", "veth", "peer", "name", fmt.Sprintf("swm%d", i+1), "netns", cl.Switch.Name)
-		nstest.Run(t, cl.Switch, "ip", "link", "set", fmt.Sprintf("swm%d", i+1), "master", "brm", "up")
-		nstest.Run(t, ns, "ip", "addr", "add", fmt.Sprintf("192.0.2.%d/24", 11+i), "dev", "mgmt")
-		nstest.Run(t, ns, "ip", "link", "set", "mgmt", "up")
-	}
+	// The management network is the cluster's (brm, each node's "mgmt"
+	// at cl.Mgmt4[i]); VRRP's multicast stays in it.
 
 	// Which node owns each client (total_nodes 2, seed 0xdeadbeef as
 	// gatewayConfig writes): both must own some.
