@@ -121,7 +121,7 @@ func TestErrors(t *testing.T) {
 }
 
 func TestDeployExamples(t *testing.T) {
-	for _, f := range []string{"../deploy/examples/two-node-ipv4.yaml", "../deploy/examples/three-node-dual-stack.yaml", "../deploy/examples/backend-three-servers.yaml", "../deploy/examples/three-node-membership.yaml"} {
+	for _, f := range []string{"../deploy/examples/two-node-ipv4.yaml", "../deploy/examples/three-node-dual-stack.yaml", "../deploy/examples/backend-three-servers.yaml", "../deploy/examples/three-node-membership.yaml", "../deploy/examples/three-node-keepalived-membership.yaml"} {
 		if _, err := os.Stat(f); err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
