@@ -51,7 +51,10 @@ func TestMembershipKeys(t *testing.T) {
 			t.Fatalf("settings %+v", m)
 		}
 		y := s.YAML()
-		for _, want := range []string{"name: 192.0.2.11:7946", "resync_port: 7947", "resync_timeout: 1m0s", "advertise: 192.0.2.11:7946"} {
+		if !m.ManageShares {
+			t.Error("manage_shares defaults to false")
+		}
+		for _, want := range []string{"name: 192.0.2.11:7946", "resync_port: 7947", "resync_timeout: 1m0s", "advertise: 192.0.2.11:7946", "manage_shares: true"} {
 			if !strings.Contains(y, want) {
 				t.Errorf("effective configuration lacks %q:\n%s", want, y)
 			}
@@ -62,12 +65,12 @@ func TestMembershipKeys(t *testing.T) {
 		}
 	})
 	t.Run("set", func(t *testing.T) {
-		s, err := Parse([]byte(section("  bind: 0.0.0.0:7000\n  advertise: 192.0.2.11:7000\n  name: gw1\n  secret_file: " + raw16 + "\n  resync_port: 9000\n  resync_timeout: 5s\n")))
+		s, err := Parse([]byte(section("  bind: 0.0.0.0:7000\n  advertise: 192.0.2.11:7000\n  name: gw1\n  secret_file: " + raw16 + "\n  resync_port: 9000\n  resync_timeout: 5s\n  manage_shares: false\n")))
 		if err != nil {
 			t.Fatal(err)
 		}
 		m := s.Membership
-		if m.Name != "gw1" || m.Resync.String() != "192.0.2.11:9000" || m.ResyncTimeout != 5*time.Second || len(m.Secret) != 16 {
+		if m.Name != "gw1" || m.Resync.String() != "192.0.2.11:9000" || m.ResyncTimeout != 5*time.Second || len(m.Secret) != 16 || m.ManageShares {
 			t.Fatalf("settings %+v", m)
 		}
 	})
