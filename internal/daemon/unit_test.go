@@ -75,6 +75,15 @@ func TestSystemdUnit(t *testing.T) {
 	if strings.Join(reload, " ") != strings.Join(want, " ") {
 		t.Errorf("ExecReload=%s, want %s", keys["ExecReload"], strings.Join(want, " "))
 	}
+	// Type=notify: the daemon says READY=1 when it serves (notify.go).
+	for k, v := range map[string]string{"Type": "notify", "NotifyAccess": "main", "WatchdogSignal": "SIGTERM"} {
+		if keys[k] != v {
+			t.Errorf("%s=%q, want %s", k, keys[k], v)
+		}
+	}
+	if keys["WatchdogSec"] == "" {
+		t.Errorf("no WatchdogSec: the daemon feeds the watchdog from the dataplane's health")
+	}
 	if len(start) < 2 || start[1] != "run" {
 		t.Fatalf("ExecStart=%s, want BINARY run ...", keys["ExecStart"])
 	}
