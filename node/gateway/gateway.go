@@ -172,13 +172,15 @@ func Start(cfg Config) (g *Gateway, err error) {
 	var ifaces []dataplane.Iface
 	switch cfg.IO {
 	case dataplane.IOAFXDP:
-		ifaces, err = g.openXDP(h, cfg)
+		if ifaces, err = g.openXDP(h, cfg); err != nil {
+			err = fmt.Errorf("dataplane.io afxdp: AF_XDP cannot be set up (no fallback to raw sockets with afxdp; auto would fall back): %w%s", err, capsHint())
+		}
 	case dataplane.IOAFPacket:
 		ifaces, err = g.openPacket(h, cfg)
 	case "", dataplane.IOAuto:
 		if ifaces, err = g.openXDP(h, cfg); err != nil {
-			log.Warn("AF_XDP cannot be set up; falling back to the raw-socket (AF_PACKET) backend, which is slower", "error", err)
-			g.ioFallback = err.Error()
+			g.ioFallback = err.Error() + capsHint()
+			log.Warn("AF_XDP cannot be set up; falling back to the raw-socket (AF_PACKET) backend, which is slower", "error", g.ioFallback)
 			g.closePorts()
 			g.fastPathOff("the raw-socket backend has no XDP program")
 			ifaces, err = g.openPacket(h, cfg)
