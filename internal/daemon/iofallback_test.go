@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +17,25 @@ import (
 	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
 )
+
+// syncBuilder is a strings.Builder a process writes its log into while
+// the test reads it.
+type syncBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuilder) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuilder) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
 
 // TestIOFallbackVisible runs `xdpcluster run` (a gateway) as user nobody
 // with the unit's capabilities, or with one of them missing, as systemd
@@ -55,7 +75,7 @@ func TestIOFallbackVisible(t *testing.T) {
 	type run struct {
 		cmd  *exec.Cmd
 		sock string
-		logs *strings.Builder
+		logs *syncBuilder
 		done chan struct{}
 		err  error // once done
 	}
@@ -74,7 +94,7 @@ func TestIOFallbackVisible(t *testing.T) {
 			lc = append(lc, "+"+strings.ToLower(strings.TrimPrefix(c, "CAP_")))
 		}
 		set := strings.Join(lc, ",")
-		r := &run{sock: sock, logs: &strings.Builder{}, done: make(chan struct{})}
+		r := &run{sock: sock, logs: &syncBuilder{}, done: make(chan struct{})}
 		r.cmd = exec.Command("ip", "netns", "exec", ns.Name, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
 			"--inh-caps=-all,"+set, "--ambient-caps=-all,"+set, "--bounding-set=-all,"+set, "--", bin, "run", "--config", cfg)
 		r.cmd.Stderr = r.logs
@@ -107,9 +127,12 @@ func TestIOFallbackVisible(t *testing.T) {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		m := regexp.MustCompile(`url=http://([^ ]+)/metrics`).FindStringSubmatch(r.logs.String())
-		if m == nil {
-			t.Fatalf("no metrics address in the log:\n%s", r.logs.String())
+		var m []string
+		for m == nil { // the control socket answers before metrics are served
+			if m = regexp.MustCompile(`url=http://([^ ]+)/metrics`).FindStringSubmatch(r.logs.String()); m == nil && time.Now().After(deadline) {
+				t.Fatalf("no metrics address in the log:\n%s", r.logs.String())
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 		curl := func(path string) string {
 			out, err := exec.Command("ip", "netns", "exec", ns.Name, "curl", "-sS", "http://"+m[1]+path).CombinedOutput()
