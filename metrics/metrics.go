@@ -111,6 +111,7 @@ var (
 	cacheOrphansDesc  = desc("flow_cache_orphans_total", "XDP flow cache entries the periodic reconciliation removed because the tracker had not installed them (a race between workers, or a failed removal).")
 	cacheErrorsDesc   = desc("flow_cache_errors_total", "Failed flow cache updates (their connections stay on the slow path until installed again).")
 
+	ioFallbackDesc     = desc("io_fallback", "1 when dataplane.io auto could not use AF_XDP and fell back to raw sockets (slower; the log and ctl status say why: a missing capability, the kernel, the driver); 0 otherwise.")
 	followRestartsDesc = desc("kernel_follow_restarts_total", "Kernel route/neighbour subscriptions that ended unexpectedly (e.g. ENOBUFS) and were made again.")
 )
 
@@ -127,7 +128,7 @@ func New(gw *gateway.Gateway, version string) *Collector { return &Collector{gw:
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, ownerDesc, invalidDesc, malformedDesc, batchDesc,
 		connsDesc, ctEntriesDesc, ctMaxDesc, ctInsertsDesc, ctExpiredDesc, ctEvictedDesc, ctFullDesc, ctReopenedDesc, ctResetDesc, ctPickedUpDesc, ctFragEvDesc,
-		ringDesc, xdpDesc, arpDesc, maskDesc, totalDesc, localDesc, infoDesc, modeDesc, followRestartsDesc,
+		ringDesc, xdpDesc, arpDesc, maskDesc, totalDesc, localDesc, infoDesc, modeDesc, followRestartsDesc, ioFallbackDesc,
 		fastOnDesc, fastSlowDesc, cacheEntriesDesc, cacheMaxDesc, cacheInstallsDesc, cacheRemovalsDesc, cacheLostDesc, cacheErrorsDesc, cacheOrphansDesc} {
 		ch <- d
 	}
@@ -191,6 +192,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(connsDesc, c.gw.NewConns(n), strconv.Itoa(n+1))
 	}
 	counter(followRestartsDesc, c.gw.KernelFollowRestarts())
+	fellBack := 0.0
+	if c.gw.IOFallback() != "" {
+		fellBack = 1
+	}
+	gauge(ioFallbackDesc, fellBack)
 	st := c.gw.Tracker().Stats()
 	gauge(ctEntriesDesc, float64(st.Entries))
 	gauge(ctMaxDesc, float64(c.gw.Tracker().Config().MaxEntries))

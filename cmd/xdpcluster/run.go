@@ -78,6 +78,27 @@ CAP_NET_RAW, CAP_BPF, CAP_SYS_ADMIN for older kernels, CAP_IPC_LOCK).`)
 		return exitFail
 	}
 	log := newLogger(e.stderr, cfg.Log)
+	// systemd (Type=notify): READY=1 once the node serves, STATUS= lines,
+	// RELOADING=1/READY=1 around reloads, STOPPING=1, the watchdog. Off
+	// unless systemd set NOTIFY_SOCKET (and WATCHDOG_USEC).
+	notifier, err := daemon.NewNotifier()
+	if err != nil {
+		log.Warn("not notifying systemd", "error", err)
+	}
+	watchdog, err := daemon.WatchdogInterval()
+	if err != nil {
+		log.Warn("not feeding systemd's watchdog", "error", err)
+	}
+	notify := func(assignments ...string) {
+		if err := notifier.Notify(assignments...); err != nil {
+			log.Warn("notify systemd", "error", err)
+		}
+	}
+	cannotStart := func(err error) int {
+		log.Error("cannot start", "error", err)
+		notify(daemon.NotifyStatus("cannot start: " + err.Error()))
+		return exitFail
+	}
 	select {
 	case s := <-stop:
 		log.Info("stopping before start", "signal", s.String())
@@ -85,6 +106,7 @@ CAP_NET_RAW, CAP_BPF, CAP_SYS_ADMIN for older kernels, CAP_IPC_LOCK).`)
 	default:
 	}
 	log.Info("starting", "version", version, "config", *path, "role", cfg.Role, "pid", os.Getpid())
+	notify(daemon.NotifyStatus("starting: attaching the dataplane"))
 	testHoldStart(log)
 	d := daemon.New(*path, cfg, log)
 	d.Version = version
@@ -92,16 +114,17 @@ CAP_NET_RAW, CAP_BPF, CAP_SYS_ADMIN for older kernels, CAP_IPC_LOCK).`)
 	// path that cannot be used stops the start with nothing changed (no
 	// XDP program, no addresses, no sysctls, no snapshot consumed).
 	if err := d.ListenControl(); err != nil {
-		log.Error("cannot start", "error", err)
-		return exitFail
+		return cannotStart(err)
 	}
 	if err := d.StartDataplane(); err != nil {
-		log.Error("cannot start", "error", err)
 		d.Stop()
-		return exitFail
+		return cannotStart(err)
 	}
+	watchdogStop := make(chan struct{})
 	stopNow := func(s os.Signal, during string) int {
 		log.Info("stopping", "signal", s.String(), "received", during)
+		close(watchdogStop)
+		notify("STOPPING=1", daemon.NotifyStatus("stopping: detaching the dataplane"))
 		if err := d.Stop(); err != nil {
 			log.Error("stop", "error", err)
 			return exitFail
@@ -114,9 +137,8 @@ CAP_NET_RAW, CAP_BPF, CAP_SYS_ADMIN for older kernels, CAP_IPC_LOCK).`)
 	default:
 	}
 	if err := d.Serve(); err != nil {
-		log.Error("cannot start", "error", err)
 		d.Stop()
-		return exitFail
+		return cannotStart(err)
 	}
 	select {
 	case s := <-stop:
@@ -128,6 +150,33 @@ CAP_NET_RAW, CAP_BPF, CAP_SYS_ADMIN for older kernels, CAP_IPC_LOCK).`)
 		}
 	default:
 	}
+	// READY=1 only once the node serves: the dataplane attached and
+	// healthy, and with a membership section the connection table
+	// resynced (Daemon.Ready). Until then systemd shows why not.
+	tick := time.NewTicker(100 * time.Millisecond)
+	var waiting string
+	for err := d.Ready(); err != nil; err = d.Ready() {
+		if err.Error() != waiting {
+			waiting = err.Error()
+			log.Info("waiting until the node is ready", "reason", waiting)
+			notify(daemon.NotifyStatus("starting: not ready: " + waiting))
+		}
+		select {
+		case s := <-stop:
+			tick.Stop()
+			return stopNow(s, "while waiting to be ready")
+		case <-reload:
+			if err := d.Reload(); err != nil {
+				log.Error("reload", "error", err)
+			}
+		case <-tick.C:
+		}
+	}
+	tick.Stop()
+	d.SetNotifier(notifier) // reloads now say RELOADING=1, then READY=1
+	notify("READY=1", daemon.NotifyStatus(d.StatusLine()))
+	log.Info("ready", "status", d.StatusLine())
+	go d.Watchdog(notifier, watchdog, watchdogStop)
 	for {
 		select {
 		case <-reload:

@@ -135,7 +135,8 @@ type Program struct {
 // NewProgram loads the program for frames addressed to clusterMAC, with
 // the flow cache fc, which the programs of every data interface share; with
 // fc nil the fast path is off: every cluster-MAC IP frame goes to the
-// AF_XDP socket. It needs CAP_BPF and CAP_NET_ADMIN (or root).
+// AF_XDP socket. It needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (or
+// root).
 func NewProgram(clusterMAC net.HardwareAddr, fc *FlowCache) (*Program, error) {
 	if len(clusterMAC) != 6 {
 		return nil, fmt.Errorf("cluster MAC %q: want 6 bytes", clusterMAC)
@@ -158,7 +159,9 @@ func NewProgram(clusterMAC net.HardwareAddr, fc *FlowCache) (*Program, error) {
 		bpfMaps
 	}
 	if err := spec.LoadAndAssign(&objs, &opts); err != nil {
-		return nil, fmt.Errorf("load XDP program: %w (needs CAP_BPF/root)", err)
+		// CAP_PERFMON too: without it the verifier refuses the program
+		// ("partial copy of pointer": a pointer leak to it).
+		return nil, fmt.Errorf("load XDP program: %w (needs CAP_BPF and CAP_PERFMON, or root)", err)
 	}
 	return &Program{Prog: objs.Xdpcluster, xsks: objs.XcXsks, stats: objs.XcStats, fast: objs.XcFast,
 		flows: objs.XcFlows, params: objs.XcParams, egress: objs.XcEgress, mac: clusterMAC}, nil

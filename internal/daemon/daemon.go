@@ -50,6 +50,7 @@ type Daemon struct {
 	// Limits bounds the metrics and control servers; set it before Serve.
 	Limits    Limits
 	metricsLn *limitListener
+	notifier  *Notifier // systemd's, for Reload (SetNotifier)
 	controlLn *limitListener
 }
 
@@ -208,6 +209,10 @@ func (d *Daemon) Serve() error {
 				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 				return
 			}
+			if f := d.Status().IOFallback; f != "" {
+				fmt.Fprintf(w, "ready (note: AF_XDP unavailable, on raw sockets, slower: %s)\n", f)
+				return
+			}
 			fmt.Fprintln(w, "ready")
 		})
 		ln, err := net.Listen("tcp", cfg.MetricsListen)
@@ -256,6 +261,9 @@ type Status struct {
 	Interfaces  map[string]string `json:"interfaces"`
 	Connections int               `json:"connections"`
 	Packets     map[string]uint64 `json:"packets"`
+	// IOFallback is set when dataplane.io auto could not use AF_XDP and
+	// runs on raw sockets: why (the gateway role only).
+	IOFallback string `json:"io_fallback,omitempty"`
 	// Membership is set with a membership section.
 	Membership *MembershipStatus `json:"membership,omitempty"`
 }
@@ -275,6 +283,9 @@ func (d *Daemon) Status() Status {
 	s.Interfaces = d.eng.Modes()
 	s.Connections = d.eng.Connections()
 	s.Packets = d.eng.Packets()
+	if d.gw != nil {
+		s.IOFallback = d.gw.IOFallback()
+	}
 	if d.mem != nil {
 		s.Membership = d.mem.status()
 	}
@@ -390,11 +401,11 @@ func (d *Daemon) nodeMask(n int) (cluster.Match, uint32, error) {
 	return m, bit, err
 }
 
-// Reload re-reads the configuration file. A bad file keeps the running
+// reload re-reads the configuration file. A bad file keeps the running
 // configuration. The node mask and invert flag change at once (and the
 // cluster addresses are announced again); other changes need a restart,
-// and are refused with the keys that differ.
-func (d *Daemon) Reload() error {
+// and are refused with the keys that differ. Reload (notify.go) wraps it.
+func (d *Daemon) reload() error {
 	if d.path == "" {
 		return errors.New("reload: the configuration did not come from a file")
 	}

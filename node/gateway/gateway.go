@@ -79,6 +79,8 @@ type Gateway struct {
 	// nil when the fast path is off (see FastPath).
 	flows      *xsk.FlowCache
 	fastReason string // why the fast path is off, "" when on
+	// ioFallback says why IOAuto fell back to raw sockets ("" when not).
+	ioFallback string
 	// cacheOrphans counts the connections reconcileCache removed.
 	cacheOrphans atomic.Uint64
 	// local4 are the node's IPv4 addresses refreshLocal last saw (only
@@ -170,12 +172,15 @@ func Start(cfg Config) (g *Gateway, err error) {
 	var ifaces []dataplane.Iface
 	switch cfg.IO {
 	case dataplane.IOAFXDP:
-		ifaces, err = g.openXDP(h, cfg)
+		if ifaces, err = g.openXDP(h, cfg); err != nil {
+			err = fmt.Errorf("dataplane.io afxdp: AF_XDP cannot be set up (no fallback to raw sockets with afxdp; auto would fall back): %w%s", err, capsHint())
+		}
 	case dataplane.IOAFPacket:
 		ifaces, err = g.openPacket(h, cfg)
 	case "", dataplane.IOAuto:
 		if ifaces, err = g.openXDP(h, cfg); err != nil {
-			log.Warn("AF_XDP cannot be set up; falling back to the raw-socket (AF_PACKET) backend, which is slower", "error", err)
+			g.ioFallback = err.Error() + capsHint()
+			log.Warn("AF_XDP cannot be set up; falling back to the raw-socket (AF_PACKET) backend, which is slower", "error", g.ioFallback)
 			g.closePorts()
 			g.fastPathOff("the raw-socket backend has no XDP program")
 			ifaces, err = g.openPacket(h, cfg)
@@ -268,6 +273,11 @@ func (g *Gateway) Responders() []*arp.Responder { return slices.Clone(g.responde
 // FlowCache returns the XDP fast path's flow cache, nil when the fast
 // path is off (FastPathReason says why). It is safe for concurrent use.
 func (g *Gateway) FlowCache() *xsk.FlowCache { return g.flows }
+
+// IOFallback says why dataplane.io auto fell back to raw sockets (AF_XDP
+// could not be set up: a missing capability, the kernel, the driver), ""
+// when it did not.
+func (g *Gateway) IOFallback() string { return g.ioFallback }
 
 // FastPathReason says why the fast path is off ("" when it is on).
 func (g *Gateway) FastPathReason() string { return g.fastReason }
