@@ -93,7 +93,7 @@ match, in user space at AF_XDP speed.`,
 // (no "[flags]" appended), -h/--help described alike.
 func finish(c *cobra.Command) {
 	c.DisableFlagsInUseLine = true
-	c.DisableAutoGenTag = true    // no date in the man pages: reproducible builds
+	c.DisableAutoGenTag = true    // no "auto generated" section in the man pages
 	c.Short = lowerFirst(c.Short) // cobra's own commands' too
 	if c.Flags().Lookup("help") == nil {
 		c.Flags().BoolP("help", "h", false, "show this help and exit")

@@ -182,7 +182,11 @@ func printStatus(w io.Writer, st *daemon.Status) {
 	}
 	fmt.Fprintf(w, "%-13s%s\n", "match:", st.Match)
 	fmt.Fprintf(w, "%-13snode(s) %v of %d (%s)\n", "serves:", st.Serves, st.TotalNodes, mask)
-	fmt.Fprintf(w, "%-13s%d\n", "connections:", st.Connections)
+	if st.Connections < 0 {
+		fmt.Fprintf(w, "%-13snot tracked (role %s decides each packet in XDP)\n", "connections:", role)
+	} else {
+		fmt.Fprintf(w, "%-13s%d\n", "connections:", st.Connections)
+	}
 	if len(st.Interfaces) > 0 {
 		fmt.Fprintln(w, "interfaces:")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -200,7 +204,7 @@ func printStatus(w io.Writer, st *daemon.Status) {
 			width = max(width, len(strconv.FormatUint(st.Packets[n], 10)))
 		}
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintf(tw, "  VERDICT\t%*s\n", width, "PACKETS")
+		fmt.Fprintf(tw, "  COUNTER\t%*s\n", width, "PACKETS")
 		for _, n := range names {
 			fmt.Fprintf(tw, "  %s\t%*d\n", n, width, st.Packets[n])
 		}

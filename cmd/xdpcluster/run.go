@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -168,7 +169,9 @@ func printMembership(w io.Writer, m *daemon.MembershipStatus) {
 	fmt.Fprintf(w, "membership:  %s (%s)\n", m.Name, ready)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  MEMBER\tADDRESS\tSTATE\tREADY\tHOME")
-	for _, mb := range m.Members {
+	// By name, whatever order the reply has.
+	members := slices.SortedStableFunc(slices.Values(m.Members), func(a, b daemon.MemberStatus) int { return strings.Compare(a.Name, b.Name) })
+	for _, mb := range members {
 		r := "yes"
 		if !mb.Ready {
 			r = "no"
