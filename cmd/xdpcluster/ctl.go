@@ -258,7 +258,7 @@ func ctlNumber(s string, lo, hi uint64) (uint64, error) {
 	n, err := cluster.ParseNumber(s)
 	// A number too big for 64 bits is out of range like any other.
 	if err != nil && !strings.Contains(err.Error(), "out of range") {
-		return 0, fmt.Errorf("%q: not a number (decimal, 0x hex, or 0-prefixed octal)", s)
+		return 0, fmt.Errorf("%q: not a number (decimal, 0x hex, or 0-prefixed octal)%s", s, cluster.OctalHint(s))
 	}
 	if err != nil || n < lo || n > hi {
 		if hi > 0xffff {

@@ -102,7 +102,7 @@ func ownerMatch(total, seed, hash, rule string) (cluster.Match, error) {
 		}{{cluster.OptTotalNodes, total, &o.TotalNodes}, {cluster.OptHashSeed, seed, &o.Seed}} {
 			n, err := cluster.ParseNumber(f.text)
 			if err != nil {
-				return cluster.Match{}, &cluster.OptionError{Option: f.opt, Value: f.text, Rule: "not a number (decimal, 0x hex, or 0-prefixed octal)"}
+				return cluster.Match{}, &cluster.OptionError{Option: f.opt, Value: f.text, Rule: "not a number (decimal, 0x hex, or 0-prefixed octal)" + cluster.OctalHint(f.text)}
 			}
 			*f.v = n
 		}
