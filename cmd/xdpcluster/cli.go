@@ -52,6 +52,10 @@ func noArgs(cmd *cobra.Command, args []string) error {
 	return nil
 }
 
+func init() {
+	cobra.EnableCommandSorting = false // newRoot's order: the demo first
+}
+
 // rootDescription opens `xdpcluster --help`.
 const rootDescription = "xdpcluster: share traffic between nodes like iptables -m cluster, at AF_XDP speed"
 
@@ -66,8 +70,6 @@ without a load balancer, deciding like the kernel's iptables -m cluster
 match, in user space at AF_XDP speed.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
-		// The completion command is cobra's; its help is ours.
-		CompletionOptions: cobra.CompletionOptions{HiddenDefaultCmd: false},
 	}
 	showVersion := root.Flags().Bool("version", false, "print the version and build information, as the version command")
 	root.RunE = func(cmd *cobra.Command, args []string) error {
@@ -84,6 +86,7 @@ match, in user space at AF_XDP speed.`,
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
 	root.SetHelpFunc(printHelp)
+	root.SetHelpCommand(helpCmd())
 	root.SetUsageFunc(func(cmd *cobra.Command) error { printHelp(cmd, nil); return nil })
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return &usageError{err.Error()} })
 	return root
@@ -109,7 +112,6 @@ func dispatch(e env, args []string) int {
 	if args == nil {
 		args = []string{} // cobra reads os.Args for a nil slice
 	}
-	cobra.EnableCommandSorting = false // the order of newRoot: the demo first
 	root := newRoot(e)
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd(args...)
@@ -134,7 +136,7 @@ func dispatch(e env, args []string) int {
 		cmd = root
 	}
 	fmt.Fprintf(e.stderr, "%s: %s\n", cmd.CommandPath(), strings.TrimRight(msg, "\n"))
-	if cmd == root {
+	if cmd == root || cmd.Name() == "help" && cmd.Parent() == root {
 		fmt.Fprintf(e.stderr, "Run 'xdpcluster help' for the list of commands.\n")
 	} else {
 		fmt.Fprintf(e.stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
@@ -194,6 +196,37 @@ func lowerFirst(s string) string {
 		return s
 	}
 	return strings.ToLower(s[:1]) + s[1:]
+}
+
+// helpCmd is `xdpcluster help [COMMAND...]`: the command's --help; an
+// unknown command is a usage error (cobra's own help printed the list of
+// commands, exit 0).
+func helpCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [COMMAND]",
+		Short: "show the help of a command (as COMMAND --help)",
+		RunE: func(c *cobra.Command, args []string) error {
+			target, rest, err := c.Root().Find(args)
+			if err != nil || target == nil || len(rest) > 0 {
+				return usagef("unknown command %q", strings.Join(args, " "))
+			}
+			printHelp(target, nil)
+			return nil
+		},
+		ValidArgsFunction: func(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			target, _, err := c.Root().Find(args)
+			if err != nil || target == nil {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			var out []cobra.Completion
+			for _, sub := range target.Commands() {
+				if sub.IsAvailableCommand() && strings.HasPrefix(sub.Name(), toComplete) {
+					out = append(out, cobra.CompletionWithDesc(sub.Name(), sub.Short))
+				}
+			}
+			return out, cobra.ShellCompDirectiveNoFileComp
+		},
+	}
 }
 
 func upperFirst(s string) string {

@@ -105,6 +105,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"demo", "--nodes", "three"}, "xdpcluster demo: invalid argument \"three\" for \"--nodes\" flag: strconv.ParseInt: parsing \"three\": invalid syntax\nRun 'xdpcluster demo --help' for usage.\n"},
 		{[]string{"frobnicate"}, "xdpcluster: unknown command \"frobnicate\" for \"xdpcluster\"\nRun 'xdpcluster help' for the list of commands.\n"},
 		{[]string{"ownr"}, "xdpcluster: unknown command \"ownr\" for \"xdpcluster\" (did you mean owner?)\nRun 'xdpcluster help' for the list of commands.\n"},
+		{[]string{"help", "frobnicate"}, "xdpcluster help: unknown command \"frobnicate\"\nRun 'xdpcluster help' for the list of commands.\n"},
+		{[]string{"help", "ctl", "frobnicate"}, "xdpcluster help: unknown command \"ctl frobnicate\"\nRun 'xdpcluster help' for the list of commands.\n"},
 		{[]string{"--bogus"}, "xdpcluster: unknown flag: --bogus\nRun 'xdpcluster help' for the list of commands.\n"},
 		{[]string{"ctl", "takeover"}, "xdpcluster ctl: takeover: want one argument, the node N (1..32); got 0\n"},
 		{[]string{"ctl", "set-mask", "1", "2"}, "xdpcluster ctl: set-mask: want one argument, the mask M (0x1..0xffffffff); got 2\n"},
@@ -253,6 +255,8 @@ func TestCompletion(t *testing.T) {
 		{[]string{"__complete", "ctl", ""}, []string{"status", "health", "takeover", "release", "set-mask", "reload"}},
 		{[]string{"__complete", "owner", "--cluster-"}, []string{"--cluster-total-nodes", "--cluster-hash-seed"}},
 		{[]string{"__complete", "ctl", "status", "--"}, []string{"--json", "--socket"}},
+		{[]string{"__complete", "help", "ct"}, []string{"ctl"}},
+		{[]string{"__complete", "help", "ctl", "re"}, []string{"release", "reload"}},
 	} {
 		out, _, code := runCmd("", tc.args...)
 		lines := strings.Split(out, "\n")
