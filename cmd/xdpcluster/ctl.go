@@ -80,9 +80,13 @@ func ctlCmd(e env) *cobra.Command {
 		if cc.arg != "" {
 			// "-1" looks like an option to the parser; it is a bad number.
 			sub.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+				short := ""
 				var ne *pflag.NotExistError
-				if errors.As(err, &ne) && ne.GetSpecifiedShortnames() != "" && ne.GetSpecifiedShortnames()[0] >= '0' && ne.GetSpecifiedShortnames()[0] <= '9' {
-					_, _, rerr := ctlRequest([]string{cc.name, "-" + ne.GetSpecifiedShortnames()})
+				if errors.As(err, &ne) {
+					short = ne.GetSpecifiedShortnames()
+				}
+				if short != "" && short[0] >= '0' && short[0] <= '9' {
+					_, _, rerr := ctlRequest([]string{cc.name, "-" + short})
 					fmt.Fprintf(e.stderr, "xdpcluster ctl: %v\n", rerr)
 					return exitError(exitUsage)
 				}
