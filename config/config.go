@@ -485,6 +485,26 @@ func effectiveTimeouts(set conntrack.Timeouts) Timeouts {
 	return out
 }
 
+// FixedTimeouts returns the tracker's timeouts no key sets (the TCP
+// states between a SYN and established, and the closing ones), with their
+// values, the kernel's defaults: check prints them beside the keys.
+func FixedTimeouts() []conntrack.NamedTimeout {
+	keys := map[string]bool{}
+	t := reflect.TypeFor[Timeouts]()
+	for i := 0; i < t.NumField(); i++ {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		keys[name] = true
+	}
+	def := conntrack.DefaultTimeouts()
+	var out []conntrack.NamedTimeout
+	for _, nt := range def.Named() {
+		if !keys[nt.Name] {
+			out = append(out, nt)
+		}
+	}
+	return out
+}
+
 // Settings are a valid configuration converted into the values the
 // daemon and the roles take. Config.Settings builds them, once; the
 // daemon keeps them, and Diff compares the files they came from.

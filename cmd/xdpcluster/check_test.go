@@ -160,7 +160,8 @@ func TestCheckEffective(t *testing.T) {
 	}{
 		{"as written", "", "", exitOK, []string{"\n    hash_seed: 0xdeadbeef\n", "\n    max_entries: 1048576\n", "\n    frames: 16384\n",
 			"\n    timeouts:\n        tcp_established: 120h0m0s\n        tcp_time_wait: 2m0s\n        udp_unreplied: 30s\n        udp_replied: 3m0s\n        icmp: 30s\n        generic: 10m0s\n",
-			"--cluster-hash-seed 0xdeadbeef"}},
+			"--cluster-hash-seed 0xdeadbeef",
+			"\n# conntrack timeouts no key sets (the kernel's defaults): tcp_syn_sent 2m0s, tcp_syn_recv 1m0s, tcp_fin_wait 2m0s, tcp_close_wait 1m0s, tcp_last_ack 30s, tcp_close 10s, tcp_syn_sent2 2m0s\n"}},
 		{"decimal stays decimal", "hash_seed: 0xdeadbeef", "hash_seed: 3735928559", exitOK, []string{"\n    hash_seed: 3735928559\n"}},
 		{"octal stays octal", "hash_seed: 0xdeadbeef", "hash_seed: 0777", exitOK, []string{"\n    hash_seed: 0777\n", "--cluster-hash-seed 0x000001ff"}},
 		{"hex frames", "frames: 16384", "frames: 0x4000", exitOK, []string{"\n    frames: 0x4000\n", "\n    ring_size: 8192\n"}},

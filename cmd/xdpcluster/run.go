@@ -155,7 +155,12 @@ func runCheck(e env, path string) int {
 		return exitFail
 	}
 	m := cfg.Match
-	fmt.Fprintf(e.stdout, "# %s is valid\n# cluster match: %s (serves node(s) %v)\n%s", path, m, m.Nodes(), cfg.YAML())
+	var fixed []string
+	for _, nt := range config.FixedTimeouts() {
+		fixed = append(fixed, fmt.Sprintf("%s %v", nt.Name, *nt.Value))
+	}
+	fmt.Fprintf(e.stdout, "# %s is valid\n# cluster match: %s (serves node(s) %v)\n# conntrack timeouts no key sets (the kernel's defaults): %s\n%s",
+		path, m, m.Nodes(), strings.Join(fixed, ", "), cfg.YAML())
 	return exitOK
 }
 
