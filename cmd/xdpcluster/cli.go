@@ -274,7 +274,7 @@ SIGHUP re-reads the configuration (a bad file keeps the running one; the
 node mask and invert flag change without a restart); SIGINT and SIGTERM
 detach everything and exit. Signals that arrive while the daemon starts
 are acted on once it has started. Needs root (or CAP_NET_ADMIN,
-CAP_NET_RAW, CAP_BPF, CAP_SYS_ADMIN for older kernels, CAP_IPC_LOCK).`,
+CAP_NET_RAW, CAP_BPF, CAP_PERFMON, CAP_IPC_LOCK; CAP_SYS_ADMIN for kernels before 5.8).`,
 		Args: noArgs,
 		RunE: func(*cobra.Command, []string) error { return status(runRun(e, &o)) },
 	}

@@ -191,6 +191,13 @@ func printStatus(w io.Writer, st *daemon.Status) {
 	} else {
 		fmt.Fprintf(w, "%-13s%d\n", "connections:", st.Connections)
 	}
+	if st.Uptime != "" {
+		// keepalived's check script reads this line (its start grace).
+		fmt.Fprintf(w, "%-13s%s\n", "uptime:", st.Uptime)
+	}
+	if st.IOFallback != "" {
+		fmt.Fprintf(w, "%-13sraw sockets, slower: AF_XDP unavailable (%s)\n", "io:", st.IOFallback)
+	}
 	if len(st.Interfaces) > 0 {
 		fmt.Fprintln(w, "interfaces:")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

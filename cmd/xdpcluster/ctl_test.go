@@ -114,7 +114,7 @@ func rawDaemon(t *testing.T, code int, body string) string {
 const statusBody = `{"version":"v1.2.3","role":"gateway","uptime":"1h2m3s","match":"-m cluster --cluster-total-nodes 3 --cluster-local-nodemask 0x00000005 --cluster-hash-seed 0xdeadbeef","total_nodes":3,"node_mask":"0x5","serves_nodes":[1,3],"invert":false,` +
 	`"interfaces":{"front":"xdp native, afxdp copy, 1 queue(s)","back":"xdp native, afxdp copy, 1 queue(s)","a-very-long-name":"xdp generic, afpacket","eth9":"xdp native, afxdp zero-copy, 4 queue(s)"},` +
 	`"connections":42,"packets":{"pass":123456789,"drop":7,"not_ours":1000,"invalid":0,"table_full":3,"arp":12345},` +
-	`"membership":{"name":"node1","ready":true,"members":[{"name":"node2","addr":"192.0.2.12:7946","state":"alive","ready":true,"home":[2]},{"name":"node1","addr":"192.0.2.11:7946","state":"alive","ready":true,"home":[1],"self":true}],"buckets":[["node1"],["node2"],["node1"]],"resync":{}},` +
+	`"membership":{"name":"node1","ready":true,"members":[{"name":"node2","addr":"192.0.2.12:7946","state":"alive","ready":true,"home":[2]},{"name":"node1","addr":"192.0.2.11:7946","state":"alive","ready":true,"home":[1],"self":true}],"manage_shares":true,"buckets":[["node1"],["node2"],["node1"]],"resync":{}},` +
 	`"a_future_field":{"z":1,"a":[true]}}`
 
 // TestCtlStatus: ctl status prints a header with the daemon's version and
@@ -132,6 +132,7 @@ func TestCtlStatus(t *testing.T) {
 match:       -m cluster --cluster-total-nodes 3 --cluster-local-nodemask 0x00000005 --cluster-hash-seed 0xdeadbeef
 serves:      node(s) [1 3] of 3 (mask 0x5)
 connections: 42
+uptime:      1h2m3s
 interfaces:
   NAME              MODE
   a-very-long-name  xdp generic, afpacket

@@ -252,6 +252,9 @@ func printMembership(w io.Writer, m *daemon.MembershipStatus) {
 		fmt.Fprintln(tw, "  BUCKET\tSERVED BY")
 	}
 	for b, servers := range m.Buckets {
+		if !m.ManageShares {
+			break
+		}
 		who := strings.Join(servers, ", ")
 		switch len(servers) {
 		case 0:
