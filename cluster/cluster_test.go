@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -188,6 +189,36 @@ func TestParseNumber(t *testing.T) {
 		if (err == nil) != tc.ok || got != tc.want {
 			t.Errorf("ParseNumber(%q) = %d, %v; want %d, ok=%v", tc.in, got, err, tc.want, tc.ok)
 		}
+	}
+}
+
+// TestOctalHint: a number that starts with 0 and has a digit 8 or 9 is
+// refused with the reason (a leading 0 means octal) and the decimal
+// spelling; other refusals carry no such hint.
+func TestOctalHint(t *testing.T) {
+	const hint = "a leading 0 means octal, which has no digit 8 or 9"
+	tests := []struct {
+		in, want string // want: the whole ParseNumber error; "" when accepted
+	}{
+		{"09", `invalid cluster match: "09" is not a number (decimal, 0x hex, or 0-prefixed octal): ` + hint + ` (for decimal 9 write 9)`},
+		{"0189", `invalid cluster match: "0189" is not a number (decimal, 0x hex, or 0-prefixed octal): ` + hint + ` (for decimal 189 write 189)`},
+		{" +008", `invalid cluster match: " +008" is not a number (decimal, 0x hex, or 0-prefixed octal): ` + hint + ` (for decimal 8 write 8)`},
+		{"0x9", ""},
+		{"9", ""},
+		{"07", ""},
+		{"0x9g", `invalid cluster match: "0x9g" is not a number (decimal, 0x hex, or 0-prefixed octal)`},
+		{"09a", `invalid cluster match: "09a" is not a number (decimal, 0x hex, or 0-prefixed octal)`},
+		{"19", ""},
+	}
+	for _, tc := range tests {
+		_, err := ParseNumber(tc.in)
+		if got := fmt.Sprint(err); (tc.want == "" && err != nil) || (tc.want != "" && got != tc.want) {
+			t.Errorf("ParseNumber(%q): %v\nwant %s", tc.in, err, tc.want)
+		}
+	}
+	_, err := ParseIptables("--cluster-total-nodes 2 --cluster-local-node 1 --cluster-hash-seed 09")
+	if want := "--cluster-hash-seed 09: not a number (decimal, 0x hex, or 0-prefixed octal, as iptables reads it): " + hint; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("ParseIptables: %v, want %q", err, want)
 	}
 }
 

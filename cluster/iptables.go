@@ -44,7 +44,7 @@ func ParseNumber(s string) (uint64, error) {
 	for i := 0; i < len(p); i++ {
 		d := digit(p[i])
 		if d >= base {
-			return 0, fmt.Errorf("%w: %q is not a number (decimal, 0x hex, or 0-prefixed octal)", ErrSyntax, s)
+			return 0, fmt.Errorf("%w: %q is not a number (decimal, 0x hex, or 0-prefixed octal)%s", ErrSyntax, s, OctalHint(s))
 		}
 		nv := v*uint64(base) + uint64(d)
 		if nv/uint64(base) != v {
@@ -53,6 +53,24 @@ func ParseNumber(s string) (uint64, error) {
 		v = nv
 	}
 	return v, nil
+}
+
+// OctalHint explains why a number such as "09" is refused: it starts
+// with 0, so it is octal (as C's strtoul, and iptables, read it), and has
+// a digit 8 or 9, which octal lacks. It is "" for any other text, and
+// otherwise starts with ": ", to follow a "not a number" message.
+func OctalHint(s string) string {
+	p := strings.TrimPrefix(strings.TrimLeft(s, " \t\n\v\f\r"), "+")
+	if len(p) < 2 || p[0] != '0' || !strings.ContainsAny(p, "89") {
+		return ""
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] < '0' || p[i] > '9' {
+			return ""
+		}
+	}
+	dec := strings.TrimLeft(p, "0")
+	return fmt.Sprintf(": a leading 0 means octal, which has no digit 8 or 9 (for decimal %s write %s)", dec, dec)
 }
 
 func digit(c byte) int {
@@ -152,7 +170,7 @@ func ParseIptables(s string) (Match, error) {
 		}
 		v, err := ParseNumber(val)
 		if err != nil {
-			return fail(name, val, "not a number (decimal, 0x hex, or 0-prefixed octal, as iptables reads it)")
+			return fail(name, val, "not a number (decimal, 0x hex, or 0-prefixed octal, as iptables reads it)"+OctalHint(val))
 		}
 		switch name {
 		case OptTotalNodes:

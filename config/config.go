@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,7 +47,7 @@ func (n *Number) UnmarshalYAML(v *yaml.Node) error {
 	}
 	x, err := cluster.ParseNumber(v.Value)
 	if err != nil {
-		return fmt.Errorf("line %d, column %d: %q is not a number (decimal, 0x hex, or 0-prefixed octal)", v.Line, v.Column, v.Value)
+		return fmt.Errorf("line %d, column %d: %q is not a number (decimal, 0x hex, or 0-prefixed octal)%s", v.Line, v.Column, v.Value, cluster.OctalHint(v.Value))
 	}
 	*n = Number(x)
 	return nil
@@ -166,6 +167,10 @@ type Config struct {
 	// Config built in code), so that Validate can tell a required key left
 	// out, or a duration written as 0, from the zero value.
 	written map[string]bool
+	// numbers holds the text of every number the parsed file wrote, by
+	// dotted key name, so that the effective configuration shows them as
+	// written (hash_seed: 0xdeadbeef, not 3735928559).
+	numbers map[string]string
 }
 
 // Defaults returns the configuration every key defaults to.
@@ -205,8 +210,8 @@ func Parse(data []byte) (*Settings, error) {
 	if len(root.Content) == 0 {
 		return nil, errors.New("the configuration is empty")
 	}
-	written := map[string]bool{}
-	if err := checkKeys(root.Content[0], reflect.TypeOf(Config{}), "", written); err != nil {
+	written, numbers := map[string]bool{}, map[string]string{}
+	if err := checkKeys(root.Content[0], reflect.TypeOf(Config{}), "", written, numbers); err != nil {
 		return nil, err
 	}
 	c := Defaults()
@@ -215,7 +220,7 @@ func Parse(data []byte) (*Settings, error) {
 	if err := dec.Decode(&c); err != nil {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
-	c.written = written
+	c.written, c.numbers = written, numbers
 	return c.Settings()
 }
 
@@ -226,13 +231,16 @@ var renamed = map[string]string{
 }
 
 // checkKeys reports the first unknown key with its line and column and
-// the keys allowed there, and records in written every key given a value
-// (not null) by its dotted name (interfaces[0].name).
-func checkKeys(n *yaml.Node, t reflect.Type, path string, written map[string]bool) error {
+// the keys allowed there, records in written every key given a value
+// (not null) by its dotted name (interfaces[0].name), and in numbers the
+// text of every Number.
+func checkKeys(n *yaml.Node, t reflect.Type, path string, written map[string]bool, numbers map[string]string) error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	switch {
+	case t == reflect.TypeFor[Number]() && n.Kind == yaml.ScalarNode:
+		numbers[path] = n.Value
 	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
 		fields := map[string]reflect.Type{}
 		var names []string
@@ -259,13 +267,13 @@ func checkKeys(n *yaml.Node, t reflect.Type, path string, written map[string]boo
 			if v := n.Content[i+1]; v.Kind != yaml.ScalarNode || v.Tag != "!!null" {
 				written[join(path, k.Value)] = true
 			}
-			if err := checkKeys(n.Content[i+1], ft, join(path, k.Value), written); err != nil {
+			if err := checkKeys(n.Content[i+1], ft, join(path, k.Value), written, numbers); err != nil {
 				return err
 			}
 		}
 	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
 		for i, item := range n.Content {
-			if err := checkKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), written); err != nil {
+			if err := checkKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), written, numbers); err != nil {
 				return err
 			}
 		}
@@ -454,6 +462,29 @@ func (c *Config) conntrack() (conntrack.Config, []error) {
 	return ct, errs
 }
 
+// effectiveTimeouts returns the timeout keys with the values in force:
+// those the file sets, the tracker's defaults (the kernel's) for the
+// others, so that the effective configuration shows every one.
+func effectiveTimeouts(set conntrack.Timeouts) Timeouts {
+	def := conntrack.DefaultTimeouts()
+	inForce := map[string]time.Duration{}
+	for _, nt := range def.Named() {
+		inForce[nt.Name] = *nt.Value
+	}
+	for _, nt := range set.Named() {
+		if *nt.Value != 0 {
+			inForce[nt.Name] = *nt.Value
+		}
+	}
+	var out Timeouts
+	v := reflect.ValueOf(&out).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ",")
+		v.Field(i).Set(reflect.ValueOf(Duration(inForce[name])))
+	}
+	return out
+}
+
 // Settings are a valid configuration converted into the values the
 // daemon and the roles take. Config.Settings builds them, once; the
 // daemon keeps them, and Diff compares the files they came from.
@@ -505,6 +536,7 @@ func (c *Config) Settings() (*Settings, error) {
 	errs = append(errs, more...)
 	s.Conntrack, more = c.conntrack()
 	errs = append(errs, more...)
+	s.file.Conntrack.Timeouts = effectiveTimeouts(s.Conntrack.Timeouts)
 	oneOf := func(key, v string, allowed ...string) {
 		for _, a := range allowed {
 			if v == a {
@@ -607,13 +639,69 @@ func (c *Config) fastPath() (dataplane.FastPath, int, []error) {
 	return fp, int(n), errs
 }
 
-// YAML renders the effective configuration.
+// YAML renders the effective configuration: every key, numbers as the
+// file wrote them (0x hex and 0-prefixed octal stay so) where the value
+// in force is the one written, in decimal otherwise.
 func (c *Config) YAML() string {
-	out, err := yaml.Marshal(c)
+	var n yaml.Node
+	if err := n.Encode(c); err != nil {
+		return fmt.Sprintf("# cannot render: %v\n", err)
+	}
+	asWritten(&n, "", c.numbers)
+	if c.Cluster.Iptables != "" {
+		// The rule text holds the match: the separate keys, zero here,
+		// would conflict with it when the output is read back.
+		dropKeys(&n, "cluster", "total_nodes", "local_node", "local_nodemask", "hash_seed", "invert")
+	}
+	out, err := yaml.Marshal(&n)
 	if err != nil {
 		return fmt.Sprintf("# cannot render: %v\n", err)
 	}
 	return string(out)
+}
+
+// dropKeys removes keys from the mapping under section in the rendered
+// node tree.
+func dropKeys(n *yaml.Node, section string, keys ...string) {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value != section || n.Content[i+1].Kind != yaml.MappingNode {
+			continue
+		}
+		m := n.Content[i+1]
+		var kept []*yaml.Node
+		for j := 0; j+1 < len(m.Content); j += 2 {
+			if !slices.Contains(keys, m.Content[j].Value) {
+				kept = append(kept, m.Content[j], m.Content[j+1])
+			}
+		}
+		m.Content = kept
+	}
+}
+
+// asWritten puts back, in the rendered node tree, the text of each number
+// the file wrote (by dotted key name), where it still reads as the value
+// rendered.
+func asWritten(n *yaml.Node, path string, numbers map[string]string) {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			asWritten(n.Content[i+1], join(path, n.Content[i].Value), numbers)
+		}
+	case yaml.SequenceNode:
+		for i, item := range n.Content {
+			asWritten(item, fmt.Sprintf("%s[%d]", path, i), numbers)
+		}
+	case yaml.ScalarNode:
+		text, ok := numbers[path]
+		if !ok {
+			return
+		}
+		v, err := strconv.ParseUint(n.Value, 10, 64)
+		w, werr := cluster.ParseNumber(text)
+		if err == nil && werr == nil && v == w {
+			n.Value, n.Tag, n.Style = strings.TrimSpace(text), "!!int", 0
+		}
+	}
 }
 
 // portOptions returns the AF_XDP socket options the dataplane keys give.

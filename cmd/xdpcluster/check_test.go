@@ -128,7 +128,7 @@ func TestCheckPrintsFastPath(t *testing.T) {
 	for _, tc := range []struct{ name, from, to, path, entries string }{
 		{"defaults", "", "", "auto", "1048576"},
 		{"entries follow max_entries", "max_entries: 1048576", "max_entries: 65536", "auto", "65536"},
-		{"both set", "frames: 16384", "frames: 16384\n  fast_path: off\n  fast_path_entries: 0x1000", `"off"`, "4096"},
+		{"both set", "frames: 16384", "frames: 16384\n  fast_path: off\n  fast_path_entries: 0x1000", `"off"`, "0x1000"},
 	} {
 		path := filepath.Join(dir, "fp.yaml")
 		if err := os.WriteFile(path, []byte(strings.Replace(checkBase, tc.from, tc.to, 1)), 0o644); err != nil {
@@ -143,5 +143,94 @@ func TestCheckPrintsFastPath(t *testing.T) {
 				t.Errorf("%s: check output lacks %q:\n%s", tc.name, want, out)
 			}
 		}
+	}
+}
+
+// TestCheckEffective: check prints every key with the value in force
+// (the conntrack timeouts it left out were missing) and numbers as the
+// file writes them (hash_seed: 0xdeadbeef was printed 3735928559); its
+// output is itself a valid configuration that checks to the same output.
+// A number with a leading 0 and a digit 8 or 9 is refused with the reason.
+func TestCheckEffective(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name, from, to string
+		code           int
+		want           []string // in standard output (exit 0) or standard error
+	}{
+		{"as written", "", "", exitOK, []string{"\n    hash_seed: 0xdeadbeef\n", "\n    max_entries: 1048576\n", "\n    frames: 16384\n",
+			"\n    timeouts:\n        tcp_established: 120h0m0s\n        tcp_time_wait: 2m0s\n        udp_unreplied: 30s\n        udp_replied: 3m0s\n        icmp: 30s\n        generic: 10m0s\n",
+			"--cluster-hash-seed 0xdeadbeef"}},
+		{"decimal stays decimal", "hash_seed: 0xdeadbeef", "hash_seed: 3735928559", exitOK, []string{"\n    hash_seed: 3735928559\n"}},
+		{"octal stays octal", "hash_seed: 0xdeadbeef", "hash_seed: 0777", exitOK, []string{"\n    hash_seed: 0777\n", "--cluster-hash-seed 0x000001ff"}},
+		{"hex frames", "frames: 16384", "frames: 0x4000", exitOK, []string{"\n    frames: 0x4000\n", "\n    ring_size: 8192\n"}},
+		{"leading 0 with a 9", "hash_seed: 0xdeadbeef", "hash_seed: 0199", exitFail,
+			[]string{`"0199" is not a number (decimal, 0x hex, or 0-prefixed octal): a leading 0 means octal, which has no digit 8 or 9 (for decimal 199 write 199)`}},
+	}
+	for i, tc := range tests {
+		path := filepath.Join(dir, fmt.Sprintf("%d.yaml", i))
+		if err := os.WriteFile(path, []byte(strings.Replace(checkBase, tc.from, tc.to, 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, errOut, code := runCmd("", "check", "--config", path)
+		got := out
+		if tc.code != exitOK {
+			got = errOut
+		}
+		if code != tc.code {
+			t.Errorf("%s: exit %d, want %d\n%s%s", tc.name, code, tc.code, out, errOut)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: output lacks %q:\n%s", tc.name, w, got)
+			}
+		}
+		if code != exitOK {
+			continue
+		}
+		// The output checks to the same output.
+		again := filepath.Join(dir, fmt.Sprintf("%d-again.yaml", i))
+		os.WriteFile(again, []byte(out), 0o644)
+		out2, errOut2, code2 := runCmd("", "check", "--config", again)
+		_, body, _ := strings.Cut(out, "\n")
+		_, body2, _ := strings.Cut(out2, "\n")
+		if code2 != exitOK || body2 != body {
+			t.Errorf("%s: the effective configuration checks differently (exit %d, %s):\n%s\nthen\n%s", tc.name, code2, errOut2, out, out2)
+		}
+	}
+	// Options anywhere, as one word, and extra arguments refused.
+	path := filepath.Join(dir, "0.yaml")
+	for _, args := range [][]string{{"check", "--config=" + path}, {"check", "--config", path, "--"}} {
+		if out, errOut, code := runCmd("", args...); code != exitOK || !strings.Contains(out, "is valid") {
+			t.Errorf("%q: exit %d: %s", args, code, errOut)
+		}
+	}
+	if _, errOut, code := runCmd("", "check", "--config", path, "extra"); code != exitUsage || !strings.Contains(errOut, `unexpected argument "extra"`) {
+		t.Errorf("check with an extra argument: exit %d: %s", code, errOut)
+	}
+}
+
+// TestNumberHints: the command-line options take numbers as iptables
+// does, and say why 09 is not one.
+func TestNumberHints(t *testing.T) {
+	const hint = "a leading 0 means octal, which has no digit 8 or 9 (for decimal 9 write 9)"
+	pcap := writeCapture(t, 1)
+	for _, args := range [][]string{
+		{"owner", "--cluster-total-nodes", "2", "--cluster-hash-seed", "09", "10.0.0.1"},
+		{"owner", "10.0.0.1", "--cluster-hash-seed", "1", "--cluster-total-nodes", "09"},
+		{"owner", "--iptables", "-m cluster --cluster-total-nodes 2 --cluster-local-node 1 --cluster-hash-seed 09", "10.0.0.1"},
+		{"simulate", "--pcap", pcap, "--cluster-total-nodes", "2", "--cluster-hash-seed", "09"},
+		{"ctl", "--socket", "/nonexistent", "takeover", "09"},
+	} {
+		_, errOut, code := runCmd("", args...)
+		if code != exitUsage || !strings.Contains(errOut, "09") || !strings.Contains(errOut, hint) {
+			t.Errorf("%q: exit %d, stderr %q; want exit 2 and %q", args, code, errOut, hint)
+		}
+	}
+	// 010 is octal, as in iptables: node 8.
+	out, _, _ := runCmd("", "owner", "--cluster-total-nodes", "010", "--cluster-hash-seed", "0", "10.0.0.1")
+	want, _, _ := runCmd("", "owner", "--cluster-total-nodes", "8", "--cluster-hash-seed", "0", "10.0.0.1")
+	if out != want || out == "" {
+		t.Errorf("total 010: %q; total 8: %q", out, want)
 	}
 }

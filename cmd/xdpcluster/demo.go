@@ -46,16 +46,8 @@ type demoNode struct {
 	flows   atomic.Uint64
 }
 
-func runDemo(e env, args []string) int {
-	fs := newFlags(e, "demo", "[--nodes N] [--clients N] [--duration D]", demoDescription)
-	nodes := fs.Int("nodes", 3, "cluster nodes, 1..8")
-	clients := fs.Int("clients", 40, "IPv4 client addresses (plus a few IPv6 ones), 1..200")
-	duration := fs.Duration("duration", 0, "stop the traffic after this long (0: run until Ctrl-C)")
-	seedFlag := fs.String("seed", "0xdeadbeef", "cluster hash seed")
-	port := fs.Int("metrics-port", 9477, "first metrics port on 127.0.0.1 (node N uses port+N-1)")
-	if ok, code := parseFlags(e, fs, args); !ok {
-		return code
-	}
+func runDemo(e env, o *demoOptions) int {
+	nodes, clients, duration, seedFlag, port := &o.nodes, &o.clients, &o.duration, &o.seed, &o.port
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(e.stderr, "xdpcluster demo builds network namespaces and attaches XDP programs, which needs root: run `sudo xdpcluster demo` (or `sudo make demo`).")
 		return exitFail

@@ -3,17 +3,22 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
+	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
 )
 
 const ownerDescription = `
 Print, for each address, the node that owns connections from it: one line
-"ADDR NODE", NODE 1-based as in --cluster-local-node. The decision is the
+"ADDR NODE", NODE 1-based as in --cluster-local-node (with --json, one JSON
+object a line: {"address":"ADDR","node":NODE}). The decision is the
 kernel's xt_cluster hash (IPv6: only the first 32 bits, as the kernel does),
 unless --hash full is given.
 
@@ -24,39 +29,56 @@ other lines are still answered, and the exit status is 1.
 
 Numbers are read as iptables reads them: decimal, 0x hex, or 0-prefixed
 octal. Instead of the options, --iptables takes a rule as iptables -S
-prints it.
+prints it.`
 
-Examples:
-  xdpcluster owner --cluster-total-nodes 3 --cluster-hash-seed 0xdeadbeef 10.0.0.1 2001:db8::1
+const ownerExamples = `  xdpcluster owner --cluster-total-nodes 3 --cluster-hash-seed 0xdeadbeef 10.0.0.1 2001:db8::1
+  xdpcluster owner 10.0.0.1 --cluster-total-nodes 3 --cluster-hash-seed 0xdeadbeef --json
   xdpcluster owner --iptables "$(iptables -t mangle -S PREROUTING | grep -m1 cluster)" < clients.txt`
 
-func runOwner(e env, args []string) int {
-	fs := newFlags(e, "owner", "--cluster-total-nodes N --cluster-hash-seed S [--hash MODE] [ADDR ...]", ownerDescription)
-	total := fs.String(cluster.OptTotalNodes, "", "number of nodes in the cluster, 1..32 (required)")
-	seed := fs.String(cluster.OptHashSeed, "", "hash seed, 0..0xffffffff (required)")
-	hash := fs.String("hash", "xt_cluster", `hash mode: "xt_cluster" (kernel-exact) or "full" (whole IPv6 address)`)
-	rule := fs.String("iptables", "", "take the options from this iptables rule or option text instead")
-	if ok, code := parseFlags(e, fs, args); !ok {
-		return code
+// ownerOptions are owner's options.
+type ownerOptions struct {
+	total, seed, hash, rule string
+	json                    bool
+}
+
+func ownerCmd(e env) *cobra.Command {
+	var o ownerOptions
+	c := &cobra.Command{
+		Use:     "owner --cluster-total-nodes N --cluster-hash-seed S [--hash MODE] [--json] [ADDR ...]",
+		Short:   "print which node owns each address (1-based, as --cluster-local-node)",
+		Long:    strings.TrimSpace(ownerDescription),
+		Example: ownerExamples,
+		Args:    cobra.ArbitraryArgs,
+		RunE:    func(_ *cobra.Command, args []string) error { return status(runOwner(e, &o, args)) },
 	}
-	m, err := ownerMatch(*total, *seed, *hash, *rule)
+	f := c.Flags()
+	f.StringVar(&o.total, cluster.OptTotalNodes, "", "number of nodes in the cluster, `N` = 1..32 (required)")
+	f.StringVar(&o.seed, cluster.OptHashSeed, "", "hash seed `S`, 0..0xffffffff (required)")
+	f.StringVar(&o.hash, "hash", "xt_cluster", "hash `MODE`: \"xt_cluster\" (kernel-exact) or \"full\" (whole IPv6 address)")
+	f.StringVar(&o.rule, "iptables", "", "take the options from this iptables `RULE` or option text instead")
+	f.BoolVar(&o.json, "json", false, `print one JSON object a line, {"address":"ADDR","node":NODE}`)
+	return c
+}
+
+func runOwner(e env, o *ownerOptions, args []string) int {
+	m, err := ownerMatch(o.total, o.seed, o.hash, o.rule)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "xdpcluster owner: %v\n", err)
 		return exitUsage
 	}
 	out := bufio.NewWriterSize(e.stdout, 64<<10)
 	defer out.Flush()
-	if fs.NArg() > 0 {
+	if len(args) > 0 {
 		status := exitOK
-		for _, a := range fs.Args() {
-			if err := ownerLine(out, &m, []byte(a)); err != nil {
+		for _, a := range args {
+			if err := ownerLine(out, &m, []byte(a), o.json); err != nil {
 				fmt.Fprintf(e.stderr, "xdpcluster owner: argument %s: %v\n", echo([]byte(a)), err)
 				status = exitFail
 			}
 		}
 		return status
 	}
-	return ownerStream(e, out, &m)
+	return ownerStream(e, out, &m, o.json)
 }
 
 // ownerMatch builds the match from the flags (cluster.Options.Match).
@@ -80,7 +102,7 @@ func ownerMatch(total, seed, hash, rule string) (cluster.Match, error) {
 		}{{cluster.OptTotalNodes, total, &o.TotalNodes}, {cluster.OptHashSeed, seed, &o.Seed}} {
 			n, err := cluster.ParseNumber(f.text)
 			if err != nil {
-				return cluster.Match{}, &cluster.OptionError{Option: f.opt, Value: f.text, Rule: "not a number (decimal, 0x hex, or 0-prefixed octal)"}
+				return cluster.Match{}, &cluster.OptionError{Option: f.opt, Value: f.text, Rule: "not a number (decimal, 0x hex, or 0-prefixed octal)" + cluster.OctalHint(f.text)}
 			}
 			*f.v = n
 		}
@@ -89,7 +111,7 @@ func ownerMatch(total, seed, hash, rule string) (cluster.Match, error) {
 }
 
 // ownerStream answers one address per line of standard input.
-func ownerStream(e env, out *bufio.Writer, m *cluster.Match) int {
+func ownerStream(e env, out *bufio.Writer, m *cluster.Match, asJSON bool) int {
 	in := bufio.NewReaderSize(e.stdin, 64<<10)
 	status := exitOK
 	for lineNo := 1; ; lineNo++ {
@@ -113,7 +135,7 @@ func ownerStream(e env, out *bufio.Writer, m *cluster.Match) int {
 		if len(line) > 0 {
 			text := bytes.TrimSpace(line)
 			if len(text) > 0 && text[0] != '#' {
-				if perr := ownerLine(out, m, text); perr != nil {
+				if perr := ownerLine(out, m, text, asJSON); perr != nil {
 					fmt.Fprintf(e.stderr, "xdpcluster owner: line %d: %s: %v\n", lineNo, echo(text), perr)
 					status = exitFail
 				}
@@ -144,8 +166,9 @@ func echo(text []byte) string {
 
 var errNotAddr = errors.New("not an IPv4 or IPv6 address")
 
-// ownerLine writes "ADDR NODE\n" for one address.
-func ownerLine(out *bufio.Writer, m *cluster.Match, text []byte) error {
+// ownerLine writes "ADDR NODE\n" for one address, or with asJSON
+// {"address":"ADDR","node":NODE}.
+func ownerLine(out *bufio.Writer, m *cluster.Match, text []byte, asJSON bool) error {
 	var node uint32
 	if ip, ok := parseIPv4(text); ok {
 		node = m.Bucket4(&ip)
@@ -162,15 +185,39 @@ func ownerLine(out *bufio.Writer, m *cluster.Match, text []byte) error {
 			node = m.Bucket16(&ip)
 		}
 	}
-	out.Write(text)
-	out.WriteByte(' ')
+	if asJSON {
+		out.WriteString(`{"address":`)
+		writeJSONString(out, text)
+		out.WriteString(`,"node":`)
+	} else {
+		out.Write(text)
+		out.WriteByte(' ')
+	}
 	if n := node + 1; n >= 10 {
 		out.WriteByte(byte('0' + n/10))
 		out.WriteByte(byte('0' + n%10))
 	} else {
 		out.WriteByte(byte('0' + n))
 	}
+	if asJSON {
+		out.WriteByte('}')
+	}
 	return out.WriteByte('\n')
+}
+
+// writeJSONString writes text as a JSON string. An address is plain
+// ASCII but for an IPv6 zone, which may hold anything: that is escaped.
+func writeJSONString(out *bufio.Writer, text []byte) {
+	for _, c := range text {
+		if c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			b, _ := json.Marshal(string(text))
+			out.Write(b)
+			return
+		}
+	}
+	out.WriteByte('"')
+	out.Write(text)
+	out.WriteByte('"')
 }
 
 // parseIPv4 is an allocation-free strict dotted-quad parser (no leading

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"os"
 	"os/signal"
 	"slices"
@@ -30,7 +29,7 @@ func newLogger(w io.Writer, c config.Log) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-func runRun(e env, args []string) int {
+func runRun(e env, o *runOptions) int {
 	// Signals first, before anything else: Go's default for SIGHUP, SIGINT
 	// and SIGTERM is to exit at once, which during start would leave the
 	// node half set up. A reload asked for during start is applied once
@@ -60,18 +59,7 @@ func runRun(e env, args []string) int {
 		close(sigs)
 	}()
 
-	fs := newFlags(e, "run", "[--config FILE]", `
-Run the daemon: attach the dataplane to the data interfaces, answer ARP/ND
-for the cluster addresses, serve Prometheus metrics and the control API.
-SIGHUP re-reads the configuration (a bad file keeps the running one; the
-node mask and invert flag change without a restart); SIGINT and SIGTERM
-detach everything and exit. Signals that arrive while the daemon starts
-are acted on once it has started. Needs root (or CAP_NET_ADMIN,
-CAP_NET_RAW, CAP_BPF, CAP_SYS_ADMIN for older kernels, CAP_IPC_LOCK).`)
-	path := fs.String("config", defaultConfig, "configuration file")
-	if ok, code := parseFlags(e, fs, args); !ok {
-		return code
-	}
+	path := &o.config
 	cfg, err := config.Load(*path)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "xdpcluster run: %v\n", err)
@@ -160,60 +148,14 @@ func testHoldStart(log *slog.Logger) {
 	time.Sleep(d)
 }
 
-func runCheck(e env, args []string) int {
-	fs := newFlags(e, "check", "[--config FILE]", `
-Validate a configuration file and print the effective configuration (with
-every default filled in) and the cluster match it describes.`)
-	path := fs.String("config", defaultConfig, "configuration file")
-	if ok, code := parseFlags(e, fs, args); !ok {
-		return code
-	}
-	cfg, err := config.Load(*path)
+func runCheck(e env, path string) int {
+	cfg, err := config.Load(path)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "xdpcluster check: %s\n", strings.ReplaceAll(err.Error(), "\n", "\n  "))
 		return exitFail
 	}
 	m := cfg.Match
-	fmt.Fprintf(e.stdout, "# %s is valid\n# cluster match: %s (serves node(s) %v)\n%s", *path, m, m.Nodes(), cfg.YAML())
-	return exitOK
-}
-
-func runCtl(e env, args []string) int {
-	fs := newFlags(e, "ctl", "[--socket PATH] status | health | takeover N | release N | set-mask M | reload", `
-Talk to a running daemon through its control socket: show its status,
-check its health (exit 0 when it serves, 1 with the reason when not: for
-keepalived's track_script and other probes), take over or release another node's share (what keepalived calls on
-failover), set the node mask, or reload the configuration.`)
-	sock := fs.String("socket", "/run/xdpcluster/control.sock", "control socket")
-	if ok, code := parseFlags(e, fs, args); !ok {
-		return code
-	}
-	c := daemon.NewClient(*sock)
-	method, path, err := ctlRequest(fs.Args())
-	if err != nil {
-		fmt.Fprintf(e.stderr, "xdpcluster ctl: %v\n", err)
-		return exitUsage
-	}
-	st, err := c.Do(method, path)
-	if err == nil && path == "/health" {
-		fmt.Fprintln(e.stdout, "ready")
-		return exitOK
-	}
-	if err != nil {
-		fmt.Fprintf(e.stderr, "xdpcluster ctl: %v\n", err)
-		return exitFail
-	}
-	fmt.Fprintf(e.stdout, "match:       %s\nserves:      node(s) %v of %d (mask %s)\nconnections: %d\nuptime:      %s\n",
-		st.Match, st.Serves, st.TotalNodes, st.NodeMask, st.Connections, st.Uptime)
-	for _, name := range slices.Sorted(maps.Keys(st.Interfaces)) {
-		fmt.Fprintf(e.stdout, "interface:   %s (%s)\n", name, st.Interfaces[name])
-	}
-	for _, v := range slices.Sorted(maps.Keys(st.Packets)) {
-		fmt.Fprintf(e.stdout, "packets:     %-12s %d\n", v, st.Packets[v])
-	}
-	if m := st.Membership; m != nil {
-		printMembership(e.stdout, m)
-	}
+	fmt.Fprintf(e.stdout, "# %s is valid\n# cluster match: %s (serves node(s) %v)\n%s", path, m, m.Nodes(), cfg.YAML())
 	return exitOK
 }
 
@@ -227,7 +169,9 @@ func printMembership(w io.Writer, m *daemon.MembershipStatus) {
 	fmt.Fprintf(w, "membership:  %s (%s)\n", m.Name, ready)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  MEMBER\tADDRESS\tSTATE\tREADY\tHOME")
-	for _, mb := range m.Members {
+	// By name, whatever order the reply has.
+	members := slices.SortedStableFunc(slices.Values(m.Members), func(a, b daemon.MemberStatus) int { return strings.Compare(a.Name, b.Name) })
+	for _, mb := range members {
 		r := "yes"
 		if !mb.Ready {
 			r = "no"

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
@@ -38,67 +39,81 @@ Frames that cannot be decoded (link types that carry no IP, headers cut by
 the snap length) are counted as malformed, never skipped silently. An empty
 capture is 0 frames. A truncated or corrupt capture is reported with the
 frame number and byte offset; the results so far are still printed, and the
-exit status is 1.
+exit status is 1.`
 
-Examples:
-  xdpcluster simulate --pcap gw.pcap --cluster-total-nodes 3 --cluster-hash-seed 0xdeadbeef
+const simulateExamples = `  xdpcluster simulate --pcap gw.pcap --cluster-total-nodes 3 --cluster-hash-seed 0xdeadbeef
   xdpcluster simulate --pcap gw.pcapng --cluster-total-nodes 3 --cluster-hash-seed 1 --takeover 2:1 --seed-search 1000
   xdpcluster simulate --pcap gw.pcap.gz --cluster-total-nodes 4 --cluster-hash-seed 7 --json | jq .normal.imbalance`
 
-func runSimulate(e env, args []string) int {
-	fs := newFlags(e, "simulate", "--pcap FILE --cluster-total-nodes N --cluster-hash-seed S [options]", simulateDescription)
-	pcap := fs.String("pcap", "", "capture file to replay (pcap or pcapng, optionally gzipped; - for standard input) (required)")
-	total := fs.String(cluster.OptTotalNodes, "", "number of nodes, 1..32 (required)")
-	seed := fs.String(cluster.OptHashSeed, "", "hash seed, 0..0xffffffff (required unless --seed-search)")
-	hash := fs.String("hash", "xt_cluster", `hash mode: "xt_cluster" (kernel-exact) or "full" (whole IPv6 address)`)
-	takeover := fs.String("takeover", "", `failover to simulate: "FAILED:BY[,FAILED:BY...]", e.g. "2:1"`)
-	seedSearch := fs.Int("seed-search", 0, "try this many seeds and print the best few")
-	searchRand := fs.Uint64("seed-search-rand", 1, "random source for --seed-search (same value, same candidates)")
-	top := fs.Int("top", 10, "how many top sources and prefixes to print")
-	maxEntries := fs.Int("max-entries", 1<<20, "connection tracker limit")
-	maxSources := fs.Int("max-sources", 1<<20, "per-source table limit (top sources, seed search)")
-	loose := fs.Bool("tcp-loose", false, "replay with loose TCP pickup, to see what it would change (the cluster match needs it off)")
-	asJSON := fs.Bool("json", false, "print the report as JSON")
-	noProgress := fs.Bool("no-progress", false, "do not report progress on standard error")
-	if ok, code := parseFlags(e, fs, args); !ok {
-		return code
+// simulateOptions are simulate's options.
+type simulateOptions struct {
+	pcap, total, seed, hash, takeover       string
+	seedSearch, top, maxEntries, maxSources int
+	searchRand                              uint64
+	loose, json, noProgress                 bool
+}
+
+func simulateCmd(e env) *cobra.Command {
+	var o simulateOptions
+	c := &cobra.Command{
+		Use:     "simulate --pcap FILE --cluster-total-nodes N --cluster-hash-seed S [options]",
+		Short:   "replay a capture: each node's share, imbalance, failover, seed choice",
+		Long:    strings.TrimSpace(simulateDescription),
+		Example: simulateExamples,
+		Args:    noArgs,
+		RunE:    func(*cobra.Command, []string) error { return status(runSimulate(e, &o)) },
 	}
+	f := c.Flags()
+	f.StringVar(&o.pcap, "pcap", "", "capture `FILE` to replay (pcap or pcapng, optionally gzipped; - for standard input) (required)")
+	f.StringVar(&o.total, cluster.OptTotalNodes, "", "number of nodes, `N` = 1..32 (required)")
+	f.StringVar(&o.seed, cluster.OptHashSeed, "", "hash seed `S`, 0..0xffffffff (required unless --seed-search)")
+	f.StringVar(&o.hash, "hash", "xt_cluster", `hash `+"`MODE`"+`: "xt_cluster" (kernel-exact) or "full" (whole IPv6 address)`)
+	f.StringVar(&o.takeover, "takeover", "", "failover to simulate: `FAILED:BY[,FAILED:BY...]`, e.g. 2:1")
+	f.IntVar(&o.seedSearch, "seed-search", 0, "try this many seeds and print the best few")
+	f.Uint64Var(&o.searchRand, "seed-search-rand", 1, "random source for --seed-search (same value, same candidates)")
+	f.IntVar(&o.top, "top", 10, "how many top sources and prefixes to print")
+	f.IntVar(&o.maxEntries, "max-entries", 1<<20, "connection tracker limit")
+	f.IntVar(&o.maxSources, "max-sources", 1<<20, "per-source table limit (top sources, seed search)")
+	f.BoolVar(&o.loose, "tcp-loose", false, "replay with loose TCP pickup, to see what it would change (the cluster match needs it off)")
+	f.BoolVar(&o.json, "json", false, "print the report as JSON")
+	f.BoolVar(&o.noProgress, "no-progress", false, "do not report progress on standard error")
+	return c
+}
+
+func runSimulate(e env, o *simulateOptions) int {
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(e.stderr, "xdpcluster simulate: "+format+"\n", a...)
 		return exitUsage
 	}
-	if *pcap == "" {
+	if o.pcap == "" {
 		return fail("--pcap is required")
 	}
-	if fs.NArg() > 0 {
-		return fail("unexpected arguments %q", fs.Args())
-	}
-	if *total == "" {
+	if o.total == "" {
 		return fail("--%s is required (1..32)", cluster.OptTotalNodes)
 	}
-	if *seed == "" && *seedSearch == 0 {
+	if o.seed == "" && o.seedSearch == 0 {
 		return fail("--%s is required (or use --seed-search to look for one)", cluster.OptHashSeed)
 	}
-	if *seed == "" {
-		*seed = "0"
+	if o.seed == "" {
+		o.seed = "0"
 	}
-	m, err := ownerMatch(*total, *seed, *hash, "")
+	m, err := ownerMatch(o.total, o.seed, o.hash, "")
 	if err != nil {
 		return fail("%v", err)
 	}
-	tos, err := simulate.ParseTakeovers(*takeover)
+	tos, err := simulate.ParseTakeovers(o.takeover)
 	if err != nil {
 		return fail("--takeover: %v", err)
 	}
-	opts := simulate.Options{TotalNodes: m.TotalNodes, Seed: m.Seed, Hash: m.Hash, Takeovers: tos, SeedSearch: *seedSearch,
-		SearchRand: *searchRand, Top: *top, MaxEntries: *maxEntries, MaxSources: *maxSources, TCPLoose: *loose}
+	opts := simulate.Options{TotalNodes: m.TotalNodes, Seed: m.Seed, Hash: m.Hash, Takeovers: tos, SeedSearch: o.seedSearch,
+		SearchRand: o.searchRand, Top: o.top, MaxEntries: o.maxEntries, MaxSources: o.maxSources, TCPLoose: o.loose}
 	if err := opts.Validate(); err != nil {
 		return fail("%v", err)
 	}
 	in := e.stdin
 	var size int64
-	if *pcap != "-" {
-		f, err := os.Open(*pcap)
+	if o.pcap != "-" {
+		f, err := os.Open(o.pcap)
 		if err != nil {
 			fmt.Fprintf(e.stderr, "xdpcluster simulate: %v\n", err)
 			return exitFail
@@ -110,7 +125,7 @@ func runSimulate(e env, args []string) int {
 		in = f
 	}
 	var prog *progress
-	if !*noProgress {
+	if !o.noProgress {
 		prog = newProgress(e.stderr, size)
 		opts.Progress = prog.update
 	}
@@ -118,10 +133,10 @@ func runSimulate(e env, args []string) int {
 	prog.done()
 	var capErr *simulate.CaptureError
 	if err != nil && !errors.As(err, &capErr) {
-		fmt.Fprintf(e.stderr, "xdpcluster simulate: %s: %v\n", *pcap, err)
+		fmt.Fprintf(e.stderr, "xdpcluster simulate: %s: %v\n", o.pcap, err)
 		return exitFail
 	}
-	if *asJSON {
+	if o.json {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {
@@ -129,10 +144,10 @@ func runSimulate(e env, args []string) int {
 			return exitFail
 		}
 	} else {
-		printReport(e.stdout, *pcap, rep, opts)
+		printReport(e.stdout, o.pcap, rep, opts)
 	}
 	if capErr != nil {
-		fmt.Fprintf(e.stderr, "xdpcluster simulate: warning: %s: %v; the results cover only the frames before it\n", *pcap, capErr)
+		fmt.Fprintf(e.stderr, "xdpcluster simulate: warning: %s: %v; the results cover only the frames before it\n", o.pcap, capErr)
 		return exitFail
 	}
 	return exitOK
