@@ -213,12 +213,14 @@ PKG_DIR ?= build/package
 NFPM    ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.48.0
 PKG_GEN := $(PKG_DIR)/gen
 PKG_ROOT = $(abspath $(PKG_DIR)/root)
+# Every date in the package (files, man pages) is the last commit's.
+PKG_EPOCH = $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 
 package:
 	rm -rf $(PKG_GEN) $(PKG_ROOT) $(PKG_DIR)/xdpcluster_*.deb
 	mkdir -p $(PKG_GEN)/completion
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(PKG_GEN)/xdpcluster ./cmd/xdpcluster
-	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || date +%s) $(PKG_GEN)/xdpcluster gen-man $(PKG_GEN)/man
+	SOURCE_DATE_EPOCH=$(PKG_EPOCH) $(PKG_GEN)/xdpcluster gen-man $(PKG_GEN)/man
 	$(PKG_GEN)/xdpcluster completion bash > $(PKG_GEN)/completion/xdpcluster.bash
 	$(PKG_GEN)/xdpcluster completion zsh > $(PKG_GEN)/completion/_xdpcluster
 	$(PKG_GEN)/xdpcluster completion fish > $(PKG_GEN)/completion/xdpcluster.fish
@@ -226,7 +228,8 @@ package:
 	  UNITDIR=/usr/lib/systemd/system ZSHCOMPDIR=/usr/share/zsh/vendor-completions \
 	  FISHCOMPDIR=/usr/share/fish/vendor_completions.d \
 	  INSTALL_BIN=$(PKG_GEN)/xdpcluster MAN_SRC=$(PKG_GEN)/man COMPL_SRC=$(PKG_GEN)/completion
-	XDPC_VERSION=$$(packaging/deb-version.sh) XDPC_ARCH=$$($(GO) env GOARCH) XDPC_ROOT=$(PKG_ROOT) \
+	find $(PKG_ROOT) -exec touch -h -d @$(PKG_EPOCH) {} +
+	SOURCE_DATE_EPOCH=$(PKG_EPOCH) XDPC_VERSION=$$(packaging/deb-version.sh) XDPC_ARCH=$$($(GO) env GOARCH) XDPC_ROOT=$(PKG_ROOT) \
 	  $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(PKG_DIR)/
 	@ls -l $(PKG_DIR)/xdpcluster_*.deb
 
