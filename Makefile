@@ -201,18 +201,18 @@ uninstall:
 	done
 	@echo "uninstall: kept $(DESTDIR)$(SYSCONFDIR)/xdpcluster/config.yaml (remove it by hand if no longer wanted)"
 
-# The .deb (build/package/xdpcluster_VERSION_ARCH.deb; PKG_DIR to put it
-# elsewhere), built with nfpm (fetched and built by `go run` the first
+# The .deb (build/xdpcluster_VERSION_ARCH.deb; PKG_DIR=DIR to put it in
+# DIR, staged in DIR/package), built with nfpm (fetched and built by `go run` the first
 # time, about a minute; cached afterwards) from packaging/nfpm.yaml: a
 # static binary (CGO_ENABLED=0) for `go env GOARCH`, its man pages and
 # completions, staged by `make install` for /usr with the unit in
 # /usr/lib/systemd/system, and /etc/xdpcluster/config.yaml as a conffile.
 # The version: packaging/deb-version.sh. Tested by packaging/package_test.go
 # (installs it into a throwaway root with dpkg --root).
-PKG_DIR ?= build/package
+PKG_DIR ?= build
 NFPM    ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.48.0
-PKG_GEN := $(PKG_DIR)/gen
-PKG_ROOT = $(abspath $(PKG_DIR)/root)
+PKG_GEN := $(PKG_DIR)/package/gen
+PKG_ROOT = $(abspath $(PKG_DIR)/package/root)
 # Every date in the package (files, man pages) is the last commit's.
 PKG_EPOCH = $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 

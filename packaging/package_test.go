@@ -262,8 +262,9 @@ func checkUnit(t *testing.T, shipped, installed, installedBin string) {
 // /etc/xdpcluster/config.yaml must succeed. An edited conffile survives a
 // reinstall and a remove; purge deletes it.
 //
-// Time: about 75 s the first time on 2 cores (nfpm built by `go run`,
-// the static binary), about 20 s once both are in the Go caches.
+// Time, on 2 shared cores: about 2 min with cold Go caches (nfpm fetched
+// and built by `go run`, about 60 s; the static -trimpath build, about
+// 60 s), about 8 s once both are cached.
 func TestPackage(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipped: needs root (dpkg --root installs files owned by root); CI runs it as root")
