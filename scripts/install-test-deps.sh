@@ -19,6 +19,7 @@ declare -A pkg_of=(
   [keepalived]=keepalived # cmd/xdpcluster/keepalived_test.go: the shipped keepalived files, run for real
   [clang]=clang          # make generate: bpf2go compiles bpf/*.c
   [llvm-strip]=llvm      # ... and strips the objects' DWARF
+  [dpkg-deb]=dpkg        # packaging/package_test.go: make package, installed with dpkg --root
 )
 
 missing=()
