@@ -1,6 +1,7 @@
 package packaging_test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,7 +11,7 @@ import (
 
 // The .deb, built once per test binary by the first test that asks for it
 // (builtDeb) and removed when the tests end (TestMain).
-var deb struct {
+var debBuild struct {
 	once      sync.Once
 	dir, path string
 	err       string
@@ -18,8 +19,8 @@ var deb struct {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if deb.dir != "" {
-		os.RemoveAll(deb.dir)
+	if debBuild.dir != "" {
+		os.RemoveAll(debBuild.dir)
 	}
 	os.Exit(code)
 }
@@ -27,30 +28,30 @@ func TestMain(m *testing.M) {
 // builtDeb runs `make package` once per test binary and returns the .deb.
 func builtDeb(t *testing.T) string {
 	t.Helper()
-	deb.once.Do(func() {
+	debBuild.once.Do(func() {
 		dir, err := os.MkdirTemp("", "xdpcluster-deb-")
 		if err != nil {
-			deb.err = err.Error()
+			debBuild.err = err.Error()
 			return
 		}
-		deb.dir = dir
+		debBuild.dir = dir
 		cmd := exec.Command("make", "--no-print-directory", "package", "PKG_DIR="+dir)
 		cmd.Dir = repoRoot(t)
 		if out, err := cmd.CombinedOutput(); err != nil {
-			deb.err = "make package: " + err.Error() + "\n" + string(out)
+			debBuild.err = "make package: " + err.Error() + "\n" + string(out)
 			return
 		}
 		debs, _ := filepath.Glob(filepath.Join(dir, "xdpcluster_*.deb"))
 		if len(debs) != 1 {
-			deb.err = "make package PKG_DIR=" + dir + " made " + filepath.Join(debs...) + ", want one xdpcluster_*.deb"
+			debBuild.err = fmt.Sprintf("make package PKG_DIR=%s made %q, want one xdpcluster_*.deb", dir, debs)
 			return
 		}
-		deb.path = debs[0]
+		debBuild.path = debs[0]
 	})
-	if deb.err != "" {
-		t.Fatal(deb.err)
+	if debBuild.err != "" {
+		t.Fatal(debBuild.err)
 	}
-	return deb.path
+	return debBuild.path
 }
 
 // installDeb installs the .deb into a new throwaway root, as TestPackage
