@@ -271,16 +271,9 @@ func TestPackage(t *testing.T) {
 	}
 	need(t, "dpkg", "dpkg-deb", "make", "go", "git", "bash")
 	root := repoRoot(t)
-	pkgDir := t.TempDir()
-
 	start := time.Now()
-	run(t, root, nil, "make", "--no-print-directory", "package", "PKG_DIR="+pkgDir)
+	deb := builtDeb(t) // make package, once per test binary
 	t.Logf("make package: %v", time.Since(start).Round(time.Second))
-	debs, _ := filepath.Glob(filepath.Join(pkgDir, "xdpcluster_*.deb"))
-	if len(debs) != 1 {
-		t.Fatalf("make package PKG_DIR=%s made %q, want one xdpcluster_*.deb", pkgDir, debs)
-	}
-	deb := debs[0]
 	version := strings.TrimSpace(run(t, root, nil, "packaging/deb-version.sh"))
 	goarch := strings.TrimSpace(run(t, root, nil, "go", "env", "GOARCH"))
 	if want := "xdpcluster_" + version + "_" + goarch + ".deb"; filepath.Base(deb) != want {
