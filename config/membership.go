@@ -94,7 +94,7 @@ func (c *Config) membership() (*MembershipSettings, []error) {
 		}
 	}
 	if mc.SecretFile == "" {
-		errs = append(errs, errors.New("membership.secret_file: required (a file with the cluster secret: 16, 24 or 32 bytes, raw or base64; e.g. head -c 32 /dev/urandom | base64 > /etc/xdpcluster/cluster.key; chmod 600)"))
+		errs = append(errs, errors.New("membership.secret_file: required (a file with the cluster secret: 16, 24 or 32 bytes, raw or base64; e.g. head -c 32 /dev/urandom | base64 > /etc/xdpcluster/cluster.key; chmod 600, owned by the daemon's user)"))
 	} else if s.Secret, err = ReadSecret(mc.SecretFile); err != nil {
 		errs = append(errs, fmt.Errorf("membership.secret_file: %w", err))
 	}
@@ -138,7 +138,7 @@ func ReadSecret(path string) ([]byte, error) {
 		return nil, err
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%s: mode %#o lets group or others read the cluster secret; chmod 600 it", path, fi.Mode().Perm())
+		return nil, fmt.Errorf("%s: mode %#o lets group or others read the cluster secret; chmod 600 it (owned by the daemon's user)", path, fi.Mode().Perm())
 	}
 	if fi.Size() > 4096 {
 		return nil, fmt.Errorf("%s: %d bytes; a cluster secret is 16, 24 or 32 bytes (raw or base64)", path, fi.Size())
