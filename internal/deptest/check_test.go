@@ -85,7 +85,8 @@ func loadGraph() (*graph, error) {
 		return nil, fmt.Errorf("go list %s/...: %w", mod, err)
 	}
 	g := &graph{pkgs: map[string]*pkgInfo{}}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		// (Not TrimSpace: a last package without imports ends in a tab.)
 		f := strings.Split(line, "\t")
 		if len(f) != 4 {
 			return nil, fmt.Errorf("go list: unexpected line %q", line)
