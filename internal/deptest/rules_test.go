@@ -145,7 +145,7 @@ var table = map[string]entry{
 	"internal/netns/nstest": {imports: []string{"internal/netns"},
 		layer: "layering (direct imports): test helper over internal/netns; only test files import it"},
 	"internal/deptest": {layer: "layering (direct imports): this test; it has no code of its own"},
-	"packaging": {layer: "layering (direct imports): the tests of what ships (make install, the .deb, the README's quickstart with the installed package); no code of its own"},
+	"packaging":        {layer: "layering (direct imports): the tests of what ships (make install, the .deb, the README's quickstart with the installed package); no code of its own"},
 }
 
 // globals apply to every package but the exempt ones.
