@@ -353,7 +353,11 @@ func TestBusy(t *testing.T) {
 	if !strings.Contains(logs.String(), "busy") {
 		t.Errorf("server log lacks the refusal: %s", logs.String())
 	}
-	// The slot is free again.
+	// The slot is free again once the server is done with the first pull
+	// (its client may finish reading before the server's handler returns).
+	if _, serr := p.wait(t); serr != nil {
+		t.Errorf("first pull, server side: %v", serr)
+	}
 	c3 := &checker{t: t}
 	o.Merge = c3.merge
 	if _, err := Pull(context.Background(), "peer", o); err != nil || c3.count() != 100 {
