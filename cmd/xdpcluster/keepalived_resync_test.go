@@ -45,7 +45,7 @@ type kaFailback struct {
 	during  []*mbFlow            // opened while node 2 was down
 	daemons []*proc
 	socks   []string
-	kas     []*logBuffer
+	kas     []*nstest.LogBuffer
 	// healthOK: node 2's restarted daemon's first good `ctl health`, and
 	// its status then; healthFailed: the failed ones before it.
 	healthOK     time.Duration

@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,25 +16,6 @@ import (
 	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
 )
-
-// syncBuilder is a strings.Builder a process writes its log into while
-// the test reads it.
-type syncBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuilder) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuilder) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestIOFallbackVisible runs `xdpcluster run` (a gateway) as user nobody
 // with the unit's capabilities, or with one of them missing, as systemd
@@ -75,7 +55,7 @@ func TestIOFallbackVisible(t *testing.T) {
 	type run struct {
 		cmd  *exec.Cmd
 		sock string
-		logs *syncBuilder
+		logs *nstest.LogBuffer
 		done chan struct{}
 		err  error // once done
 	}
@@ -94,7 +74,7 @@ func TestIOFallbackVisible(t *testing.T) {
 			lc = append(lc, "+"+strings.ToLower(strings.TrimPrefix(c, "CAP_")))
 		}
 		set := strings.Join(lc, ",")
-		r := &run{sock: sock, logs: &syncBuilder{}, done: make(chan struct{})}
+		r := &run{sock: sock, logs: &nstest.LogBuffer{}, done: make(chan struct{})}
 		r.cmd = exec.Command("ip", "netns", "exec", ns.Name, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
 			"--inh-caps=-all,"+set, "--ambient-caps=-all,"+set, "--bounding-set=-all,"+set, "--", bin, "run", "--config", cfg)
 		r.cmd.Stderr = r.logs

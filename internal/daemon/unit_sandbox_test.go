@@ -167,7 +167,7 @@ func TestUnitSandboxAllowsDaemon(t *testing.T) {
 			cmd := exec.Command("ip", "netns", "exec", cl.Nodes[i].Name, "strace", "-f", "-qq", "-o", trace,
 				"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
 				"--inh-caps=-all,"+set, "--ambient-caps=-all,"+set, "--bounding-set=-all,"+set, "--", bin, "run", "--config", cfg)
-			logs := &syncBuilder{}
+			logs := &nstest.LogBuffer{}
 			cmd.Stderr = logs
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
