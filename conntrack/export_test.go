@@ -248,14 +248,7 @@ func TestExportConcurrent(t *testing.T) {
 	tb := tagTable(t, 0)
 	fp := newFake()
 	tb.SetOffloader(fp)
-	var mu sync.Mutex
-	clock := int64(time.Hour)
-	tick := func() int64 {
-		mu.Lock()
-		defer mu.Unlock()
-		clock += int64(time.Microsecond)
-		return clock
-	}
+	tick := testClock(time.Microsecond)
 	const static = 500
 	var keys []packet.Tuple
 	for i := range static {

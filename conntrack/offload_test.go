@@ -591,6 +591,19 @@ func TestOffloadAllocs(t *testing.T) {
 	}
 }
 
+// testClock is a clock for concurrent tests: each call advances it by
+// step from an hour and returns the new time (in ns).
+func testClock(step time.Duration) func() int64 {
+	var mu sync.Mutex
+	clock := int64(time.Hour)
+	return func() int64 {
+		mu.Lock()
+		defer mu.Unlock()
+		clock += int64(step)
+		return clock
+	}
+}
+
 // TestOffloadConcurrent: workers tracking both directions and the sweep
 // asking the fast path, at once (run with -race).
 func TestOffloadConcurrent(t *testing.T) {
@@ -598,14 +611,7 @@ func TestOffloadConcurrent(t *testing.T) {
 	fp := newFake()
 	tb.SetOffloader(fp)
 	const flows = 1000
-	var now sync.Mutex
-	clock := int64(time.Hour)
-	tick := func() int64 {
-		now.Lock()
-		defer now.Unlock()
-		clock += int64(time.Millisecond)
-		return clock
-	}
+	tick := testClock(time.Millisecond)
 	var wg sync.WaitGroup
 	trackBothDirections(tb, flows, &wg, tick)
 	wg.Add(1)
@@ -616,7 +622,7 @@ func TestOffloadConcurrent(t *testing.T) {
 		}
 	}()
 	wg.Wait()
-	tb.Expire(clock+int64(time.Minute), numShards)
+	tb.Expire(tick()+int64(time.Minute), numShards) // a minute after the last tick
 	if tb.Len() != 0 {
 		t.Fatalf("%d entries left after every timeout", tb.Len())
 	}

@@ -165,6 +165,18 @@ func stats(ds []time.Duration) string {
 	return fmt.Sprintf("min %v median %v max %v over %d runs", s[0].Round(time.Millisecond), s[len(s)/2].Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond), len(s))
 }
 
+// failureLogs is a log buffer for the test's members, logged if the test
+// fails.
+func failureLogs(t *testing.T) *nstest.LogBuffer {
+	logs := &nstest.LogBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs:\n%s", logs)
+		}
+	})
+	return logs
+}
+
 // TestLiveCluster runs three members on a namespace's loopback: join and
 // converge, not ready, leave, rejoin, and crashes (Close) with the time the
 // survivors take to take the crashed member's buckets over.
@@ -172,12 +184,7 @@ func TestLiveCluster(t *testing.T) {
 	if !inNamespace(t) {
 		return
 	}
-	logs := &nstest.LogBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("logs:\n%s", logs)
-		}
-	})
+	logs := failureLogs(t)
 	lo := netip.MustParseAddr("127.0.0.1")
 	n1 := startNode(t, "node1", netip.AddrPortFrom(lo, 0), secretA, logs)
 	seed := n1.Addr().String()
@@ -324,12 +331,7 @@ func TestLiveJoinRetry(t *testing.T) {
 	if !inNamespace(t) {
 		return
 	}
-	logs := &nstest.LogBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("logs:\n%s", logs)
-		}
-	})
+	logs := failureLogs(t)
 	// The namespace is the test's own: this port is free.
 	seed := netip.MustParseAddrPort("127.0.0.1:7946")
 	n2 := startNode(t, "node2", netip.MustParseAddrPort("127.0.0.1:0"), secretA, logs, seed.String())

@@ -57,6 +57,36 @@ func udp4(dst net.HardwareAddr) []byte {
 	return f
 }
 
+// testMAC is the cluster MAC of gatewayRegistry's gateway.
+var testMAC = net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}
+
+// gatewayRegistry starts a gateway (node 1 of 2) with io and queues (0:
+// every RX queue of the interface) on dpa of a new veth pair named after prefix, registers
+// its collector in a pedantic registry and plays frames UDP frames into
+// dpa from dpb.
+func gatewayRegistry(t *testing.T, prefix string, io dataplane.IO, queues, frames int) *prometheus.Registry {
+	t.Helper()
+	ns := nstest.Veth(t, prefix, "dpa", "dpb")
+	var g *gateway.Gateway
+	if err := ns.Do(func() (err error) {
+		g, err = gateway.Start(gateway.Config{Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: testMAC}},
+			Match: cluster.LocalNode(2, 1, 1), IO: io, Queues: queues})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(New(g, "test")); err != nil {
+		t.Fatal(err)
+	}
+	in := nstest.NewInjector(t, ns, "dpb")
+	for i := 0; i < frames; i++ {
+		in.Send(udp4(testMAC))
+	}
+	return reg
+}
+
 // TestPathLabel: a real gateway's xdpcluster_packets_total, bytes_total
 // and owner_packets_total carry path="afxdp" with AF_XDP sockets and
 // path="afpacket" with raw sockets, every series of the three families
@@ -65,7 +95,6 @@ func udp4(dst net.HardwareAddr) []byte {
 // labels as described).
 func TestPathLabel(t *testing.T) {
 	nstest.Require(t)
-	mac := net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}
 	for _, tc := range []struct {
 		io   dataplane.IO
 		path string
@@ -74,25 +103,8 @@ func TestPathLabel(t *testing.T) {
 		{dataplane.IOAFPacket, PathAFPacket},
 	} {
 		t.Run(string(tc.io), func(t *testing.T) {
-			ns := nstest.Veth(t, "xc-mpath", "dpa", "dpb")
-			var g *gateway.Gateway
-			if err := ns.Do(func() (err error) {
-				g, err = gateway.Start(gateway.Config{Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: mac}},
-					Match: cluster.LocalNode(2, 1, 1), IO: tc.io})
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { g.Close() })
-			reg := prometheus.NewPedanticRegistry()
-			if err := reg.Register(New(g, "test")); err != nil {
-				t.Fatal(err)
-			}
-			in := nstest.NewInjector(t, ns, "dpb")
 			const sent = 5
-			for i := 0; i < sent; i++ {
-				in.Send(udp4(mac))
-			}
+			reg := gatewayRegistry(t, "xc-mpath", tc.io, 0, sent)
 			var counted float64
 			deadline := time.Now().Add(5 * time.Second)
 			for {
@@ -191,7 +203,6 @@ func labelsOf(m *dto.Metric) map[string]string {
 // AF_XDP and raw sockets.
 func TestGatewayLabels(t *testing.T) {
 	nstest.Require(t)
-	mac := net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}
 	for _, tc := range []struct {
 		io   dataplane.IO
 		info map[string]string // interface_info's labels but xdp_mode and copy when "*"
@@ -200,25 +211,8 @@ func TestGatewayLabels(t *testing.T) {
 		{dataplane.IOAFPacket, map[string]string{"interface": "dpa", "role": "gateway", "io": "afpacket", "queues": "1", "xdp_mode": "none", "copy": "copy"}},
 	} {
 		t.Run(string(tc.io), func(t *testing.T) {
-			ns := nstest.Veth(t, "xc-mlabel", "dpa", "dpb")
-			var g *gateway.Gateway
-			if err := ns.Do(func() (err error) {
-				g, err = gateway.Start(gateway.Config{Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: mac}},
-					Match: cluster.LocalNode(2, 1, 1), IO: tc.io, Queues: 1})
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { g.Close() })
-			reg := prometheus.NewPedanticRegistry()
-			if err := reg.Register(New(g, "test")); err != nil {
-				t.Fatal(err)
-			}
-			in := nstest.NewInjector(t, ns, "dpb")
 			const sent = 7
-			for i := 0; i < sent; i++ {
-				in.Send(udp4(mac))
-			}
+			reg := gatewayRegistry(t, "xc-mlabel", tc.io, 1, sent)
 			// Gather until packets_total has the frames and two scrapes
 			// agree (nothing else in flight).
 			var fams map[string]*dto.MetricFamily

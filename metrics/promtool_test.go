@@ -5,15 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
-	"github.com/xdpcluster/xdpcluster/config"
-	"github.com/xdpcluster/xdpcluster/internal/daemon"
+	"github.com/xdpcluster/xdpcluster/internal/daemon/daemontest"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
 )
@@ -46,22 +44,7 @@ func scrapeDaemon(t *testing.T, role, dataplane string, ifaces ...string) string
 	t.Helper()
 	cl := nstest.Cluster(t, "xc-promtool", netns.ClusterOptions{Nodes: 2, Clients4: 1, Clients6: 1})
 	dir := t.TempDir()
-	path := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(path, []byte(daemonConfig(cl, dir, role, dataplane, ifaces...)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := daemon.New(path, cfg, nil)
-	if err := cl.Nodes[0].Do(d.StartDataplane); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Stop() })
-	if err := d.Serve(); err != nil {
-		t.Fatal(err)
-	}
+	d := daemontest.Start(t, cl.Nodes[0], dir, daemonConfig(cl, dir, role, dataplane, ifaces...))
 	resp, err := http.Get("http://" + d.MetricsAddr() + "/metrics")
 	if err != nil {
 		t.Fatal(err)

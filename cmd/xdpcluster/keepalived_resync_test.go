@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -30,47 +29,11 @@ import (
 // that leaves the shares to keepalived.
 func kaResyncConfig(t *testing.T, cl *netns.Cluster, dir string, i int, secretFile string, membership bool) (path, sock string) {
 	t.Helper()
-	path, sock = filepath.Join(dir, "config.yaml"), filepath.Join(dir, "control.sock")
-	cfg := fmt.Sprintf(`cluster:
-  total_nodes: 2
-  local_node: %d
-  hash_seed: 0xdeadbeef
-interfaces:
-  - name: front
-    cluster_mac: "%s"
-    cluster_addresses: ["%s"]
-  - name: back
-    cluster_mac: "%s"
-    cluster_addresses: ["%s"]
-conntrack:
-  max_entries: 65536
-dataplane:
-  frames: 4096
-metrics:
-  listen: ""
-control:
-  socket: %s
-state_dir: %s
-`, i+1, cl.FrontMAC, cl.ClusterFront4, cl.BackMAC, cl.ClusterBack4, sock, filepath.Join(dir, "state"))
+	extra := mbSizes
 	if membership {
-		var join []string
-		for j, a := range cl.Mgmt4 {
-			if j != i {
-				join = append(join, fmt.Sprintf("%q", a.String()+":7946"))
-			}
-		}
-		cfg += fmt.Sprintf(`membership:
-  bind: %s:7946
-  join: [%s]
-  secret_file: %s
-  name: node%d
-  manage_shares: false
-`, cl.Mgmt4[i], strings.Join(join, ", "), secretFile, i+1)
+		extra += membershipYAML(cl, i, secretFile, "  manage_shares: false\n")
 	}
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path, sock
+	return writeGatewayConfig(t, cl, dir, gatewayKeys(i+1), extra)
 }
 
 // kaFailback is the run TestKeepalivedFailbackResync and its control
@@ -82,7 +45,7 @@ type kaFailback struct {
 	during  []*mbFlow            // opened while node 2 was down
 	daemons []*proc
 	socks   []string
-	kas     []*logBuffer
+	kas     []*nstest.LogBuffer
 	// healthOK: node 2's restarted daemon's first good `ctl health`, and
 	// its status then; healthFailed: the failed ones before it.
 	healthOK     time.Duration
@@ -127,10 +90,7 @@ func runKeepalivedFailback(t *testing.T, membership bool) *kaFailback {
 	r.cl = cl
 	nstest.Echo(t, cl.Server, fmt.Sprintf("%s:%d", cl.Server4, mbTCPPort), fmt.Sprintf("%s:%d", cl.Server4, mbUDPPort))
 	sink := newSink(t, cl)
-	secret := filepath.Join(t.TempDir(), "cluster.key")
-	if err := os.WriteFile(secret, []byte("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	secret := writeSecret(t)
 
 	m := cluster.LocalNode(2, 1, 0xdeadbeef)
 	r.owner = func(a netip.Addr) int { return m.Node(a) + 1 }

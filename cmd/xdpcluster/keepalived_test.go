@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"net/netip"
@@ -111,31 +110,13 @@ func TestKeepalivedConfigTest(t *testing.T) {
 	}
 }
 
-// logBuffer collects a process's output.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startKeepalived runs keepalived (VRRP only, in the foreground, logging
 // to the console) in ns as config id nodeN, its pid files in dir and the
 // test's xdpcluster first in its PATH (the scripts call it). The test's
 // cleanup stops it (SIGTERM, then SIGKILL to its process group).
-func startKeepalived(t *testing.T, ns *netns.NS, conf, dir, binDir string, node int) *logBuffer {
+func startKeepalived(t *testing.T, ns *netns.NS, conf, dir, binDir string, node int) *nstest.LogBuffer {
 	t.Helper()
-	log := &logBuffer{}
+	log := &nstest.LogBuffer{}
 	cmd := exec.Command("ip", "netns", "exec", ns.Name, "keepalived", "--dont-fork", "--log-console", "--log-detail",
 		"--vrrp", "--no-syslog", "-f", conf, "-i", fmt.Sprintf("node%d", node),
 		"-p", filepath.Join(dir, "keepalived.pid"), "-r", filepath.Join(dir, "vrrp.pid"), "-c", filepath.Join(dir, "checkers.pid"))
@@ -347,7 +328,7 @@ func TestKeepalivedFailover(t *testing.T) {
 		}
 	})
 	const preemptDelay = 2 * time.Second
-	var kas []*logBuffer
+	var kas []*nstest.LogBuffer
 	for i, ns := range cl.Nodes {
 		dir := t.TempDir()
 		conf := renderKeepalived(t, dir, 2, map[string]string{

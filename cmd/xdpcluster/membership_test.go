@@ -62,44 +62,46 @@ func (n *mbNode) status() (daemon.Status, error) {
 // mbConfig writes node i's configuration: its home share, the
 // membership section naming the other nodes.
 func mbConfig(t *testing.T, cl *netns.Cluster, dir string, i int, secretFile string) (path, sock string) {
-	path, sock = filepath.Join(dir, "config.yaml"), filepath.Join(dir, "control.sock")
+	return writeGatewayConfig(t, cl, dir,
+		fmt.Sprintf("  total_nodes: %d\n  local_nodemask: %#x\n  hash_seed: %#x\n", mbTotal, mbHome(i), mbSeed),
+		mbSizes+membershipYAML(cl, i, secretFile, ""))
+}
+
+// mbSizes is the conntrack and dataplane sizing of the membership and
+// keepalived runs' gateway nodes.
+const mbSizes = `conntrack:
+  max_entries: 65536
+dataplane:
+  frames: 4096
+`
+
+// membershipYAML is node i's (0-based) membership section on cl's
+// management network, joining every other node, with the extra keys
+// (indented lines).
+func membershipYAML(cl *netns.Cluster, i int, secretFile, extra string) string {
 	var join []string
 	for j, a := range cl.Mgmt4 {
 		if j != i {
 			join = append(join, fmt.Sprintf("%q", a.String()+":7946"))
 		}
 	}
-	cfg := fmt.Sprintf(`cluster:
-  total_nodes: %d
-  local_nodemask: %#x
-  hash_seed: %#x
-interfaces:
-  - name: front
-    cluster_mac: "%s"
-    cluster_addresses: ["%s"]
-  - name: back
-    cluster_mac: "%s"
-    cluster_addresses: ["%s"]
-conntrack:
-  max_entries: 65536
-dataplane:
-  frames: 4096
-metrics:
-  listen: ""
-control:
-  socket: %s
-state_dir: %s
-membership:
+	return fmt.Sprintf(`membership:
   bind: %s:7946
   join: [%s]
   secret_file: %s
   name: node%d
-`, mbTotal, mbHome(i), mbSeed, cl.FrontMAC, cl.ClusterFront4, cl.BackMAC, cl.ClusterBack4, sock, filepath.Join(dir, "state"),
-		cl.Mgmt4[i], strings.Join(join, ", "), secretFile, i+1)
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+`, cl.Mgmt4[i], strings.Join(join, ", "), secretFile, i+1) + extra
+}
+
+// writeSecret writes the cluster's membership secret into a temp file and
+// returns its path.
+func writeSecret(t *testing.T) string {
+	t.Helper()
+	secret := filepath.Join(t.TempDir(), "cluster.key")
+	if err := os.WriteFile(secret, []byte("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return path, sock
+	return secret
 }
 
 // mbFlow is a long-lived TCP connection or UDP flow that sends a
@@ -430,10 +432,7 @@ func TestMembershipFailoverFailback(t *testing.T) {
 	cl := nstest.Cluster(t, "xc-mb", netns.ClusterOptions{Nodes: 3, Clients4: 24, Clients6: 1})
 	nstest.Echo(t, cl.Server, fmt.Sprintf("%s:%d", cl.Server4, mbTCPPort), fmt.Sprintf("%s:%d", cl.Server4, mbUDPPort))
 	sink := newSink(t, cl)
-	secret := filepath.Join(t.TempDir(), "cluster.key")
-	if err := os.WriteFile(secret, []byte("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	secret := writeSecret(t)
 	var nodes []*mbNode
 	for i := range cl.Nodes {
 		cfg, sock := mbConfig(t, cl, t.TempDir(), i, secret)

@@ -373,12 +373,24 @@ func TestRunBackendKilled(t *testing.T) {
 
 // gatewayConfig writes a gateway node's configuration into dir.
 func gatewayConfig(t *testing.T, cl *netns.Cluster, dir string, node int) (path, sock string) {
+	return writeGatewayConfig(t, cl, dir, gatewayKeys(node), "")
+}
+
+// gatewayKeys is the cluster section's keys of gateway node (1-based) of
+// 2, seed 0xdeadbeef.
+func gatewayKeys(node int) string {
+	return fmt.Sprintf("  total_nodes: 2\n  local_node: %d\n  hash_seed: 0xdeadbeef\n", node)
+}
+
+// writeGatewayConfig writes a gateway node's configuration into dir: the
+// cluster section's keys (indented lines), the front and back interfaces
+// of cl, no metrics listener, the control socket and state directory in
+// dir, then the extra top-level sections.
+func writeGatewayConfig(t *testing.T, cl *netns.Cluster, dir, clusterKeys, extra string) (path, sock string) {
+	t.Helper()
 	path, sock = filepath.Join(dir, "config.yaml"), filepath.Join(dir, "control.sock")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(`cluster:
-  total_nodes: 2
-  local_node: %d
-  hash_seed: 0xdeadbeef
-interfaces:
+	cfg := fmt.Sprintf(`cluster:
+%sinterfaces:
   - name: front
     cluster_mac: "%s"
     cluster_addresses: ["%s"]
@@ -390,7 +402,8 @@ metrics:
 control:
   socket: %s
 state_dir: %s
-`, node, cl.FrontMAC, cl.ClusterFront4, cl.BackMAC, cl.ClusterBack4, sock, filepath.Join(dir, "state"))), 0o644); err != nil {
+`, clusterKeys, cl.FrontMAC, cl.ClusterFront4, cl.BackMAC, cl.ClusterBack4, sock, filepath.Join(dir, "state")) + extra
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path, sock

@@ -31,6 +31,33 @@ func unitCaps(t *testing.T) []string {
 	return nil
 }
 
+// buildForNobody builds the daemon into a temp dir that user nobody can
+// reach (for its configuration too) and returns the dir and the binary.
+func buildForNobody(t *testing.T) (dir, bin string) {
+	t.Helper()
+	dir = t.TempDir()
+	os.Chmod(dir, 0o755)
+	os.Chmod(filepath.Dir(dir), 0o755) // nobody must reach the config
+	bin = filepath.Join(dir, "xdpcluster")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/xdpcluster").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return dir, bin
+}
+
+// asNobody is the command line that runs argv as user nobody with
+// exactly the capabilities caps (CAP_ names) inheritable, ambient and in
+// the bounding set, as systemd does for the unit.
+func asNobody(caps []string, argv ...string) []string {
+	var lc []string
+	for _, c := range caps {
+		lc = append(lc, "+"+strings.ToLower(strings.TrimPrefix(c, "CAP_")))
+	}
+	set := strings.Join(lc, ",")
+	return append([]string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+		"--inh-caps=-all," + set, "--ambient-caps=-all," + set, "--bounding-set=-all," + set, "--"}, argv...)
+}
+
 // TestLeastCapabilities runs `xdpcluster run` as user nobody with exactly
 // the capabilities of deploy/systemd/xdpcluster.service (as systemd would:
 // ambient capabilities, LimitMEMLOCK unused thanks to CAP_IPC_LOCK): it
@@ -44,13 +71,7 @@ func TestLeastCapabilities(t *testing.T) {
 			t.Skipf("skipping: %s not found", tool)
 		}
 	}
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755)
-	os.Chmod(filepath.Dir(dir), 0o755) // nobody must reach the config
-	bin := filepath.Join(dir, "xdpcluster")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/xdpcluster").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	dir, bin := buildForNobody(t)
 	cl := nstest.Cluster(t, "xc-caps", netns.ClusterOptions{Nodes: 2, Clients4: 1, Clients6: 1})
 	caps := unitCaps(t)
 	run := func(name string, caps []string) (*exec.Cmd, string, *strings.Builder) {
@@ -60,13 +81,7 @@ func TestLeastCapabilities(t *testing.T) {
 		sock := filepath.Join(sockDir, "control.sock")
 		cfg := filepath.Join(dir, name+".yaml")
 		os.WriteFile(cfg, []byte(strings.Replace(nodeConfig(cl, sock, "  local_node: 1"), `"127.0.0.1:0"`, `""`, 1)), 0o644)
-		var lc []string
-		for _, c := range caps {
-			lc = append(lc, "+"+strings.ToLower(strings.TrimPrefix(c, "CAP_")))
-		}
-		set := strings.Join(lc, ",")
-		cmd := exec.Command("ip", "netns", "exec", cl.Nodes[0].Name, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-			"--inh-caps=-all,"+set, "--ambient-caps=-all,"+set, "--bounding-set=-all,"+set, "--", bin, "run", "--config", cfg)
+		cmd := exec.Command("ip", append([]string{"netns", "exec", cl.Nodes[0].Name}, asNobody(caps, bin, "run", "--config", cfg)...)...)
 		var logs strings.Builder
 		cmd.Stderr = &logs
 		if err := cmd.Start(); err != nil {

@@ -15,34 +15,11 @@ import (
 	"time"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
-	"github.com/xdpcluster/xdpcluster/config"
 	"github.com/xdpcluster/xdpcluster/internal/daemon"
+	"github.com/xdpcluster/xdpcluster/internal/daemon/daemontest"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
 )
-
-// startDaemon writes cfgText to dir/config.yaml, starts a daemon on node
-// and serves it; Stop is left to the caller (and done at cleanup).
-func startDaemon(t *testing.T, node *netns.NS, dir, cfgText string) *daemon.Daemon {
-	t.Helper()
-	path := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(path, []byte(cfgText), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := daemon.New(path, cfg, nil)
-	if err := node.Do(d.StartDataplane); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Stop() })
-	if err := d.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
 
 // metric reads one sample (name with labels, exactly as exposed) from the
 // daemon's metrics endpoint; -1 when absent.
@@ -99,7 +76,7 @@ func TestDaemonExpiry(t *testing.T) {
 	cl := nstest.Cluster(t, "xc-ctexp", netns.ClusterOptions{Nodes: 2, Clients4: 4, Clients6: 1})
 	dir := t.TempDir()
 	const timeout = 2 * time.Second
-	d := startDaemon(t, cl.Nodes[0], dir, nodeConfig(cl, filepath.Join(dir, "control.sock"), "  local_node: 1")+
+	d := daemontest.Start(t, cl.Nodes[0], dir, nodeConfig(cl, filepath.Join(dir, "control.sock"), "  local_node: 1")+
 		"conntrack:\n  timeouts:\n    udp_unreplied: 2s\n    udp_replied: 2s\n")
 	// Unreplied flows: nothing listens on the server's port 9 (its
 	// port-unreachable errors are RELATED and refresh nothing).
@@ -188,7 +165,7 @@ func TestDaemonRestartKeepsConnections(t *testing.T) {
 			cfgText := nodeConfig(cl, sock, "  local_node: 1") + tc.extra
 			snap := filepath.Join(sock+".state", daemon.SnapshotFile)
 
-			d1 := startDaemon(t, cl.Nodes[0], dir, cfgText)
+			d1 := daemontest.Start(t, cl.Nodes[0], dir, cfgText)
 			conn, err := cl.Client.Dial("tcp", client, netip.AddrPortFrom(cl.Server4, 7000), 5*time.Second)
 			if err != nil {
 				t.Fatal(err)
@@ -225,7 +202,7 @@ func TestDaemonRestartKeepsConnections(t *testing.T) {
 			if !tc.restore {
 				os.Remove(snap)
 			}
-			d2 := startDaemon(t, cl.Nodes[0], dir, cfgText)
+			d2 := daemontest.Start(t, cl.Nodes[0], dir, cfgText)
 			t.Logf("daemon down for %v", time.Since(stopped).Round(time.Millisecond))
 			if _, err := os.Stat(snap); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("the snapshot is still there after the start (%v): it could be restored twice", err)

@@ -295,11 +295,9 @@ func (d *Daemon) Status() Status {
 // Ready is nil when the node serves: its dataplane runs and is healthy
 // (interfaces up, our XDP program attached). Otherwise it says why not.
 func (d *Daemon) Ready() error {
-	d.mu.Lock()
-	eng := d.eng
-	d.mu.Unlock()
-	if eng == nil {
-		return errors.New("the dataplane is not running")
+	eng, err := d.engine()
+	if err != nil {
+		return err
 	}
 	if err := eng.Health(); err != nil {
 		return fmt.Errorf("dataplane unhealthy: %w", err)
@@ -318,13 +316,21 @@ func (d *Daemon) Ready() error {
 	return nil
 }
 
+// engine is the running dataplane, or an error when there is none.
+func (d *Daemon) engine() (engine, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.eng == nil {
+		return nil, errors.New("the dataplane is not running")
+	}
+	return d.eng, nil
+}
+
 // engineHealth is the running dataplane's health.
 func (d *Daemon) engineHealth() error {
-	d.mu.Lock()
-	eng := d.eng
-	d.mu.Unlock()
-	if eng == nil {
-		return errors.New("the dataplane is not running")
+	eng, err := d.engine()
+	if err != nil {
+		return err
 	}
 	return eng.Health()
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/internal/daemon"
+	"github.com/xdpcluster/xdpcluster/internal/daemon/daemontest"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
 )
@@ -99,7 +100,7 @@ func testDaemonFastPath(t *testing.T, extra string, on bool) {
 	for i := range ds {
 		dir := t.TempDir()
 		socks[i] = filepath.Join(dir, "control.sock")
-		ds[i] = startDaemon(t, cl.Nodes[i], dir, nodeConfig(cl, socks[i], fmt.Sprintf("  local_node: %d", i+1))+extra)
+		ds[i] = daemontest.Start(t, cl.Nodes[i], dir, nodeConfig(cl, socks[i], fmt.Sprintf("  local_node: %d", i+1))+extra)
 	}
 	d1, d2 := ds[0], ds[1]
 	want := 0.0

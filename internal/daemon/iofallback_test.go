@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,25 +16,6 @@ import (
 	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
 )
-
-// syncBuilder is a strings.Builder a process writes its log into while
-// the test reads it.
-type syncBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuilder) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuilder) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestIOFallbackVisible runs `xdpcluster run` (a gateway) as user nobody
 // with the unit's capabilities, or with one of them missing, as systemd
@@ -55,13 +35,7 @@ func TestIOFallbackVisible(t *testing.T) {
 			t.Skipf("skipping: %s not found", tool)
 		}
 	}
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755)
-	os.Chmod(filepath.Dir(dir), 0o755) // nobody must reach the config
-	bin := filepath.Join(dir, "xdpcluster")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/xdpcluster").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	_, bin := buildForNobody(t)
 	cl := nstest.Cluster(t, "xc-iofb", netns.ClusterOptions{Nodes: 1, Clients4: 1, Clients6: 1})
 	ns := cl.Nodes[0]
 	caps := unitCaps(t)
@@ -75,7 +49,7 @@ func TestIOFallbackVisible(t *testing.T) {
 	type run struct {
 		cmd  *exec.Cmd
 		sock string
-		logs *syncBuilder
+		logs *nstest.LogBuffer
 		done chan struct{}
 		err  error // once done
 	}
@@ -89,14 +63,8 @@ func TestIOFallbackVisible(t *testing.T) {
 		sock := filepath.Join(sockDir, "control.sock")
 		cfg := filepath.Join(filepath.Dir(sockDir), "config.yaml")
 		os.WriteFile(cfg, []byte(nodeConfig(cl, sock, "  local_node: 1")+"dataplane:\n  io: "+io+"\n"), 0o644)
-		var lc []string
-		for _, c := range caps {
-			lc = append(lc, "+"+strings.ToLower(strings.TrimPrefix(c, "CAP_")))
-		}
-		set := strings.Join(lc, ",")
-		r := &run{sock: sock, logs: &syncBuilder{}, done: make(chan struct{})}
-		r.cmd = exec.Command("ip", "netns", "exec", ns.Name, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-			"--inh-caps=-all,"+set, "--ambient-caps=-all,"+set, "--bounding-set=-all,"+set, "--", bin, "run", "--config", cfg)
+		r := &run{sock: sock, logs: &nstest.LogBuffer{}, done: make(chan struct{})}
+		r.cmd = exec.Command("ip", append([]string{"netns", "exec", ns.Name}, asNobody(caps, bin, "run", "--config", cfg)...)...)
 		r.cmd.Stderr = r.logs
 		if err := r.cmd.Start(); err != nil {
 			t.Fatal(err)

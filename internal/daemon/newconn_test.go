@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xdpcluster/xdpcluster/internal/daemon/daemontest"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
 )
@@ -23,7 +24,7 @@ func TestDaemonRefusesNewConnectionsOnBack(t *testing.T) {
 	cfg := nodeConfig(cl, filepath.Join(dir, "control.sock"), "  local_nodemask: 1")
 	cfg = strings.Replace(cfg, "total_nodes: 2", "total_nodes: 1", 1)
 	cfg = strings.Replace(cfg, "\nmetrics:", "\n    new_connections: false\nmetrics:", 1)
-	d := startDaemon(t, cl.Nodes[0], dir, cfg)
+	d := daemontest.Start(t, cl.Nodes[0], dir, cfg)
 	nstest.Echo(t, cl.Server, "", netip.AddrPortFrom(cl.Server4, 5353).String())
 
 	// The client's exchange opens a connection on front; its reply

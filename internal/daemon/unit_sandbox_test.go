@@ -134,19 +134,9 @@ func TestUnitSandboxAllowsDaemon(t *testing.T) {
 	if !allowed["bpf"] {
 		t.Fatalf("SystemCallFilter does not allow bpf(2): the daemon could not load its XDP program")
 	}
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755)
-	os.Chmod(filepath.Dir(dir), 0o755) // nobody must reach the config
-	bin := filepath.Join(dir, "xdpcluster")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/xdpcluster").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	dir, bin := buildForNobody(t)
 	cl := nstest.Cluster(t, "xc-sbx", netns.ClusterOptions{Nodes: 2, Clients4: 1, Clients6: 1})
-	var lc []string
-	for _, c := range unitCaps(t) {
-		lc = append(lc, "+"+strings.ToLower(strings.TrimPrefix(c, "CAP_")))
-	}
-	set := strings.Join(lc, ",")
+	caps := unitCaps(t)
 
 	for i, role := range []string{"gateway", "backend"} {
 		t.Run(role, func(t *testing.T) {
@@ -164,10 +154,9 @@ func TestUnitSandboxAllowsDaemon(t *testing.T) {
 				t.Fatal(err)
 			}
 			trace := filepath.Join(rdir, "trace")
-			cmd := exec.Command("ip", "netns", "exec", cl.Nodes[i].Name, "strace", "-f", "-qq", "-o", trace,
-				"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-				"--inh-caps=-all,"+set, "--ambient-caps=-all,"+set, "--bounding-set=-all,"+set, "--", bin, "run", "--config", cfg)
-			logs := &syncBuilder{}
+			cmd := exec.Command("ip", append([]string{"netns", "exec", cl.Nodes[i].Name, "strace", "-f", "-qq", "-o", trace},
+				asNobody(caps, bin, "run", "--config", cfg)...)...)
+			logs := &nstest.LogBuffer{}
 			cmd.Stderr = logs
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
