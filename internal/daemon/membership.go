@@ -44,6 +44,11 @@ type resyncer interface {
 	Connections() int
 }
 
+// dropGrace is how long a node keeps serving buckets the assignment
+// moved to another node (see apply): longer than the gossip needs to tell
+// the taker, short enough that the duplicates it costs are few.
+const dropGrace = 750 * time.Millisecond
+
 // healthEvery is how often a member checks its dataplane's health (and
 // announces a change of readiness).
 const healthEvery = 500 * time.Millisecond
@@ -72,6 +77,9 @@ type mship struct {
 	meta      membership.Meta
 	view      membership.View
 	applied   uint32 // the buckets the dataplane serves now
+	// dropSince is when the dataplane began serving buckets the view no
+	// longer gives this node (zero: none); they go after dropGrace.
+	dropSince time.Time
 	stats     resyncStats
 }
 
@@ -457,22 +465,52 @@ func (ms *mship) apply() {
 	applied := ms.applied
 	base := ms.base
 	ms.mu.Unlock()
-	if !ms.cfg.ManageShares || v.Self == "" || v.Mask == applied {
+	if !ms.cfg.ManageShares || v.Self == "" {
 		// With manage_shares false, keepalived or ctl moves the shares.
 		return
 	}
-	if err := ms.d.setServing(serving(base, v.Mask)); err != nil {
-		ms.log.Error("apply bucket assignment", "serves", bucketList(v.Mask), "error", err)
+	// Make before break: buckets come at once, buckets go only after
+	// dropGrace. Every member applies its own view; the member that takes
+	// a bucket over may learn of the change a gossip round later than the
+	// one giving it up, and in between nobody would serve it. Keeping it
+	// a little longer forwards some packets twice instead (failback, a
+	// node going not ready to resync, a reload that shrinks the home).
+	want := v.Mask
+	if drop := applied &^ v.Mask; drop != 0 {
+		ms.mu.Lock()
+		if ms.dropSince.IsZero() {
+			ms.dropSince = time.Now()
+		}
+		left := dropGrace - time.Since(ms.dropSince)
+		ms.mu.Unlock()
+		if left > 0 {
+			want |= drop
+			time.AfterFunc(left, ms.kickApply)
+		}
+	}
+	if want == applied {
+		return
+	}
+	if err := ms.d.setServing(serving(base, want)); err != nil {
+		ms.log.Error("apply bucket assignment", "serves", bucketList(want), "error", err)
 		return
 	}
 	ms.mu.Lock()
-	ms.applied = v.Mask
+	ms.applied = want
+	if want == v.Mask {
+		ms.dropSince = time.Time{}
+	}
 	ms.mu.Unlock()
 	var who []string
 	for b := 0; b < int(base.TotalNodes); b++ {
 		who = append(who, fmt.Sprintf("%d=%s", b+1, strings.Join(v.Servers[b], "+")))
 	}
-	ms.log.Info("bucket assignment changed", "serves", bucketList(v.Mask), "was", bucketList(applied), "assignment", strings.Join(who, " "))
+	if want != v.Mask {
+		ms.log.Info("bucket assignment changed: taking buckets now, giving some up after the grace", "serves", bucketList(want),
+			"giving_up", bucketList(want&^v.Mask), "in", dropGrace.String(), "was", bucketList(applied), "assignment", strings.Join(who, " "))
+		return
+	}
+	ms.log.Info("bucket assignment changed", "serves", bucketList(want), "was", bucketList(applied), "assignment", strings.Join(who, " "))
 }
 
 // stop leaves the gossip (peers take over at once) and stops the resync

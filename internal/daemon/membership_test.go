@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/config"
@@ -46,9 +47,15 @@ func TestApplyRetries(t *testing.T) {
 	if got := e.Match(); got.NodeMask != 0xb || got.Invert || ms.applied != 0xb {
 		t.Fatalf("after the retry: dataplane %s, applied %#x; want mask 0xb", got.String(), ms.applied)
 	}
-	// Serving nothing (a node not ready while its peers serve its share)
-	// is every bucket inverted.
+	// Buckets go only after dropGrace (make before break); serving
+	// nothing (a node not ready while its peers serve its share) is every
+	// bucket inverted.
 	ms.view.Mask = 0
+	ms.apply()
+	if got := e.Match(); got.NodeMask != 0xb || got.Invert {
+		t.Fatalf("buckets given up at once: %s; want them kept for %v", got.String(), dropGrace)
+	}
+	time.Sleep(dropGrace + 50*time.Millisecond)
 	ms.apply()
 	if got := e.Match(); !got.Invert || got.NodeMask != 0x3f {
 		t.Fatalf("serving nothing: %s", got.String())
