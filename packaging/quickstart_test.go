@@ -1,10 +1,8 @@
 package packaging_test
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -503,7 +501,7 @@ func TestQuickstart(t *testing.T) {
 	const echoPort, sinkPort = 5001, 5003
 	nstest.Echo(t, cl.Server, netip.AddrPortFrom(cl.Server4, echoPort).String(), netip.AddrPortFrom(cl.Server4, echoPort).String())
 	nstest.Echo(t, cl.Server, netip.AddrPortFrom(cl.Server6, echoPort).String(), netip.AddrPortFrom(cl.Server6, echoPort).String())
-	sink := newQSSink(t, cl.Server, netip.AddrPortFrom(cl.Server4, sinkPort))
+	sink := nstest.NewSink(t, cl.Server, netip.AddrPortFrom(cl.Server4, sinkPort))
 	clients := append(slices.Clone(cl.Clients4), cl.Clients6...)
 	for _, src := range clients {
 		for _, proto := range []string{"tcp", "udp"} {
@@ -520,11 +518,8 @@ func TestQuickstart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		msg := make([]byte, 12)
 		for i := 0; i < count; i++ {
-			copy(msg, src.AsSlice())
-			binary.BigEndian.PutUint64(msg[4:], uint64(i))
-			c.Write(msg)
+			c.Write(nstest.SeqPayload(src, i))
 			if i%10 == 9 {
 				time.Sleep(time.Millisecond)
 			}
@@ -532,7 +527,7 @@ func TestQuickstart(t *testing.T) {
 		c.Close()
 	}
 	time.Sleep(300 * time.Millisecond)
-	if lost, dup := sink.check(cl.Clients4, count); lost != 0 || dup != 0 {
+	if lost, dup := sink.LostDup(cl.Clients4, count); lost != 0 || dup != 0 {
 		t.Errorf("through the cluster: of %d datagrams from %d sources, %d lost and %d duplicated; want each exactly once", count*len(cl.Clients4), len(cl.Clients4), lost, dup)
 	}
 	// Both machines carried a share.
@@ -546,57 +541,4 @@ func TestQuickstart(t *testing.T) {
 		}
 	}
 	t.Logf("quickstart after the install: %v", time.Since(start).Round(100*time.Millisecond))
-}
-
-// qsSink counts the datagrams it receives by (IPv4 source, sequence
-// number), as sent by TestQuickstart.
-type qsSink struct {
-	mu   sync.Mutex
-	seen map[[12]byte]int
-}
-
-func newQSSink(t *testing.T, ns *netns.NS, addr netip.AddrPort) *qsSink {
-	t.Helper()
-	c, err := ns.ListenUDP(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	s := &qsSink{seen: map[[12]byte]int{}}
-	go func(c *net.UDPConn) {
-		buf := make([]byte, 64)
-		for {
-			n, err := c.Read(buf)
-			if err != nil {
-				return
-			}
-			if n == 12 {
-				s.mu.Lock()
-				s.seen[[12]byte(buf[:12])]++
-				s.mu.Unlock()
-			}
-		}
-	}(c)
-	return s
-}
-
-// check returns how many of count datagrams from each source did not
-// arrive, and how many arrived more than once.
-func (s *qsSink) check(srcs []netip.Addr, count int) (lost, dup int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var k [12]byte
-	for _, src := range srcs {
-		copy(k[:], src.AsSlice())
-		for i := 0; i < count; i++ {
-			binary.BigEndian.PutUint64(k[4:], uint64(i))
-			switch n := s.seen[k]; {
-			case n == 0:
-				lost++
-			case n > 1:
-				dup += n - 1
-			}
-		}
-	}
-	return lost, dup
 }

@@ -253,19 +253,16 @@ func checkFlows(t *testing.T, what string, flows []*mbFlow, maxGap, stall time.D
 // exactlyOnce sends count numbered datagrams from every client address
 // to the sink and checks each arrived exactly once (dupOK: at least once,
 // for a partition, where duplicates are the design).
-func exactlyOnce(t *testing.T, cl *netns.Cluster, sink *mbUDPSink, what string, count int, dupOK bool) {
+func exactlyOnce(t *testing.T, cl *netns.Cluster, sink *nstest.Sink, what string, count int, dupOK bool) {
 	t.Helper()
-	sink.reset()
+	sink.Reset()
 	for _, src := range cl.Clients4 {
 		c, err := cl.Client.Dial("udp", src, netip.AddrPortFrom(cl.Server4, mbSink), time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		msg := make([]byte, 12)
 		for i := 0; i < count; i++ {
-			copy(msg[:4], src.AsSlice())
-			binary.BigEndian.PutUint64(msg[4:], uint64(i))
-			c.Write(msg)
+			c.Write(nstest.SeqPayload(src, i))
 			if i%10 == 9 {
 				time.Sleep(time.Millisecond)
 			}
@@ -273,7 +270,7 @@ func exactlyOnce(t *testing.T, cl *netns.Cluster, sink *mbUDPSink, what string, 
 		c.Close()
 	}
 	time.Sleep(300 * time.Millisecond)
-	lost, dup := sink.check(cl.Clients4, count)
+	lost, dup := sink.LostDup(cl.Clients4, count)
 	if lost != 0 || (!dupOK && dup != 0) {
 		t.Errorf("%s: of %d datagrams from %d sources, %d lost and %d duplicated; want every one exactly once%s", what,
 			count*len(cl.Clients4), len(cl.Clients4), lost, dup, map[bool]string{true: " or more (partition)"}[dupOK])
@@ -282,60 +279,8 @@ func exactlyOnce(t *testing.T, cl *netns.Cluster, sink *mbUDPSink, what string, 
 	}
 }
 
-// mbUDPSink counts datagrams by (source, sequence number).
-type mbUDPSink struct {
-	mu   sync.Mutex
-	seen map[[12]byte]int
-	c    *net.UDPConn
-}
-
-func newSink(t *testing.T, cl *netns.Cluster) *mbUDPSink {
-	c, err := cl.Server.ListenUDP(netip.AddrPortFrom(cl.Server4, mbSink))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &mbUDPSink{seen: map[[12]byte]int{}, c: c}
-	t.Cleanup(func() { c.Close() })
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			n, err := c.Read(buf)
-			if err != nil {
-				return
-			}
-			if n == 12 {
-				s.mu.Lock()
-				s.seen[[12]byte(buf[:12])]++
-				s.mu.Unlock()
-			}
-		}
-	}()
-	return s
-}
-
-func (s *mbUDPSink) reset() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	clear(s.seen)
-}
-
-func (s *mbUDPSink) check(srcs []netip.Addr, count int) (lost, dup int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var k [12]byte
-	for _, src := range srcs {
-		copy(k[:4], src.AsSlice())
-		for i := 0; i < count; i++ {
-			binary.BigEndian.PutUint64(k[4:], uint64(i))
-			switch n := s.seen[k]; {
-			case n == 0:
-				lost++
-			case n > 1:
-				dup += n - 1
-			}
-		}
-	}
-	return lost, dup
+func newSink(t *testing.T, cl *netns.Cluster) *nstest.Sink {
+	return nstest.NewSink(t, cl.Server, netip.AddrPortFrom(cl.Server4, mbSink))
 }
 
 // settled reports whether the running nodes agree that each bucket is

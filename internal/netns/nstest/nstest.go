@@ -6,7 +6,9 @@ package nstest
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -242,4 +244,72 @@ func (l *LogBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// Sink counts the datagrams a UDP socket in a test's namespace receives,
+// by payload: the exactly-once checks of the cluster tests send numbered
+// datagrams (SeqPayload) and count what arrived.
+type Sink struct {
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+// NewSink listens on addr in ns until the test ends.
+func NewSink(t testing.TB, ns *netns.NS, addr netip.AddrPort) *Sink {
+	t.Helper()
+	c, err := ns.ListenUDP(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	s := &Sink{seen: map[string]int{}}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.seen[string(buf[:n])]++
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+// Reset forgets what arrived so far.
+func (s *Sink) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.seen)
+}
+
+// Count is how many datagrams with this payload arrived.
+func (s *Sink) Count(payload []byte) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seen[string(payload)]
+}
+
+// SeqPayload is datagram i of source src: the source's 4 or 16 bytes,
+// then i (8 bytes, big-endian).
+func SeqPayload(src netip.Addr, i int) []byte {
+	return binary.BigEndian.AppendUint64(src.AsSlice(), uint64(i))
+}
+
+// LostDup counts, of datagrams 0..count-1 (SeqPayload) from each of
+// srcs, how many did not arrive and how many extra copies did.
+func (s *Sink) LostDup(srcs []netip.Addr, count int) (lost, dup int) {
+	for _, src := range srcs {
+		for i := 0; i < count; i++ {
+			switch n := s.Count(SeqPayload(src, i)); {
+			case n == 0:
+				lost++
+			case n > 1:
+				dup += n - 1
+			}
+		}
+	}
+	return lost, dup
 }
