@@ -513,21 +513,7 @@ func TestQuickstart(t *testing.T) {
 		}
 	}
 	const count = 40
-	for _, src := range cl.Clients4 {
-		c, err := cl.Client.Dial("udp", src, netip.AddrPortFrom(cl.Server4, sinkPort), time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i < count; i++ {
-			c.Write(nstest.SeqPayload(src, i))
-			if i%10 == 9 {
-				time.Sleep(time.Millisecond)
-			}
-		}
-		c.Close()
-	}
-	time.Sleep(300 * time.Millisecond)
-	if lost, dup := sink.LostDup(cl.Clients4, count); lost != 0 || dup != 0 {
+	if lost, dup := sink.Probe(t, cl.Client, cl.Clients4, netip.AddrPortFrom(cl.Server4, sinkPort), count); lost != 0 || dup != 0 {
 		t.Errorf("through the cluster: of %d datagrams from %d sources, %d lost and %d duplicated; want each exactly once", count*len(cl.Clients4), len(cl.Clients4), lost, dup)
 	}
 	// Both machines carried a share.

@@ -255,22 +255,7 @@ func checkFlows(t *testing.T, what string, flows []*mbFlow, maxGap, stall time.D
 // for a partition, where duplicates are the design).
 func exactlyOnce(t *testing.T, cl *netns.Cluster, sink *nstest.Sink, what string, count int, dupOK bool) {
 	t.Helper()
-	sink.Reset()
-	for _, src := range cl.Clients4 {
-		c, err := cl.Client.Dial("udp", src, netip.AddrPortFrom(cl.Server4, mbSink), time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i < count; i++ {
-			c.Write(nstest.SeqPayload(src, i))
-			if i%10 == 9 {
-				time.Sleep(time.Millisecond)
-			}
-		}
-		c.Close()
-	}
-	time.Sleep(300 * time.Millisecond)
-	lost, dup := sink.LostDup(cl.Clients4, count)
+	lost, dup := sink.Probe(t, cl.Client, cl.Clients4, netip.AddrPortFrom(cl.Server4, mbSink), count)
 	if lost != 0 || (!dupOK && dup != 0) {
 		t.Errorf("%s: of %d datagrams from %d sources, %d lost and %d duplicated; want every one exactly once%s", what,
 			count*len(cl.Clients4), len(cl.Clients4), lost, dup, map[bool]string{true: " or more (partition)"}[dupOK])

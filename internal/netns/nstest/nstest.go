@@ -313,3 +313,27 @@ func (s *Sink) LostDup(srcs []netip.Addr, count int) (lost, dup int) {
 	}
 	return lost, dup
 }
+
+// Probe forgets what the sink got so far, sends count numbered datagrams
+// (SeqPayload) from each of srcs, addresses of ns, to dst (the sink),
+// paced a little, waits for the frames in flight, and counts them
+// (LostDup).
+func (s *Sink) Probe(t testing.TB, ns *netns.NS, srcs []netip.Addr, dst netip.AddrPort, count int) (lost, dup int) {
+	t.Helper()
+	s.Reset()
+	for _, src := range srcs {
+		c, err := ns.Dial("udp", src, dst, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < count; i++ {
+			c.Write(SeqPayload(src, i))
+			if i%10 == 9 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		c.Close()
+	}
+	time.Sleep(300 * time.Millisecond)
+	return s.LostDup(srcs, count)
+}
