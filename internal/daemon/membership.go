@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -73,7 +72,6 @@ type mship struct {
 	resynced  bool          // the pull is done (or there was nothing to pull)
 	solo      bool          // became ready with no other member in sight
 	canResync bool          // the role has a connection table to pull
-	healthy   error         // the dataplane's health at the last check
 	meta      membership.Meta
 	view      membership.View
 	applied   uint32 // the buckets the dataplane serves now
@@ -140,7 +138,7 @@ func (d *Daemon) startMembership() error {
 	m := d.eng.Match()
 	ms := &mship{d: d, cfg: *cfg, log: d.log.With("component", "membership"), done: make(chan struct{}), kick: make(chan struct{}, 1), repull: make(chan struct{}, 1),
 		params: conntrack.SnapshotParams{TotalNodes: m.TotalNodes, Seed: m.Seed, Hash: uint8(m.Hash)},
-		base:   m, home: homeBuckets(m), healthy: errors.New("starting")}
+		base:   m, home: homeBuckets(m)}
 	ms.applied = homeBuckets(m)
 	rs, canResync := d.eng.(resyncer)
 	ms.canResync = canResync
@@ -201,10 +199,14 @@ func (ms *mship) run(rs resyncer, canResync bool) {
 	tick := time.NewTicker(healthEvery)
 	defer tick.Stop()
 	for {
-		if canResync && ms.needsPull() {
+		// One health check per tick (it asks the kernel), again after a
+		// pull, which takes a while.
+		h := ms.d.engineHealth()
+		if canResync && ms.needsPull(h) {
 			ms.pull(rs)
+			h = ms.d.engineHealth()
 		}
-		ms.checkHealth()
+		ms.checkHealth(h)
 		// The dataplane may have refused the last switch: apply the
 		// view again (a no-op when it is in force).
 		ms.kickApply()
@@ -221,8 +223,7 @@ func (ms *mship) run(rs resyncer, canResync bool) {
 // has not resynced and its dataplane is healthy (a pull into a dataplane
 // that cannot track is wasted), or it became ready alone and a ready peer
 // has appeared.
-func (ms *mship) needsPull() bool {
-	h := ms.d.engineHealth()
+func (ms *mship) needsPull(h error) bool {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	if ms.solo && ms.node != nil && len(ms.readyPeersLocked()) > 0 {
@@ -371,15 +372,14 @@ func (ms *mship) setResynced() {
 	ms.mu.Lock()
 	ms.resynced = true
 	ms.mu.Unlock()
-	ms.checkHealth()
+	ms.checkHealth(ms.d.engineHealth())
 }
 
 // checkHealth announces the node ready when it has resynced and its
-// dataplane is healthy, and not ready (with the reason) otherwise.
-func (ms *mship) checkHealth() {
-	h := ms.d.engineHealth()
+// dataplane's health h is good, and not ready (with the reason)
+// otherwise.
+func (ms *mship) checkHealth(h error) {
 	ms.mu.Lock()
-	ms.healthy = h
 	if h != nil && ms.resynced && ms.canResync {
 		// While the dataplane is down the node misses connections (and
 		// may track flows it sees only half of in reverse): it pulls
