@@ -1,15 +1,19 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -62,9 +66,49 @@ func (n *mbNode) status() (daemon.Status, error) {
 // mbConfig writes node i's configuration: its home share, the
 // membership section naming the other nodes.
 func mbConfig(t *testing.T, cl *netns.Cluster, dir string, i int, secretFile string) (path, sock string) {
-	return writeGatewayConfig(t, cl, dir,
+	path, sock = writeGatewayConfig(t, cl, dir,
 		fmt.Sprintf("  total_nodes: %d\n  local_nodemask: %#x\n  hash_seed: %#x\n", mbTotal, mbHome(i), mbSeed),
 		mbSizes+membershipYAML(cl, i, secretFile, ""))
+	// Metrics on the node namespace's own loopback (mbMetrics reads them).
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = []byte(strings.Replace(string(data), "  listen: \"\"\n", "  listen: \"127.0.0.1:9477\"\n", 1))
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, sock
+}
+
+// mbMetrics scrapes node n's metrics from inside its namespace and
+// returns the value of each series by its text (name and labels).
+func mbMetrics(t *testing.T, n *mbNode) map[string]float64 {
+	t.Helper()
+	lo := netip.MustParseAddr("127.0.0.1")
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(context.Context, string, string) (net.Conn, error) {
+			return n.ns.Dial("tcp", lo, netip.AddrPortFrom(lo, 9477), 2*time.Second)
+		}}}
+	resp, err := c.Get("http://127.0.0.1:9477/metrics")
+	if err != nil {
+		t.Fatalf("node%d: scrape: %v", n.i+1, err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		if i := strings.LastIndexByte(line, ' '); i > 0 {
+			if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+				out[line[:i]] = v
+			}
+		}
+	}
+	return out
 }
 
 // mbSizes is the conntrack and dataplane sizing of the membership and
@@ -447,6 +491,30 @@ func TestMembershipFailoverFailback(t *testing.T) {
 	gap = checkFlows(t, "after node 2 took its buckets back", flows, 3*time.Second, 2*time.Second)
 	t.Logf("failback: longest pause of any flow %v (restart at +0, settled at +%v)", gap.Round(time.Millisecond), back.Round(time.Millisecond))
 	exactlyOnce(t, cl, sink, "after failback", 50, false)
+	// The membership's metrics, as Prometheus reads them from node 2.
+	m2 := mbMetrics(t, nodes[1])
+	for series, want := range map[string]float64{
+		"xdpcluster_ready":                           1,
+		`xdpcluster_members{state="alive"}`:          3,
+		`xdpcluster_members{state="dead"}`:           0,
+		"xdpcluster_members_ready":                   3,
+		`xdpcluster_bucket_served{bucket="3"}`:       1,
+		`xdpcluster_bucket_served{bucket="1"}`:       0,
+		`xdpcluster_bucket_servers{bucket="1"}`:      1,
+		`xdpcluster_resync_pulls_total{result="ok"}`: 1,
+	} {
+		if got, ok := m2[series]; !ok || got != want {
+			t.Errorf("node 2's metrics: %s = %v (present %v), want %v", series, got, ok, want)
+		}
+	}
+	for _, series := range []string{"xdpcluster_resync_last_connections", "xdpcluster_resync_last_bytes", "xdpcluster_resync_last_duration_seconds"} {
+		if m2[series] <= 0 {
+			t.Errorf("node 2's metrics: %s = %v, want the last pull's (> 0)", series, m2[series])
+		}
+	}
+	if _, ok := m2["xdpcluster_conntrack_picked_up_total"]; !ok {
+		t.Error("node 2's metrics lack xdpcluster_conntrack_picked_up_total")
+	}
 	st2, err := nodes[1].status()
 	if err != nil || st2.Membership == nil || st2.Membership.Resync.LastRecords == 0 {
 		t.Errorf("node 2's status after its resync: %+v, %v", st2.Membership, err)
