@@ -53,16 +53,23 @@ func TestFastPathCarriesEstablished(t *testing.T) {
 	// Under load a non-owner drains its two interfaces at different
 	// times, so it may see the client's first ACKs before the server's
 	// SYN/ACK (INVALID there, harmless: it drops them) and install the
-	// connection a few packets later than the owner. Wait until neither
-	// node's workers see the connection's packets any more.
+	// connection later than the owner. Wait until both nodes' flow caches
+	// hold the connection (both directions) and neither node's workers
+	// see its packets any more (their counters are published per batch:
+	// give them a moment before reading).
+	installed := func(n *node) bool {
+		st, err := n.gw.FlowCache().Stats()
+		return err == nil && st.Entries >= 2
+	}
 	for i := 0; ; i++ {
 		o, f := read(owner), read(other)
 		echo(t, c, 2000)
-		if o2, f2 := read(owner), read(other); o2.workers == o.workers && f2.workers == f.workers {
+		time.Sleep(200 * time.Millisecond)
+		if o2, f2 := read(owner), read(other); installed(owner) && installed(other) && o2.workers == o.workers && f2.workers == f.workers {
 			break
 		}
-		if i == 20 {
-			t.Fatal("the connection's packets still reach the workers after 20 more exchanges")
+		if i == 50 {
+			t.Fatal("the connection is not installed on both nodes, or its packets still reach the workers, after 50 more exchanges")
 		}
 	}
 	o0, f0 := read(owner), read(other)
