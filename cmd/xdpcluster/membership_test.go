@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -465,6 +466,13 @@ func TestMembershipFailoverFailback(t *testing.T) {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Errorf("ctl status lacks %q (exit %d):\n%s%s", want, code, out, errOut)
 		}
+	}
+	// The same for scripts: ctl status --json is the daemon's status.
+	out, errOut, code = runCmd("", "ctl", "--socket", nodes[0].sock, "status", "--json")
+	var js daemon.Status
+	if err := json.Unmarshal([]byte(out), &js); code != 0 || err != nil || js.Membership == nil || js.Membership.Name != "node1" ||
+		len(js.Membership.Buckets) != mbTotal || len(js.Membership.Members) != 3 {
+		t.Errorf("ctl status --json (exit %d, %v): %+v\n%s%s", code, err, js.Membership, out, errOut)
 	}
 	time.Sleep(3 * time.Second)
 	gap := checkFlows(t, "after the kill", flows, 3*time.Second, 2*time.Second)
