@@ -166,9 +166,13 @@ func buildDaemon(dir string) string {
 }
 
 // daemonConfig is node 1 of the 2-node cluster on the dut's interfaces,
-// with the daemon's defaults otherwise; fastPath, when set, is
-// dataplane.fast_path.
-func daemonConfig(dir, fastPath string) string {
+// with the daemon's defaults otherwise; fastPath and xdpMode, when set,
+// are dataplane.fast_path and dataplane.xdp_mode (xdpMode before
+// --daemon-xdp-mode).
+func daemonConfig(dir, fastPath, xdpMode string) string {
+	if xdpMode == "" {
+		xdpMode = daemonXDPMode
+	}
 	dp := ""
 	if fastPath != "" {
 		dp += "  fast_path: " + fastPath + "\n"
@@ -176,8 +180,8 @@ func daemonConfig(dir, fastPath string) string {
 	if daemonFrames > 0 {
 		dp += fmt.Sprintf("  frames: %d\n  ring_size: %d\n", daemonFrames, daemonFrames/2)
 	}
-	if daemonXDPMode != "" {
-		dp += "  xdp_mode: " + daemonXDPMode + "\n"
+	if xdpMode != "" {
+		dp += "  xdp_mode: " + xdpMode + "\n"
 	}
 	if fastEntries > 0 && fastPath != "off" {
 		dp += fmt.Sprintf("  fast_path_entries: %d\n", fastEntries)
@@ -205,21 +209,22 @@ log:
 }
 
 // startDaemon starts the binary on cpu (taskset: every thread of it) with
-// dataplane.fast_path set to fastPath ("" for the default). A build that
-// does not know the key yet runs with its default, said in note.
-func (t *topo) startDaemon(bin, fastPath string, cpu int) *daemon {
+// dataplane.fast_path set to fastPath and dataplane.xdp_mode to xdpMode
+// ("" for the defaults). A build that does not know fast_path yet runs
+// with its default, said in note.
+func (t *topo) startDaemon(bin, fastPath, xdpMode string, cpu int) *daemon {
 	dir, err := os.MkdirTemp("", "xcb-daemon-")
 	must(err)
 	d := &daemon{dir: dir}
 	cfg := filepath.Join(dir, "config.yaml")
-	must(os.WriteFile(cfg, []byte(daemonConfig(dir, fastPath)), 0o644))
+	must(os.WriteFile(cfg, []byte(daemonConfig(dir, fastPath, xdpMode)), 0o644))
 	if fastPath != "" {
 		if out, err := exec.Command(bin, "check", "--config", cfg).CombinedOutput(); err != nil {
 			if !strings.Contains(string(out), "fast_path") {
 				must(fmt.Errorf("xdpcluster check: %w\n%s", err, out))
 			}
 			d.note = "this build has no dataplane.fast_path: ran its default"
-			must(os.WriteFile(cfg, []byte(daemonConfig(dir, "")), 0o644))
+			must(os.WriteFile(cfg, []byte(daemonConfig(dir, "", xdpMode)), 0o644))
 		}
 	}
 	// A gateway forwards (the fast path's route lookup routes only where
@@ -393,7 +398,7 @@ func (t *topo) pacedSources(frames [][]byte, rate float64, cpu int) (map[netip.A
 // idleCPU runs the daemon with its defaults and no traffic and returns
 // the share of a core it used over d.
 func (t *topo) idleCPU(bin string, cpu int, d time.Duration) float64 {
-	dm := t.startDaemon(bin, "", cpu)
+	dm := t.startDaemon(bin, "", "", cpu)
 	defer dm.stop()
 	time.Sleep(time.Second) // start-up work settles
 	pid := dm.cmd.Process.Pid

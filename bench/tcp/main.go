@@ -569,7 +569,7 @@ func realMain() (code int) {
 	download := flag.String("download", "50M", "size of the single download of each run (iperf3 -n)")
 	smoke := flag.Bool("smoke", false, "one short run per scenario (1 run, 2 s), to check the harness works")
 	only := flag.String("only", "", "run only the scenarios with these keys, comma-separated: kernel, auto, off")
-	xdpMode := flag.String("xdp-mode", "auto", "an experiment: the gateways' dataplane.xdp_mode (auto: the default, native on veth; native; generic)")
+	xdpMode := flag.String("xdp-mode", "auto", "an experiment: the gateways' dataplane.xdp_mode (auto: the default, generic on veth; native; generic)")
 	flag.Parse()
 	mode, err := bpfutil.ParseAttachMode(*xdpMode)
 	if err != nil {

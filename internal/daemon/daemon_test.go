@@ -91,7 +91,7 @@ func TestDaemon(t *testing.T) {
 		`xdpcluster_neighbour_messages_total{event="socket_drops",interface="front",protocol="any"} 0`,
 		`xdpcluster_batch_size_bucket{interface="front",le="64"}`,
 		`xdpcluster_node_mask 1`, `xdpcluster_total_nodes 2`, `xdpcluster_local_node{node="1"} 1`,
-		`xdpcluster_build_info{`, `xdpcluster_interface_info{copy="`, `interface="front",io="afxdp",queues="1",role="gateway",xdp_mode="native"} 1`,
+		`xdpcluster_build_info{`, `xdpcluster_interface_info{copy="`, `interface="front",io="afxdp",queues="1",role="gateway",xdp_mode="generic"} 1`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)

@@ -16,6 +16,7 @@ import (
 	"github.com/xdpcluster/xdpcluster/conntrack"
 	"github.com/xdpcluster/xdpcluster/dataplane"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
+	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
 	xnode "github.com/xdpcluster/xdpcluster/node"
@@ -35,7 +36,9 @@ type node struct {
 	match   cluster.Match
 }
 
-func startNodes(t testing.TB, cl *netns.Cluster) []*node { return startMixed(t, cl, 0, "afxdp", "") }
+func startNodes(t testing.TB, cl *netns.Cluster) []*node {
+	return startMixed(t, cl, 0, "afxdp", "", bpfutil.ModeAuto)
+}
 
 // fastPaths are the fast path settings the end-to-end tests run with.
 var fastPaths = []dataplane.FastPath{dataplane.FastPathAuto, dataplane.FastPathOff}
@@ -132,8 +135,9 @@ func kernelForwarded(t testing.TB, ns *netns.NS) uint64 {
 }
 
 // startMixed starts xdpcluster on every node but kernelNode (1-based; 0:
-// none), which runs the kernel recipe instead.
-func startMixed(t testing.TB, cl *netns.Cluster, kernelNode int, backend string, fast dataplane.FastPath) []*node {
+// none), which runs the kernel recipe instead; its programs attach in
+// xdp mode.
+func startMixed(t testing.TB, cl *netns.Cluster, kernelNode int, backend string, fast dataplane.FastPath, xdp bpfutil.AttachMode) []*node {
 	var nodes []*node
 	for i, ns := range cl.Nodes {
 		n := &node{ns: ns, match: cluster.LocalNode(uint32(len(cl.Nodes)), uint32(i+1), seed), backMAC: nstest.MAC(t, ns, "back")}
@@ -148,6 +152,7 @@ func startMixed(t testing.TB, cl *netns.Cluster, kernelNode int, backend string,
 				Match:      n.match,
 				IO:         dataplane.IO(backend),
 				FastPath:   fast,
+				XDPMode:    xdp,
 				Logger:     testLogger,
 				Port:       xsk.PortOptions{NumFrames: 4096, FrameSize: 2048, RingSize: 2048},
 			})
@@ -286,12 +291,19 @@ func sourcesByMAC(t *testing.T, file string, server ...netip.Addr) map[netip.Add
 
 func TestGatewayEndToEnd(t *testing.T) {
 	for _, fp := range fastPaths {
-		t.Run("fast_path="+string(fp), func(t *testing.T) { endToEnd(t, "xc-e2e", 0, "afxdp", fp) })
+		t.Run("fast_path="+string(fp), func(t *testing.T) { endToEnd(t, "xc-e2e", 0, "afxdp", fp, bpfutil.ModeAuto) })
 	}
+	// auto attaches generically on veth; the native driver path (and its
+	// XDP_REDIRECT into the switch's veth) is the one a NIC takes.
+	t.Run("fast_path=auto,xdp_mode=native", func(t *testing.T) {
+		endToEnd(t, "xc-e2n", 0, "afxdp", dataplane.FastPathAuto, bpfutil.ModeNative)
+	})
 }
 
 // TestGatewayEndToEndAFPacket: the same over the raw-socket backend.
-func TestGatewayEndToEndAFPacket(t *testing.T) { endToEnd(t, "xc-afp", 0, "afpacket", "") }
+func TestGatewayEndToEndAFPacket(t *testing.T) {
+	endToEnd(t, "xc-afp", 0, "afpacket", "", bpfutil.ModeAuto)
+}
 
 // TestGatewayMixedWithKernelNode: users migrate one node at a time, so a
 // cluster may mix xdpcluster nodes with kernel nodes running the man-page
@@ -303,11 +315,11 @@ func TestGatewayEndToEndAFPacket(t *testing.T) { endToEnd(t, "xc-afp", 0, "afpac
 // server hashed to that node (a pitfall of the recipe: README, "Found on the way").
 func TestGatewayMixedWithKernelNode(t *testing.T) {
 	for _, fp := range fastPaths {
-		t.Run("fast_path="+string(fp), func(t *testing.T) { endToEnd(t, "xc-mix", 3, "afxdp", fp) })
+		t.Run("fast_path="+string(fp), func(t *testing.T) { endToEnd(t, "xc-mix", 3, "afxdp", fp, bpfutil.ModeAuto) })
 	}
 }
 
-func endToEnd(t *testing.T, prefix string, kernelNode int, backend string, fast dataplane.FastPath) {
+func endToEnd(t *testing.T, prefix string, kernelNode int, backend string, fast dataplane.FastPath, xdp bpfutil.AttachMode) {
 	nstest.Require(t)
 	for _, tool := range []string{"tcpdump", "ping", "iptables"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -316,7 +328,7 @@ func endToEnd(t *testing.T, prefix string, kernelNode int, backend string, fast 
 	}
 	// No static neighbour entries: the nodes answer ARP/ND for the cluster IPs.
 	cl := nstest.Cluster(t, prefix, netns.ClusterOptions{Nodes: 3, Clients4: 40, Clients6: 6})
-	nodes := startMixed(t, cl, kernelNode, backend, fast)
+	nodes := startMixed(t, cl, kernelNode, backend, fast, xdp)
 	servers(t, cl)
 	stop := capture(t, cl.Server, "ip or ip6")
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/xdpcluster/xdpcluster/bench"
 	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
 )
@@ -22,7 +23,7 @@ import (
 // benchmarks issue measures this properly, side by side with the kernel.
 func benchForward(b *testing.B, backend string, fast dataplane.FastPath) {
 	cl := nstest.Cluster(b, "xc-bench", netns.ClusterOptions{Nodes: 1, Clients4: 1, Clients6: 1, StaticNeighbours: true})
-	gw := startMixed(b, cl, 0, backend, fast)[0].gw
+	gw := startMixed(b, cl, 0, backend, fast, bpfutil.ModeNative)[0].gw // the driver path, as on a NIC
 
 	// The generator: live-frames XDP_TX out of the client's interface.
 	nstest.Run(b, cl.Switch, "ethtool", "-K", "swc", "gro", "on") // the veth peer must run NAPI

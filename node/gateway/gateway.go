@@ -598,6 +598,9 @@ func (g *Gateway) openXDP(h *netlink.Handle, cfg Config) ([]dataplane.Iface, err
 		if err != nil {
 			return nil, err
 		}
+		if cfg.XDPMode == bpfutil.ModeAuto && xm == bpfutil.ModeGeneric && bpfutil.AutoGeneric(link) {
+			g.log.Info("xdp_mode auto: generic on veth (xdp_mode: native overrides)", "interface", ic.Name, "why", bpfutil.VethGenericReason)
+		}
 		cp := node.Copy
 		if perIface[i][0].ZeroCopy() {
 			cp = node.CopyZero
