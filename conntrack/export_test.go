@@ -77,6 +77,7 @@ func TestExportMergeRoundTrip(t *testing.T) {
 	// carried (as in TestOffloadSnapshot).
 	only := pkt(false, c, packet.ProtoUDP, 0)
 	only.SrcPort = 5555
+	src.Track(only, t0) // a datagram flow is installed at its second packet
 	if r := src.Track(only, t0); r.Offload != OffloadInstall {
 		t.Fatalf("UDP flow not installed: %+v", r)
 	}
@@ -185,6 +186,7 @@ func TestExportAsksFastPathUnlocked(t *testing.T) {
 		p := pkt(false, c, packet.ProtoUDP, 0)
 		p.SrcPort = uint16(i)
 		tb.Track(p, mt0)
+		tb.Track(p, mt0) // installed at its second packet
 	}
 	if n, err := tb.Export(mtx, func([]byte) error { return nil }); err != nil || n != 100 || probe.seens != 100 || probe.locked != 0 {
 		t.Fatalf("exported %d (%v); %d questions to the fast path, %d under the shard's lock", n, err, probe.seens, probe.locked)
@@ -454,6 +456,7 @@ var mergeCases = []mergeCase{
 		name: "UDP same direction: kept, reply and assured added, later expiry",
 		setup: func(local, peer *Table) {
 			udpFrom(local, c, at(5*time.Second)) // unreplied: 30 s
+			udpFrom(local, c, at(5*time.Second)) // installed at its second packet
 			udpFrom(peer, c, at(0))
 			udpFrom(peer, s, at(time.Second))
 			udpFrom(peer, c, at(4*time.Second)) // 2 s after the reply: assured, 120 s
@@ -482,7 +485,8 @@ var mergeCases = []mergeCase{
 	{
 		name: "UDP reversed, peer older: replaced, fast path forgets it",
 		setup: func(local, peer *Table) {
-			if r := udpFrom(local, s, at(5*time.Second)); r.Offload != OffloadInstall { // the reply seen first
+			udpFrom(local, s, at(5*time.Second)) // the reply seen first; installed at its second packet
+			if r := udpFrom(local, s, at(5*time.Second)); r.Offload != OffloadInstall {
 				panic("not installed")
 			}
 			udpFrom(peer, c, at(0))
@@ -670,6 +674,7 @@ func TestMergeAllocs(t *testing.T) {
 		local.Expire(now, numShards)
 		for _, p := range replies {
 			local.Track(p, now)
+			local.Track(p, now) // installed at its second packet
 		}
 		st, _ = local.Merge(recs, snapParams, now)
 	}); n > 1 {

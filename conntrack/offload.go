@@ -13,7 +13,7 @@ const (
 	// Nothing to do.
 	OffloadNone Offload = iota
 	// Install (or re-install) the connection: a TCP connection that is
-	// ESTABLISHED, a datagram connection from its first packet.
+	// ESTABLISHED, a datagram connection at its second packet.
 	OffloadInstall
 	// Remove it: the connection is closing (FIN, RST) or gone.
 	OffloadRemove
@@ -44,7 +44,7 @@ type Offloader interface {
 // What enters the fast path: a TCP connection ESTABLISHED with a reply
 // seen, at a packet without SYN, FIN or RST (the handshake's last ACK);
 // a connection of a datagram protocol with ports (UDP, UDP-Lite, SCTP,
-// DCCP) from its first packet. ICMP and the protocols without ports never
+// DCCP) at its second packet, in either direction. ICMP and the protocols without ports never
 // enter it, and the packets that only refer to a connection (ICMP errors,
 // later fragments) never change it. A packet of an installed connection
 // that still reaches the tracker means the fast path lost it (evicted

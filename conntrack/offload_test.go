@@ -230,8 +230,9 @@ func TestOffloadReopenInstalled(t *testing.T) {
 	}
 }
 
-// TestOffloadDatagram: datagram protocols with ports are installed from
-// their first packet; ICMP, generic protocols, later fragments and ICMP
+// TestOffloadDatagram: datagram protocols with ports are installed at
+// their second packet, in either direction (not their first: a flow of
+// one packet would cost an install for nothing); ICMP, generic protocols, later fragments and ICMP
 // errors never change the fast path.
 func TestOffloadDatagram(t *testing.T) {
 	type dstep struct {
@@ -252,15 +253,15 @@ func TestOffloadDatagram(t *testing.T) {
 		steps []dstep
 	}{
 		{name: "UDP", steps: []dstep{
-			{udp(c), 0, New, OffloadInstall},
-			{udp(c), 100 * time.Millisecond, New, OffloadNone},
+			{udp(c), 0, New, OffloadNone},
+			{udp(c), 100 * time.Millisecond, New, OffloadInstall},
 			{udp(s), 500 * time.Millisecond, Established, OffloadNone},
 			{udp(s), 1100 * time.Millisecond, Established, OffloadInstall}, // the fast path lost it
 			{udp(c), 0, Established, OffloadNone},
 		}},
-		{name: "UDP-Lite", steps: []dstep{{proto(c, packet.ProtoUDPLite), 0, New, OffloadInstall}, {proto(s, packet.ProtoUDPLite), 0, Established, OffloadNone}}},
-		{name: "SCTP", steps: []dstep{{proto(c, packet.ProtoSCTP), 0, New, OffloadInstall}}},
-		{name: "DCCP", steps: []dstep{{proto(c, packet.ProtoDCCP), 0, New, OffloadInstall}}},
+		{name: "UDP-Lite", steps: []dstep{{proto(c, packet.ProtoUDPLite), 0, New, OffloadNone}, {proto(s, packet.ProtoUDPLite), 0, Established, OffloadInstall}}},
+		{name: "SCTP", steps: []dstep{{proto(c, packet.ProtoSCTP), 0, New, OffloadNone}, {proto(c, packet.ProtoSCTP), 0, New, OffloadInstall}}},
+		{name: "DCCP", steps: []dstep{{proto(c, packet.ProtoDCCP), 0, New, OffloadNone}, {proto(c, packet.ProtoDCCP), 0, New, OffloadInstall}}},
 		{name: "generic", steps: []dstep{
 			{func(v6 bool) *packet.Parsed { p := pkt(v6, c, 47, 0); p.HasPorts = false; return p }, 0, New, OffloadNone},
 			{func(v6 bool) *packet.Parsed { p := pkt(v6, s, 47, 0); p.HasPorts = false; return p }, 2 * time.Second, Established, OffloadNone},
@@ -270,12 +271,12 @@ func TestOffloadDatagram(t *testing.T) {
 			{func(v6 bool) *packet.Parsed { return icmpPkt(v6, s, echoRep(v6), 7) }, 2 * time.Second, Established, OffloadNone},
 		}},
 		{name: "fragments", steps: []dstep{
-			{func(v6 bool) *packet.Parsed { return frag(pkt(v6, c, packet.ProtoUDP, 0), 0, true) }, 0, New, OffloadInstall},
+			{func(v6 bool) *packet.Parsed { return frag(pkt(v6, c, packet.ProtoUDP, 0), 0, true) }, 0, New, OffloadNone},
 			{func(v6 bool) *packet.Parsed { return frag(pkt(v6, c, packet.ProtoUDP, 0), 8, false) }, 2 * time.Second, New, OffloadNone},
-			{udp(c), 0, New, OffloadInstall}, // stale: the later fragment did not re-install
+			{udp(c), 0, New, OffloadInstall}, // the later fragment did not install
 		}},
 		{name: "ICMP error", steps: []dstep{
-			{udp(c), 0, New, OffloadInstall},
+			{udp(c), 0, New, OffloadNone},
 			{func(v6 bool) *packet.Parsed { return icmpError(v6, c, pkt(v6, c, packet.ProtoUDP, 0)) }, 2 * time.Second, Related, OffloadNone},
 			{udp(s), 0, Established, OffloadInstall},
 		}},
@@ -324,13 +325,14 @@ func TestOffloadResultReset(t *testing.T) {
 	tb.SetOffloader(newFake())
 	p := pkt(false, c, packet.ProtoUDP, 0)
 	out := make([]Result, 1)
+	tb.Track(p, int64(time.Hour)-1) // installed at its second packet
 	tb.TrackBatch([]*packet.Parsed{p}, int64(time.Hour), out)
 	if out[0].Offload != OffloadInstall {
-		t.Fatalf("first packet: %v", out[0].Offload)
+		t.Fatalf("second packet: %v", out[0].Offload)
 	}
 	tb.TrackBatch([]*packet.Parsed{p}, int64(time.Hour)+1, out)
 	if out[0].Offload != OffloadNone {
-		t.Fatalf("second packet: %v", out[0].Offload)
+		t.Fatalf("third packet: %v", out[0].Offload)
 	}
 }
 
@@ -389,6 +391,7 @@ func TestOffloadSweep(t *testing.T) {
 			orig := tcpOrig
 			if tc.udp {
 				orig = udpOrig
+				tb.Track(pkt(false, c, packet.ProtoUDP, 0), t0) // installed at its second packet
 				if r := tb.Track(pkt(false, c, packet.ProtoUDP, 0), t0); r.Offload != OffloadInstall {
 					t.Fatalf("UDP not installed: %+v", r)
 				}
@@ -443,7 +446,8 @@ func TestOffloadExpiredStillLive(t *testing.T) {
 	tb.SetOffloader(fp)
 	t0 := int64(time.Hour)
 	tb.Track(pkt(false, c, packet.ProtoUDP, 0), t0)
-	later := t0 + int64(31*time.Second) // past the 30 s unreplied timeout
+	tb.Track(pkt(false, c, packet.ProtoUDP, 0), t0) // installed at its second packet
+	later := t0 + int64(31*time.Second)             // past the 30 s unreplied timeout
 	res := tb.Track(pkt(false, s, packet.ProtoUDP, 0), later)
 	if res.State != Established || res.Orig != a16(hosts4[c]) || res.Offload != OffloadInstall {
 		t.Fatalf("reply: %+v; want ESTABLISHED of the client's connection, re-installed", res)
@@ -482,6 +486,7 @@ func TestOffloadEarlyDrop(t *testing.T) {
 	for i := 0; i < 20*numShards; i++ {
 		p := pkt(false, c, packet.ProtoUDP, 0)
 		binary.BigEndian.PutUint32(p.Src[:4], 0x0b000000+uint32(i))
+		tb.Track(p, now) // installed at its second packet
 		if r := tb.Track(p, now); r.Offload != OffloadInstall && r.Reason != TableFull {
 			t.Fatalf("flow %d: %+v", i, r)
 		}
@@ -525,6 +530,7 @@ func TestOffloadSnapshot(t *testing.T) {
 	fp := newFake()
 	tb.SetOffloader(fp)
 	tb.Track(pkt(false, c, packet.ProtoUDP, 0), t0)
+	tb.Track(pkt(false, c, packet.ProtoUDP, 0), t0) // installed at its second packet
 	established(tb, 1, t0)
 	udp := pkt(false, c, packet.ProtoUDP, 0).Tuple
 	fp.set(udp, fakeSeen{orig: t0 + 25*int64(time.Second), reply: t0 + 26*int64(time.Second)})
@@ -635,6 +641,7 @@ func TestOffloadClear(t *testing.T) {
 	fp := newFake()
 	tb.SetOffloader(fp)
 	tb.Track(pkt(false, c, packet.ProtoUDP, 0), int64(time.Hour))
+	tb.Track(pkt(false, c, packet.ProtoUDP, 0), int64(time.Hour)) // installed at its second packet
 	tb.Track(icmpPkt(false, c, 8, 1), int64(time.Hour))
 	tb.clear()
 	if _, forgets := fp.counts(); forgets != 1 || fp.forgot[0] != pkt(false, c, packet.ProtoUDP, 0).Tuple || tb.Len() != 0 {

@@ -44,7 +44,7 @@ type nopOffloader struct{}
 func (nopOffloader) Seen(*packet.Tuple) (int64, int64, bool) { return 0, 0, false }
 func (nopOffloader) Forget(*packet.Tuple)                    {}
 
-// TestWorkerFlowCache: the worker installs a UDP connection from its first
+// TestWorkerFlowCache: the worker installs a UDP connection at its second
 // packet, keyed by its original direction with the tracker's bucket, in one
 // call per batch, whichever direction the packet that installs it travels;
 // SetMatch reaches the cache.
@@ -56,7 +56,7 @@ func TestWorkerFlowCache(t *testing.T) {
 	d.cfg.Tracker.SetOffloader(nopOffloader{})
 	w := d.workers[0]
 	mine, theirs := clientOf(m, 0, 0), clientOf(m, 1, 0)
-	front.frames = [][]byte{udpFrame(t, mine, 64, false), udpFrame(t, theirs, 64, false), udpFrame(t, mine, 64, false)}
+	front.frames = [][]byte{udpFrame(t, mine, 64, false), udpFrame(t, theirs, 64, false), udpFrame(t, mine, 64, false), udpFrame(t, theirs, 64, false)}
 	n := front.Receive(w.rx)
 	w.batch(0, front, w.rx[:n], d.match.Load())
 	if len(c.ops) != 1 || c.ops[0] != "install" || len(c.keys[0]) != 2 {
