@@ -153,9 +153,6 @@ func Start(cfg Config) (n *Node, err error) {
 		if err != nil {
 			return n, err
 		}
-		if mode == bpfutil.ModeGeneric && bpfutil.AutoGeneric(link) {
-			log.Info("xdp generic on veth", "interface", ic.Name, "why", bpfutil.VethGenericReason)
-		}
 		n.modes = append(n.modes, node.Mode{Role: node.RoleBackend, XDP: mode.String(), IO: node.None, Copy: node.None})
 		r, err := arp.Start(arp.Config{Interface: ic.Name, ClusterMAC: ic.ClusterMAC, NDMAC: ic.NDMAC, IPv4: ic.IPv4, IPv6: ic.IPv6, Logger: log})
 		if err != nil {
