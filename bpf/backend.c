@@ -23,17 +23,20 @@ enum {
 	NUM_STATS,
 };
 
-/* The decision's parameters, written by SetMatch at run time. */
+/* The decision's parameters, written by SetMatch at run time through the
+ * map's memory mapping, each word with one atomic store: the program
+ * reads the ownership (mask and invert: takeover, release) with one load,
+ * so a packet never sees the new mask with the old invert. */
 struct params {
-	__u32 total;  /* number of nodes; 0: not configured, drop */
-	__u32 mask;   /* the nodes this one answers for, bit n = node n */
-	__u32 seed;   /* xt_cluster's hash seed */
-	__u32 invert; /* 1: own what the mask does not */
+	__u64 own;   /* the mask (bit n = node n) in the low 32 bits, invert in bit 32 */
+	__u32 total; /* number of nodes; 0: not configured, drop */
+	__u32 seed;  /* xt_cluster's hash seed */
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, struct params);
 } xc_be_params SEC(".maps");
@@ -78,7 +81,8 @@ int xdpcluster_be(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct params *p;
-	__u32 zero = 0, key, node, owns;
+	__u32 zero = 0, key, node, owns, total;
+	__u64 own;
 	void *l3;
 	__be16 proto;
 
@@ -109,13 +113,17 @@ int xdpcluster_be(struct xdp_md *ctx)
 	}
 
 	p = bpf_map_lookup_elem(&xc_be_params, &zero);
-	if (!p || !p->total)
+	if (!p)
 		goto malformed;
+	total = *(volatile __u32 *)&p->total;
+	if (!total)
+		goto malformed;
+	own = *(volatile __u64 *)&p->own;
 	/* reciprocal_scale(hash, total), then the node's bit of the mask. */
-	node = ((__u64)jhash_1word(key, p->seed) * p->total) >> 32;
+	node = ((__u64)jhash_1word(key, *(volatile __u32 *)&p->seed) * total) >> 32;
 	if (node >= 32) /* total > 32: SetMatch never writes it */
 		goto malformed;
-	owns = ((p->mask >> node) & 1) ^ p->invert;
+	owns = ((own >> node) & 1) ^ ((own >> 32) & 1);
 	if (!owns) {
 		xc_count(&xc_be_stats, STAT_FOREIGN);
 		return XDP_DROP;

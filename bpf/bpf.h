@@ -41,6 +41,9 @@ enum {
 	BPF_MAP_TYPE_DEVMAP_HASH = 25,
 };
 
+/* Map flags (linux/bpf.h). */
+#define BPF_F_MMAPABLE (1U << 10) /* an array user space can mmap */
+
 /* Address families (linux/socket.h), for bpf_fib_lookup. */
 #define AF_INET 2
 #define AF_INET6 10

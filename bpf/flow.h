@@ -32,11 +32,17 @@ struct xc_flow {
 	__u8 pad[6];
 };
 
-/* The ownership parameters (SetMatch), the one entry of xc_params. */
+/* The ownership parameters (SetMatch), the one entry of xc_params: one
+ * 64-bit word, so that the program reads mask, invert and enabled with
+ * one load and user space writes them with one atomic store through the
+ * map's memory mapping (a map update is a memcpy another CPU may see half
+ * done: a packet would be decided by the new mask and the old invert). */
 struct xc_params {
-	__u32 enabled; /* 0: every frame to the slow path */
-	__u32 mask;    /* bit n: this node owns bucket n */
-	__u32 invert;  /* 1: own what the mask does not */
+	__u64 word;
 };
+
+#define XC_PARAMS_MASK(w) ((__u32)(w))	       /* bit n: this node owns bucket n */
+#define XC_PARAMS_INVERT(w) (((w) >> 32) & 1)  /* own what the mask does not */
+#define XC_PARAMS_ENABLED(w) (((w) >> 33) & 1) /* 0: every frame to the slow path */
 
 #endif

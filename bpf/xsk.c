@@ -90,6 +90,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, struct xc_params);
 } xc_params SEC(".maps");
@@ -142,7 +143,7 @@ static __always_inline int ipv4_csum_ok(void *ip, __u32 hl, void *data_end)
  * fast_path decides a cluster-MAC frame from the flow cache: XDP_DROP
  * (foreign), XDP_REDIRECT (forwarded, rewritten), or FAST_SLOW_PATH.
  */
-static __always_inline int fast_path(struct xdp_md *ctx, const struct xc_params *pr)
+static __always_inline int fast_path(struct xdp_md *ctx, __u64 params)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -262,7 +263,7 @@ static __always_inline int fast_path(struct xdp_md *ctx, const struct xc_params 
 	__sync_fetch_and_add(&f->bytes, iplen);
 
 	/* cluster.Match.OwnsNode: a bucket beyond the mask is not in it. */
-	if (!((f->bucket < MAX_BUCKETS && ((pr->mask >> f->bucket) & 1)) ^ (pr->invert != 0))) {
+	if (!((f->bucket < MAX_BUCKETS && ((XC_PARAMS_MASK(params) >> f->bucket) & 1)) ^ XC_PARAMS_INVERT(params))) {
 		xc_count(&xc_fast, FAST_FOREIGN);
 		xc_count_n(&xc_fast, FAST_FOREIGN_BYTES, frame_l3 + ETH_HLEN);
 		if (f->bucket < MAX_BUCKETS)
@@ -333,11 +334,16 @@ int xdpcluster(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 	pr = bpf_map_lookup_elem(&xc_params, &zero);
-	if (pr && pr->enabled) {
-		int v = fast_path(ctx, pr);
+	if (pr) {
+		/* One load: SetMatch stores the word atomically. */
+		__u64 params = *(volatile __u64 *)&pr->word;
 
-		if (v != FAST_SLOW_PATH)
-			return v;
+		if (XC_PARAMS_ENABLED(params)) {
+			int v = fast_path(ctx, params);
+
+			if (v != FAST_SLOW_PATH)
+				return v;
+		}
 	}
 	xc_count(&xc_stats, STAT_TO_XSK);
 	ret = bpf_redirect_map(&xc_xsks, ctx->rx_queue_index, XDP_PASS);

@@ -227,3 +227,55 @@ func TestFastPathRedirectIntoVeth(t *testing.T) {
 		t.Errorf("forwarded counter %d, want %d", st.Forwarded, 2*n)
 	}
 }
+
+// TestSetMatchAtomic: SetMatch flipping between two writings of the same
+// ownership (own bucket 0 of 2: mask 0b01, or mask 0b10 inverted) never
+// lets a packet see a mix of them (mask 0b01 inverted, or 0b10 plain,
+// which own bucket 1 instead): the program reads mask and invert as one
+// word, which SetMatch stores atomically. The flips run on another
+// thread while the program decides a packet of each bucket thousands of
+// times; a torn read would forward bucket 1's packet or drop bucket 0's.
+func TestSetMatchAtomic(t *testing.T) {
+	e := newFastEnv(t)
+	f0, k0 := flowFrame(packet.ProtoTCP, "10.1.1.1", "198.51.100.1", 40000, 443, 100)
+	f1, k1 := flowFrame(packet.ProtoTCP, "10.1.1.2", "198.51.100.1", 40001, 443, 100)
+	if err := e.fc.Install([]dataplane.FlowKey{k0, k1}, []uint8{0, 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.fc.SetMatch(0b01, false); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	flips := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				flips <- n
+				return
+			default:
+			}
+			e.fc.SetMatch(0b10, true)
+			e.fc.SetMatch(0b01, false)
+			n += 2
+		}
+	}()
+	out := make([]byte, 4096)
+	var bad0, bad1 int
+	const runs = 5000
+	for range runs {
+		if v, _ := e.run(t, f0, "d0", out); v != xdpRedirect {
+			bad0++
+		}
+		if v, _ := e.run(t, f1, "d0", out); v != xdpDrop {
+			bad1++
+		}
+	}
+	close(stop)
+	n := <-flips
+	if bad0 != 0 || bad1 != 0 {
+		t.Fatalf("over %d flips, %d of %d packets of the owned bucket not forwarded and %d of the other not dropped", n, bad0, runs, bad1)
+	}
+	t.Logf("%d runs per bucket during %d flips: every verdict the same", runs, n)
+}

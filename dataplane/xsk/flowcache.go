@@ -13,6 +13,7 @@ import (
 
 	"github.com/xdpcluster/xdpcluster/conntrack"
 	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 	"github.com/xdpcluster/xdpcluster/packet"
 )
 
@@ -30,8 +31,13 @@ import (
 type FlowCache struct {
 	flows, params, egress *ebpf.Map
 	fd                    int
-	clock                 conntrack.Clock
-	offset                int64 // CLOCK_MONOTONIC (bpf_ktime_get_ns) minus clock.Now()
+	// word is xc_params' one entry through the map's memory mapping
+	// (BPF_F_MMAPABLE): SetMatch stores it with one atomic store, which
+	// the program reads with one load.
+	word   *uint64
+	mapped *bpfutil.Mapped
+	clock  conntrack.Clock
+	offset int64 // CLOCK_MONOTONIC (bpf_ktime_get_ns) minus clock.Now()
 
 	installs, removals, lost atomic.Uint64
 }
@@ -57,10 +63,12 @@ type flowValue struct {
 	_        [6]byte
 }
 
-// fastParams is bpf/flow.h's struct xc_params.
-type fastParams struct {
-	Enabled, Mask, Invert uint32
-}
+// The bits of bpf/flow.h's struct xc_params word (XC_PARAMS_*): the
+// mask in the low 32 bits.
+const (
+	paramsInvert  = 1 << 32
+	paramsEnabled = 1 << 33
+)
 
 // NewFlowCache creates the cache's maps for conns connections (2*conns
 // entries: one per direction). Times it reports (Seen) are in clock's
@@ -96,7 +104,14 @@ func NewFlowCache(conns int, clock conntrack.Clock) (*FlowCache, error) {
 		c.flows.Close()
 		return nil, err
 	}
+	if c.mapped, err = bpfutil.MapMemory(c.params); err != nil {
+		c.flows.Close()
+		c.params.Close()
+		return nil, fmt.Errorf("flow cache: %w", err)
+	}
+	c.word = c.mapped.Uint64(0)
 	if c.egress, err = mk(bpfMapXcEgress, MaxEgress); err != nil {
+		c.mapped.Close()
 		c.flows.Close()
 		c.params.Close()
 		return nil, err
@@ -115,14 +130,19 @@ func NewFlowCache(conns int, clock conntrack.Clock) (*FlowCache, error) {
 // connection on its next packet: the node owns bucket b when bit b of mask
 // is set, inverted by invert (cluster.Match.OwnsNode). The first call
 // turns the fast path on.
+//
+// Mask, invert and enabled are one word, stored atomically: a packet on
+// another CPU sees the old ownership or the new one, never the new mask
+// with the old invert (as a map update, a memcpy, could show it).
 func (c *FlowCache) SetMatch(mask uint32, invert bool) error {
-	p := fastParams{Enabled: 1, Mask: mask}
+	w := uint64(mask) | paramsEnabled
 	if invert {
-		p.Invert = 1
+		w |= paramsInvert
 	}
-	if err := c.params.Put(uint32(0), p); err != nil {
-		return fmt.Errorf("flow cache: set mask %#x invert %v: %w", mask, invert, err)
+	if c.word == nil {
+		return fmt.Errorf("flow cache: set mask %#x invert %v: the cache is closed", mask, invert)
 	}
+	atomic.StoreUint64(c.word, w)
 	return nil
 }
 
@@ -151,7 +171,9 @@ func (c *FlowCache) RemoveEgress(ifindex int) error {
 // Close removes the cache's maps (programs loaded with it keep their
 // references until closed).
 func (c *FlowCache) Close() error {
-	return errors.Join(c.flows.Close(), c.params.Close(), c.egress.Close())
+	unmap := c.mapped.Close()
+	c.mapped, c.word = nil, nil
+	return errors.Join(unmap, c.flows.Close(), c.params.Close(), c.egress.Close())
 }
 
 // CacheStats are a FlowCache's counters.

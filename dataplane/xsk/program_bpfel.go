@@ -42,10 +42,8 @@ type bpfXcMac struct {
 }
 
 type bpfXcParams struct {
-	_       structs.HostLayout
-	Enabled uint32
-	Mask    uint32
-	Invert  uint32
+	_    structs.HostLayout
+	Word uint64
 }
 
 // Names of all BPF objects in the ELF.

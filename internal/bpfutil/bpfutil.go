@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -201,4 +203,37 @@ func CheckAttached(h *netlink.Handle, ifindex int, prog *ebpf.Program) error {
 		return fmt.Errorf("interface %s: runs xdp program %d, not ours (%d)", a.Name, a.Xdp.ProgId, id)
 	}
 	return nil
+}
+
+// Mapped is the memory of a BPF_F_MMAPABLE array map, mapped into this
+// process: words in it can be stored atomically (sync/atomic), so that a
+// program reading one with a single load sees it old or new, never half
+// written, as it may see a value written by a map update (a memcpy in the
+// kernel, which another CPU can observe midway).
+type Mapped struct{ mem []byte }
+
+// MapMemory maps the first page of m, an array created with
+// BPF_F_MMAPABLE (its first element starts at offset 0).
+func MapMemory(m *ebpf.Map) (*Mapped, error) {
+	mem, err := unix.Mmap(m.FD(), 0, os.Getpagesize(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("map the memory of bpf map %s: %w", m, err)
+	}
+	return &Mapped{mem: mem}, nil
+}
+
+// Uint64 is the 8-byte word at off (a multiple of 8 within the page).
+func (m *Mapped) Uint64(off int) *uint64 { return (*uint64)(unsafe.Pointer(&m.mem[off : off+8][0])) }
+
+// Uint32 is the 4-byte word at off (a multiple of 4 within the page).
+func (m *Mapped) Uint32(off int) *uint32 { return (*uint32)(unsafe.Pointer(&m.mem[off : off+4][0])) }
+
+// Close unmaps the memory; the words must not be used afterwards.
+func (m *Mapped) Close() error {
+	if m == nil || m.mem == nil {
+		return nil
+	}
+	err := unix.Munmap(m.mem)
+	m.mem = nil
+	return err
 }

@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -63,6 +64,7 @@ const (
 type Program struct {
 	Prog   *ebpf.Program
 	params *ebpf.Map
+	mapped *bpfutil.Mapped // params' memory: SetMatch stores its words atomically
 	stats  *ebpf.Map
 	links  []link.Link
 }
@@ -93,6 +95,10 @@ func NewProgram(clusterMAC, ownMAC net.HardwareAddr, m cluster.Match) (*Program,
 		return nil, fmt.Errorf("load back-end XDP program: %w (needs CAP_BPF)", err)
 	}
 	p := &Program{Prog: objs.XdpclusterBe, params: objs.XcBeParams, stats: objs.XcBeStats}
+	if p.mapped, err = bpfutil.MapMemory(p.params); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("backend: %w", err)
+	}
 	if err := p.SetMatch(m); err != nil {
 		p.Close()
 		return nil, err
@@ -108,13 +114,20 @@ func (p *Program) SetMatch(m cluster.Match) error {
 	if m.Hash != cluster.HashXtCluster {
 		return fmt.Errorf("backend: hash %s: only xt_cluster is implemented in XDP", m.Hash)
 	}
-	v := bpfParams{Total: m.TotalNodes, Mask: m.NodeMask, Seed: m.Seed}
+	// bpf/backend.c's struct params, word by word: the ownership (mask
+	// and invert) is one word, so a takeover or release reaches every
+	// packet whole. Total and seed are set once (Node.SetMatch refuses
+	// to change them at run time).
+	own := uint64(m.NodeMask)
 	if m.Invert {
-		v.Invert = 1
+		own |= 1 << 32
 	}
-	if err := p.params.Put(uint32(0), v); err != nil {
-		return fmt.Errorf("update back-end parameters: %w", err)
+	if p.mapped == nil {
+		return errors.New("update back-end parameters: the program is closed")
 	}
+	atomic.StoreUint32(p.mapped.Uint32(8), m.TotalNodes)
+	atomic.StoreUint32(p.mapped.Uint32(12), m.Seed)
+	atomic.StoreUint64(p.mapped.Uint64(0), own)
 	return nil
 }
 
@@ -159,5 +172,7 @@ func (p *Program) Close() error {
 		errs = append(errs, l.Close())
 	}
 	p.links = nil
+	errs = append(errs, p.mapped.Close())
+	p.mapped = nil
 	return errors.Join(append(errs, p.Prog.Close(), p.params.Close(), p.stats.Close())...)
 }

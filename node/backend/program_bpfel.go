@@ -14,11 +14,10 @@ import (
 )
 
 type bpfParams struct {
-	_      structs.HostLayout
-	Total  uint32
-	Mask   uint32
-	Seed   uint32
-	Invert uint32
+	_     structs.HostLayout
+	Own   uint64
+	Total uint32
+	Seed  uint32
 }
 
 type bpfXcMac struct {

@@ -235,3 +235,70 @@ func TestVerdictsMatchCluster(t *testing.T) {
 		t.Errorf("a counter never moved: %v", st)
 	}
 }
+
+// TestSetMatchAtomic: SetMatch flipping between two writings of the same
+// ownership (node 1 of 2: mask 0b01, or mask 0b10 inverted) never lets a
+// packet see a mix of them (0b01 inverted or 0b10 plain, which own node
+// 2's share instead): the program reads mask and invert as one word,
+// which SetMatch stores atomically. The flips run on another thread
+// while the program decides a packet of each share thousands of times.
+func TestSetMatchAtomic(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: loading XDP programs needs root; run the tests as root")
+	}
+	const seed = 0xdeadbeef
+	plain := cluster.LocalNode(2, 1, seed)
+	inverted := cluster.Match{TotalNodes: 2, NodeMask: 0b10, Seed: seed, Invert: true}
+	p, err := NewProgram(clusterMAC, ownMAC, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	frameFrom := func(node int) []byte {
+		for i := 1; ; i++ {
+			src := netip.AddrFrom4([4]byte{198, 51, 100, byte(i)})
+			if plain.Node(src) != node {
+				continue
+			}
+			return ser([]gopacket.SerializableLayer{
+				&layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 9}, DstMAC: clusterMAC, EthernetType: layers.EthernetTypeIPv4},
+				&layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: src.AsSlice(), DstIP: net.IP{192, 0, 2, 10}},
+				&layers.UDP{SrcPort: 1000, DstPort: 53},
+				gopacket.Payload("q"),
+			})
+		}
+	}
+	mine, theirs := frameFrom(0), frameFrom(1)
+	stop, flips := make(chan struct{}), make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				flips <- n
+				return
+			default:
+			}
+			p.SetMatch(inverted)
+			p.SetMatch(plain)
+			n += 2
+		}
+	}()
+	out := make([]byte, 2048)
+	var bad int
+	const runs = 5000
+	for range runs {
+		if ret, _ := p.Prog.Run(&ebpf.RunOptions{Data: mine, DataOut: out}); ret != xdpPass {
+			bad++
+		}
+		if ret, _ := p.Prog.Run(&ebpf.RunOptions{Data: theirs, DataOut: out}); ret != xdpDrop {
+			bad++
+		}
+	}
+	close(stop)
+	n := <-flips
+	if bad != 0 {
+		t.Fatalf("over %d flips, %d of %d verdicts were not the ownership both writings mean", n, bad, 2*runs)
+	}
+	t.Logf("%d runs per share during %d flips: every verdict the same", runs, n)
+}
