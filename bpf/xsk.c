@@ -287,6 +287,10 @@ static __always_inline int fast_path(struct xdp_md *ctx, __u64 params)
 	/* Sets the redirect target only if the egress is a data interface. */
 	if (bpf_redirect_map(&xc_egress, fib.ifindex, XDP_PASS) != XDP_REDIRECT)
 		return slow(SLOW_NO_EGRESS);
+	/* Ethernet padding after the IP packet goes, as the slow path and
+	 * the kernel's forwarding (ip_rcv trims to the IP length) drop it. */
+	if (frame_l3 > iplen && bpf_xdp_adjust_tail(ctx, -(int)(frame_l3 - iplen)))
+		return slow(SLOW_NOT_FAST);
 
 	/* The helpers leave the frame as it was: the bounds checks are for
 	 * the verifier, which forgets them across the calls. */
