@@ -514,7 +514,7 @@ type Settings struct {
 	Interfaces []node.Interface
 	Conntrack  conntrack.Config
 	IO         dataplane.IO
-	XDPMode    bpfutil.AttachMode // zero (auto): native, else generic
+	XDPMode    bpfutil.AttachMode // zero (auto): native, else generic; generic on a single-queue veth
 	Port       xsk.PortOptions
 	Queues     int // 0: every RX queue
 	BatchSize  int

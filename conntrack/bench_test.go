@@ -193,7 +193,7 @@ func trackBatches(b *testing.B, tb *Table, ps []packet.Parsed) {
 // BenchmarkLookupHitHotOffload: BenchmarkLookupHitHot's traffic (4K flows
 // of a 64K-entry table, both directions) without and with an Offloader
 // set, so the cost of the fast path's decisions shows. The connections
-// are installed at their first packet; the packets here are those a lost
+// are installed at their second packet; the packets here are those a lost
 // cache entry sends through the tracker (re-installed once a second).
 func BenchmarkLookupHitHotOffload(b *testing.B) {
 	for _, off := range []bool{false, true} {

@@ -50,7 +50,7 @@ func (nopOffloader) Forget(*packet.Tuple)                    {}
 // SetMatch reaches the cache.
 func TestWorkerFlowCache(t *testing.T) {
 	m := cluster.LocalNode(2, 1, 0xdeadbeef)
-	d, front, _ := testDataplane(t, m, staticResolver{Route{Iface: 1, NextHop: nextHop, Verdict: Forwarded}})
+	d, front, back := testDataplane(t, m, staticResolver{Route{Iface: 1, NextHop: nextHop, Verdict: Forwarded}})
 	c := &recCache{}
 	d.cfg.FlowCache = c
 	d.cfg.Tracker.SetOffloader(nopOffloader{})
@@ -83,6 +83,30 @@ func TestWorkerFlowCache(t *testing.T) {
 	}
 	if res := d.cfg.Tracker.Track(&p, d.cfg.Clock.Now()+2e9); res.Dir != conntrack.Reply || res.Offload != conntrack.OffloadInstall {
 		t.Fatalf("tracker: %+v, want a reply to install again", res)
+	}
+	// The most common second packet is the reply: a connection installed
+	// by it (through the other interface) is keyed by its original
+	// direction, with the client's bucket.
+	c.ops, c.keys, c.buckets = nil, nil, nil
+	other := clientOf(m, 1, 1)
+	front.frames = [][]byte{udpFrame(t, other, 64, false)}
+	n = front.Receive(w.rx)
+	w.batch(0, front, w.rx[:n], d.match.Load())
+	if len(c.ops) != 0 {
+		t.Fatalf("a first packet installed: %v %v", c.ops, c.keys)
+	}
+	resp := udpFrame(t, other, 64, false)
+	copy(resp[26:30], []byte{203, 0, 113, 80})
+	copy(resp[30:34], other.AsSlice())
+	resp[34], resp[35], resp[36], resp[37] = 0, 53, 0x03, 0xe8
+	back.frames = [][]byte{resp}
+	n = back.Receive(w.rx)
+	w.batch(1, back, w.rx[:n], d.match.Load())
+	if len(c.ops) != 1 || c.ops[0] != "install" || len(c.keys[0]) != 1 {
+		t.Fatalf("after the reply: flow cache calls %v %v, want one install", c.ops, c.keys)
+	}
+	if k := c.keys[0][0]; netip.AddrFrom4([4]byte(k.Src[:4])) != other || k.SrcPort != 1000 || k.DstPort != 53 || c.buckets[0][0] != uint8(m.Node(other)) {
+		t.Errorf("installed by the reply: key %+v bucket %d, want the original direction from %s, bucket %d", k, c.buckets[0][0], other, m.Node(other))
 	}
 	m2 := m
 	m2.NodeMask = 3

@@ -721,11 +721,14 @@ func realMain() (code int) {
 	return code
 }
 
-// reachedXDP says how many frames the dut's native XDP saw; veth counts
-// only those (generic XDP, the default on veth, runs after the backlog).
+// reachedXDP says how many frames the dut's veth counted as XDP packets
+// (rx_queue_0_xdp_packets): with native XDP, the frames its NAPI poll took
+// off its 256-frame ring; under generic XDP it counts none of the skbs the
+// paced sender's AF_PACKET ring sends, though with GRO on (as here) they
+// pass through that ring too, so where any were lost is not known.
 func reachedXDP(n uint64) string {
 	if n == 0 {
-		return "the veth's native XDP saw none (generic XDP, which it does not count)"
+		return "the veth counted none as XDP packets (generic XDP: it counts only native XDP's)"
 	}
 	return fmt.Sprintf("%d reached the dut's native XDP (the rest were lost on the veth's 256-frame receive ring: its NAPI did not run in time)", n)
 }

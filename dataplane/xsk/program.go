@@ -176,7 +176,8 @@ func macVar(mac net.HardwareAddr) (v [8]byte) {
 
 // Attach attaches the program to the interface as a bpf_link in mode
 // (bpfutil.ModeAuto: natively if the driver supports it, else
-// generically) and returns the mode it attached in; see bpfutil.Attach.
+// generically; generically first on veth) and returns the mode it
+// attached in; see bpfutil.Attach.
 // Call it with the thread in the interface's network namespace.
 func (p *Program) Attach(ifindex int, mode bpfutil.AttachMode) (bpfutil.AttachMode, error) {
 	m, l, err := bpfutil.Attach(p.Prog, ifindex, mode)

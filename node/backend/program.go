@@ -32,6 +32,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
@@ -141,7 +142,7 @@ func macVar(mac net.HardwareAddr) (v [8]byte) {
 // Attach attaches the program to ifindex as a bpf_link in mode and
 // returns the mode it attached in. bpfutil.ModeAuto attaches natively,
 // else generically, except on a veth, where it attaches generically
-// (bpfutil.AutoGeneric). For a back end that matters beyond veth's
+// and only so (bpfutil.AutoGeneric). For a back end that matters beyond veth's
 // receive ring: veth's native XDP runs on an skb that keeps its packet
 // type, so a frame whose destination MAC the program rewrote would still
 // reach the stack as multicast and TCP would drop it; generic XDP
@@ -149,6 +150,12 @@ func macVar(mac net.HardwareAddr) (v [8]byte) {
 // the skb after XDP). Call it with the thread in the interface's
 // namespace.
 func (p *Program) Attach(ifindex int, mode bpfutil.AttachMode) (bpfutil.AttachMode, error) {
+	if mode == bpfutil.ModeAuto {
+		// Generic only: native is what breaks TCP here, so no fallback.
+		if nl, err := netlink.LinkByIndex(ifindex); err == nil && bpfutil.AutoGeneric(nl) {
+			mode = bpfutil.ModeGeneric
+		}
+	}
 	m, l, err := bpfutil.Attach(p.Prog, ifindex, mode)
 	if err != nil {
 		return m, err

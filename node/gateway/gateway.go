@@ -594,11 +594,18 @@ func (g *Gateway) openXDP(h *netlink.Handle, cfg Config) ([]dataplane.Iface, err
 			}
 			ifc.Ports = append(ifc.Ports, p)
 		}
-		xm, err := prog.Attach(g.links[i], cfg.XDPMode)
+		mode := cfg.XDPMode
+		if mode == bpfutil.ModeAuto && bpfutil.AutoGeneric(link) && queues > 1 {
+			// Generic XDP sees every frame of a veth on queue 0: one
+			// socket would get them all.
+			mode = bpfutil.ModeNative
+			g.log.Info("xdp_mode auto: native on a veth with several queues (generic XDP would see every frame on queue 0)", "interface", ic.Name, "queues", queues)
+		}
+		xm, err := prog.Attach(g.links[i], mode)
 		if err != nil {
 			return nil, err
 		}
-		if cfg.XDPMode == bpfutil.ModeAuto && xm == bpfutil.ModeGeneric && bpfutil.AutoGeneric(link) {
+		if mode == bpfutil.ModeAuto && xm == bpfutil.ModeGeneric && bpfutil.AutoGeneric(link) {
 			g.log.Info("xdp_mode auto: generic on veth (xdp_mode: native overrides)", "interface", ic.Name, "why", bpfutil.VethGenericReason)
 		}
 		cp := node.Copy

@@ -136,3 +136,49 @@ func TestGatewayXDPMode(t *testing.T) {
 		})
 	}
 }
+
+// TestGatewayAutoMultiQueueVeth: on a veth with two queues xdp_mode auto
+// attaches natively and reads both queues, since generic XDP would see
+// every frame on queue 0 (bpfutil's TestVethQueuesByMode); with one queue
+// configured it stays generic.
+func TestGatewayAutoMultiQueueVeth(t *testing.T) {
+	nstest.Require(t)
+	ns := nstest.New(t, "xc-mq")
+	nstest.Run(t, ns, "ip", "link", "add", "mqa", "numtxqueues", "2", "numrxqueues", "2", "type", "veth", "peer", "name", "mqb", "numtxqueues", "2", "numrxqueues", "2")
+	nstest.Run(t, ns, "ip", "link", "set", "mqa", "up")
+	nstest.Run(t, ns, "ip", "link", "set", "mqb", "up")
+	mac := net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}
+	for _, tc := range []struct {
+		queues int
+		want   string
+		kernel uint32
+	}{
+		{0, "xdp native, afxdp copy, 2 queue(s)", 1},
+		{1, "xdp generic, afxdp copy, 1 queue(s)", 2},
+	} {
+		var g *gateway.Gateway
+		var attached uint32
+		err := ns.Do(func() (err error) {
+			g, err = gateway.Start(gateway.Config{
+				Interfaces: []xnode.Interface{{Name: "mqa", ClusterMAC: mac}},
+				Match:      cluster.LocalNode(2, 1, 1), IO: "afxdp", Queues: tc.queues,
+			})
+			if err != nil {
+				return err
+			}
+			l, err := netlink.LinkByName("mqa")
+			if err == nil && l.Attrs().Xdp != nil {
+				attached = l.Attrs().Xdp.AttachMode
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatalf("queues %d: start: %v", tc.queues, err)
+		}
+		modes := g.Modes()
+		g.Close()
+		if len(modes) != 1 || modes[0] != tc.want || attached != tc.kernel {
+			t.Errorf("queues %d: modes %q, kernel attach mode %d; want %q, %d", tc.queues, modes, attached, tc.want, tc.kernel)
+		}
+	}
+}
