@@ -429,17 +429,43 @@ func (t *Table) create(sh *shard, f *flow, state uint8, timeout, now int64, offl
 func (t *Table) Expire(now int64, n int) int {
 	removed := 0
 	for i := 0; i < n && i < numShards; i++ {
-		sh := &t.shards[t.cursor.Add(1)%numShards]
+		removed += t.expireShard(&t.shards[t.cursor.Add(1)%numShards], now)
+	}
+	return removed
+}
+
+// expireShard removes one shard's timed-out entries and returns how many.
+// Installed connections past their timeout are asked about (Seen, a
+// system call each) without the shard's lock, so no worker waits on a
+// mass expiry; each answer is settled under the lock, and the shard is
+// swept again while a batch came back full.
+func (t *Table) expireShard(sh *shard, now int64) int {
+	var asks [seenBatch]seenAsk
+	sh.mu.Lock()
+	removed, asked := sh.sweep(t, now, asks[:])
+	for k, f := range sh.frags {
+		if f.expires <= now {
+			delete(sh.frags, k)
+		}
+	}
+	sh.mu.Unlock()
+	for asked > 0 {
+		for j := range asks[:asked] {
+			a := &asks[j]
+			a.origLast, a.replyLast, a.ok = t.off.Seen(&a.tp)
+		}
 		sh.mu.Lock()
-		removed += sh.sweep(t, now)
-		for k, f := range sh.frags {
-			if f.expires <= now {
-				delete(sh.frags, k)
-			}
+		removed += sh.settle(t, now, asks[:asked])
+		full := asked == len(asks)
+		asked = 0
+		if full {
+			var r int
+			r, asked = sh.sweep(t, now, asks[:])
+			removed += r
 		}
 		sh.mu.Unlock()
-		t.flushForgets(sh)
 	}
+	t.flushForgets(sh)
 	return removed
 }
 

@@ -840,8 +840,7 @@ func fuzzTrackOne(t testing.TB, tables *[4]*Table, ops []byte) {
 							installed++
 						}
 					}
-					sh.sweep(tb, now+int64(MaxTimeout)+1)
-					tb.flushForgets(sh)
+					tb.expireShard(sh, now+int64(MaxTimeout)+1)
 				}
 			}
 			if fp.forgets != installed || tb.entriesForFuzz() != 0 {

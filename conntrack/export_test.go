@@ -804,3 +804,26 @@ func BenchmarkMerge(b *testing.B) {
 	}
 	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "records/s")
 }
+
+// TestExpireAsksFastPathUnlocked: the sweep asks the fast path about
+// installed connections past their timeout (a system call each) without
+// holding their shard's lock, in batches, so a mass expiry never stops a
+// worker; every one the fast path did not carry since is removed.
+func TestExpireAsksFastPathUnlocked(t *testing.T) {
+	tb := newTable(t, Config{MaxEntries: 1 << 20})
+	probe := &lockProbe{tb: tb}
+	tb.SetOffloader(probe)
+	const conns = 200 * numShards // several batches of seenBatch per shard
+	for i := range conns {
+		p := pkt(false, c, packet.ProtoUDP, 0)
+		binary.BigEndian.PutUint32(p.Src[:4], 0x0a000000+uint32(i))
+		tb.Track(p, mt0)
+		if r := tb.Track(p, mt0); r.Offload != OffloadInstall {
+			t.Fatalf("connection %d not installed: %+v", i, r)
+		}
+	}
+	removed := tb.Expire(mt0+int64(31*time.Second), numShards)
+	if removed != conns || tb.Len() != 0 || probe.seens != conns || probe.locked != 0 {
+		t.Fatalf("expired %d of %d (%d left); %d questions to the fast path, %d under the shard's lock", removed, conns, tb.Len(), probe.seens, probe.locked)
+	}
+}

@@ -121,29 +121,35 @@ func (k *key) origTuple(origA bool) packet.Tuple {
 }
 
 // refreshOffloaded asks the fast path about an installed connection (sh
-// locked) and moves its expiry to the fast path's last packet plus its
-// timeout when that is later. A datagram connection whose reply passed
-// the fast path has seen a reply, and gets the replied timeout (and is
-// assured) once it lived 2 s after the reply, as trackDatagram does. It
-// returns the original tuple and whether the connection is live at now
-// (false: the fast path no longer holds it, or it is idle).
+// locked) and applies the answer (applySeen). It returns the original
+// tuple and whether the connection is live at now.
 //
-// Seen is a system call (about 1 µs) made under the shard's lock: it is
-// made only for installed connections at their expiry (the sweep) and at
-// a snapshot, never per packet.
+// Seen is a system call (about 1 µs) made here under the shard's lock:
+// refreshOffloaded serves the snapshot and the export's copies; the sweep
+// asks without the lock (Expire).
 func (t *Table) refreshOffloaded(s *slot, now int64) (packet.Tuple, bool) {
-	e := &s.e
-	tp := s.k.origTuple(e.flags&flagOrigA != 0)
+	tp := s.k.origTuple(s.e.flags&flagOrigA != 0)
 	origLast, replyLast, ok := t.off.Seen(&tp)
+	return tp, t.applySeen(&s.e, &s.k, origLast, replyLast, ok, now)
+}
+
+// applySeen moves an installed connection's expiry to the fast path's
+// last packet plus its timeout when that is later, given what Seen said
+// (sh locked). A datagram connection whose reply passed the fast path has
+// seen a reply, and gets the replied timeout (and is assured) once it
+// lived 2 s after the reply, as trackDatagram does. It returns whether the
+// connection is live at now (false: the fast path no longer holds it, or
+// it is idle).
+func (t *Table) applySeen(e *entry, k *key, origLast, replyLast int64, ok bool, now int64) bool {
 	if !ok {
-		return tp, e.expires > now
+		return e.expires > now
 	}
 	last := max(origLast, replyLast)
 	if last <= 0 {
-		return tp, e.expires > now
+		return e.expires > now
 	}
 	var timeout int64
-	if isTCP(&s.k) {
+	if isTCP(k) {
 		timeout = t.tmo[e.state]
 	} else {
 		if replyLast != 0 {
@@ -156,5 +162,5 @@ func (t *Table) refreshOffloaded(s *slot, now int64) (packet.Tuple, bool) {
 		}
 	}
 	e.expires = max(e.expires, last+timeout)
-	return tp, e.expires > now
+	return e.expires > now
 }

@@ -225,28 +225,36 @@ func (sh *shard) forgetLater(t *Table, tp *packet.Tuple) {
 	sh.forgets = append(sh.forgets, *tp)
 }
 
-// sweep removes expired entries (sh locked) and returns how many. An
-// expired entry that a fast path holds is first refreshed from the fast
-// path's last-seen times (refreshOffloaded: a system call under the lock,
-// made only here, at expiry): kept while active there, else removed from
-// the table and from the fast path.
-func (sh *shard) sweep(t *Table, now int64) int {
+// seenAsk is an installed connection past its timeout, collected by the
+// sweep under the shard's lock, asked about (Seen) without it, and
+// settled under it again (settle).
+type seenAsk struct {
+	k                   key
+	h                   uint64
+	tp                  packet.Tuple
+	origLast, replyLast int64
+	ok                  bool
+}
+
+// seenBatch is how many installed connections Expire asks the fast path
+// about per unlock of a shard.
+const seenBatch = 64
+
+// sweep removes the expired entries no fast path holds (sh locked) and
+// collects up to len(asks) expired ones a fast path holds into asks, to be
+// asked about without the lock and settled (settle). It returns how many
+// it removed and how many it collected.
+func (sh *shard) sweep(t *Table, now int64, asks []seenAsk) (removed, asked int) {
 	tab := sh.tab.Load()
-	removed := 0
 	for i := 0; i < len(tab.slots); {
 		s := &tab.slots[i]
 		if s.h != 0 && s.e.expires <= now {
 			if s.e.fp&fpInstalled != 0 && t.off != nil {
-				tp, live := t.refreshOffloaded(s, now)
-				if live {
-					i++
-					continue
+				if asked < len(asks) {
+					asks[asked] = seenAsk{k: s.k, h: s.h, tp: s.k.origTuple(s.e.flags&flagOrigA != 0)}
+					asked++
 				}
-				tab.remove(uint64(i))
-				sh.n--
-				sh.expired++
-				removed++
-				sh.forgetLater(t, &tp)
+				i++
 				continue
 			}
 			tab.remove(uint64(i))
@@ -256,6 +264,36 @@ func (sh *shard) sweep(t *Table, now int64) int {
 			continue // a later entry may have shifted into i
 		}
 		i++
+	}
+	return removed, asked
+}
+
+// settle applies what the fast path said about connections the sweep
+// collected (sh locked): each still installed and still past its timeout
+// (no packet refreshed it meanwhile) is kept if the fast path carried it
+// recently, else removed from the table and, after the unlock, from the
+// fast path. It returns how many it removed.
+func (sh *shard) settle(t *Table, now int64, asks []seenAsk) int {
+	tab := sh.tab.Load()
+	removed := 0
+	for j := range asks {
+		a := &asks[j]
+		i, found := tab.find(&a.k, a.h)
+		if !found {
+			continue
+		}
+		s := &tab.slots[i]
+		if s.e.fp&fpInstalled == 0 || s.e.expires > now {
+			continue
+		}
+		if t.applySeen(&s.e, &s.k, a.origLast, a.replyLast, a.ok, now) {
+			continue
+		}
+		tab.remove(uint64(i))
+		sh.n--
+		sh.expired++
+		removed++
+		sh.forgetLater(t, &a.tp)
 	}
 	return removed
 }

@@ -58,7 +58,7 @@ func TestSlotTableAgainstMap(t *testing.T) {
 			case op < 9:
 				now += int64(r.IntN(5))
 			default:
-				sh.sweep(&Table{}, now)
+				sh.sweep(&Table{}, now, nil)
 				for k, exp := range ref {
 					if exp <= now {
 						delete(ref, k)
