@@ -245,22 +245,10 @@ func TestSetMatchAtomic(t *testing.T) {
 	if err := e.fc.SetMatch(0b01, false); err != nil {
 		t.Fatal(err)
 	}
-	stop := make(chan struct{})
-	flips := make(chan int)
-	go func() {
-		n := 0
-		for {
-			select {
-			case <-stop:
-				flips <- n
-				return
-			default:
-			}
-			e.fc.SetMatch(0b10, true)
-			e.fc.SetMatch(0b01, false)
-			n += 2
-		}
-	}()
+	stop := nstest.Repeat(func() {
+		e.fc.SetMatch(0b10, true)
+		e.fc.SetMatch(0b01, false)
+	})
 	out := make([]byte, 4096)
 	var bad0, bad1 int
 	const runs = 5000
@@ -272,8 +260,7 @@ func TestSetMatchAtomic(t *testing.T) {
 			bad1++
 		}
 	}
-	close(stop)
-	n := <-flips
+	n := 2 * stop()
 	if bad0 != 0 || bad1 != 0 {
 		t.Fatalf("over %d flips, %d of %d packets of the owned bucket not forwarded and %d of the other not dropped", n, bad0, runs, bad1)
 	}

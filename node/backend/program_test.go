@@ -13,6 +13,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
+	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
 )
 
 var (
@@ -269,21 +270,10 @@ func TestSetMatchAtomic(t *testing.T) {
 		}
 	}
 	mine, theirs := frameFrom(0), frameFrom(1)
-	stop, flips := make(chan struct{}), make(chan int)
-	go func() {
-		n := 0
-		for {
-			select {
-			case <-stop:
-				flips <- n
-				return
-			default:
-			}
-			p.SetMatch(inverted)
-			p.SetMatch(plain)
-			n += 2
-		}
-	}()
+	stop := nstest.Repeat(func() {
+		p.SetMatch(inverted)
+		p.SetMatch(plain)
+	})
 	out := make([]byte, 2048)
 	var bad int
 	const runs = 5000
@@ -295,8 +285,7 @@ func TestSetMatchAtomic(t *testing.T) {
 			bad++
 		}
 	}
-	close(stop)
-	n := <-flips
+	n := 2 * stop()
 	if bad != 0 {
 		t.Fatalf("over %d flips, %d of %d verdicts were not the ownership both writings mean", n, bad, 2*runs)
 	}

@@ -337,3 +337,24 @@ func (s *Sink) Probe(t testing.TB, ns *netns.NS, srcs []netip.Addr, dst netip.Ad
 	time.Sleep(300 * time.Millisecond)
 	return s.LostDup(srcs, count)
 }
+
+// Repeat calls f on another goroutine again and again until the returned
+// stop is called; stop waits for the goroutine and returns how many times
+// f ran (e.g. flipping a setting while a test decides packets).
+func Repeat(f func()) (stop func() int) {
+	quit, done := make(chan struct{}), make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-quit:
+				done <- n
+				return
+			default:
+			}
+			f()
+			n++
+		}
+	}()
+	return func() int { close(quit); return <-done }
+}
