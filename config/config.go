@@ -425,11 +425,6 @@ func (c *Config) conntrack() (conntrack.Config, []error) {
 		errs = append(errs, fmt.Errorf("conntrack.max_entries %d: must be 1..%d", n, MaxConntrackEntries))
 	} else {
 		ct.MaxEntries = int(n)
-		if c.Role == "gateway" {
-			if err := c.checkMemory(); err != nil {
-				errs = append(errs, err)
-			}
-		}
 	}
 	def := conntrack.DefaultTimeouts()
 	dflt := def.Named()
@@ -593,6 +588,11 @@ func (c *Config) Settings() (*Settings, error) {
 	}
 	s.FastPath, s.FastPathEntries, more = c.fastPath()
 	errs = append(errs, more...)
+	if c.Role == "gateway" && s.Conntrack.MaxEntries > 0 {
+		if err := c.checkMemory(s.flowCacheConns()); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	s.file.Dataplane.FastPath, s.file.Dataplane.FastPathEntries = string(s.FastPath), Number(s.FastPathEntries)
 	s.Membership, more = c.membership()
 	errs = append(errs, more...)
@@ -771,18 +771,54 @@ var SystemMemory = func() (uint64, error) {
 }
 
 // checkMemory refuses a connection table that, full, would take more than
-// half of the machine's RAM.
-func (c *Config) checkMemory() error {
+// half of the machine's RAM together with a flow cache of cacheConns
+// connections (0: none), which the kernel allocates in full at start.
+func (c *Config) checkMemory(cacheConns int) error {
 	total, err := SystemMemory()
 	if err != nil || total == 0 {
 		return nil
 	}
-	need := conntrack.TableBytes(int(c.Conntrack.MaxEntries))
-	if need > total/2 {
-		return fmt.Errorf("conntrack.max_entries %d: a full connection table takes %d bytes (%s), more than half of this machine's %d bytes (%s) of RAM; lower it",
-			c.Conntrack.MaxEntries, need, mib(need), total, mib(total))
+	table := conntrack.TableBytes(int(c.Conntrack.MaxEntries))
+	cache := uint64(cacheConns) * xsk.FlowCacheBytesPerConn
+	if table+cache <= total/2 {
+		return nil
 	}
-	return nil
+	if cache == 0 {
+		return fmt.Errorf("conntrack.max_entries %d: a full connection table takes %d bytes (%s), more than half of this machine's %d bytes (%s) of RAM; lower it",
+			c.Conntrack.MaxEntries, table, mib(table), total, mib(total))
+	}
+	return fmt.Errorf("conntrack.max_entries %d: a full connection table takes %d bytes (%s) and the XDP flow cache for %d connections (dataplane.fast_path_entries) %d bytes (%s), together more than half of this machine's %d bytes (%s) of RAM; lower conntrack.max_entries, or dataplane.fast_path_entries",
+		c.Conntrack.MaxEntries, table, mib(table), cacheConns, cache, mib(cache), total, mib(total))
+}
+
+// flowCacheConns is the flow cache's size in connections, 0 when the fast
+// path is off or the role has none.
+func (s *Settings) flowCacheConns() int {
+	if s.Role != "gateway" || s.FastPath == dataplane.FastPathOff {
+		return 0
+	}
+	return s.FastPathEntries
+}
+
+// Memory is what the daemon will allocate for its state, for xdpcluster
+// check: the connection table when full, the XDP flow cache (allocated in
+// full at start; 0 without the fast path or on a back end), and the
+// AF_XDP memory (UMEM) of each interface and receive queue.
+type Memory struct {
+	Table, FlowCache, UMEMPerQueue uint64
+}
+
+// Memory estimates the daemon's memory with these settings (see Memory).
+func (s *Settings) Memory() Memory {
+	var m Memory
+	if s.Role == "gateway" {
+		m.Table = conntrack.TableBytes(s.Conntrack.MaxEntries)
+		m.FlowCache = uint64(s.flowCacheConns()) * xsk.FlowCacheBytesPerConn
+		if s.IO != dataplane.IOAFPacket {
+			m.UMEMPerQueue = uint64(s.Port.NumFrames) * uint64(s.Port.FrameSize)
+		}
+	}
+	return m
 }
 
 func mib(n uint64) string { return fmt.Sprintf("%d MiB", n>>20) }

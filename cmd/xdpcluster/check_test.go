@@ -70,8 +70,11 @@ func TestCheckAndRunAgree(t *testing.T) {
 			`interfaces[0].nd_mac "FF:FF:FF:FF:FF:FF": must be a multicast Ethernet address, not the broadcast address`},
 		{"loopback", "name: eth1", "name: lo",
 			`interfaces[0].name "lo": the loopback interface cannot be a data interface (name an Ethernet interface)`},
-		{"max_entries beyond RAM", "max_entries: 1048576", "max_entries: 16777216",
+		{"max_entries beyond RAM", "max_entries: 1048576\n  timeouts:\n    udp_replied: 3m\ndataplane:\n  frames: 16384",
+			"max_entries: 16777216\n  timeouts:\n    udp_replied: 3m\ndataplane:\n  frames: 16384\n  fast_path: off",
 			"conntrack.max_entries 16777216: a full connection table takes 2147483648 bytes (2048 MiB), more than half of this machine's 1073741824 bytes (1024 MiB) of RAM; lower it"},
+		{"max_entries and the flow cache beyond RAM", "max_entries: 1048576", "max_entries: 2097152",
+			"conntrack.max_entries 2097152: a full connection table takes 268435456 bytes (256 MiB) and the XDP flow cache for 2097152 connections (dataplane.fast_path_entries) 570425344 bytes (544 MiB), together more than half of this machine's 1073741824 bytes (1024 MiB) of RAM; lower conntrack.max_entries, or dataplane.fast_path_entries"},
 		{"fast_path on", "frames: 16384", "frames: 16384\n  fast_path: on",
 			`dataplane.fast_path "on": must be auto or off`},
 		{"fast_path_entries 0", "frames: 16384", "frames: 16384\n  fast_path_entries: 0",
@@ -106,7 +109,9 @@ func TestCheckAndRunAgree(t *testing.T) {
 	for _, tc := range []struct{ from, to string }{
 		{"hash_seed: 0xdeadbeef", "hash_seed: 0"},
 		{"frames: 16384", "frames: 262144\n  frame_size: 4096\n  ring_size: 131072"},
-		{"max_entries: 1048576", "max_entries: 4194304"},
+		{"max_entries: 1048576\n  timeouts:\n    udp_replied: 3m\ndataplane:\n  frames: 16384",
+			"max_entries: 4194304\n  timeouts:\n    udp_replied: 3m\ndataplane:\n  frames: 16384\n  fast_path: off"}, // 512 MiB
+		{"max_entries: 1048576", "max_entries: 1310720"}, // with the flow cache: 128 + 340 MiB
 		{"udp_replied: 3m", "tcp_established: 87600h"},
 	} {
 		path := filepath.Join(dir, "good.yaml")
@@ -122,13 +127,15 @@ func TestCheckAndRunAgree(t *testing.T) {
 
 // TestCheckPrintsFastPath: check prints dataplane.fast_path and
 // dataplane.fast_path_entries with the values in force, the entries
-// resolved to conntrack.max_entries when the file leaves them out.
+// resolved to conntrack.max_entries when the file leaves them out, and
+// the memory the daemon will take (the flow cache's: 272 bytes a
+// connection, allocated at start).
 func TestCheckPrintsFastPath(t *testing.T) {
 	dir := t.TempDir()
-	for _, tc := range []struct{ name, from, to, path, entries string }{
-		{"defaults", "", "", "auto", "1048576"},
-		{"entries follow max_entries", "max_entries: 1048576", "max_entries: 65536", "auto", "65536"},
-		{"both set", "frames: 16384", "frames: 16384\n  fast_path: off\n  fast_path_entries: 0x1000", `"off"`, "0x1000"},
+	for _, tc := range []struct{ name, from, to, path, entries, memory string }{
+		{"defaults", "", "", "auto", "1048576", "# memory: connection table up to 128 MiB, XDP flow cache 272 MiB (allocated at start), AF_XDP 32 MiB per interface and receive queue"},
+		{"entries follow max_entries", "max_entries: 1048576", "max_entries: 65536", "auto", "65536", "XDP flow cache 17 MiB"},
+		{"both set", "frames: 16384", "frames: 16384\n  fast_path: off\n  fast_path_entries: 0x1000", `"off"`, "0x1000", "XDP flow cache 0 MiB"},
 	} {
 		path := filepath.Join(dir, "fp.yaml")
 		if err := os.WriteFile(path, []byte(strings.Replace(checkBase, tc.from, tc.to, 1)), 0o644); err != nil {
@@ -138,7 +145,7 @@ func TestCheckPrintsFastPath(t *testing.T) {
 		if code != exitOK {
 			t.Fatalf("%s: check exit %d: %s", tc.name, code, errOut)
 		}
-		for _, want := range []string{"\n    fast_path: " + tc.path + "\n", "\n    fast_path_entries: " + tc.entries + "\n"} {
+		for _, want := range []string{"\n    fast_path: " + tc.path + "\n", "\n    fast_path_entries: " + tc.entries + "\n", tc.memory} {
 			if !strings.Contains(out, want) {
 				t.Errorf("%s: check output lacks %q:\n%s", tc.name, want, out)
 			}

@@ -53,6 +53,14 @@ const MaxEgress = 64
 // MaxFlowCacheConns bounds NewFlowCache's conns (two entries each).
 const MaxFlowCacheConns = 1 << 30
 
+// FlowCacheBytesPerConn is the kernel memory a flow cache takes per
+// connection it can hold, allocated in full when it is created: two LRU
+// hash entries (one per direction), each the kernel's element header, a
+// 40-byte key and a 32-byte value, with their share of the bucket array.
+// Measured as the map's memlock (/proc/self/fdinfo): 272 bytes from 1 K
+// to 1 M connections (285 MB for 1,048,576; TestFlowCacheBytes).
+const FlowCacheBytesPerConn = 272
+
 // flowValue is bpf/flow.h's struct xc_flow.
 type flowValue struct {
 	LastSeen uint64 // bpf_ktime_get_ns

@@ -2,6 +2,10 @@ package xsk
 
 import (
 	"encoding/binary"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -207,5 +211,31 @@ func TestFlowCacheInstallRemoveSeen(t *testing.T) {
 	removed := uint64(workers * per / 70)
 	if st.Installs != workers*per || st.Removals != removed || st.Entries != 2*(workers*per-removed) {
 		t.Errorf("concurrent installs: %+v, want %d installs, %d removals, %d entries", st, workers*per, removed, 2*(workers*per-removed))
+	}
+}
+
+// TestFlowCacheBytes: FlowCacheBytesPerConn, which xdpcluster check and
+// the configuration's memory check use, is what the kernel accounts for
+// the flow cache's map (its memlock in fdinfo), within 5%.
+func TestFlowCacheBytes(t *testing.T) {
+	for _, conns := range []int{1 << 12, 1 << 18} {
+		fc, _ := newCache(t, conns)
+		info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", fc.flows.FD()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var memlock uint64
+		for _, l := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(l, "memlock:"); ok {
+				memlock, err = strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			}
+		}
+		if err != nil || memlock == 0 {
+			t.Fatalf("memlock of the flow map: %q, %v", info, err)
+		}
+		per := float64(memlock) / float64(conns)
+		if per < FlowCacheBytesPerConn*0.95 || per > FlowCacheBytesPerConn*1.05 {
+			t.Errorf("%d connections: %d bytes, %.1f per connection; FlowCacheBytesPerConn is %d", conns, memlock, per, FlowCacheBytesPerConn)
+		}
 	}
 }
