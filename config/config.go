@@ -779,7 +779,7 @@ func (c *Config) checkMemory(cacheConns int) error {
 		return nil
 	}
 	table := conntrack.TableBytes(int(c.Conntrack.MaxEntries))
-	cache := uint64(cacheConns) * xsk.FlowCacheBytesPerConn
+	cache := xsk.FlowCacheBytes(cacheConns)
 	if table+cache <= total/2 {
 		return nil
 	}
@@ -791,10 +791,12 @@ func (c *Config) checkMemory(cacheConns int) error {
 		c.Conntrack.MaxEntries, table, mib(table), cacheConns, cache, mib(cache), total, mib(total))
 }
 
-// flowCacheConns is the flow cache's size in connections, 0 when the fast
-// path is off or the role has none.
+// flowCacheConns is the flow cache's size in connections, 0 when the
+// gateway will not create one: the fast path off, or raw sockets (no XDP
+// program). With io auto it is counted, though the daemon may fall back
+// to raw sockets.
 func (s *Settings) flowCacheConns() int {
-	if s.Role != "gateway" || s.FastPath == dataplane.FastPathOff {
+	if s.Role != "gateway" || s.FastPath == dataplane.FastPathOff || s.IO == dataplane.IOAFPacket {
 		return 0
 	}
 	return s.FastPathEntries
@@ -813,7 +815,7 @@ func (s *Settings) Memory() Memory {
 	var m Memory
 	if s.Role == "gateway" {
 		m.Table = conntrack.TableBytes(s.Conntrack.MaxEntries)
-		m.FlowCache = uint64(s.flowCacheConns()) * xsk.FlowCacheBytesPerConn
+		m.FlowCache = xsk.FlowCacheBytes(s.flowCacheConns())
 		if s.IO != dataplane.IOAFPacket {
 			m.UMEMPerQueue = uint64(s.Port.NumFrames) * uint64(s.Port.FrameSize)
 		}

@@ -186,7 +186,11 @@ type shard struct {
 	// (forgetLater), made by Expire after unlocking; spare is the other
 	// buffer of the pair.
 	forgets, spare []packet.Tuple
-	_              [64]byte // keep neighbouring shards' locks off this cache line
+	// asks is the batch buffer of the Expire that has asking set (see
+	// expireShard), allocated at the shard's first sweep with a fast path.
+	asks   *[seenBatch]seenAsk
+	asking bool
+	_      [64]byte // keep neighbouring shards' locks off this cache line
 }
 
 // Table is a connection tracker. Create it with NewTable.
@@ -440,9 +444,25 @@ func (t *Table) Expire(now int64, n int) int {
 // mass expiry; each answer is settled under the lock, and the shard is
 // swept again while a batch came back full.
 func (t *Table) expireShard(sh *shard, now int64) int {
-	var asks [seenBatch]seenAsk
 	sh.mu.Lock()
-	removed, asked := sh.sweep(t, now, asks[:])
+	// The batch buffer is the shard's (Seen's argument escapes, so it
+	// cannot live on the stack), used by one Expire at a time: another
+	// one meanwhile removes only what needs no question.
+	asks := sh.asks
+	if t.off != nil && !sh.asking {
+		if asks == nil {
+			sh.asks = new([seenBatch]seenAsk)
+			asks = sh.asks
+		}
+		sh.asking = true
+	} else {
+		asks = nil
+	}
+	var buf []seenAsk
+	if asks != nil {
+		buf = asks[:]
+	}
+	removed, asked, next := sh.sweep(t, now, buf, 0)
 	for k, f := range sh.frags {
 		if f.expires <= now {
 			delete(sh.frags, k)
@@ -450,19 +470,30 @@ func (t *Table) expireShard(sh *shard, now int64) int {
 	}
 	sh.mu.Unlock()
 	for asked > 0 {
-		for j := range asks[:asked] {
-			a := &asks[j]
+		for j := range buf[:asked] {
+			a := &buf[j]
 			a.origLast, a.replyLast, a.ok = t.off.Seen(&a.tp)
 		}
 		sh.mu.Lock()
-		removed += sh.settle(t, now, asks[:asked])
-		full := asked == len(asks)
-		asked = 0
-		if full {
-			var r int
-			r, asked = sh.sweep(t, now, asks[:])
-			removed += r
+		r, lowest := sh.settle(t, now, buf[:asked])
+		sh.mu.Unlock()
+		removed += r
+		t.flushForgets(sh) // no Forget waits for the next batch, none is made under the lock
+		if asked < len(buf) {
+			break
 		}
+		// The batch was full: go on from where it stopped, or from the
+		// lowest slot the batch emptied (later entries shift back into
+		// it). Settled entries are no longer expired, so the rescan of
+		// that stretch only steps over them.
+		sh.mu.Lock()
+		r, asked, next = sh.sweep(t, now, buf, min(next, lowest))
+		sh.mu.Unlock()
+		removed += r
+	}
+	if asks != nil {
+		sh.mu.Lock()
+		sh.asking = false
 		sh.mu.Unlock()
 	}
 	t.flushForgets(sh)

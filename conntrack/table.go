@@ -240,19 +240,24 @@ type seenAsk struct {
 // about per unlock of a shard.
 const seenBatch = 64
 
-// sweep removes the expired entries no fast path holds (sh locked) and
-// collects up to len(asks) expired ones a fast path holds into asks, to be
-// asked about without the lock and settled (settle). It returns how many
-// it removed and how many it collected.
-func (sh *shard) sweep(t *Table, now int64, asks []seenAsk) (removed, asked int) {
+// sweep removes the expired entries no fast path holds (sh locked), from
+// slot from on, and collects expired ones a fast path holds into asks, to
+// be asked about without the lock and settled (settle). It stops when
+// asks is full, and returns how many it removed, how many it collected,
+// and the slot to go on from (the table's end when it finished).
+func (sh *shard) sweep(t *Table, now int64, asks []seenAsk, from int) (removed, asked, next int) {
 	tab := sh.tab.Load()
-	for i := 0; i < len(tab.slots); {
+	i := from
+	for i < len(tab.slots) {
 		s := &tab.slots[i]
 		if s.h != 0 && s.e.expires <= now {
 			if s.e.fp&fpInstalled != 0 && t.off != nil {
 				if asked < len(asks) {
 					asks[asked] = seenAsk{k: s.k, h: s.h, tp: s.k.origTuple(s.e.flags&flagOrigA != 0)}
 					asked++
+					if asked == len(asks) {
+						return removed, asked, i + 1
+					}
 				}
 				i++
 				continue
@@ -265,17 +270,19 @@ func (sh *shard) sweep(t *Table, now int64, asks []seenAsk) (removed, asked int)
 		}
 		i++
 	}
-	return removed, asked
+	return removed, asked, i
 }
 
 // settle applies what the fast path said about connections the sweep
 // collected (sh locked): each still installed and still past its timeout
 // (no packet refreshed it meanwhile) is kept if the fast path carried it
 // recently, else removed from the table and, after the unlock, from the
-// fast path. It returns how many it removed.
-func (sh *shard) settle(t *Table, now int64, asks []seenAsk) int {
+// fast path. It returns how many it removed and the lowest slot it
+// emptied (the table's length: none), from which a resumed sweep must go
+// on: a removal shifts later entries back, to that slot at the lowest.
+func (sh *shard) settle(t *Table, now int64, asks []seenAsk) (removed, lowest int) {
 	tab := sh.tab.Load()
-	removed := 0
+	lowest = len(tab.slots)
 	for j := range asks {
 		a := &asks[j]
 		i, found := tab.find(&a.k, a.h)
@@ -293,9 +300,10 @@ func (sh *shard) settle(t *Table, now int64, asks []seenAsk) int {
 		sh.n--
 		sh.expired++
 		removed++
+		lowest = min(lowest, i)
 		sh.forgetLater(t, &a.tp)
 	}
-	return removed
+	return removed, lowest
 }
 
 // touch loads the slot where a key with hash h starts its probe, without

@@ -58,7 +58,7 @@ func TestSlotTableAgainstMap(t *testing.T) {
 			case op < 9:
 				now += int64(r.IntN(5))
 			default:
-				sh.sweep(&Table{}, now, nil)
+				sh.sweep(&Table{}, now, nil, 0)
 				for k, exp := range ref {
 					if exp <= now {
 						delete(ref, k)

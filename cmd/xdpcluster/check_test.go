@@ -111,7 +111,7 @@ func TestCheckAndRunAgree(t *testing.T) {
 		{"frames: 16384", "frames: 262144\n  frame_size: 4096\n  ring_size: 131072"},
 		{"max_entries: 1048576\n  timeouts:\n    udp_replied: 3m\ndataplane:\n  frames: 16384",
 			"max_entries: 4194304\n  timeouts:\n    udp_replied: 3m\ndataplane:\n  frames: 16384\n  fast_path: off"}, // 512 MiB
-		{"max_entries: 1048576", "max_entries: 1310720"}, // with the flow cache: 128 + 340 MiB
+		{"max_entries: 1048576", "max_entries: 1310720"}, // with the flow cache: 128 + 364 MiB
 		{"udp_replied: 3m", "tcp_established: 87600h"},
 	} {
 		path := filepath.Join(dir, "good.yaml")

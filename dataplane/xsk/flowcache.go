@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -33,7 +34,9 @@ type FlowCache struct {
 	fd                    int
 	// word is xc_params' one entry through the map's memory mapping
 	// (BPF_F_MMAPABLE): SetMatch stores it with one atomic store, which
-	// the program reads with one load.
+	// the program reads with one load. mu keeps Close from unmapping it
+	// under a SetMatch.
+	mu     sync.Mutex
 	word   *uint64
 	mapped *bpfutil.Mapped
 	clock  conntrack.Clock
@@ -53,13 +56,25 @@ const MaxEgress = 64
 // MaxFlowCacheConns bounds NewFlowCache's conns (two entries each).
 const MaxFlowCacheConns = 1 << 30
 
-// FlowCacheBytesPerConn is the kernel memory a flow cache takes per
-// connection it can hold, allocated in full when it is created: two LRU
-// hash entries (one per direction), each the kernel's element header, a
-// 40-byte key and a 32-byte value, with their share of the bucket array.
-// Measured as the map's memlock (/proc/self/fdinfo): 272 bytes from 1 K
-// to 1 M connections (285 MB for 1,048,576; TestFlowCacheBytes).
-const FlowCacheBytesPerConn = 272
+// FlowCacheBytes is the kernel memory a flow cache for conns connections
+// takes, allocated in full when it is created: two LRU hash entries per
+// connection (one per direction), 120 bytes each (the kernel's element
+// header, a 40-byte key and a 32-byte value), and a bucket array of 16
+// bytes per entry rounded up to a power of two. Checked against the map's
+// memlock (/proc/self/fdinfo) by TestFlowCacheBytes: 272 bytes per
+// connection at powers of two (285 MB for 1,048,576), up to about 300
+// just above one.
+func FlowCacheBytes(conns int) uint64 {
+	if conns <= 0 {
+		return 0
+	}
+	entries := uint64(2 * conns)
+	buckets := uint64(1)
+	for buckets < entries {
+		buckets <<= 1
+	}
+	return entries*120 + buckets*16
+}
 
 // flowValue is bpf/flow.h's struct xc_flow.
 type flowValue struct {
@@ -147,6 +162,8 @@ func (c *FlowCache) SetMatch(mask uint32, invert bool) error {
 	if invert {
 		w |= paramsInvert
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.word == nil {
 		return fmt.Errorf("flow cache: set mask %#x invert %v: the cache is closed", mask, invert)
 	}
@@ -179,8 +196,10 @@ func (c *FlowCache) RemoveEgress(ifindex int) error {
 // Close removes the cache's maps (programs loaded with it keep their
 // references until closed).
 func (c *FlowCache) Close() error {
+	c.mu.Lock()
 	unmap := c.mapped.Close()
 	c.mapped, c.word = nil, nil
+	c.mu.Unlock()
 	return errors.Join(unmap, c.flows.Close(), c.params.Close(), c.egress.Close())
 }
 

@@ -214,11 +214,12 @@ func TestFlowCacheInstallRemoveSeen(t *testing.T) {
 	}
 }
 
-// TestFlowCacheBytes: FlowCacheBytesPerConn, which xdpcluster check and
-// the configuration's memory check use, is what the kernel accounts for
-// the flow cache's map (its memlock in fdinfo), within 5%.
+// TestFlowCacheBytes: FlowCacheBytes, which xdpcluster check and the
+// configuration's memory check use, is what the kernel accounts for the
+// flow cache's map (its memlock in fdinfo), within 2%, at powers of two
+// and between them.
 func TestFlowCacheBytes(t *testing.T) {
-	for _, conns := range []int{1 << 12, 1 << 18} {
+	for _, conns := range []int{1 << 12, 1 << 18, 5 << 16, 3 << 17} {
 		fc, _ := newCache(t, conns)
 		info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", fc.flows.FD()))
 		if err != nil {
@@ -233,9 +234,9 @@ func TestFlowCacheBytes(t *testing.T) {
 		if err != nil || memlock == 0 {
 			t.Fatalf("memlock of the flow map: %q, %v", info, err)
 		}
-		per := float64(memlock) / float64(conns)
-		if per < FlowCacheBytesPerConn*0.95 || per > FlowCacheBytesPerConn*1.05 {
-			t.Errorf("%d connections: %d bytes, %.1f per connection; FlowCacheBytesPerConn is %d", conns, memlock, per, FlowCacheBytesPerConn)
+		want := FlowCacheBytes(conns)
+		if float64(memlock) < float64(want)*0.98 || float64(memlock) > float64(want)*1.02 {
+			t.Errorf("%d connections: the kernel accounts %d bytes (%.1f per connection), FlowCacheBytes says %d", conns, memlock, float64(memlock)/float64(conns), want)
 		}
 	}
 }

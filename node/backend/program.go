@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 
 	"github.com/cilium/ebpf"
@@ -65,6 +66,7 @@ const (
 type Program struct {
 	Prog   *ebpf.Program
 	params *ebpf.Map
+	mu     sync.Mutex      // keeps Close from unmapping params under a SetMatch
 	mapped *bpfutil.Mapped // params' memory: SetMatch stores its words atomically
 	stats  *ebpf.Map
 	links  []link.Link
@@ -123,6 +125,8 @@ func (p *Program) SetMatch(m cluster.Match) error {
 	if m.Invert {
 		own |= 1 << 32
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.mapped == nil {
 		return errors.New("update back-end parameters: the program is closed")
 	}
@@ -179,7 +183,9 @@ func (p *Program) Close() error {
 		errs = append(errs, l.Close())
 	}
 	p.links = nil
+	p.mu.Lock()
 	errs = append(errs, p.mapped.Close())
 	p.mapped = nil
+	p.mu.Unlock()
 	return errors.Join(append(errs, p.Prog.Close(), p.params.Close(), p.stats.Close())...)
 }
