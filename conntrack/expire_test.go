@@ -8,28 +8,6 @@ import (
 	"github.com/xdpcluster/xdpcluster/packet"
 )
 
-// forgetProbe is an Offloader that says every installed connection is
-// gone from the fast path, and counts the Forget calls made while the
-// connection's shard was locked.
-type forgetProbe struct {
-	tb                    *Table
-	seens, forgets, under int
-}
-
-func (p *forgetProbe) Seen(*packet.Tuple) (int64, int64, bool) { p.seens++; return 0, 0, false }
-
-func (p *forgetProbe) Forget(tp *packet.Tuple) {
-	var k key
-	setKey(&k, tp, true)
-	sh := p.tb.shardOf(k.hash(&p.tb.seed))
-	p.forgets++
-	if !sh.mu.TryLock() {
-		p.under++
-		return
-	}
-	sh.mu.Unlock()
-}
-
 // fillShard installs n UDP connections (two packets each) that all hash to
 // one shard, at mt0, and returns that shard's index.
 func fillShard(tb testing.TB, t *Table, n int) int {
@@ -63,13 +41,13 @@ func fillShard(tb testing.TB, t *Table, n int) int {
 // Forget calls when it was flushed only once per shard.)
 func TestMassExpiryForgetsUnlocked(t *testing.T) {
 	tb := newTable(t, Config{MaxEntries: 1 << 22})
-	probe := &forgetProbe{tb: tb}
+	probe := &lockProbe{tb: tb}
 	tb.SetOffloader(probe)
 	const perShard = 3000
 	target := fillShard(t, tb, perShard)
 	removed := tb.expireShard(&tb.shards[target], mt0+int64(31*time.Second))
-	if removed != perShard || probe.forgets != perShard || probe.under != 0 {
-		t.Fatalf("removed %d of %d; %d Forget calls, %d of them under the shard's lock", removed, perShard, probe.forgets, probe.under)
+	if removed != perShard || probe.forgets != perShard || probe.fLocked != 0 || probe.locked != 0 {
+		t.Fatalf("removed %d of %d; %d Forget calls, %d of them under the shard's lock (and %d Seen calls)", removed, perShard, probe.forgets, probe.fLocked, probe.locked)
 	}
 }
 
@@ -84,7 +62,7 @@ func BenchmarkMassExpiry(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		tb := newTable(b, Config{MaxEntries: 1 << 26})
-		tb.SetOffloader(&forgetProbe{tb: tb})
+		tb.SetOffloader(&lockProbe{tb: tb})
 		target := fillShard(b, tb, perShard)
 		b.StartTimer()
 		st := time.Now()

@@ -153,25 +153,40 @@ func TestExportMergeRoundTrip(t *testing.T) {
 
 // lockProbe is an Offloader that reports whether it was asked about a
 // connection while the connection's shard was locked.
+// lockProbe is an Offloader that says every connection it is asked about
+// is idle in the fast path, and counts its Seen and Forget calls and how
+// many of them came while the connection's shard was locked.
 type lockProbe struct {
-	tb            *Table
-	seens, locked int
+	tb                              *Table
+	seens, locked, forgets, fLocked int
 }
 
-func (l *lockProbe) Seen(orig *packet.Tuple) (int64, int64, bool) {
+// shardLocked reports whether the shard of the connection orig is locked.
+func (l *lockProbe) shardLocked(orig *packet.Tuple) bool {
 	var k key
 	setKey(&k, orig, true)
 	sh := l.tb.shardOf(k.hash(&l.tb.seed))
-	l.seens++
 	if !sh.mu.TryLock() {
-		l.locked++
-		return 0, 0, true
+		return true
 	}
 	sh.mu.Unlock()
+	return false
+}
+
+func (l *lockProbe) Seen(orig *packet.Tuple) (int64, int64, bool) {
+	l.seens++
+	if l.shardLocked(orig) {
+		l.locked++
+	}
 	return 0, 0, true
 }
 
-func (l *lockProbe) Forget(*packet.Tuple) {}
+func (l *lockProbe) Forget(orig *packet.Tuple) {
+	l.forgets++
+	if l.shardLocked(orig) {
+		l.fLocked++
+	}
+}
 
 // TestExportAsksFastPathUnlocked: Export asks the fast path about the
 // installed connections (a system call each) without holding their

@@ -12,6 +12,7 @@ import (
 	"github.com/xdpcluster/xdpcluster/dataplane"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
 	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
+	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
 	xnode "github.com/xdpcluster/xdpcluster/node"
 	"github.com/xdpcluster/xdpcluster/node/gateway"
@@ -75,6 +76,29 @@ func TestFollowsKernelChanges(t *testing.T) {
 	}
 }
 
+// startAttached starts a gateway in ns and returns the XDP attach mode
+// netlink reports for its first interface (IFLA_XDP_ATTACHED: 1 driver, 2
+// generic).
+func startAttached(ns *netns.NS, cfg gateway.Config) (*gateway.Gateway, uint32, error) {
+	var g *gateway.Gateway
+	var attached uint32
+	err := ns.Do(func() (err error) {
+		if g, err = gateway.Start(cfg); err != nil {
+			return err
+		}
+		l, err := netlink.LinkByName(cfg.Interfaces[0].Name)
+		if err != nil {
+			g.Close()
+			return err
+		}
+		if l.Attrs().Xdp != nil {
+			attached = l.Attrs().Xdp.AttachMode
+		}
+		return nil
+	})
+	return g, attached, err
+}
+
 // TestGatewayXDPMode: Config.XDPMode reaches the kernel (the attach mode
 // netlink reports) and the gateway's Modes; Modes and Programs hand out
 // copies, so a caller cannot change what the gateway reports.
@@ -91,21 +115,9 @@ func TestGatewayXDPMode(t *testing.T) {
 		{bpfutil.ModeGeneric, "xdp generic, ", 2},
 	} {
 		t.Run(tc.mode.String(), func(t *testing.T) {
-			var g *gateway.Gateway
-			var attached uint32
-			err := ns.Do(func() (err error) {
-				g, err = gateway.Start(gateway.Config{
-					Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: mac}},
-					Match:      cluster.LocalNode(2, 1, 1), IO: "afxdp", XDPMode: tc.mode,
-				})
-				if err != nil {
-					return err
-				}
-				l, err := netlink.LinkByName("dpa")
-				if err == nil && l.Attrs().Xdp != nil {
-					attached = l.Attrs().Xdp.AttachMode
-				}
-				return err
+			g, attached, err := startAttached(ns, gateway.Config{
+				Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: mac}},
+				Match:      cluster.LocalNode(2, 1, 1), IO: "afxdp", XDPMode: tc.mode,
 			})
 			if err != nil {
 				t.Fatalf("start with xdp mode %s: %v", tc.mode, err)
@@ -156,21 +168,9 @@ func TestGatewayAutoMultiQueueVeth(t *testing.T) {
 		{0, "xdp native, afxdp copy, 2 queue(s)", 1},
 		{1, "xdp generic, afxdp copy, 1 queue(s)", 2},
 	} {
-		var g *gateway.Gateway
-		var attached uint32
-		err := ns.Do(func() (err error) {
-			g, err = gateway.Start(gateway.Config{
-				Interfaces: []xnode.Interface{{Name: "mqa", ClusterMAC: mac}},
-				Match:      cluster.LocalNode(2, 1, 1), IO: "afxdp", Queues: tc.queues,
-			})
-			if err != nil {
-				return err
-			}
-			l, err := netlink.LinkByName("mqa")
-			if err == nil && l.Attrs().Xdp != nil {
-				attached = l.Attrs().Xdp.AttachMode
-			}
-			return err
+		g, attached, err := startAttached(ns, gateway.Config{
+			Interfaces: []xnode.Interface{{Name: "mqa", ClusterMAC: mac}},
+			Match:      cluster.LocalNode(2, 1, 1), IO: "afxdp", Queues: tc.queues,
 		})
 		if err != nil {
 			t.Fatalf("queues %d: start: %v", tc.queues, err)
