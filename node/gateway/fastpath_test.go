@@ -1,11 +1,16 @@
 package gateway_test
 
 import (
+	"bytes"
+	"encoding/binary"
 	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/dataplane"
@@ -201,5 +206,67 @@ func TestFastPathReconcile(t *testing.T) {
 	}
 	if gw.CacheOrphans() == 0 {
 		t.Error("orphans not counted")
+	}
+}
+
+// TestFastPathTrimsPadding: a frame longer than its IP packet (Ethernet
+// padding, or trailing bytes a sender left) leaves the node as long as its
+// IP packet, on the fast path as on the slow path, through the veth's
+// default (generic) XDP: bpf_xdp_adjust_tail trims the skb there. The
+// datagrams go to a port nothing listens on, so that the only packets the
+// fast path forwards are theirs (the server's ICMP errors are never
+// cached).
+func TestFastPathTrimsPadding(t *testing.T) {
+	nstest.Require(t)
+	cl := nstest.Cluster(t, "xc-pad", netns.ClusterOptions{Nodes: 1, Clients4: 1, Clients6: 1})
+	nodes := startNodes(t, cl)
+	a := cl.Clients4[0]
+	// With bridge netfilter on, the switch trims IPv4 frames itself
+	// (br_validate_ipv4), on the way to the node and on the way out: as a
+	// hardware switch, it must hand them over as they come.
+	if _, err := cl.Switch.Run("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0"); err != nil {
+		t.Logf("bridge netfilter: %v (not loaded: nothing to turn off)", err)
+	}
+	stop := nstest.Capture(t, cl.Switch, "swb1", "udp and port 5399")
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: a.AsSlice(), DstIP: cl.ServerFor(a).AsSlice()}
+	udp := &layers.UDP{SrcPort: 40000, DstPort: 5399}
+	udp.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		&layers.Ethernet{SrcMAC: nstest.MAC(t, cl.Client, "eth0"), DstMAC: cl.FrontMAC, EthernetType: layers.EthernetTypeIPv4},
+		ip, udp, gopacket.Payload("padded"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// gopacket pads to the 60-byte minimum already; 16 more bytes.
+	frame := append(buf.Bytes(), bytes.Repeat([]byte{0xee}, 16)...)
+	iplen := int(binary.BigEndian.Uint16(frame[16:18]))
+	in := nstest.NewInjector(t, cl.Client, "eth0")
+	before := fastTotals(t, nodes[0].gw).Forwarded
+	sent := 0
+	for deadline := time.Now().Add(10 * time.Second); fastTotals(t, nodes[0].gw).Forwarded == before; sent++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %d frames the fast path forwarded none", sent)
+		}
+		in.Send(frame)
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	var got []int
+	nstest.Frames(t, stop(), func(data []byte) {
+		if len(data) >= 14+20 && netip.AddrFrom4([4]byte(data[26:30])) == a {
+			got = append(got, len(data))
+		}
+	})
+	if len(got) < sent {
+		t.Fatalf("the switch saw %d of the %d frames sent leave the node", len(got), sent)
+	}
+	for i, n := range got {
+		if n != 14+iplen {
+			t.Errorf("frame %d left the node with %d bytes, want %d (the IP packet's %d, no padding)", i, n, 14+iplen, iplen)
+		}
+	}
+	if !t.Failed() {
+		t.Logf("%d frames of %d bytes sent, the last by the fast path; all left the node with %d", len(got), len(frame), 14+iplen)
 	}
 }
