@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdpcluster/xdpcluster/config"
 	"github.com/xdpcluster/xdpcluster/internal/daemon"
+	"github.com/xdpcluster/xdpcluster/internal/daemon/daemontest"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
 )
@@ -38,21 +38,12 @@ func TestDashboardQueries(t *testing.T) {
 	var targets []string
 	var daemons []*daemon.Daemon
 	for i, ns := range cl.Nodes {
-		path := filepath.Join(dir, fmt.Sprintf("node%d.yaml", i+1))
-		cfg := strings.Replace(nodeConfig(cl, filepath.Join(dir, fmt.Sprintf("n%d.sock", i+1)), fmt.Sprintf("  local_node: %d", i+1)), "total_nodes: 2", "total_nodes: 3", 1)
-		os.WriteFile(path, []byte(cfg), 0o644)
-		c, err := config.Load(path)
-		if err != nil {
+		nd := filepath.Join(dir, fmt.Sprintf("node%d", i+1))
+		if err := os.Mkdir(nd, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		d := daemon.New(path, c, nil)
-		if err := ns.Do(d.StartDataplane); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { d.Stop() })
-		if err := d.Serve(); err != nil {
-			t.Fatal(err)
-		}
+		cfg := strings.Replace(nodeConfig(cl, filepath.Join(nd, "control.sock"), fmt.Sprintf("  local_node: %d", i+1)), "total_nodes: 2", "total_nodes: 3", 1)
+		d := daemontest.Start(t, ns, nd, cfg)
 		targets = append(targets, `"`+d.MetricsAddr()+`"`)
 		daemons = append(daemons, d)
 	}
