@@ -38,6 +38,15 @@ type Mode struct {
 	Queues int
 }
 
+// Strings returns each mode's String, in order, in a new slice.
+func Strings(ms []Mode) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.String()
+	}
+	return out
+}
+
 // String returns the mode as the logs and `ctl status` show it: "xdp
 // native, afxdp copy, 2 queue(s)", "afpacket, 1 queue" or "backend xdp
 // generic".

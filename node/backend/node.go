@@ -244,13 +244,7 @@ func (n *Node) Responders() []*arp.Responder { return slices.Clone(n.responders)
 
 // Modes describes how each data interface runs (e.g. "backend xdp
 // generic"), in the order of Interfaces. The slice is the caller's.
-func (n *Node) Modes() []string {
-	out := make([]string, len(n.modes))
-	for i, m := range n.modes {
-		out[i] = m.String()
-	}
-	return out
-}
+func (n *Node) Modes() []string { return node.Strings(n.modes) }
 
 // InterfaceModes is Modes as structured values.
 func (n *Node) InterfaceModes() []node.Mode { return slices.Clone(n.modes) }

@@ -295,13 +295,7 @@ func (g *Gateway) NewConns(node int) uint64 { return g.newConns[node].Load() }
 // Modes describes how each interface runs (e.g. "xdp native, afxdp
 // copy, 2 queue(s)" or "afpacket, 1 queue"), in the order of
 // Config.Interfaces. The slice is the caller's.
-func (g *Gateway) Modes() []string {
-	out := make([]string, len(g.modes))
-	for i, m := range g.modes {
-		out[i] = m.String()
-	}
-	return out
-}
+func (g *Gateway) Modes() []string { return node.Strings(g.modes) }
 
 // InterfaceModes is Modes as structured values.
 func (g *Gateway) InterfaceModes() []node.Mode { return slices.Clone(g.modes) }
