@@ -32,12 +32,10 @@ import (
 type FlowCache struct {
 	flows, params, egress *ebpf.Map
 	fd                    int
-	// word is xc_params' one entry through the map's memory mapping
-	// (BPF_F_MMAPABLE): SetMatch stores it with one atomic store, which
-	// the program reads with one load. mu keeps Close from unmapping it
-	// under a SetMatch.
+	// mapped is xc_params' memory (BPF_F_MMAPABLE): SetMatch stores its
+	// one word (offset 0) with one atomic store, which the program reads
+	// with one load. mu keeps Close from unmapping it under a SetMatch.
 	mu     sync.Mutex
-	word   *uint64
 	mapped *bpfutil.Mapped
 	clock  conntrack.Clock
 	offset int64 // CLOCK_MONOTONIC (bpf_ktime_get_ns) minus clock.Now()
@@ -132,7 +130,6 @@ func NewFlowCache(conns int, clock conntrack.Clock) (*FlowCache, error) {
 		c.params.Close()
 		return nil, fmt.Errorf("flow cache: %w", err)
 	}
-	c.word = c.mapped.Uint64(0)
 	if c.egress, err = mk(bpfMapXcEgress, MaxEgress); err != nil {
 		c.mapped.Close()
 		c.flows.Close()
@@ -164,10 +161,10 @@ func (c *FlowCache) SetMatch(mask uint32, invert bool) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.word == nil {
+	if c.mapped == nil {
 		return fmt.Errorf("flow cache: set mask %#x invert %v: the cache is closed", mask, invert)
 	}
-	atomic.StoreUint64(c.word, w)
+	atomic.StoreUint64(c.mapped.Uint64(0), w)
 	return nil
 }
 
@@ -198,7 +195,7 @@ func (c *FlowCache) RemoveEgress(ifindex int) error {
 func (c *FlowCache) Close() error {
 	c.mu.Lock()
 	unmap := c.mapped.Close()
-	c.mapped, c.word = nil, nil
+	c.mapped = nil
 	c.mu.Unlock()
 	return errors.Join(unmap, c.flows.Close(), c.params.Close(), c.egress.Close())
 }
