@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * The few kernel ABI definitions xdpcluster's XDP programs use, written
+ * The few kernel ABI definitions xdpcluster's XDP and tc programs use, written
  * out so the build needs clang only (no libbpf, no multiarch asm/ headers
  * for the bpf target). Values are the kernel UAPI's (linux/bpf.h,
  * linux/if_ether.h, linux/in.h), which never change.
@@ -24,6 +24,35 @@ struct xdp_md {
 	__u32 rx_queue_index;
 	__u32 egress_ifindex;
 };
+
+/*
+ * struct __sk_buff, the tc program's context (linux/bpf.h), up to the
+ * fields xdpcluster reads; the kernel checks each access by its offset.
+ */
+struct __sk_buff {
+	__u32 len; /* at tc ingress: from the Ethernet header on */
+	__u32 pkt_type;
+	__u32 mark;
+	__u32 queue_mapping;
+	__u32 protocol;
+	__u32 vlan_present; /* a tag the kernel took off into the metadata */
+	__u32 vlan_tci;
+	__u32 vlan_proto;
+	__u32 priority;
+	__u32 ingress_ifindex;
+	__u32 ifindex;
+	__u32 tc_index;
+	__u32 cb[5];
+	__u32 hash;
+	__u32 tc_classid;
+	__u32 data; /* the linear part only: data_end may stop before len */
+	__u32 data_end;
+};
+
+/* tc actions (linux/pkt_cls.h). */
+#define TC_ACT_OK 0
+#define TC_ACT_SHOT 2
+#define TC_ACT_REDIRECT 7
 
 enum xdp_action {
 	XDP_ABORTED = 0,
@@ -118,6 +147,9 @@ enum {
 /* Helpers, by their number in linux/bpf.h's __BPF_FUNC_MAPPER. */
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
+static long (*bpf_skb_store_bytes)(void *skb, __u32 offset, const void *from, __u32 len, __u64 flags) = (void *)9;
+static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)23;
+static long (*bpf_skb_change_tail)(void *skb, __u32 len, __u64 flags) = (void *)38;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
 static long (*bpf_xdp_adjust_tail)(void *ctx, int delta) = (void *)65;
 static long (*bpf_fib_lookup)(void *ctx, struct bpf_fib_lookup *params, int plen, __u32 flags) = (void *)69;

@@ -54,7 +54,7 @@ const (
 var StatNames = [NumStats]string{"to_xsk", "no_socket", "passed"}
 
 // Reasons a cluster-MAC IP frame took the slow path although the fast path
-// is on (bpf/xsk.c's SLOW_ enum); FastStats.Slow is indexed by them.
+// is on (bpf/fast.h's SLOW_ enum); FastStats.Slow is indexed by them.
 const (
 	SlowMiss              = iota // not in the flow cache
 	SlowTCPControl               // TCP with SYN, FIN or RST, or without ACK
@@ -80,7 +80,7 @@ var SlowReasonNames = [NumSlowReasons]string{"miss", "tcp_control", "fragment", 
 	"fib_blackhole", "fib_unreachable", "fib_prohibit", "fib_not_forwarded", "fib_forwarding_disabled",
 	"fib_unsupported_lwt", "fib_no_neighbour", "fib_frag_needed", "fib_no_src_addr", "fib_other"}
 
-// The fast-path counters' indexes in the per-CPU map xc_fast (bpf/xsk.c's
+// The fast-path counters' indexes in the per-CPU map xc_fast (bpf/fast.h's
 // FAST_ enum).
 const (
 	fastForwarded = iota
@@ -218,9 +218,13 @@ func (p *Program) Stats() ([NumStats]uint64, error) {
 }
 
 // FastStats sums the per-CPU fast-path counters.
-func (p *Program) FastStats() (FastStats, error) {
+func (p *Program) FastStats() (FastStats, error) { return fastStats(p.fast) }
+
+// fastStats sums a program's per-CPU fast-path counters (bpf/fast.h's
+// xc_fast).
+func fastStats(m *ebpf.Map) (FastStats, error) {
 	var s FastStats
-	sums, err := bpfutil.Sums(p.fast, numFast)
+	sums, err := bpfutil.Sums(m, numFast)
 	if err != nil {
 		return s, fmt.Errorf("fast-path counters: %w", err)
 	}
