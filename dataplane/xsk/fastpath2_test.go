@@ -58,8 +58,15 @@ func (e *fastEnv) wantVerdict(t *testing.T, step string, f []byte, verdict uint3
 // TestFastPathFollowsRoutes: the fast path asks the kernel's FIB and
 // neighbour table per packet, so a route replaced or a neighbour deleted
 // or changed applies to the very next packet of a cached flow.
+//
+// Both programs (XDP and tc) are checked, each in its own topology.
 func TestFastPathFollowsRoutes(t *testing.T) {
-	e := newFastEnv(t)
+	for _, p := range fastPrograms {
+		t.Run(p.name, func(t *testing.T) { testFastPathFollowsRoutes(t, p.env(t)) })
+	}
+}
+
+func testFastPathFollowsRoutes(t *testing.T, e *fastEnv) {
 	if err := e.fc.SetMatch(1, false); err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +109,12 @@ func TestFastPathFollowsRoutes(t *testing.T) {
 // without its entry being rewritten; before the first SetMatch the cache
 // is off and every frame goes to the slow path uncounted.
 func TestSetMatchNextPacket(t *testing.T) {
-	e := newFastEnv(t)
+	for _, p := range fastPrograms {
+		t.Run(p.name, func(t *testing.T) { testSetMatchNextPacket(t, p.env(t)) })
+	}
+}
+
+func testSetMatchNextPacket(t *testing.T, e *fastEnv) {
 	f0, k0 := flowFrame(packet.ProtoTCP, "10.1.1.1", "198.51.100.1", 40000, 443, 100)
 	f1, k1 := flowFrame(packet.ProtoTCP, "198.51.100.2", "10.1.1.2", 443, 40001, 100)
 	if err := e.fc.Install([]dataplane.FlowKey{k0, k1.Reverse()}, []uint8{0, 1}); err != nil {

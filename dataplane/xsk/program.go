@@ -1,4 +1,4 @@
-// Package xsk holds the AF_XDP side of the dataplane: our XDP program,
+// Package xsk holds the kernel side of the dataplane: our XDP program,
 // written in C (bpf/xsk.c) and compiled ahead of time with cilium/ebpf's
 // bpf2go (the object and its Go bindings are committed: no clang at build
 // or run time), and the AF_XDP port that the workers read and write.
@@ -21,6 +21,11 @@
 // rewritten and its TTL or hop limit decremented. TCP segments with SYN, FIN
 // or RST, misses, and every frame the program cannot forward take the
 // slow path (the AF_XDP socket), counted by reason (FastStats).
+//
+// TCProgram takes the same decisions (the same C: bpf/fast.h) at tc
+// ingress, for the raw-socket backend (dataplane/afpacket), where the
+// interface's frames need not pass through an XDP program: on veth and
+// other skb-path devices an XDP program costs a copy of every cloned frame.
 //
 // A Program is safe for concurrent use after Attach.
 package xsk
