@@ -6,6 +6,13 @@
 // backend). The kernel stack still sees every frame too (it drops what is
 // not for it); that is the price of the fallback.
 //
+// By default a Port is bound to ETH_P_ALL: a tap, which the kernel serves
+// before tc ingress. With Options.Protocol ETH_P_IP or ETH_P_IPV6 it
+// reads one family, served after tc ingress: it sees only the frames a tc
+// program (the fast path, dataplane/xsk's TCProgram) left to the stack, so
+// a gateway opens one Port per family on each interface. A frame the
+// worker sends through it must be of its family (forwarding keeps it).
+//
 // A Port is used by one worker; it is not safe for concurrent use.
 package afpacket
 
@@ -28,6 +35,10 @@ type Options struct {
 	FrameSize int // bytes per slot, a multiple of 16, at least 2048
 	RxFrames  int
 	TxFrames  int
+	// Protocol is the EtherType the socket is bound to: 0 for every
+	// frame (ETH_P_ALL, before tc ingress), or unix.ETH_P_IP or
+	// unix.ETH_P_IPV6 (after tc ingress).
+	Protocol uint16
 }
 
 // DefaultOptions are 4096 slots of 2 KiB per ring.
@@ -84,11 +95,23 @@ func Open(name string, ifindex int, clusterMAC net.HardwareAddr, o Options) (p *
 			return nil, fmt.Errorf("afpacket ring of %d frames: must be a power of two of at least %d frames", n, blockSize/o.FrameSize)
 		}
 	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+	proto, suffix := uint16(unix.ETH_P_ALL), "/q0"
+	switch o.Protocol {
+	case 0:
+	case unix.ETH_P_IP:
+		proto, suffix = unix.ETH_P_IP, "/ipv4"
+	case unix.ETH_P_IPV6:
+		proto, suffix = unix.ETH_P_IPV6, "/ipv6"
+	default:
+		return nil, fmt.Errorf("afpacket protocol %#04x: must be 0 (every frame), ETH_P_IP or ETH_P_IPV6", o.Protocol)
+	}
+	// Protocol 0 at creation: the socket receives nothing until Bind,
+	// after its filter and rings are in place.
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("afpacket socket on %s: %w (needs CAP_NET_RAW)", name, err)
 	}
-	p = &Port{name: name + "/q0", fd: fd, frameSize: o.FrameSize, rxN: o.RxFrames, txN: o.TxFrames}
+	p = &Port{name: name + suffix, fd: fd, frameSize: o.FrameSize, rxN: o.RxFrames, txN: o.TxFrames}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -118,7 +141,7 @@ func Open(name string, ifindex int, clusterMAC net.HardwareAddr, o Options) (p *
 	if p.ring, err = unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE); err != nil {
 		return p, fmt.Errorf("afpacket mmap on %s: %w", name, err)
 	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex}); err != nil {
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(proto), Ifindex: ifindex}); err != nil {
 		return p, fmt.Errorf("bind afpacket to %s: %w", name, err)
 	}
 	return p, nil
