@@ -120,7 +120,8 @@ type Dataplane struct {
 	Frames    Number `yaml:"frames"`     // AF_XDP frames per socket
 	RingSize  Number `yaml:"ring_size"`  // AF_XDP ring entries (unset: frames/2)
 	FrameSize Number `yaml:"frame_size"` // bytes
-	// FastPath (gateway role): the XDP flow cache, auto | off. Empty for
+	// FastPath (gateway role): the flow cache, in XDP with AF_XDP or in
+	// tc with raw sockets, auto | off. Empty for
 	// the back-end role, where it does not apply.
 	FastPath string `yaml:"fast_path,omitempty"`
 	// FastPathEntries (gateway role): connections the flow cache holds,
@@ -787,23 +788,22 @@ func (c *Config) checkMemory(cacheConns int) error {
 		return fmt.Errorf("conntrack.max_entries %d: a full connection table takes %d bytes (%s), more than half of this machine's %d bytes (%s) of RAM; lower it",
 			c.Conntrack.MaxEntries, table, mib(table), total, mib(total))
 	}
-	return fmt.Errorf("conntrack.max_entries %d: a full connection table takes %d bytes (%s) and the XDP flow cache for %d connections (dataplane.fast_path_entries) %d bytes (%s), together more than half of this machine's %d bytes (%s) of RAM; lower conntrack.max_entries, or dataplane.fast_path_entries",
+	return fmt.Errorf("conntrack.max_entries %d: a full connection table takes %d bytes (%s) and the fast path's flow cache for %d connections (dataplane.fast_path_entries) %d bytes (%s), together more than half of this machine's %d bytes (%s) of RAM; lower conntrack.max_entries, or dataplane.fast_path_entries",
 		c.Conntrack.MaxEntries, table, mib(table), cacheConns, cache, mib(cache), total, mib(total))
 }
 
 // flowCacheConns is the flow cache's size in connections, 0 when the
-// gateway will not create one: the fast path off, or raw sockets (no XDP
-// program). With io auto it is counted, though the daemon may fall back
-// to raw sockets.
+// gateway will not create one (the fast path off). The XDP program reads
+// it with AF_XDP, a tc program with raw sockets.
 func (s *Settings) flowCacheConns() int {
-	if s.Role != "gateway" || s.FastPath == dataplane.FastPathOff || s.IO == dataplane.IOAFPacket {
+	if s.Role != "gateway" || s.FastPath == dataplane.FastPathOff {
 		return 0
 	}
 	return s.FastPathEntries
 }
 
 // Memory is what the daemon will allocate for its state, for xdpcluster
-// check: the connection table when full, the XDP flow cache (allocated in
+// check: the connection table when full, the flow cache (allocated in
 // full at start; 0 without the fast path or on a back end), and the
 // AF_XDP memory (UMEM) of each interface and receive queue.
 type Memory struct {

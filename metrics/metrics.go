@@ -54,6 +54,7 @@ const (
 	PathXDP      = "xdp"      // by an XDP program: the gateway's flow cache, or a back-end node
 	PathAFXDP    = "afxdp"    // by a gateway worker reading an AF_XDP socket
 	PathAFPacket = "afpacket" // by a gateway worker reading a raw (AF_PACKET) socket
+	PathTC       = "tc"       // by the gateway's tc program: the flow cache with raw sockets
 )
 
 // workerPath returns the path label of the workers' counters of one
@@ -72,9 +73,9 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 }
 
 var (
-	packetsDesc   = desc("packets_total", "Frames received by the dataplane, by ingress interface, path (xdp: decided by the XDP program; afxdp, afpacket: by the workers) and verdict.", "interface", "path", "verdict")
-	bytesDesc     = desc("bytes_total", "Bytes received by the dataplane, by ingress interface, path (xdp, afxdp, afpacket) and verdict.", "interface", "path", "verdict")
-	ownerDesc     = desc("owner_packets_total", "Packets with a connection, by path (xdp, afxdp, afpacket) and the node (1-based) that owns them; every node sees every packet, so each node reports the whole cluster's split.", "interface", "path", "node")
+	packetsDesc   = desc("packets_total", "Frames received by the dataplane, by ingress interface, path (xdp: decided by an XDP program; tc: by the gateway's tc program; afxdp, afpacket: by the workers) and verdict.", "interface", "path", "verdict")
+	bytesDesc     = desc("bytes_total", "Bytes received by the dataplane, by ingress interface, path (xdp, tc, afxdp, afpacket) and verdict.", "interface", "path", "verdict")
+	ownerDesc     = desc("owner_packets_total", "Packets with a connection, by path (xdp, tc, afxdp, afpacket) and the node (1-based) that owns them; every node sees every packet, so each node reports the whole cluster's split.", "interface", "path", "node")
 	invalidDesc   = desc("invalid_packets_total", "Packets without a connection (conntrack INVALID), by reason.", "interface", "reason")
 	malformedDesc = desc("malformed_packets_total", "Frames that could not be parsed, by reason.", "interface", "reason")
 	batchDesc     = desc("batch_size", "Frames per receive batch (the sum is the frames received in batches, exact).", "interface")
@@ -101,8 +102,8 @@ var (
 	infoDesc  = desc("build_info", "Build information.", "version", "goversion", "hash")
 	modeDesc  = desc("interface_info", "Data interfaces and how they run: role (gateway, backend), xdp_mode (native, generic; none: no XDP program), io (afxdp, afpacket; none: the XDP program decides alone), copy (zerocopy, copy; none), queues (receive queues the workers read).", modeLabels...)
 
-	fastOnDesc        = desc("fast_path_enabled", "1 when the XDP fast path (the flow cache) is on; 0 when it is off (the daemon logs why at start).")
-	fastSlowDesc      = desc("fast_path_slow_total", "Cluster-MAC IP frames the XDP fast path handed to the workers, by reason: miss (not cached), tcp_control (SYN/FIN/RST), fragment, not_fast (tagged, IPv6 extension headers, ICMP, other protocols, malformed), ttl, no_egress, fib_* (the kernel's route lookup result, e.g. fib_no_neighbour while a next hop resolves).", "interface", "reason")
+	fastOnDesc        = desc("fast_path_enabled", "1 when the fast path (the flow cache, in XDP, or in tc with raw sockets) is on; 0 when it is off (the daemon logs why at start).")
+	fastSlowDesc      = desc("fast_path_slow_total", "Cluster-MAC IP frames the fast path (XDP or tc) handed to the workers, by reason: miss (not cached), tcp_control (SYN/FIN/RST), fragment, not_fast (tagged, IPv6 extension headers, ICMP, other protocols, malformed), ttl, no_egress, fib_* (the kernel's route lookup result, e.g. fib_no_neighbour while a next hop resolves).", "interface", "reason")
 	cacheEntriesDesc  = desc("flow_cache_entries", "Entries in the XDP flow cache now (two per connection: one per direction).")
 	cacheMaxDesc      = desc("flow_cache_max_connections", "Connections the XDP flow cache holds (dataplane.fast_path_entries); beyond, the least recently used are evicted and take the slow path until installed again.")
 	cacheInstallsDesc = desc("flow_cache_installs_total", "Connections installed into the XDP flow cache (or installed again after an eviction).")
@@ -269,7 +270,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 // (forwarded, foreign: the workers' verdict names) and its packets by
 // owner as owner_packets_total{path="xdp"}, why it handed frames to the
 // slow path, and the flow cache's size and changes. It emits only
-// path="xdp" series, so that none repeats one of the workers'.
+// path="xdp" series (path="tc" where the fast path runs as a tc program,
+// with raw sockets), so that none repeats one of the workers'.
 func (c *Collector) collectFastPath(m cluster.Match, counter func(*prometheus.Desc, uint64, ...string), gauge func(*prometheus.Desc, float64, ...string)) {
 	fc := c.gw.FlowCache()
 	on := 0.0
@@ -281,18 +283,22 @@ func (c *Collector) collectFastPath(m cluster.Match, counter func(*prometheus.De
 		return
 	}
 	ifaces := c.gw.Dataplane().Ifaces()
-	for i, prog := range c.gw.Programs() {
+	path := PathXDP
+	if c.gw.FastPathHook() == "tc" {
+		path = PathTC
+	}
+	for i, prog := range c.gw.FastPrograms() {
 		st, err := prog.FastStats()
 		if err != nil || i >= len(ifaces) {
 			continue
 		}
 		name := ifaces[i].Name
-		counter(packetsDesc, st.Forwarded, name, "xdp", dataplane.Forwarded.String())
-		counter(bytesDesc, st.ForwardedBytes, name, "xdp", dataplane.Forwarded.String())
-		counter(packetsDesc, st.Foreign, name, "xdp", dataplane.Foreign.String())
-		counter(bytesDesc, st.ForeignBytes, name, "xdp", dataplane.Foreign.String())
+		counter(packetsDesc, st.Forwarded, name, path, dataplane.Forwarded.String())
+		counter(bytesDesc, st.ForwardedBytes, name, path, dataplane.Forwarded.String())
+		counter(packetsDesc, st.Foreign, name, path, dataplane.Foreign.String())
+		counter(bytesDesc, st.ForeignBytes, name, path, dataplane.Foreign.String())
 		for b := 0; b < int(m.TotalNodes); b++ {
-			counter(ownerDesc, st.Owner[b], name, "xdp", strconv.Itoa(b+1))
+			counter(ownerDesc, st.Owner[b], name, path, strconv.Itoa(b+1))
 		}
 		for r, v := range st.Slow {
 			counter(fastSlowDesc, v, name, xsk.SlowReasonNames[r])

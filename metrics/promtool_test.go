@@ -84,10 +84,21 @@ func TestDaemonMetricsPromtool(t *testing.T) {
 			wantRe: []string{`(?m)^xdpcluster_interface_info\{copy="(copy|zerocopy)",interface="front",io="afxdp",queues="[1-9][0-9]*",role="gateway",xdp_mode="(native|generic)"\} 1$`},
 		},
 		{
+			// The fast path in tc: one socket per family, queues 0 and 1.
 			name: "gateway afpacket", role: "gateway", dataplane: "io: afpacket", ifaces: []string{"front", "back"},
 			want: []string{
 				`xdpcluster_ring_events_total{event="rx_dropped",interface="back",queue="0"} `,
+				`xdpcluster_ring_events_total{event="rx_dropped",interface="back",queue="1"} `,
+				`xdpcluster_interface_info{copy="copy",interface="front",io="afpacket",queues="2",role="gateway",xdp_mode="none"} 1`,
+				"xdpcluster_fast_path_enabled 1",
+			},
+		},
+		{
+			name: "gateway afpacket fast_path off", role: "gateway", dataplane: "io: afpacket\n  fast_path: off", ifaces: []string{"front", "back"},
+			want: []string{
+				`xdpcluster_ring_events_total{event="rx_dropped",interface="back",queue="0"} `,
 				`xdpcluster_interface_info{copy="copy",interface="front",io="afpacket",queues="1",role="gateway",xdp_mode="none"} 1`,
+				"xdpcluster_fast_path_enabled 0",
 			},
 		},
 		{

@@ -34,8 +34,11 @@ type Mode struct {
 	// on a back-end node.
 	Copy string
 	// Queues is the number of receive queues the workers read (0 on a
-	// back-end node).
+	// back-end node); with raw sockets and the tc fast path, 2: one
+	// socket per family.
 	Queues int
+	// TC: the fast path runs as a tc program (raw sockets only).
+	TC bool
 }
 
 // Strings returns each mode's String, in order, in a new slice.
@@ -48,12 +51,14 @@ func Strings(ms []Mode) []string {
 }
 
 // String returns the mode as the logs and `ctl status` show it: "xdp
-// native, afxdp copy, 2 queue(s)", "afpacket, 1 queue" or "backend xdp
-// generic".
+// native, afxdp copy, 2 queue(s)", "afpacket, 1 queue", "afpacket, 2
+// sockets (IPv4, IPv6), fast path in tc" or "backend xdp generic".
 func (m Mode) String() string {
 	switch {
 	case m.Role == RoleBackend:
 		return "backend xdp " + m.XDP
+	case m.IO == IOAFPacket && m.TC:
+		return "afpacket, " + strconv.Itoa(m.Queues) + " sockets (IPv4, IPv6), fast path in tc"
 	case m.IO == IOAFPacket:
 		return "afpacket, " + strconv.Itoa(m.Queues) + " queue"
 	}

@@ -604,24 +604,27 @@ func realMain() (code int) {
 	// The default attaches generically on veth (xdp_mode auto); the
 	// native row is the driver path a NIC takes, here fed XDP frames by
 	// the generator with no skb on the way.
-	daemonRows := []struct{ name, fp, xdp string }{
-		{oneCore + "xdpcluster, fast_path off", "off", ""},
-		{oneCore + "xdpcluster, fast_path auto (default)", "auto", ""},
-		{oneCore + "xdpcluster, fast_path auto, xdp_mode native", "auto", "native"},
+	// The io afpacket row runs the fast path as a tc program, with raw
+	// sockets for the slow path: no XDP program on the ingress at all.
+	daemonRows := []struct{ name, fp, xdp, io string }{
+		{oneCore + "xdpcluster, fast_path off", "off", "", ""},
+		{oneCore + "xdpcluster, fast_path auto (default)", "auto", "", ""},
+		{oneCore + "xdpcluster, fast_path auto, xdp_mode native", "auto", "native", ""},
+		{oneCore + "xdpcluster, fast_path auto, io afpacket (fast path in tc)", "auto", "", "afpacket"},
 	}
 	for _, row := range daemonRows {
-		name, fp, xdp := row.name, row.fp, row.xdp
+		name, fp, xdp, io := row.name, row.fp, row.xdp, row.io
 		measure(name, toCluster, t.daemonIn, pinned(func() func() {
-			dm := t.startDaemon(bin, fp, xdp, dutCPU)
+			dm := t.startDaemon(bin, fp, xdp, io, dutCPU)
 			if dm.note != "" {
 				notes[name] = dm.note
 			}
 			return func() {
 				if m, err := t.scrape(); err == nil {
-					fast := fmt.Sprintf("xdp forwarded %.0f, xdp foreign %.0f, workers %.0f; to the workers: miss %.0f, fib_no_neighbour %.0f, fib_forwarding_disabled %.0f, not_fast %.0f",
-						metricSum(m, "xdpcluster_packets_total", `path="xdp"`, `verdict="forwarded"`),
-						metricSum(m, "xdpcluster_packets_total", `path="xdp"`, `verdict="foreign"`),
-						metricSum(m, "xdpcluster_packets_total", `path="afxdp"`),
+					fast := fmt.Sprintf("fast path forwarded %.0f, foreign %.0f, workers %.0f; to the workers: miss %.0f, fib_no_neighbour %.0f, fib_forwarding_disabled %.0f, not_fast %.0f",
+						metricSum(m, "xdpcluster_packets_total", `path="xdp"`, `verdict="forwarded"`)+metricSum(m, "xdpcluster_packets_total", `path="tc"`, `verdict="forwarded"`),
+						metricSum(m, "xdpcluster_packets_total", `path="xdp"`, `verdict="foreign"`)+metricSum(m, "xdpcluster_packets_total", `path="tc"`, `verdict="foreign"`),
+						metricSum(m, "xdpcluster_packets_total", `path="afxdp"`)+metricSum(m, "xdpcluster_packets_total", `path="afpacket"`),
 						metricSum(m, "xdpcluster_fast_path_slow_total", `reason="miss"`),
 						metricSum(m, "xdpcluster_fast_path_slow_total", `reason="fib_no_neighbour"`),
 						metricSum(m, "xdpcluster_fast_path_slow_total", `reason="fib_forwarding_disabled"`),
@@ -687,7 +690,7 @@ func realMain() (code int) {
 	t.pinNAPI(dutCPU)
 	kernelSet, kRate := t.pacedSources(toCluster.frames, *pace, genCPU)
 	undo()
-	dm := t.startDaemon(bin, "", "", dutCPU)
+	dm := t.startDaemon(bin, "", "", "", dutCPU)
 	t.pinNAPI(dutCPU)
 	r0, f0 := t.ringEvents()
 	x0 := t.ingressXDP()

@@ -166,14 +166,17 @@ func buildDaemon(dir string) string {
 }
 
 // daemonConfig is node 1 of the 2-node cluster on the dut's interfaces,
-// with the daemon's defaults otherwise; fastPath and xdpMode, when set,
-// are dataplane.fast_path and dataplane.xdp_mode (xdpMode before
-// --daemon-xdp-mode).
-func daemonConfig(dir, fastPath, xdpMode string) string {
+// with the daemon's defaults otherwise; fastPath, xdpMode and io, when
+// set, are dataplane.fast_path, dataplane.xdp_mode (xdpMode before
+// --daemon-xdp-mode) and dataplane.io.
+func daemonConfig(dir, fastPath, xdpMode, io string) string {
 	if xdpMode == "" {
 		xdpMode = daemonXDPMode
 	}
 	dp := ""
+	if io != "" {
+		dp += "  io: " + io + "\n"
+	}
 	if fastPath != "" {
 		dp += "  fast_path: " + fastPath + "\n"
 	}
@@ -209,22 +212,22 @@ log:
 }
 
 // startDaemon starts the binary on cpu (taskset: every thread of it) with
-// dataplane.fast_path set to fastPath and dataplane.xdp_mode to xdpMode
-// ("" for the defaults). A build that does not know fast_path yet runs
+// dataplane.fast_path set to fastPath, dataplane.xdp_mode to xdpMode and
+// dataplane.io to io ("" for the defaults). A build that does not know fast_path yet runs
 // with its default, said in note.
-func (t *topo) startDaemon(bin, fastPath, xdpMode string, cpu int) *daemon {
+func (t *topo) startDaemon(bin, fastPath, xdpMode, io string, cpu int) *daemon {
 	dir, err := os.MkdirTemp("", "xcb-daemon-")
 	must(err)
 	d := &daemon{dir: dir}
 	cfg := filepath.Join(dir, "config.yaml")
-	must(os.WriteFile(cfg, []byte(daemonConfig(dir, fastPath, xdpMode)), 0o644))
+	must(os.WriteFile(cfg, []byte(daemonConfig(dir, fastPath, xdpMode, io)), 0o644))
 	if fastPath != "" {
 		if out, err := exec.Command(bin, "check", "--config", cfg).CombinedOutput(); err != nil {
 			if !strings.Contains(string(out), "fast_path") {
 				must(fmt.Errorf("xdpcluster check: %w\n%s", err, out))
 			}
 			d.note = "this build has no dataplane.fast_path: ran its default"
-			must(os.WriteFile(cfg, []byte(daemonConfig(dir, "", xdpMode)), 0o644))
+			must(os.WriteFile(cfg, []byte(daemonConfig(dir, "", xdpMode, io)), 0o644))
 		}
 	}
 	// A gateway forwards (the fast path's route lookup routes only where
@@ -398,7 +401,7 @@ func (t *topo) pacedSources(frames [][]byte, rate float64, cpu int) (map[netip.A
 // idleCPU runs the daemon with its defaults and no traffic and returns
 // the share of a core it used over d.
 func (t *topo) idleCPU(bin string, cpu int, d time.Duration) float64 {
-	dm := t.startDaemon(bin, "", "", cpu)
+	dm := t.startDaemon(bin, "", "", "", cpu)
 	defer dm.stop()
 	time.Sleep(time.Second) // start-up work settles
 	pid := dm.cmd.Process.Pid

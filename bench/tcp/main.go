@@ -13,8 +13,9 @@
 //
 // Scenarios, each run --runs times (medians): the kernel with the
 // iptables man page's `-m cluster` recipe on all 3 nodes; xdpcluster
-// gateways with fast_path auto (the default; default rings); and with
-// fast_path off. The nodes' neighbour tables start cold in every run (no
+// gateways with fast_path auto (the default; default rings); with
+// fast_path off; and with dataplane.io afpacket, where the fast path runs
+// as a tc program and raw sockets are the slow path. The nodes' neighbour tables start cold in every run (no
 // static entries; flushed before it), so the first packets to a client
 // and to the server meet an unresolved neighbour.
 //
@@ -68,12 +69,14 @@ type scenario struct {
 	key, name string
 	kernel    bool
 	fast      dataplane.FastPath
+	io        dataplane.IO // "": the default (auto)
 }
 
 var scenarios = []scenario{
 	{key: "kernel", name: "kernel, man-page -m cluster recipe", kernel: true},
 	{key: "auto", name: "xdpcluster, fast_path auto (default)", fast: dataplane.FastPathAuto},
 	{key: "off", name: "xdpcluster, fast_path off", fast: dataplane.FastPathOff},
+	{key: "tc", name: "xdpcluster, io afpacket (fast path in tc)", fast: dataplane.FastPathAuto, io: dataplane.IOAFPacket},
 }
 
 // must and run are the harnesses' shared helpers: a failure is a
@@ -328,6 +331,7 @@ func (b *bench) startGateways() {
 				Match:      cluster.LocalNode(nodes, uint32(i+1), seed),
 				FastPath:   b.sc.fast,
 				XDPMode:    b.xdpMode,
+				IO:         b.sc.io,
 				Logger:     b.log,
 			})
 			if err != nil {
@@ -379,7 +383,7 @@ func (b *bench) counters() []nodeCounters {
 			}
 		}
 		c.fastOn = g.FlowCache() != nil
-		for _, p := range g.Programs() {
+		for _, p := range g.FastPrograms() {
 			st, err := p.FastStats()
 			must(err)
 			c.fast.Forwarded += st.Forwarded
@@ -568,7 +572,7 @@ func realMain() (code int) {
 	dur := flag.Duration("duration", 10*time.Second, "length of the streams of each run (whole seconds)")
 	download := flag.String("download", "50M", "size of the single download of each run (iperf3 -n)")
 	smoke := flag.Bool("smoke", false, "one short run per scenario (1 run, 2 s), to check the harness works")
-	only := flag.String("only", "", "run only the scenarios with these keys, comma-separated: kernel, auto, off")
+	only := flag.String("only", "", "run only the scenarios with these keys, comma-separated: kernel, auto, off, tc")
 	xdpMode := flag.String("xdp-mode", "auto", "an experiment: the gateways' dataplane.xdp_mode (auto: the default, generic on veth; native; generic)")
 	flag.Parse()
 	mode, err := bpfutil.ParseAttachMode(*xdpMode)

@@ -74,7 +74,7 @@ func TestCheckAndRunAgree(t *testing.T) {
 			"max_entries: 16777216\n  timeouts:\n    udp_replied: 3m\ndataplane:\n  frames: 16384\n  fast_path: off",
 			"conntrack.max_entries 16777216: a full connection table takes 2147483648 bytes (2048 MiB), more than half of this machine's 1073741824 bytes (1024 MiB) of RAM; lower it"},
 		{"max_entries and the flow cache beyond RAM", "max_entries: 1048576", "max_entries: 2097152",
-			"conntrack.max_entries 2097152: a full connection table takes 268435456 bytes (256 MiB) and the XDP flow cache for 2097152 connections (dataplane.fast_path_entries) 570425344 bytes (544 MiB), together more than half of this machine's 1073741824 bytes (1024 MiB) of RAM; lower conntrack.max_entries, or dataplane.fast_path_entries"},
+			"conntrack.max_entries 2097152: a full connection table takes 268435456 bytes (256 MiB) and the fast path's flow cache for 2097152 connections (dataplane.fast_path_entries) 570425344 bytes (544 MiB), together more than half of this machine's 1073741824 bytes (1024 MiB) of RAM; lower conntrack.max_entries, or dataplane.fast_path_entries"},
 		{"fast_path on", "frames: 16384", "frames: 16384\n  fast_path: on",
 			`dataplane.fast_path "on": must be auto or off`},
 		{"fast_path_entries 0", "frames: 16384", "frames: 16384\n  fast_path_entries: 0",
@@ -133,9 +133,9 @@ func TestCheckAndRunAgree(t *testing.T) {
 func TestCheckPrintsFastPath(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct{ name, from, to, path, entries, memory string }{
-		{"defaults", "", "", "auto", "1048576", "# memory: connection table up to 128 MiB, XDP flow cache 272 MiB (allocated at start), AF_XDP 32 MiB per interface and receive queue"},
-		{"entries follow max_entries", "max_entries: 1048576", "max_entries: 65536", "auto", "65536", "XDP flow cache 17 MiB"},
-		{"both set", "frames: 16384", "frames: 16384\n  fast_path: off\n  fast_path_entries: 0x1000", `"off"`, "0x1000", "XDP flow cache 0 MiB"},
+		{"defaults", "", "", "auto", "1048576", "# memory: connection table up to 128 MiB, flow cache 272 MiB (allocated at start), AF_XDP 32 MiB per interface and receive queue"},
+		{"entries follow max_entries", "max_entries: 1048576", "max_entries: 65536", "auto", "65536", "flow cache 17 MiB"},
+		{"both set", "frames: 16384", "frames: 16384\n  fast_path: off\n  fast_path_entries: 0x1000", `"off"`, "0x1000", "flow cache 0 MiB"},
 	} {
 		path := filepath.Join(dir, "fp.yaml")
 		if err := os.WriteFile(path, []byte(strings.Replace(checkBase, tc.from, tc.to, 1)), 0o644); err != nil {

@@ -227,7 +227,7 @@ func demoSnapshot(ns []*demoNode) [][dataplane.NumVerdicts]uint64 {
 		if gw.FlowCache() == nil {
 			continue
 		}
-		for _, p := range gw.Programs() {
+		for _, p := range gw.FastPrograms() {
 			if st, err := p.FastStats(); err == nil {
 				cur[i][dataplane.Forwarded] += st.Forwarded
 				cur[i][dataplane.Foreign] += st.Foreign

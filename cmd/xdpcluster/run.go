@@ -211,7 +211,7 @@ func runCheck(e env, path string) int {
 	fmt.Fprintf(e.stdout, "# %s is valid\n# cluster match: %s (serves node(s) %v)\n# conntrack timeouts no key sets (the kernel's defaults): %s\n",
 		path, m, m.Nodes(), strings.Join(fixed, ", "))
 	if mem := cfg.Memory(); cfg.Role == "gateway" {
-		fmt.Fprintf(e.stdout, "# memory: connection table up to %d MiB, XDP flow cache %d MiB (allocated at start), AF_XDP %d MiB per interface and receive queue\n",
+		fmt.Fprintf(e.stdout, "# memory: connection table up to %d MiB, flow cache %d MiB (allocated at start), AF_XDP %d MiB per interface and receive queue\n",
 			mem.Table>>20, mem.FlowCache>>20, mem.UMEMPerQueue>>20)
 	}
 	fmt.Fprint(e.stdout, cfg.YAML())

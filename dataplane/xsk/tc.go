@@ -26,6 +26,17 @@ const (
 // TCStatNames are the tc counters' metric labels.
 var TCStatNames = [NumTCStats]string{"to_socket", "passed"}
 
+// FastCounters is what both fast-path programs, Program and TCProgram,
+// count.
+type FastCounters interface {
+	FastStats() (FastStats, error)
+}
+
+var (
+	_ FastCounters = (*Program)(nil)
+	_ FastCounters = (*TCProgram)(nil)
+)
+
 // tc actions (linux/pkt_cls.h), the tc program's verdicts.
 const (
 	tcActOK       = 0

@@ -18,14 +18,9 @@ import (
 )
 
 // Series of the daemons' metrics the fast path tests read, each summed
-// over the interfaces (and, for afxdpAll, the verdicts).
+// over the interfaces.
 const (
 	fastOn      = `xdpcluster_fast_path_enabled`
-	xdpFwd      = `xdpcluster_packets_total{path="xdp",verdict="forwarded"}`
-	xdpForeign  = `xdpcluster_packets_total{path="xdp",verdict="foreign"}`
-	xdpAll      = `xdpcluster_packets_total{path="xdp"}`
-	afxdpFwd    = `xdpcluster_packets_total{path="afxdp",verdict="forwarded"}`
-	afxdpAll    = `xdpcluster_packets_total{path="afxdp"}`
 	slowNoNeigh = `xdpcluster_fast_path_slow_total{reason="fib_no_neighbour"}`
 	fcInstalls  = `xdpcluster_flow_cache_installs_total`
 	fcRemovals  = `xdpcluster_flow_cache_removals_total`
@@ -34,6 +29,39 @@ const (
 	bulkBytes   = 200000
 	minFastPkts = 20 // of 200 kB each way: ~140 full frames per direction
 )
+
+// paths names the series of the fast path's hook and of the workers: the
+// XDP program and AF_XDP, or the tc program and raw sockets.
+type paths struct{ fast, workers string }
+
+var (
+	xdpPaths = paths{"xdp", "afxdp"}
+	tcPaths  = paths{"tc", "afpacket"}
+)
+
+// fastFwd, fastForeign and fastAll are the fast path's packets forwarded,
+// dropped as foreign, and all of them (every verdict).
+func (p paths) fastFwd() string {
+	return `xdpcluster_packets_total{path="` + p.fast + `",verdict="forwarded"}`
+}
+func (p paths) fastForeign() string {
+	return `xdpcluster_packets_total{path="` + p.fast + `",verdict="foreign"}`
+}
+func (p paths) fastAll() string { return `xdpcluster_packets_total{path="` + p.fast + `"}` }
+
+// workersFwd and workersAll are the workers' packets forwarded and all
+// of them.
+func (p paths) workersFwd() string {
+	return `xdpcluster_packets_total{path="` + p.workers + `",verdict="forwarded"}`
+}
+func (p paths) workersAll() string { return `xdpcluster_packets_total{path="` + p.workers + `"}` }
+
+// sent is what a daemon's workers sent: forwarded themselves, or handed to
+// the kernel while it resolves the next hop.
+func (p paths) sent(t *testing.T, d *daemon.Daemon) float64 {
+	t.Helper()
+	return metric(t, d, p.workersFwd()) + metric(t, d, `xdpcluster_packets_total{path="`+p.workers+`",verdict="forwarded_kernel"}`)
+}
 
 // echoBytes sends n bytes on c and checks they come back intact.
 func echoBytes(c net.Conn, n int) error {
@@ -81,7 +109,7 @@ func waitMetric(t *testing.T, d *daemon.Daemon, name string, floor float64, time
 // node 1's cache.
 func TestDaemonFastPath(t *testing.T) {
 	nstest.Require(t)
-	testDaemonFastPath(t, "", true)
+	testDaemonFastPath(t, "", true, xdpPaths)
 }
 
 // TestDaemonFastPathOff: TestDaemonFastPath's sequence with fast_path: off
@@ -89,10 +117,19 @@ func TestDaemonFastPath(t *testing.T) {
 // the workers before and after the takeover, no path="xdp" series.
 func TestDaemonFastPathOff(t *testing.T) {
 	nstest.Require(t)
-	testDaemonFastPath(t, "dataplane:\n  fast_path: off\n", false)
+	testDaemonFastPath(t, "dataplane:\n  fast_path: off\n", false, xdpPaths)
 }
 
-func testDaemonFastPath(t *testing.T, extra string, on bool) {
+// TestDaemonFastPathTC: TestDaemonFastPath's sequence with raw sockets
+// (dataplane.io: afpacket): the fast path runs as a tc program, its
+// packets counted as path="tc", the handshake and the close through the
+// raw-socket workers (path="afpacket").
+func TestDaemonFastPathTC(t *testing.T) {
+	nstest.Require(t)
+	testDaemonFastPath(t, "dataplane:\n  io: afpacket\n", true, tcPaths)
+}
+
+func testDaemonFastPath(t *testing.T, extra string, on bool, p paths) {
 	cl := nstest.Cluster(t, "xc-dfp", netns.ClusterOptions{Nodes: 2, Clients4: 20, Clients6: 1})
 	nstest.Echo(t, cl.Server, fmt.Sprintf(":%d", echoPort), "")
 	var ds [2]*daemon.Daemon
@@ -128,7 +165,7 @@ func testDaemonFastPath(t *testing.T, extra string, on bool) {
 	// The handshake goes through node 2's workers (SYN, SYN-ACK and the
 	// ACK that establishes it: sent by the workers, or handed to the kernel
 	// while the node resolves the client's and the server's addresses).
-	hs0 := sent(t, d2)
+	hs0 := p.sent(t, d2)
 	c, err := cl.Client.Dial("tcp", client, netip.AddrPortFrom(cl.Server4, echoPort), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +174,7 @@ func testDaemonFastPath(t *testing.T, extra string, on bool) {
 	if err := echoBytes(c, 1000); err != nil {
 		t.Fatal(err)
 	}
-	if hs := sent(t, d2) - hs0; hs < 3 {
+	if hs := p.sent(t, d2) - hs0; hs < 3 {
 		t.Errorf("node 2's workers sent %v packets of the connection's handshake, want at least 3", hs)
 	}
 	if on {
@@ -156,28 +193,28 @@ func testDaemonFastPath(t *testing.T, extra string, on bool) {
 
 	type snap struct{ xdpFwd, xdpForeign, afxdpFwd, afxdpSent, afxdpAll, noNeigh float64 }
 	read := func(d *daemon.Daemon) snap {
-		return snap{metric(t, d, xdpFwd), metric(t, d, xdpForeign), metric(t, d, afxdpFwd), sent(t, d), metric(t, d, afxdpAll), metric(t, d, slowNoNeigh)}
+		return snap{metric(t, d, p.fastFwd()), metric(t, d, p.fastForeign()), metric(t, d, p.workersFwd()), p.sent(t, d), metric(t, d, p.workersAll()), metric(t, d, slowNoNeigh)}
 	}
 	n1a, n2a := read(d1), read(d2)
 	if err := echoBytes(c, bulkBytes); err != nil {
 		t.Fatal(err)
 	}
 	n1b, n2b := read(d1), read(d2)
-	t.Logf("200 kB echo: node 2 xdp forwarded +%v, afxdp sent +%v; node 1 xdp foreign +%v, afxdp +%v",
-		n2b.xdpFwd-n2a.xdpFwd, n2b.afxdpSent-n2a.afxdpSent, n1b.xdpForeign-n1a.xdpForeign, n1b.afxdpAll-n1a.afxdpAll)
+	t.Logf("200 kB echo (fast path %s, workers %s): node 2 fast path forwarded +%v, workers sent +%v; node 1 fast path foreign +%v, workers +%v",
+		p.fast, p.workers, n2b.xdpFwd-n2a.xdpFwd, n2b.afxdpSent-n2a.afxdpSent, n1b.xdpForeign-n1a.xdpForeign, n1b.afxdpAll-n1a.afxdpAll)
 	if on {
 		if d := n2b.xdpFwd - n2a.xdpFwd; d < minFastPkts {
-			t.Errorf("node 2: %s rose by %v over a 200 kB echo, want at least %d", xdpFwd, d, minFastPkts)
+			t.Errorf("node 2: %s rose by %v over a 200 kB echo, want at least %d", p.fastFwd(), d, minFastPkts)
 		}
 		if d := n1b.xdpForeign - n1a.xdpForeign; d < minFastPkts {
-			t.Errorf("node 1: %s rose by %v over a 200 kB echo, want at least %d", xdpForeign, d, minFastPkts)
+			t.Errorf("node 1: %s rose by %v over a 200 kB echo, want at least %d", p.fastForeign(), d, minFastPkts)
 		}
 		for _, x := range []struct {
 			node     int
 			from, to snap
 		}{{1, n1a, n1b}, {2, n2a, n2b}} {
 			if d := x.to.afxdpAll - x.from.afxdpAll; d != 0 {
-				t.Errorf("node %d: %s rose by %v: the workers saw packets of an established, cached connection", x.node, afxdpAll, d)
+				t.Errorf("node %d: %s rose by %v: the workers saw packets of an established, cached connection", x.node, p.workersAll(), d)
 			}
 		}
 	} else {
@@ -185,8 +222,8 @@ func testDaemonFastPath(t *testing.T, extra string, on bool) {
 			t.Errorf("fast path off: node 2's workers sent %v packets of a 200 kB echo, want at least %d", d, minFastPkts)
 		}
 		for i, d := range ds {
-			if v := metric(t, d, xdpAll); v != -1 {
-				t.Errorf("fast path off: node %d reports %s %v, want no such series", i+1, xdpAll, v)
+			if v := metric(t, d, p.fastAll()); v != -1 {
+				t.Errorf("fast path off: node %d reports %s %v, want no such series", i+1, p.fastAll(), v)
 			}
 		}
 	}
@@ -208,14 +245,14 @@ func testDaemonFastPath(t *testing.T, extra string, on bool) {
 			t.Fatalf("after the takeover, echo %d: %v", round, err)
 		}
 		t2 := read(d1)
-		t.Logf("after the takeover, 100 kB echo %d: node 1 xdp forwarded +%v, xdp foreign +%v; afxdp +%v (forwarded +%v, sent +%v), handed over for fib_no_neighbour +%v",
+		t.Logf("after the takeover, 100 kB echo %d: node 1 fast path forwarded +%v, foreign +%v; workers +%v (forwarded +%v, sent +%v), handed over for fib_no_neighbour +%v",
 			round, t2.xdpFwd-t1.xdpFwd, t2.xdpForeign-t1.xdpForeign, t2.afxdpAll-t1.afxdpAll, t2.afxdpFwd-t1.afxdpFwd, t2.afxdpSent-t1.afxdpSent, t2.noNeigh-t1.noNeigh)
 		if !on {
 			if d := t2.afxdpSent - t1.afxdpSent; d < minFastPkts {
 				t.Errorf("fast path off: after the takeover node 1's workers sent %v packets, want at least %d", d, minFastPkts)
 			}
-			if v := metric(t, d1, xdpAll); v != -1 {
-				t.Errorf("fast path off: node 1 reports %s %v, want no such series", xdpAll, v)
+			if v := metric(t, d1, p.fastAll()); v != -1 {
+				t.Errorf("fast path off: node 1 reports %s %v, want no such series", p.fastAll(), v)
 			}
 			continue
 		}
@@ -237,15 +274,15 @@ func testDaemonFastPath(t *testing.T, extra string, on bool) {
 			t.Errorf("after the takeover, with the neighbours resolved, %v packets went through node 1's workers, want none (the cache decides)", d)
 		}
 		if d := t2.xdpFwd - t1.xdpFwd; round == 2 && d < minFastPkts {
-			t.Errorf("after the takeover node 1's %s rose by %v over a 100 kB echo, want the connection's packets (at least %d)", xdpFwd, d, minFastPkts)
+			t.Errorf("after the takeover node 1's %s rose by %v over a 100 kB echo, want the connection's packets (at least %d)", p.fastFwd(), d, minFastPkts)
 		}
 	}
 
 	// The close goes through node 1's workers, which remove the connection
 	// from the cache.
-	r0, c0 := metric(t, d1, fcRemovals), sent(t, d1)
+	r0, c0 := metric(t, d1, fcRemovals), p.sent(t, d1)
 	c.Close()
-	for deadline := time.Now().Add(5 * time.Second); sent(t, d1) <= c0; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); p.sent(t, d1) <= c0; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the connection's close did not go through node 1's workers")
 		}
@@ -258,11 +295,4 @@ func testDaemonFastPath(t *testing.T, extra string, on bool) {
 	} else if v := metric(t, d1, fcRemovals); v != -1 {
 		t.Errorf("fast path off: node 1 reports %s %v, want no such series", fcRemovals, v)
 	}
-}
-
-// sent is what a daemon's workers sent: forwarded themselves, or handed to
-// the kernel while it resolves the next hop.
-func sent(t *testing.T, d *daemon.Daemon) float64 {
-	t.Helper()
-	return metric(t, d, afxdpFwd) + metric(t, d, `xdpcluster_packets_total{path="afxdp",verdict="forwarded_kernel"}`)
 }

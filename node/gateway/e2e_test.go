@@ -52,7 +52,7 @@ func forwarded(t testing.TB, gw *gateway.Gateway) uint64 {
 
 // fastTotals sums a gateway's XDP fast path counters over its interfaces.
 func fastTotals(t testing.TB, gw *gateway.Gateway) (fs xsk.FastStats) {
-	for _, p := range gw.Programs() {
+	for _, p := range gw.FastPrograms() {
 		st, err := p.FastStats()
 		if err != nil {
 			t.Fatalf("fast path counters: %v", err)
@@ -180,7 +180,7 @@ func startMixed(t testing.TB, cl *netns.Cluster, kernelNode int, backend string,
 			n.gw.Close()
 		})
 		t.Logf("node %d: %v; fast path %v %s", i+1, n.gw.Modes(), n.gw.FlowCache() != nil, n.gw.FastPathReason())
-		if want := fast != dataplane.FastPathOff && backend == "afxdp"; (n.gw.FlowCache() != nil) != want {
+		if want := fast != dataplane.FastPathOff; (n.gw.FlowCache() != nil) != want {
 			t.Fatalf("node %d: fast path on = %v, want %v (%s)", i+1, n.gw.FlowCache() != nil, want, n.gw.FastPathReason())
 		}
 		nodes = append(nodes, n)
@@ -300,9 +300,25 @@ func TestGatewayEndToEnd(t *testing.T) {
 	})
 }
 
-// TestGatewayEndToEndAFPacket: the same over the raw-socket backend.
+// TestGatewayEndToEndAFPacket: the same over the raw-socket backend, with
+// the fast path in tc (two sockets per interface, one per family, that see
+// what the program leaves to the stack) and without it (one socket per
+// interface that sees every frame).
 func TestGatewayEndToEndAFPacket(t *testing.T) {
-	endToEnd(t, "xc-afp", 0, "afpacket", "", bpfutil.ModeAuto)
+	for _, fp := range fastPaths {
+		t.Run("fast_path="+string(fp), func(t *testing.T) {
+			nodes := endToEnd(t, "xc-afp", 0, "afpacket", fp, bpfutil.ModeAuto)
+			for i, n := range nodes {
+				wantTC := fp != dataplane.FastPathOff
+				if hook := n.gw.FastPathHook(); (hook == "tc") != wantTC || len(n.gw.TCPrograms()) > 0 != wantTC {
+					t.Errorf("node %d: fast path hook %q with %d tc programs (%s), want tc %v", i+1, hook, len(n.gw.TCPrograms()), n.gw.FastPathReason(), wantTC)
+				}
+				if q := n.gw.Dataplane().Queues(); wantTC && q != 2 || !wantTC && q != 1 {
+					t.Errorf("node %d: %d queues (%v), want one socket per family with tc, one in all without", i+1, q, n.gw.Modes())
+				}
+			}
+		})
+	}
 }
 
 // TestGatewayMixedWithKernelNode: users migrate one node at a time, so a
@@ -319,7 +335,7 @@ func TestGatewayMixedWithKernelNode(t *testing.T) {
 	}
 }
 
-func endToEnd(t *testing.T, prefix string, kernelNode int, backend string, fast dataplane.FastPath, xdp bpfutil.AttachMode) {
+func endToEnd(t *testing.T, prefix string, kernelNode int, backend string, fast dataplane.FastPath, xdp bpfutil.AttachMode) []*node {
 	nstest.Require(t)
 	for _, tool := range []string{"tcpdump", "ping", "iptables"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -414,6 +430,7 @@ func endToEnd(t *testing.T, prefix string, kernelNode int, backend string, fast 
 			t.Errorf("client %s reached the server through %v, want only node %d (%s)", a, macs, nodes[0].match.Node(a)+1, want)
 		}
 	}
+	return nodes
 }
 
 func invalidReasons(d *dataplane.Dataplane) map[string]uint64 {

@@ -12,10 +12,11 @@ import (
 	"github.com/xdpcluster/xdpcluster/packet"
 )
 
-// newFlowCache creates the XDP fast path's flow cache unless the fast path
-// is off: by configuration, with the raw-socket backend (no XDP program),
-// where the kernel would not route for it (forwarding off on the data
-// interfaces), or where the kernel cannot create the cache. FastPathAuto
+// newFlowCache creates the fast path's flow cache unless the fast path is
+// off: by configuration, where the kernel would not route for it
+// (forwarding off on the data interfaces), or where the kernel cannot
+// create the cache. With AF_XDP the XDP program reads it, with raw sockets
+// a tc program (openPacket), which may still turn it off. FastPathAuto
 // means on where possible, so every such case sets g.fastReason, which
 // Start logs, and goes on; the error is for a setting it does not know.
 func (g *Gateway) newFlowCache(cfg Config) error {
@@ -25,9 +26,6 @@ func (g *Gateway) newFlowCache(cfg Config) error {
 	switch {
 	case cfg.FastPath == dataplane.FastPathOff:
 		g.fastReason = "dataplane.fast_path is off"
-		return nil
-	case cfg.IO == dataplane.IOAFPacket:
-		g.fastReason = "the raw-socket backend (dataplane.io: afpacket) has no XDP program"
 		return nil
 	}
 	reason, partly := forwardingOff(cfg.Interfaces)

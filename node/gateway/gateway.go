@@ -18,6 +18,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/xdpcluster/xdpcluster/arp"
 	"github.com/xdpcluster/xdpcluster/cluster"
@@ -75,8 +76,11 @@ type Gateway struct {
 	// that has any.
 	responders []*arp.Responder
 	programs   []*xsk.Program // per interface, with AF_XDP only
-	// flows is the XDP fast path's flow cache, shared by the programs;
-	// nil when the fast path is off (see FastPath).
+	// tcPrograms are the fast path's tc programs, per interface, with
+	// raw sockets and the fast path on only.
+	tcPrograms []*xsk.TCProgram
+	// flows is the fast path's flow cache, shared by the programs (XDP
+	// or tc); nil when the fast path is off (see FastPath).
 	flows      *xsk.FlowCache
 	fastReason string // why the fast path is off, "" when on
 	// ioFallback says why IOAuto fell back to raw sockets ("" when not).
@@ -182,7 +186,6 @@ func Start(cfg Config) (g *Gateway, err error) {
 			g.ioFallback = err.Error() + capsHint()
 			log.Warn("AF_XDP cannot be set up; falling back to the raw-socket (AF_PACKET) backend, which is slower", "error", g.ioFallback)
 			g.closePorts()
-			g.fastPathOff("the raw-socket backend has no XDP program")
 			ifaces, err = g.openPacket(h, cfg)
 		}
 	default:
@@ -198,7 +201,11 @@ func Start(cfg Config) (g *Gateway, err error) {
 			}
 		}
 		g.tracker.SetOffloader(g.flows)
-		log.Info("fast path on: established flows are forwarded in XDP", "entries", g.flows.Conns())
+		where := "XDP"
+		if len(g.tcPrograms) > 0 {
+			where = "tc"
+		}
+		log.Info("fast path on: established flows are forwarded in "+where, "entries", g.flows.Conns())
 	} else if g.fastReason != "" {
 		log.Info("fast path off: every packet goes through the workers", "reason", g.fastReason)
 	}
@@ -286,6 +293,44 @@ func (g *Gateway) FastPathReason() string { return g.fastReason }
 // Config.Interfaces; none with the raw-socket backend. The slice is the
 // caller's; a Program is safe for concurrent use.
 func (g *Gateway) Programs() []*xsk.Program { return slices.Clone(g.programs) }
+
+// FastPrograms returns the programs that carry the fast path, one per
+// interface in the order of Config.Interfaces: the XDP programs with
+// AF_XDP, the tc programs with raw sockets; none when the fast path is off.
+// FastPathHook says which.
+func (g *Gateway) FastPrograms() []xsk.FastCounters {
+	var out []xsk.FastCounters
+	switch {
+	case g.flows == nil:
+	case len(g.tcPrograms) > 0:
+		for _, p := range g.tcPrograms {
+			out = append(out, p)
+		}
+	default:
+		for _, p := range g.programs {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// FastPathHook is where the fast path runs: "xdp", "tc", or "" when it is
+// off.
+func (g *Gateway) FastPathHook() string {
+	switch {
+	case g.flows == nil:
+		return ""
+	case len(g.tcPrograms) > 0:
+		return "tc"
+	}
+	return "xdp"
+}
+
+// TCPrograms returns the fast path's tc program of each interface, in the
+// order of Config.Interfaces, with the raw-socket backend and the fast path
+// on; none otherwise. The slice is the caller's; a TCProgram is safe for
+// concurrent use.
+func (g *Gateway) TCPrograms() []*xsk.TCProgram { return slices.Clone(g.tcPrograms) }
 
 // NewConns returns the number of new connections owned by node (0-based,
 // below cluster.MaxNodes) since Start. Every node tracks every connection,
@@ -612,11 +657,25 @@ func (g *Gateway) openXDP(h *netlink.Handle, cfg Config) ([]dataplane.Iface, err
 	return ifaces, nil
 }
 
-// openPacket opens one raw-socket port per interface.
+// openPacket opens the raw-socket ports: with the fast path on, it
+// attaches the tc program to every interface and opens two ports on each,
+// bound to ETH_P_IP and ETH_P_IPV6 (they see only what the program leaves
+// to the stack; the workers' queue 0 reads IPv4, queue 1 IPv6); else one
+// port per interface bound to every frame. If the tc program cannot be
+// loaded or attached, the fast path goes off (the reason is logged).
 func (g *Gateway) openPacket(h *netlink.Handle, cfg Config) ([]dataplane.Iface, error) {
 	opts := cfg.Packet
 	if opts == (afpacket.Options{}) {
 		opts = afpacket.DefaultOptions()
+	}
+	if g.flows != nil {
+		if err := g.attachTC(cfg); err != nil {
+			g.fastPathOff(fmt.Sprintf("the tc fast path for the raw-socket backend cannot be set up: %v", err))
+		}
+	}
+	protos := []uint16{0}
+	if len(g.tcPrograms) > 0 {
+		protos = []uint16{unix.ETH_P_IP, unix.ETH_P_IPV6}
 	}
 	var ifaces []dataplane.Iface
 	for i, ic := range cfg.Interfaces {
@@ -624,17 +683,47 @@ func (g *Gateway) openPacket(h *netlink.Handle, cfg Config) ([]dataplane.Iface, 
 		if err != nil {
 			return nil, fmt.Errorf("interface %s: %w", ic.Name, err)
 		}
-		p, err := afpacket.Open(ic.Name, g.links[i], ic.ClusterMAC, opts)
-		if err != nil {
-			return nil, err
+		ifc := dataplane.Iface{Name: ic.Name, NoNewConnections: ic.NoNewConnections}
+		for _, proto := range protos {
+			o := opts
+			o.Protocol = proto
+			p, err := afpacket.Open(ic.Name, g.links[i], ic.ClusterMAC, o)
+			if err != nil {
+				return nil, err
+			}
+			g.ports = append(g.ports, p)
+			ifc.Ports = append(ifc.Ports, p)
 		}
-		g.ports = append(g.ports, p)
-		ifc := dataplane.Iface{Name: ic.Name, Ports: []dataplane.Port{p}, NoNewConnections: ic.NoNewConnections}
 		copy(ifc.MAC[:], link.Attrs().HardwareAddr)
-		g.modes = append(g.modes, node.Mode{Role: node.RoleGateway, XDP: node.None, IO: node.IOAFPacket, Copy: node.Copy, Queues: 1})
+		g.modes = append(g.modes, node.Mode{Role: node.RoleGateway, XDP: node.None, IO: node.IOAFPacket, Copy: node.Copy,
+			Queues: len(protos), TC: len(g.tcPrograms) > 0})
 		ifaces = append(ifaces, ifc)
 	}
 	return ifaces, nil
+}
+
+// attachTC loads the fast path's tc program for each interface and
+// attaches it at tc ingress; on error it undoes what it did.
+func (g *Gateway) attachTC(cfg Config) (err error) {
+	defer func() {
+		if err != nil {
+			for _, p := range g.tcPrograms {
+				p.Close()
+			}
+			g.tcPrograms = nil
+		}
+	}()
+	for i, ic := range cfg.Interfaces {
+		p, err := xsk.NewTCProgram(ic.ClusterMAC, g.flows)
+		if err != nil {
+			return fmt.Errorf("interface %s: %w", ic.Name, err)
+		}
+		g.tcPrograms = append(g.tcPrograms, p)
+		if err := p.Attach(g.links[i]); err != nil {
+			return fmt.Errorf("interface %s: %w", ic.Name, err)
+		}
+	}
+	return nil
 }
 
 // closePorts releases the ports and programs opened so far.
@@ -642,6 +731,10 @@ func (g *Gateway) closePorts() {
 	for _, p := range g.programs {
 		p.Close()
 	}
+	for _, p := range g.tcPrograms {
+		p.Close()
+	}
+	g.tcPrograms = nil
 	for _, p := range g.ports {
 		p.Close()
 	}
@@ -681,10 +774,16 @@ func (g *Gateway) close() error {
 	for _, p := range g.programs {
 		errs = append(errs, p.Detach())
 	}
+	for _, p := range g.tcPrograms {
+		errs = append(errs, p.Detach())
+	}
 	for _, p := range g.ports {
 		errs = append(errs, p.Close())
 	}
 	for _, p := range g.programs {
+		errs = append(errs, p.Close())
+	}
+	for _, p := range g.tcPrograms {
 		errs = append(errs, p.Close())
 	}
 	if g.flows != nil {
