@@ -742,16 +742,16 @@ func report(results []result, runs int, dur time.Duration, download string) {
 	}
 	if k := med["kernel"]; k > 0 {
 		fmt.Println()
-		for _, key := range []string{"auto", "off"} {
-			x, ok := med[key]
-			if !ok {
+		for _, sc := range scenarios {
+			x, ok := med[sc.key]
+			if !ok || sc.kernel {
 				continue
 			}
 			verdict := "NOT met"
 			if x >= k {
 				verdict = "met"
 			}
-			fmt.Printf("xdpcluster fast_path %s / kernel: %.2f× streams (must ≥ 1: %s; target 1.5), %.2f× download\n", key, x/k, verdict, dlMed[key]/dlMed["kernel"])
+			fmt.Printf("%s / kernel: %.2f× streams (must ≥ 1: %s; target 1.5), %.2f× download\n", sc.name, x/k, verdict, dlMed[sc.key]/dlMed["kernel"])
 		}
 	}
 }
