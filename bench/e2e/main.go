@@ -416,6 +416,7 @@ func realMain() (code int) {
 	idle := flag.Duration("idle", 30*time.Second, "how long the idle daemon's CPU use is measured (0: not measured)")
 	oneCoreExact := flag.Bool("one-core-exact", false, "fail when the one-core comparison loses any owned packet (the issue's target); without it only a wrong decision (a foreign source forwarded) fails, since a shared machine's load can starve one core")
 	flag.StringVar(&daemonXDPMode, "daemon-xdp-mode", "", "the one-core daemon's dataplane.xdp_mode (native, generic; empty: its default, auto)")
+	flag.StringVar(&daemonIO, "daemon-io", "", "the one-core daemon's dataplane.io where a row sets none (afxdp, afpacket; empty: its default, auto), the exact-set comparison's included")
 	flag.IntVar(&fastEntries, "fast-path-entries", 0, "the one-core daemon's dataplane.fast_path_entries (0: its default, conntrack.max_entries)")
 	flag.IntVar(&daemonFrames, "daemon-frames", 0, "the one-core daemon's dataplane.frames (ring_size: half); 0: its defaults (16384, 8192)")
 	flag.IntVar(&napiFIFO, "napi-fifo", 0, "an experiment: run the one-core family's ingress NAPI kthread SCHED_FIFO at this priority (0: the kernel's default, SCHED_OTHER)")

@@ -147,6 +147,10 @@ var daemonFrames int
 // daemonXDPMode, when set, is the one-core daemon's dataplane.xdp_mode.
 var daemonXDPMode string
 
+// daemonIO, when set, is the one-core daemon's dataplane.io where a row
+// does not set its own (the default rows and the exact-set comparison).
+var daemonIO string
+
 // fastEntries, when positive, is the daemon's dataplane.fast_path_entries.
 var fastEntries int
 
@@ -172,6 +176,9 @@ func buildDaemon(dir string) string {
 func daemonConfig(dir, fastPath, xdpMode, io string) string {
 	if xdpMode == "" {
 		xdpMode = daemonXDPMode
+	}
+	if io == "" {
+		io = daemonIO
 	}
 	dp := ""
 	if io != "" {

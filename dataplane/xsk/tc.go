@@ -110,6 +110,25 @@ func (p *TCProgram) Attach(ifindex int) error {
 	return nil
 }
 
+// Attached returns nil while the program is attached to an interface: an
+// error before Attach, after Detach, or once the kernel has let go of the
+// link (the interface was deleted).
+func (p *TCProgram) Attached() error {
+	if len(p.links) == 0 {
+		return errors.New("our tc program is not attached")
+	}
+	for _, l := range p.links {
+		info, err := l.Info()
+		if err != nil {
+			return fmt.Errorf("our tc program's link: %w", err)
+		}
+		if tcx := info.TCX(); tcx == nil || tcx.Ifindex == 0 {
+			return errors.New("our tc program was detached (its interface went away)")
+		}
+	}
+	return nil
+}
+
 // Detach removes the program from every interface it was attached to.
 func (p *TCProgram) Detach() error {
 	var errs []error

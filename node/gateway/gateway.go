@@ -799,7 +799,8 @@ func (g *Gateway) close() error {
 }
 
 // Health reports whether the dataplane can serve: nil when every data
-// interface is up and (with AF_XDP) still runs our XDP program, else an
+// interface is up and still runs our XDP program (with AF_XDP) or our tc
+// program (with raw sockets and the fast path), else an
 // error saying what is wrong. It asks the kernel each time.
 func (g *Gateway) Health() error {
 	select {
@@ -814,6 +815,11 @@ func (g *Gateway) Health() error {
 		}
 		if err := bpfutil.CheckAttached(g.handle, ifindex, prog); err != nil {
 			return err
+		}
+		if i < len(g.tcPrograms) {
+			if err := g.tcPrograms[i].Attached(); err != nil {
+				return fmt.Errorf("interface %s: %w", g.cfg.Interfaces[i].Name, err)
+			}
 		}
 	}
 	return nil
