@@ -285,7 +285,7 @@ CAP_NET_RAW, CAP_BPF, CAP_PERFMON, CAP_IPC_LOCK; CAP_SYS_ADMIN for kernels befor
 func demoCmd(e env) *cobra.Command {
 	var o demoOptions
 	c := &cobra.Command{
-		Use:   "demo [--nodes N] [--clients N] [--duration D]",
+		Use:   "demo [--nodes N] [--clients N] [--duration D] [--io afxdp|afpacket]",
 		Short: "a live 3-node cluster in network namespaces on this machine (root)",
 		Long:  strings.TrimSpace(demoDescription),
 		Args:  noArgs,
@@ -297,6 +297,7 @@ func demoCmd(e env) *cobra.Command {
 	f.DurationVar(&o.duration, "duration", 0, "stop the traffic after this long (0: run until Ctrl-C)")
 	f.StringVar(&o.seed, "seed", "0xdeadbeef", "cluster hash seed")
 	f.IntVar(&o.port, "metrics-port", 9477, "first metrics port on 127.0.0.1 (node N uses port+N-1)")
+	f.StringVar(&o.io, "io", "auto", "the nodes' dataplane.io: auto or afxdp (AF_XDP, the fast path in XDP), afpacket (raw sockets, the fast path in tc)")
 	return c
 }
 
@@ -304,7 +305,7 @@ func demoCmd(e env) *cobra.Command {
 type demoOptions struct {
 	nodes, clients, port int
 	duration             time.Duration
-	seed                 string
+	seed, io             string
 }
 
 // runOptions are run's options.

@@ -102,6 +102,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"simulate", "--pcap", "x", "y"}, "xdpcluster simulate: unexpected argument \"y\" (simulate takes no arguments, only options)\nRun 'xdpcluster simulate --help' for usage.\n"},
 		{[]string{"ctl", "reload", "now"}, "xdpcluster ctl reload: unexpected argument \"now\" (reload takes no arguments, only options)\nRun 'xdpcluster ctl reload --help' for usage.\n"},
 		{[]string{"check", "--config"}, "xdpcluster check: flag needs an argument: --config\nRun 'xdpcluster check --help' for usage.\n"},
+		{[]string{"demo", "--io", "dpdk"}, "xdpcluster demo: --io \"dpdk\": must be auto, afxdp or afpacket\n"},
 		{[]string{"demo", "--nodes", "three"}, "xdpcluster demo: invalid argument \"three\" for \"--nodes\" flag: strconv.ParseInt: parsing \"three\": invalid syntax\nRun 'xdpcluster demo --help' for usage.\n"},
 		{[]string{"frobnicate"}, "xdpcluster: unknown command \"frobnicate\" for \"xdpcluster\"\nRun 'xdpcluster help' for the list of commands.\n"},
 		{[]string{"ownr"}, "xdpcluster: unknown command \"ownr\" for \"xdpcluster\" (did you mean owner?)\nRun 'xdpcluster help' for the list of commands.\n"},

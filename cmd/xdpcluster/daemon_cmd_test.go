@@ -45,14 +45,26 @@ func TestCtlUsage(t *testing.T) {
 // cluster that forwards every packet exactly once, then cleans up. Other
 // demos and tests may run on the host at the same time: it uses free
 // metrics ports and checks only its own namespaces (the run's prefix,
-// which the demo prints).
+// which the demo prints). With --io afpacket the nodes run raw sockets and
+// the fast path in tc, and the same holds.
 func TestDemo(t *testing.T) {
 	if err := netns.Available(); err != nil {
 		t.Skipf("skipping: %v; run the tests as root", err)
 	}
+	for _, tc := range []struct{ io, mode string }{{"auto", "xdp "}, {"afpacket", "fast path in tc"}} {
+		t.Run("io="+tc.io, func(t *testing.T) { testDemo(t, tc.io, tc.mode) })
+	}
+}
+
+// testDemo runs the demo with --io io; every node's interfaces must show
+// mode.
+func testDemo(t *testing.T, io, mode string) {
 	const nodes = 3
 	port := freePorts(t, nodes)
-	out, errOut, code := runCmd("", "demo", "--duration", "4s", "--clients", "20", "--nodes", strconv.Itoa(nodes), "--metrics-port", strconv.Itoa(port))
+	out, errOut, code := runCmd("", "demo", "--duration", "4s", "--clients", "20", "--nodes", strconv.Itoa(nodes), "--metrics-port", strconv.Itoa(port), "--io", io)
+	if n := strings.Count(out, mode); n < nodes {
+		t.Errorf("demo output shows %q %d times, want once per node at least:\n%s", mode, n, out)
+	}
 	prefix := regexp.MustCompile(`(?m)^namespaces: (xcdemo-[0-9a-f]+)-\* \(removed on exit\)$`).FindStringSubmatch(out)
 	if prefix == nil {
 		t.Fatalf("demo output names no namespace prefix (exit %d):\n%s\n%s", code, out, errOut)

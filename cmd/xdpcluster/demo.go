@@ -28,8 +28,9 @@ import (
 const demoDescription = `
 Build a cluster in network namespaces on this machine and run it: a client
 namespace and a server namespace, each behind its own Linux bridge, and
-N node namespaces, each running a real xdpcluster (AF_XDP dataplane,
-ARP/ND responder, metrics, control API). No static neighbour entries: the
+N node namespaces, each running a real xdpcluster (AF_XDP dataplane, or
+raw sockets with the fast path in tc with --io afpacket; ARP/ND
+responder, metrics, control API). No static neighbour entries: the
 client and the server find the cluster IPs through the nodes' ARP/ND
 answers. Real kernel TCP, UDP and ping traffic flows from many client
 addresses (IPv4 and IPv6); a live table shows each node's share and rates,
@@ -48,6 +49,10 @@ type demoNode struct {
 
 func runDemo(e env, o *demoOptions) int {
 	nodes, clients, duration, seedFlag, port := &o.nodes, &o.clients, &o.duration, &o.seed, &o.port
+	if err := dataplane.IO(o.io).Validate(); err != nil || o.io == "" {
+		fmt.Fprintf(e.stderr, "xdpcluster demo: --io %q: must be auto, afxdp or afpacket\n", o.io)
+		return exitUsage
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(e.stderr, "xdpcluster demo builds network namespaces and attaches XDP programs, which needs root: run `sudo xdpcluster demo` (or `sudo make demo`).")
 		return exitFail
@@ -107,6 +112,7 @@ func runDemo(e env, o *demoOptions) int {
 			{Name: "front", ClusterMAC: cl.FrontMAC.String(), ClusterAddresses: []string{cl.ClusterFront4.String(), cl.ClusterFront6.String()}},
 			{Name: "back", ClusterMAC: cl.BackMAC.String(), ClusterAddresses: []string{cl.ClusterBack4.String(), cl.ClusterBack6.String()}, NewConnections: &refuse},
 		}
+		cfg.Dataplane.IO = o.io
 		cfg.Metrics.Listen = fmt.Sprintf("127.0.0.1:%d", *port+i)
 		cfg.Control.Socket = fmt.Sprintf("%s/node%d.sock", dir, i+1)
 		cfg.StateDir = fmt.Sprintf("%s/node%d.state", dir, i+1) // each node's own snapshot
