@@ -83,6 +83,12 @@ type Gateway struct {
 	// or tc); nil when the fast path is off (see FastPath).
 	flows      *xsk.FlowCache
 	fastReason string // why the fast path is off, "" when on
+	// groRestore are the interfaces whose GRO openPacket turned off,
+	// for Close to turn back on.
+	groRestore []string
+	// ethtool is the socket GRO is read and set through, opened in the
+	// node's namespace (-1 until needed).
+	ethtool int
 	// ioFallback says why IOAuto fell back to raw sockets ("" when not).
 	ioFallback string
 	// cacheOrphans counts the connections reconcileCache removed.
@@ -138,7 +144,7 @@ func Start(cfg Config) (g *Gateway, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlink: %w", err)
 	}
-	g = &Gateway{handle: h, log: log, cfg: cfg, ns: netns.None()}
+	g = &Gateway{handle: h, log: log, cfg: cfg, ns: netns.None(), ethtool: -1}
 	defer func() {
 		if err != nil {
 			g.Close()
@@ -683,6 +689,7 @@ func (g *Gateway) openPacket(h *netlink.Handle, cfg Config) ([]dataplane.Iface, 
 		if err != nil {
 			return nil, fmt.Errorf("interface %s: %w", ic.Name, err)
 		}
+		g.groOff(ic.Name)
 		ifc := dataplane.Iface{Name: ic.Name, NoNewConnections: ic.NoNewConnections}
 		for _, proto := range protos {
 			o := opts
@@ -700,6 +707,34 @@ func (g *Gateway) openPacket(h *netlink.Handle, cfg Config) ([]dataplane.Iface, 
 		ifaces = append(ifaces, ifc)
 	}
 	return ifaces, nil
+}
+
+// groOff turns generic receive offload off on a raw-socket interface,
+// remembering to turn it back on at Close: GRO merges a TCP flow's
+// segments before the stack's packet sockets see them, and a merged packet
+// is longer than a ring slot, so the workers would get it truncated and
+// drop it as malformed (a connection whose data reached the workers would
+// stall). XDP runs before GRO, so AF_XDP never needs this.
+func (g *Gateway) groOff(name string) {
+	if g.ethtool < 0 {
+		fd, err := ethtoolSocket()
+		if err != nil {
+			g.log.Warn("raw sockets: cannot check GRO", "interface", name, "error", err)
+			return
+		}
+		g.ethtool = fd
+	}
+	on, err := groOn(g.ethtool, name)
+	if err != nil || !on {
+		return
+	}
+	if err := setGRO(g.ethtool, name, false); err != nil {
+		g.log.Warn("raw sockets: GRO is on and cannot be turned off: the workers will drop the merged TCP packets they get as malformed; "+
+			"turn it off: ethtool -K "+name+" gro off", "interface", name, "error", err)
+		return
+	}
+	g.groRestore = append(g.groRestore, name)
+	g.log.Info("raw sockets: turned GRO off (merged packets are longer than a ring slot); it is turned back on at exit", "interface", name)
 }
 
 // attachTC loads the fast path's tc program for each interface and
@@ -785,6 +820,16 @@ func (g *Gateway) close() error {
 	}
 	for _, p := range g.tcPrograms {
 		errs = append(errs, p.Close())
+	}
+	for _, name := range g.groRestore {
+		if err := setGRO(g.ethtool, name, true); err != nil {
+			errs = append(errs, fmt.Errorf("turn GRO back on: %w", err))
+		}
+	}
+	g.groRestore = nil
+	if g.ethtool >= 0 {
+		unix.Close(g.ethtool)
+		g.ethtool = -1
 	}
 	if g.flows != nil {
 		errs = append(errs, g.flows.Close())

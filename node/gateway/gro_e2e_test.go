@@ -1,0 +1,76 @@
+package gateway_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
+	"github.com/xdpcluster/xdpcluster/internal/netns"
+	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+)
+
+// TestAFPacketGROOff: with GRO on at the nodes' interfaces, and the
+// switch's ports sending unsegmented frames (TSO and GSO off, so a veth
+// merges them in its NAPI as a NIC's GRO would), the kernel hands packet
+// sockets merged TCP packets longer than a ring slot, which the workers
+// used to get truncated and drop as malformed: the connection stalled.
+// The raw-socket gateway turns GRO off on its interfaces, so every echo
+// completes with nothing malformed, with and without the tc fast path;
+// Close turns GRO back on.
+func TestAFPacketGROOff(t *testing.T) {
+	for _, fp := range fastPaths {
+		t.Run("fast_path="+string(fp), func(t *testing.T) {
+			cl := nstest.Cluster(t, "xc-gro", netns.ClusterOptions{Nodes: 3, Clients4: 12, Clients6: 1})
+			for i := range cl.Nodes {
+				for _, p := range []string{"swf", "swb"} {
+					nstest.Run(t, cl.Switch, "ethtool", "-K", fmt.Sprintf("%s%d", p, i+1), "tso", "off", "gso", "off")
+				}
+			}
+			for _, ns := range cl.Nodes {
+				for _, ifc := range []string{"front", "back"} {
+					nstest.Run(t, ns, "ethtool", "-K", ifc, "gro", "on")
+				}
+			}
+			nodes := startMixed(t, cl, 0, "afpacket", fp, bpfutil.ModeAuto)
+			for i, ns := range cl.Nodes {
+				if gro := groState(t, ns, "front"); gro != "off" {
+					t.Errorf("node %d: GRO on front is %s while the gateway runs, want off", i+1, gro)
+				}
+			}
+			servers(t, cl)
+			for _, a := range cl.Clients4 {
+				c := dial(t, cl, a)
+				echo(t, c, 200000)
+				c.Close()
+			}
+			for i, n := range nodes {
+				pkts, _, _ := n.gw.Dataplane().Totals(-1)
+				if m := pkts[dataplane.Malformed]; m != 0 {
+					t.Errorf("node %d: %d packets malformed", i+1, m)
+				}
+				if err := n.gw.Close(); err != nil {
+					t.Errorf("node %d: close: %v", i+1, err)
+				}
+				for _, ifc := range []string{"front", "back"} {
+					if gro := groState(t, cl.Nodes[i], ifc); gro != "on" {
+						t.Errorf("node %d: GRO on %s is %s after Close, want on again", i+1, ifc, gro)
+					}
+				}
+			}
+		})
+	}
+}
+
+// groState is ethtool's word for an interface's GRO in ns: on or off.
+func groState(t *testing.T, ns *netns.NS, ifc string) string {
+	t.Helper()
+	for _, l := range strings.Split(nstest.Run(t, ns, "ethtool", "-k", ifc), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "generic-receive-offload: "); ok {
+			return strings.Fields(v)[0]
+		}
+	}
+	t.Fatalf("ethtool -k %s: no generic-receive-offload line", ifc)
+	return ""
+}
