@@ -259,6 +259,17 @@ func (t *topo) startDaemon(bin, fastPath, xdpMode, io string, cpu int) *daemon {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	if io == "" {
+		io = daemonIO
+	}
+	if io == "afpacket" {
+		// With raw sockets the daemon turns GRO off (merged TCP packets
+		// would not fit its ring slots), which takes the veth's NAPI, and
+		// so its threaded NAPI kthread, away; this family needs them (the
+		// generator sends XDP frames, which a veth takes only through
+		// NAPI). The generator's UDP frames are never merged.
+		run(t.dut, "ethtool", "-K", inIf, "gro", "on")
+	}
 	return d
 }
 
