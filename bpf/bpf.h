@@ -47,9 +47,19 @@ struct __sk_buff {
 	__u32 tc_classid;
 	__u32 data; /* the linear part only: data_end may stop before len */
 	__u32 data_end;
+	__u32 napi_id;
+	__u32 sk_fields[13]; /* family ... local_port: socket programs' */
+	__u32 data_meta;
+	__u64 flow_keys; /* a pointer */
+	__u64 tstamp;
+	__u32 wire_len;
+	__u32 gso_segs;
+	__u64 sk; /* a pointer */
+	__u32 gso_size; /* non-zero: a GSO packet (merged by GRO, or a local sender's) */
 };
 
 /* tc actions (linux/pkt_cls.h). */
+#define TC_ACT_UNSPEC -1 /* at tcx: the next program, then the stack */
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
 #define TC_ACT_REDIRECT 7

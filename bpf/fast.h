@@ -151,7 +151,10 @@ static __always_inline int xc_ipv4_csum_ok(void *ip, __u32 hl, void *data_end)
 /*
  * xc_fast_decide decides a cluster-MAC frame from the flow cache. data to
  * data_end is what the program can read of it (from its Ethernet header
- * on), frame_len its whole length, ifindex the interface it came in on.
+ * on), frame_len its whole length, ifindex the interface it came in on,
+ * gso non-zero for a GSO packet (tc only: GRO merged it, or a local sender
+ * left it unsegmented), whose length the route's MTU does not bound: the
+ * kernel checks its segments instead, as it does when it forwards one.
  * It returns XC_FAST_DROP (counted) for another node's connection,
  * XC_FAST_SLOW (counted by reason) for the slow path, or XC_FAST_FORWARD
  * with d filled in: the node owns the connection and the kernel routes
@@ -161,7 +164,7 @@ static __always_inline int xc_ipv4_csum_ok(void *ip, __u32 hl, void *data_end)
  * are updated for every decided frame.
  */
 static __always_inline int xc_fast_decide(void *ctx, void *data, void *data_end, __u32 frame_len, __u32 ifindex,
-					  __u64 params, struct xc_fast_decision *d)
+					  __u32 gso, __u64 params, struct xc_fast_decision *d)
 {
 	struct xc_flow_key key = {};
 	struct bpf_fib_lookup *fib = &d->fib;
@@ -293,7 +296,8 @@ static __always_inline int xc_fast_decide(void *ctx, void *data, void *data_end,
 	fib->l4_protocol = proto;
 	fib->sport = *(__be16 *)l4;
 	fib->dport = *(__be16 *)(l4 + 2);
-	fib->tot_len = iplen;
+	/* 0: the helper checks the skb (a GSO packet by its segments). */
+	fib->tot_len = gso ? 0 : iplen;
 	fib->ifindex = ifindex;
 	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {

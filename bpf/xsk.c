@@ -60,7 +60,7 @@ static __always_inline int fast_path(struct xdp_md *ctx, __u64 params)
 	struct xc_fast_decision d = {};
 	__u32 frame_l3;
 
-	switch (xc_fast_decide(ctx, data, data_end, data_end - data, ctx->ingress_ifindex, params, &d)) {
+	switch (xc_fast_decide(ctx, data, data_end, data_end - data, ctx->ingress_ifindex, 0, params, &d)) {
 	case XC_FAST_DROP:
 		return XDP_DROP;
 	case XC_FAST_FORWARD:

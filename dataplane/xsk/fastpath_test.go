@@ -216,7 +216,7 @@ func tcRefused(f []byte) bool {
 }
 
 // tcVerdicts are the tc program's verdicts as the XDP program's.
-var tcVerdicts = map[uint32]uint32{tcActOK: xdpPass, tcActShot: xdpDrop, tcActRedirect: xdpRedirect}
+var tcVerdicts = map[uint32]uint32{tcActUnspec: xdpPass, tcActShot: xdpDrop, tcActRedirect: xdpRedirect}
 
 // run runs the program on frame arriving on ingress, in the gateway's
 // namespace, and returns its verdict (the tc program's as the XDP

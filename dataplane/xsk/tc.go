@@ -37,9 +37,10 @@ var (
 	_ FastCounters = (*TCProgram)(nil)
 )
 
-// tc actions (linux/pkt_cls.h), the tc program's verdicts.
+// tc actions (linux/pkt_cls.h), the tc program's verdicts: TC_ACT_UNSPEC
+// (at tcx: the next program, then the stack) for every frame it leaves.
 const (
-	tcActOK       = 0
+	tcActUnspec   = 0xffffffff // -1
 	tcActShot     = 2
 	tcActRedirect = 7
 )
