@@ -31,6 +31,7 @@ import (
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/conntrack"
 	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/dataplane/afpacket"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
 	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 	"github.com/xdpcluster/xdpcluster/node"
@@ -804,10 +805,12 @@ func (s *Settings) flowCacheConns() int {
 
 // Memory is what the daemon will allocate for its state, for xdpcluster
 // check: the connection table when full, the flow cache (allocated in
-// full at start; 0 without the fast path or on a back end), and the
-// AF_XDP memory (UMEM) of each interface and receive queue.
+// full at start; 0 without the fast path or on a back end), the AF_XDP
+// memory (UMEM) of each interface and receive queue, and with raw
+// sockets (io afpacket) their rings per interface: two sockets, one per
+// family, with the fast path, else one.
 type Memory struct {
-	Table, FlowCache, UMEMPerQueue uint64
+	Table, FlowCache, UMEMPerQueue, RawPerInterface uint64
 }
 
 // Memory estimates the daemon's memory with these settings (see Memory).
@@ -818,6 +821,12 @@ func (s *Settings) Memory() Memory {
 		m.FlowCache = xsk.FlowCacheBytes(s.flowCacheConns())
 		if s.IO != dataplane.IOAFPacket {
 			m.UMEMPerQueue = uint64(s.Port.NumFrames) * uint64(s.Port.FrameSize)
+		} else {
+			sockets := uint64(1)
+			if s.FastPath != dataplane.FastPathOff {
+				sockets = 2
+			}
+			m.RawPerInterface = sockets * afpacket.DefaultOptions().RingBytes()
 		}
 	}
 	return m

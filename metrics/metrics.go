@@ -94,6 +94,7 @@ var (
 
 	ringDesc = desc("ring_events_total", "Ring health events per port (interface and receive queue): rx_dropped, rx_invalid_descs, tx_invalid_descs, tx_errors, tx_ring_full, fill_ring_empty.", "interface", "queue", "event")
 	xdpDesc  = desc("xdp_packets_total", "Verdicts of the XDP program: to_xsk, no_socket, passed (to the kernel).", "interface", "verdict")
+	tcDesc   = desc("tc_packets_total", "Verdicts of the tc program (raw sockets with the fast path), besides those of the fast path: to_socket (a cluster-MAC IP frame left to the workers' sockets), passed (anything else, left to the kernel).", "interface", "verdict")
 	arpDesc  = desc("neighbour_messages_total", "ARP/ND responder: requests for cluster addresses, replies, announcements, rate_limited, ignored, errors, socket_drops (frames the kernel dropped before the responder read them: its socket buffer was full).", "interface", "protocol", "event")
 
 	maskDesc  = desc("node_mask", "The node mask in force (bit n-1 set: this node serves node n's share).")
@@ -129,7 +130,7 @@ func New(gw *gateway.Gateway, version string) *Collector { return &Collector{gw:
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, ownerDesc, invalidDesc, malformedDesc, batchDesc,
 		connsDesc, ctEntriesDesc, ctMaxDesc, ctInsertsDesc, ctExpiredDesc, ctEvictedDesc, ctFullDesc, ctReopenedDesc, ctResetDesc, ctPickedUpDesc, ctFragEvDesc,
-		ringDesc, xdpDesc, arpDesc, maskDesc, totalDesc, localDesc, infoDesc, modeDesc, followRestartsDesc, ioFallbackDesc,
+		ringDesc, xdpDesc, tcDesc, arpDesc, maskDesc, totalDesc, localDesc, infoDesc, modeDesc, followRestartsDesc, ioFallbackDesc,
 		fastOnDesc, fastSlowDesc, cacheEntriesDesc, cacheMaxDesc, cacheInstallsDesc, cacheRemovalsDesc, cacheLostDesc, cacheErrorsDesc, cacheOrphansDesc} {
 		ch <- d
 	}
@@ -227,6 +228,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		if st, err := prog.Stats(); err == nil {
 			for v := 0; v < xsk.NumStats; v++ {
 				counter(xdpDesc, st[v], dp.Ifaces()[i].Name, xsk.StatNames[v])
+			}
+		}
+	}
+	for i, prog := range c.gw.TCPrograms() {
+		if st, err := prog.Stats(); err == nil {
+			for v := 0; v < xsk.NumTCStats; v++ {
+				counter(tcDesc, st[v], dp.Ifaces()[i].Name, xsk.TCStatNames[v])
 			}
 		}
 	}

@@ -91,6 +91,7 @@ func TestDaemonMetricsPromtool(t *testing.T) {
 				`xdpcluster_ring_events_total{event="rx_dropped",interface="back",queue="1"} `,
 				`xdpcluster_interface_info{copy="copy",interface="front",io="afpacket",queues="2",role="gateway",xdp_mode="none"} 1`,
 				"xdpcluster_fast_path_enabled 1",
+				`xdpcluster_tc_packets_total{interface="back",verdict="to_socket"} `,
 			},
 		},
 		{

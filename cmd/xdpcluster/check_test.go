@@ -136,6 +136,9 @@ func TestCheckPrintsFastPath(t *testing.T) {
 		{"defaults", "", "", "auto", "1048576", "# memory: connection table up to 128 MiB, flow cache 272 MiB (allocated at start), AF_XDP 32 MiB per interface and receive queue"},
 		{"entries follow max_entries", "max_entries: 1048576", "max_entries: 65536", "auto", "65536", "flow cache 17 MiB"},
 		{"both set", "frames: 16384", "frames: 16384\n  fast_path: off\n  fast_path_entries: 0x1000", `"off"`, "0x1000", "flow cache 0 MiB"},
+		// Raw sockets: the fast path in tc, two sockets of 16 MiB of rings per interface.
+		{"afpacket", "frames: 16384", "frames: 16384\n  io: afpacket", "auto", "1048576", "flow cache 272 MiB (allocated at start), raw-socket rings 32 MiB per interface"},
+		{"afpacket, fast_path off", "frames: 16384", "frames: 16384\n  io: afpacket\n  fast_path: off", `"off"`, "1048576", "flow cache 0 MiB (allocated at start), raw-socket rings 16 MiB per interface"},
 	} {
 		path := filepath.Join(dir, "fp.yaml")
 		if err := os.WriteFile(path, []byte(strings.Replace(checkBase, tc.from, tc.to, 1)), 0o644); err != nil {

@@ -211,8 +211,12 @@ func runCheck(e env, path string) int {
 	fmt.Fprintf(e.stdout, "# %s is valid\n# cluster match: %s (serves node(s) %v)\n# conntrack timeouts no key sets (the kernel's defaults): %s\n",
 		path, m, m.Nodes(), strings.Join(fixed, ", "))
 	if mem := cfg.Memory(); cfg.Role == "gateway" {
-		fmt.Fprintf(e.stdout, "# memory: connection table up to %d MiB, flow cache %d MiB (allocated at start), AF_XDP %d MiB per interface and receive queue\n",
-			mem.Table>>20, mem.FlowCache>>20, mem.UMEMPerQueue>>20)
+		io := fmt.Sprintf("AF_XDP %d MiB per interface and receive queue", mem.UMEMPerQueue>>20)
+		if mem.RawPerInterface > 0 {
+			io = fmt.Sprintf("raw-socket rings %d MiB per interface", mem.RawPerInterface>>20)
+		}
+		fmt.Fprintf(e.stdout, "# memory: connection table up to %d MiB, flow cache %d MiB (allocated at start), %s\n",
+			mem.Table>>20, mem.FlowCache>>20, io)
 	}
 	fmt.Fprint(e.stdout, cfg.YAML())
 	return exitOK

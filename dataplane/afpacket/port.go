@@ -44,6 +44,10 @@ type Options struct {
 // DefaultOptions are 4096 slots of 2 KiB per ring.
 func DefaultOptions() Options { return Options{FrameSize: 2048, RxFrames: 4096, TxFrames: 4096} }
 
+// RingBytes is the memory a Port's rings take: its receive and transmit
+// slots (16 MiB with DefaultOptions).
+func (o Options) RingBytes() uint64 { return uint64(o.RxFrames+o.TxFrames) * uint64(o.FrameSize) }
+
 const (
 	blockSize = 1 << 16
 	txDataOff = 32 // TPACKET_ALIGN(sizeof(struct tpacket2_hdr))

@@ -108,7 +108,7 @@ var table = map[string]entry{
 		forbid: []rule{rolesNoHTTP, rolesNoProm, rolesNoYAML}},
 
 	// Configuration, metrics, the daemon.
-	"config": {imports: []string{"cluster", "conntrack", "dataplane", "dataplane/xsk", "internal/bpfutil", "node"}, layer: "layering (direct imports): config is the YAML boundary; it converts the file once into the values the roles take, validating each with the rules of the package that owns it (cluster, conntrack, dataplane, dataplane/xsk, internal/bpfutil, node) and naming the YAML key; it never imports the roles, the daemon or metrics",
+	"config": {imports: []string{"cluster", "conntrack", "dataplane", "dataplane/afpacket", "dataplane/xsk", "internal/bpfutil", "node"}, layer: "layering (direct imports): config is the YAML boundary; it converts the file once into the values the roles take, validating (and sizing) each with the rules of the package that owns it (cluster, conntrack, dataplane, dataplane/afpacket, dataplane/xsk, internal/bpfutil, node) and naming the YAML key; it never imports the roles, the daemon or metrics",
 		forbid: []rule{{dep: "log/slog", why: "direct import: config returns errors naming the key; the CLI and the daemon log them"}}},
 	"metrics": {imports: []string{"cluster", "conntrack", "dataplane", "dataplane/xsk", "node", "node/backend", "node/gateway", "packet"},
 		layer:  "layering (direct imports): metrics only reads the roles' and the hot path's counters at scrape time; it never imports config, the daemon or the tools (the daemon registers it)",

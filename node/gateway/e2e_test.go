@@ -392,14 +392,23 @@ func endToEnd(t *testing.T, prefix string, kernelNode int, backend string, fast 
 				}
 			}
 		}
-		var xdpIn uint64
+		var xdpIn, tcIn uint64
 		for _, p := range n.gw.Programs() {
 			st, _ := p.Stats()
 			xdpIn += st[xsk.StatToXSK]
 		}
+		for _, p := range n.gw.TCPrograms() {
+			st, _ := p.Stats()
+			tcIn += st[xsk.TCStatToSocket]
+		}
 		got := pkts[dataplane.Forwarded] + pkts[dataplane.ForwardedKernel] + pkts[dataplane.Foreign] + pkts[dataplane.Invalid]
 		if len(n.gw.Programs()) > 0 && got != xdpIn {
 			t.Errorf("node %d: the program sent %d frames to AF_XDP, the workers handled %d", i+1, xdpIn, got)
+		}
+		// Every frame the tc program left to the sockets reached a
+		// worker, none twice (the sockets are served after tc).
+		if len(n.gw.TCPrograms()) > 0 && got != tcIn {
+			t.Errorf("node %d: the tc program left %d frames to the sockets, the workers handled %d", i+1, tcIn, got)
 		}
 		fs := fastTotals(t, n.gw)
 		frames = append(frames, got+fs.Forwarded+fs.Foreign)
