@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -675,7 +676,9 @@ func (g *Gateway) openPacket(h *netlink.Handle, cfg Config) ([]dataplane.Iface, 
 		opts = afpacket.DefaultOptions()
 	}
 	if g.flows != nil {
-		if err := g.attachTC(cfg); err != nil {
+		if port := bridgePort(h, cfg, g.links); port != "" {
+			g.fastPathOff(port + ": raw sockets bound per family, which the tc fast path needs, are served after the bridge or bond takes its frames")
+		} else if err := g.attachTC(cfg); err != nil {
 			g.fastPathOff(fmt.Sprintf("the tc fast path for the raw-socket backend cannot be set up: %v", err))
 		}
 	}
@@ -735,6 +738,23 @@ func (g *Gateway) groOff(name string) {
 	}
 	g.groRestore = append(g.groRestore, name)
 	g.log.Info("raw sockets: turned GRO off (merged packets are longer than a ring slot); it is turned back on at exit", "interface", name)
+}
+
+// bridgePort names the first data interface that is a port of another
+// (a bridge's, a bond's: it has a master), "" when none is.
+func bridgePort(h *netlink.Handle, cfg Config, links []int) string {
+	for i, ifindex := range links {
+		l, err := h.LinkByIndex(ifindex)
+		if err != nil || l.Attrs().MasterIndex == 0 {
+			continue
+		}
+		master := strconv.Itoa(l.Attrs().MasterIndex)
+		if m, err := h.LinkByIndex(l.Attrs().MasterIndex); err == nil {
+			master = m.Attrs().Name
+		}
+		return fmt.Sprintf("interface %s is a port of %s", cfg.Interfaces[i].Name, master)
+	}
+	return ""
 }
 
 // attachTC loads the fast path's tc program for each interface and

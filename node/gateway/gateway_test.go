@@ -182,3 +182,41 @@ func TestGatewayAutoMultiQueueVeth(t *testing.T) {
 		}
 	}
 }
+
+// TestAFPacketBridgePortNoTC: a raw-socket data interface that is a
+// bridge's port keeps its frames from sockets bound per family (the bridge
+// takes them first), so the gateway leaves the tc fast path off there,
+// saying why, and reads every frame with one socket as without the fast
+// path; on a plain interface the same configuration runs the fast path in
+// tc.
+func TestAFPacketBridgePortNoTC(t *testing.T) {
+	ns := nstest.Veth(t, "xc-brport", "dpa", "dpb")
+	nstest.Run(t, ns, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1", "net.ipv6.conf.all.forwarding=1")
+	start := func() *gateway.Gateway {
+		t.Helper()
+		var g *gateway.Gateway
+		if err := ns.Do(func() (err error) {
+			g, err = gateway.Start(gateway.Config{Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}}},
+				Match: cluster.LocalNode(2, 1, 1), IO: "afpacket"})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	g := start()
+	if g.FastPathHook() != "tc" {
+		t.Errorf("plain interface: fast path hook %q (%s), want tc", g.FastPathHook(), g.FastPathReason())
+	}
+	g.Close()
+	nstest.Run(t, ns, "ip", "link", "add", "br0", "type", "bridge")
+	nstest.Run(t, ns, "ip", "link", "set", "dpa", "master", "br0")
+	g = start()
+	defer g.Close()
+	if g.FastPathHook() != "" || !strings.Contains(g.FastPathReason(), "interface dpa is a port of br0") {
+		t.Errorf("bridge port: fast path hook %q, reason %q; want off, naming the bridge", g.FastPathHook(), g.FastPathReason())
+	}
+	if q := g.Dataplane().Queues(); q != 1 {
+		t.Errorf("bridge port: %d queues (%v), want one socket for every frame", q, g.Modes())
+	}
+}
