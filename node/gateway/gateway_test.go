@@ -56,14 +56,7 @@ func TestBackendChoice(t *testing.T) {
 // workers' route caches.
 func TestFollowsKernelChanges(t *testing.T) {
 	ns := nstest.Veth(t, "xc-follow", "dpa", "dpb")
-	var g *gateway.Gateway
-	if err := ns.Do(func() (err error) {
-		g, err = gateway.Start(gateway.Config{Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}}},
-			Match: cluster.LocalNode(2, 1, 1), IO: "afpacket"})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	g := startAFPacket(t, ns)
 	defer g.Close()
 	before := g.Dataplane().RouteGeneration()
 	nstest.Run(t, ns, "ip", "neigh", "add", "192.0.2.9", "lladdr", "02:00:00:00:00:09", "dev", "dpa", "nud", "permanent")
@@ -192,26 +185,14 @@ func TestGatewayAutoMultiQueueVeth(t *testing.T) {
 func TestAFPacketBridgePortNoTC(t *testing.T) {
 	ns := nstest.Veth(t, "xc-brport", "dpa", "dpb")
 	nstest.Run(t, ns, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1", "net.ipv6.conf.all.forwarding=1")
-	start := func() *gateway.Gateway {
-		t.Helper()
-		var g *gateway.Gateway
-		if err := ns.Do(func() (err error) {
-			g, err = gateway.Start(gateway.Config{Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}}},
-				Match: cluster.LocalNode(2, 1, 1), IO: "afpacket"})
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		return g
-	}
-	g := start()
+	g := startAFPacket(t, ns)
 	if g.FastPathHook() != "tc" {
 		t.Errorf("plain interface: fast path hook %q (%s), want tc", g.FastPathHook(), g.FastPathReason())
 	}
 	g.Close()
 	nstest.Run(t, ns, "ip", "link", "add", "br0", "type", "bridge")
 	nstest.Run(t, ns, "ip", "link", "set", "dpa", "master", "br0")
-	g = start()
+	g = startAFPacket(t, ns)
 	defer g.Close()
 	if g.FastPathHook() != "" || !strings.Contains(g.FastPathReason(), "interface dpa is a port of br0") {
 		t.Errorf("bridge port: fast path hook %q, reason %q; want off, naming the bridge", g.FastPathHook(), g.FastPathReason())
@@ -219,4 +200,19 @@ func TestAFPacketBridgePortNoTC(t *testing.T) {
 	if q := g.Dataplane().Queues(); q != 1 {
 		t.Errorf("bridge port: %d queues (%v), want one socket for every frame", q, g.Modes())
 	}
+}
+
+// startAFPacket starts node 1 of 2 on dpa in ns with raw sockets (io
+// afpacket) and the fast path at its default; the caller closes it.
+func startAFPacket(t *testing.T, ns *netns.NS) *gateway.Gateway {
+	t.Helper()
+	var g *gateway.Gateway
+	if err := ns.Do(func() (err error) {
+		g, err = gateway.Start(gateway.Config{Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}}},
+			Match: cluster.LocalNode(2, 1, 1), IO: "afpacket"})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return g
 }
