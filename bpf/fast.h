@@ -152,9 +152,10 @@ static __always_inline int xc_ipv4_csum_ok(void *ip, __u32 hl, void *data_end)
  * xc_fast_decide decides a cluster-MAC frame from the flow cache. data to
  * data_end is what the program can read of it (from its Ethernet header
  * on), frame_len its whole length, ifindex the interface it came in on,
- * gso non-zero for a GSO packet (tc only: GRO merged it, or a local sender
- * left it unsegmented), whose length the route's MTU does not bound: the
- * kernel checks its segments instead, as it does when it forwards one.
+ * gso the payload of each segment of a GSO packet (tc only: GRO merged
+ * it, or a local sender left it unsegmented; 0 for any other), whose
+ * segments, not its length, the route's MTU must bound, as when the
+ * kernel forwards one.
  * It returns XC_FAST_DROP (counted) for another node's connection,
  * XC_FAST_SLOW (counted by reason) for the slow path, or XC_FAST_FORWARD
  * with d filled in: the node owns the connection and the kernel routes
@@ -169,7 +170,7 @@ static __always_inline int xc_fast_decide(void *ctx, void *data, void *data_end,
 	struct xc_flow_key key = {};
 	struct bpf_fib_lookup *fib = &d->fib;
 	struct xc_flow *f;
-	__u32 l4len, iplen, frame_l3, need;
+	__u32 l4len, iplen, frame_l3, need, seg;
 	__u8 *l4, proto, ttl;
 	__be16 et;
 	long rc;
@@ -256,6 +257,7 @@ static __always_inline int xc_fast_decide(void *ctx, void *data, void *data_end,
 		doff = (l4[12] >> 4) * 4;
 		if (doff < 20 || doff > l4len)
 			return xc_fast_slow(SLOW_NOT_FAST);
+		need = doff; /* a GSO segment's transport header */
 		flags = l4[13];
 		if ((flags & (TCP_SYN | TCP_FIN | TCP_RST)) || !(flags & TCP_ACK))
 			return xc_fast_slow(SLOW_TCP_CONTROL);
@@ -296,8 +298,12 @@ static __always_inline int xc_fast_decide(void *ctx, void *data, void *data_end,
 	fib->l4_protocol = proto;
 	fib->sport = *(__be16 *)l4;
 	fib->dport = *(__be16 *)(l4 + 2);
-	/* 0: the helper checks the skb (a GSO packet by its segments). */
-	fib->tot_len = gso ? 0 : iplen;
+	/* A GSO packet leaves as segments of gso payload bytes behind the
+	 * IP and transport headers: the route's MTU bounds those. */
+	seg = iplen;
+	if (gso && (iplen - l4len) + need + gso < iplen)
+		seg = (iplen - l4len) + need + gso;
+	fib->tot_len = seg;
 	fib->ifindex = ifindex;
 	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {

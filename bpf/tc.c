@@ -17,8 +17,8 @@
  * served after tc ingress, read the cluster-MAC frames among them; the
  * kernel's IP forwarding never forwards those (they are not PACKET_HOST).
  * A GSO packet (GRO merged it, or a local sender left it unsegmented) of a
- * cached connection is forwarded whole, its segments checked against the
- * route's MTU by the kernel. Per-CPU counters
+ * cached connection is forwarded whole when its segments fit the route's
+ * MTU (the egress segments it). Per-CPU counters
  * record each verdict; the fast path's are fast.h's.
  */
 #include "bpf.h"

@@ -32,9 +32,9 @@ type skbCtxGSO struct {
 // TestTCForwardsGSO: a cached connection's GSO packet (GRO merged it, or a
 // local sender left it whole), longer than the egress MTU but with
 // segments that fit, is forwarded by the tc program as the kernel forwards
-// one (the segments are checked against the MTU, not the whole); the same
-// packet without GSO is too long and goes to the slow path as
-// fib_frag_needed, as from XDP.
+// one (the segments, headers included, are checked against the MTU, not
+// the whole); with segments one byte too long for it, or without GSO, the
+// packet goes to the slow path as fib_frag_needed, as from XDP.
 func TestTCForwardsGSO(t *testing.T) {
 	e := newTCFastEnv(t)
 	// d1's MTU is 1400; a 3,000-byte TCP packet.
@@ -74,9 +74,15 @@ func TestTCForwardsGSO(t *testing.T) {
 	if ret != tcActUnspec || st.Slow[SlowFIBFragNeeded] != 1 || !bytes.Equal(out, f) {
 		t.Errorf("3,000 bytes, no GSO: verdict %#x, frag_needed %d; want the slow path for fib_frag_needed, unchanged", ret, st.Slow[SlowFIBFragNeeded])
 	}
-	ret, out, st = run(1348)
+	// 20 + 20 + 1,361 = 1,401 bytes a segment: one too many for d1.
+	ret, out, st = run(1361)
+	if ret != tcActUnspec || st.Slow[SlowFIBFragNeeded] != 2 || !bytes.Equal(out, f) {
+		t.Errorf("GSO segments of 1,401 bytes: verdict %#x, frag_needed %d; want the slow path for fib_frag_needed, unchanged", ret, st.Slow[SlowFIBFragNeeded])
+	}
+	// 20 + 20 + 1,360: exactly d1's MTU.
+	ret, out, st = run(1360)
 	if ret != tcActRedirect || st.Forwarded != 1 {
-		t.Fatalf("3,000 bytes, GSO segments of 1,348: verdict %#x, forwarded %d, slow %v; want redirected", ret, st.Forwarded, st.Slow)
+		t.Fatalf("3,000 bytes, GSO segments of 1,400 bytes: verdict %#x, forwarded %d, slow %v; want redirected", ret, st.Forwarded, st.Slow)
 	}
 	if !bytes.Equal(out[0:6], macD1v4) || out[14+8] != f[14+8]-1 {
 		t.Errorf("forwarded GSO packet: destination MAC %x, TTL %d; want %s, %d", out[0:6], out[14+8], macD1v4, f[14+8]-1)

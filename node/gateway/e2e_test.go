@@ -382,7 +382,29 @@ func endToEnd(t *testing.T, prefix string, kernelNode int, backend string, fast 
 			t.Logf("node %d (kernel recipe): forwarded %d", i+1, k)
 			continue
 		}
-		pkts, _, _ := n.gw.Dataplane().Totals(-1)
+		// What the programs handed to the workers, read first, then the
+		// workers' counts, again until the two agree (a frame in a
+		// socket's ring when they are read is not yet a worker's), for a
+		// few seconds at most.
+		var xdpIn, tcIn, got uint64
+		var pkts [dataplane.NumVerdicts]uint64
+		for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			xdpIn, tcIn = 0, 0
+			for _, p := range n.gw.Programs() {
+				st, _ := p.Stats()
+				xdpIn += st[xsk.StatToXSK]
+			}
+			for _, p := range n.gw.TCPrograms() {
+				st, _ := p.Stats()
+				tcIn += st[xsk.TCStatToSocket]
+			}
+			pkts, _, _ = n.gw.Dataplane().Totals(-1)
+			got = pkts[dataplane.Forwarded] + pkts[dataplane.ForwardedKernel] + pkts[dataplane.Foreign] + pkts[dataplane.Invalid]
+			counted := len(n.gw.Programs())+len(n.gw.TCPrograms()) > 0 // raw sockets without tc: nothing counts them before
+			if !counted || got == xdpIn+tcIn || time.Now().After(deadline) {
+				break
+			}
+		}
 		for v, c := range pkts {
 			switch dataplane.Verdict(v) {
 			case dataplane.Forwarded, dataplane.ForwardedKernel, dataplane.Foreign, dataplane.Invalid:
@@ -392,16 +414,6 @@ func endToEnd(t *testing.T, prefix string, kernelNode int, backend string, fast 
 				}
 			}
 		}
-		var xdpIn, tcIn uint64
-		for _, p := range n.gw.Programs() {
-			st, _ := p.Stats()
-			xdpIn += st[xsk.StatToXSK]
-		}
-		for _, p := range n.gw.TCPrograms() {
-			st, _ := p.Stats()
-			tcIn += st[xsk.TCStatToSocket]
-		}
-		got := pkts[dataplane.Forwarded] + pkts[dataplane.ForwardedKernel] + pkts[dataplane.Foreign] + pkts[dataplane.Invalid]
 		if len(n.gw.Programs()) > 0 && got != xdpIn {
 			t.Errorf("node %d: the program sent %d frames to AF_XDP, the workers handled %d", i+1, xdpIn, got)
 		}

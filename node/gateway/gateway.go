@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -740,19 +739,26 @@ func (g *Gateway) groOff(name string) {
 	g.log.Info("raw sockets: turned GRO off (merged packets are longer than a ring slot); it is turned back on at exit", "interface", name)
 }
 
-// bridgePort names the first data interface that is a port of another
-// (a bridge's, a bond's: it has a master), "" when none is.
+// takingMasters are the link types whose ports' frames their master
+// takes (its rx_handler) before the stack's per-protocol handlers run: a
+// VRF's members keep theirs.
+var takingMasters = map[string]bool{"bridge": true, "bond": true, "team": true, "openvswitch": true}
+
+// bridgePort names the first data interface that is a port of a bridge, a
+// bond, a team or Open vSwitch, "" when none is.
 func bridgePort(h *netlink.Handle, cfg Config, links []int) string {
 	for i, ifindex := range links {
 		l, err := h.LinkByIndex(ifindex)
 		if err != nil || l.Attrs().MasterIndex == 0 {
 			continue
 		}
-		master := strconv.Itoa(l.Attrs().MasterIndex)
-		if m, err := h.LinkByIndex(l.Attrs().MasterIndex); err == nil {
-			master = m.Attrs().Name
+		m, err := h.LinkByIndex(l.Attrs().MasterIndex)
+		if err != nil {
+			return fmt.Sprintf("interface %s is a port of interface %d", cfg.Interfaces[i].Name, l.Attrs().MasterIndex)
 		}
-		return fmt.Sprintf("interface %s is a port of %s", cfg.Interfaces[i].Name, master)
+		if takingMasters[m.Type()] {
+			return fmt.Sprintf("interface %s is a port of %s %s", cfg.Interfaces[i].Name, m.Type(), m.Attrs().Name)
+		}
 	}
 	return ""
 }

@@ -194,7 +194,7 @@ func TestAFPacketBridgePortNoTC(t *testing.T) {
 	nstest.Run(t, ns, "ip", "link", "set", "dpa", "master", "br0")
 	g = startAFPacket(t, ns)
 	defer g.Close()
-	if g.FastPathHook() != "" || !strings.Contains(g.FastPathReason(), "interface dpa is a port of br0") {
+	if g.FastPathHook() != "" || !strings.Contains(g.FastPathReason(), "interface dpa is a port of bridge br0") {
 		t.Errorf("bridge port: fast path hook %q, reason %q; want off, naming the bridge", g.FastPathHook(), g.FastPathReason())
 	}
 	if q := g.Dataplane().Queues(); q != 1 {
