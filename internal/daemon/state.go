@@ -15,11 +15,17 @@ import (
 const SnapshotFile = "conntrack.snap"
 
 // withState makes sure state_dir exists and points the gateway's
-// connection table snapshot into it.
+// connection table snapshot and GRO record into it.
 func withState(gc *gateway.Config, c *config.Settings) error {
 	if err := os.MkdirAll(c.StateDir, 0o755); err != nil {
 		return fmt.Errorf("state_dir %s: %w", c.StateDir, err)
 	}
 	gc.Snapshot = filepath.Join(c.StateDir, SnapshotFile)
+	gc.GROState = filepath.Join(c.StateDir, GROStateFile)
 	return nil
 }
+
+// GROStateFile is, in state_dir, the gateway's record of the interfaces
+// whose GRO it turned off (raw sockets), which the next start turns back
+// on if the run did not stop cleanly.
+const GROStateFile = "gro-off.json"

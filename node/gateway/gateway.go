@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -62,6 +63,11 @@ type Config struct {
 	// the table starts empty and the reason is logged.
 	Snapshot       string
 	SnapshotMaxAge time.Duration
+	// GROState, if set, is the file where the gateway records the
+	// interfaces whose GRO it turned off (raw sockets), before it does,
+	// so that the next start turns them back on after a run that did not
+	// stop cleanly; a clean Close removes it.
+	GROState string
 }
 
 // Gateway is a running gateway dataplane. Its accessors may be called
@@ -175,6 +181,9 @@ func Start(cfg Config) (g *Gateway, err error) {
 			return g, fmt.Errorf("interface %s: %w", ic.Name, err)
 		}
 		g.links = append(g.links, link.Attrs().Index)
+	}
+	if cfg.GROState != "" {
+		g.restoreGRO()
 	}
 	if err := g.newFlowCache(cfg); err != nil {
 		return g, err
@@ -718,16 +727,17 @@ func (g *Gateway) openPacket(h *netlink.Handle, cfg Config) ([]dataplane.Iface, 
 // drop it as malformed (a connection whose data reached the workers would
 // stall). XDP runs before GRO, so AF_XDP never needs this.
 func (g *Gateway) groOff(name string) {
-	if g.ethtool < 0 {
-		fd, err := ethtoolSocket()
-		if err != nil {
-			g.log.Warn("raw sockets: cannot check GRO", "interface", name, "error", err)
-			return
-		}
-		g.ethtool = fd
+	if !g.openEthtool(name) {
+		return
 	}
 	on, err := groOn(g.ethtool, name)
 	if err != nil || !on {
+		return
+	}
+	if err := writeGROState(g.cfg.GROState, append(g.groRestore, name)); err != nil {
+		g.log.Warn("raw sockets: GRO is on and left on: the change could not be recorded for the next start; "+
+			"the workers will drop the merged TCP packets they get as malformed; turn it off: ethtool -K "+name+" gro off",
+			"interface", name, "error", err)
 		return
 	}
 	if err := setGRO(g.ethtool, name, false); err != nil {
@@ -761,6 +771,44 @@ func bridgePort(h *netlink.Handle, cfg Config, links []int) string {
 		}
 	}
 	return ""
+}
+
+// openEthtool opens the socket GRO is read and set through, once, in the
+// calling thread's (the node's) namespace; false if it cannot.
+func (g *Gateway) openEthtool(name string) bool {
+	if g.ethtool >= 0 {
+		return true
+	}
+	fd, err := ethtoolSocket()
+	if err != nil {
+		g.log.Warn("raw sockets: cannot check GRO", "interface", name, "error", err)
+		return false
+	}
+	g.ethtool = fd
+	return true
+}
+
+// restoreGRO turns GRO back on where an earlier run recorded turning it
+// off (cfg.GROState) and did not stop cleanly, then removes the record.
+func (g *Gateway) restoreGRO() {
+	names, err := readGROState(g.cfg.GROState)
+	if err != nil {
+		g.log.Warn("an earlier run's GRO record cannot be read: check the data interfaces' GRO (ethtool -k)", "path", g.cfg.GROState, "error", err)
+		return
+	}
+	if len(names) == 0 || !g.openEthtool(names[0]) {
+		return
+	}
+	for _, name := range names {
+		if err := setGRO(g.ethtool, name, true); err != nil {
+			g.log.Warn("an earlier run turned GRO off and it cannot be turned back on", "interface", name, "error", err)
+			continue
+		}
+		g.log.Info("turned GRO back on: an earlier run turned it off and did not stop cleanly", "interface", name)
+	}
+	if err := os.Remove(g.cfg.GROState); err != nil && !errors.Is(err, os.ErrNotExist) {
+		g.log.Warn("remove the GRO record", "path", g.cfg.GROState, "error", err)
+	}
 }
 
 // attachTC loads the fast path's tc program for each interface and
@@ -847,9 +895,16 @@ func (g *Gateway) close() error {
 	for _, p := range g.tcPrograms {
 		errs = append(errs, p.Close())
 	}
+	restored := true
 	for _, name := range g.groRestore {
 		if err := setGRO(g.ethtool, name, true); err != nil {
 			errs = append(errs, fmt.Errorf("turn GRO back on: %w", err))
+			restored = false
+		}
+	}
+	if len(g.groRestore) > 0 && restored && g.cfg.GROState != "" {
+		if err := os.Remove(g.cfg.GROState); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove the GRO record: %w", err))
 		}
 	}
 	g.groRestore = nil

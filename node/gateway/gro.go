@@ -1,7 +1,10 @@
 package gateway
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -64,4 +67,69 @@ func ethtoolValue(fd int, ifname string, cmd, data uint32) (uint32, error) {
 		return 0, fmt.Errorf("ethtool command %#x on %s: %w", cmd, ifname, errno)
 	}
 	return val.data, nil
+}
+
+// groState is the record of the interfaces whose GRO the gateway turned
+// off (Config.GROState), with the network namespace they are in.
+type groState struct {
+	Netns      uint64   `json:"netns_inode"`
+	Interfaces []string `json:"interfaces"`
+}
+
+// netnsInode identifies the calling thread's network namespace.
+func netnsInode() (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return 0, fmt.Errorf("network namespace: %w", err)
+	}
+	return st.Ino, nil
+}
+
+// writeGROState records names in path (nothing without a path), in the
+// calling thread's namespace, replacing the file atomically.
+func writeGROState(path string, names []string) error {
+	if path == "" {
+		return nil
+	}
+	ino, err := netnsInode()
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(groState{Netns: ino, Interfaces: names})
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename %s: %w", tmp, err)
+	}
+	return nil
+}
+
+// readGROState returns the interfaces path records, if the record was
+// written in the calling thread's namespace (another namespace's
+// interfaces of the same names are not ours); none if there is no record.
+func readGROState(path string) ([]string, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var st groState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	ino, err := netnsInode()
+	if err != nil || st.Netns != ino {
+		return nil, err
+	}
+	return st.Interfaces, nil
 }

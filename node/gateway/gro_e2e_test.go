@@ -1,14 +1,21 @@
 package gateway_test
 
 import (
+	"errors"
 	"fmt"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/dataplane"
 	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
+	xnode "github.com/xdpcluster/xdpcluster/node"
+	"github.com/xdpcluster/xdpcluster/node/gateway"
 )
 
 // TestAFPacketGROOff: with GRO on at the nodes' interfaces, and the
@@ -73,4 +80,64 @@ func groState(t *testing.T, ns *netns.NS, ifc string) string {
 	}
 	t.Fatalf("ethtool -k %s: no generic-receive-offload line", ifc)
 	return ""
+}
+
+// TestGROStateAfterCrash: a raw-socket gateway records the interface whose
+// GRO it turns off before it does; a run that did not stop cleanly leaves
+// the record and GRO off, and the next start turns GRO back on, whatever
+// its I/O (AF_XDP here), and removes the record. A clean Close of a
+// raw-socket gateway turns GRO back on and removes the record too.
+func TestGROStateAfterCrash(t *testing.T) {
+	ns := nstest.Veth(t, "xc-grost", "dpa", "dpb")
+	state := filepath.Join(t.TempDir(), "gro-off.json")
+	start := func(io string) *gateway.Gateway {
+		t.Helper()
+		var g *gateway.Gateway
+		if err := ns.Do(func() (err error) {
+			g, err = gateway.Start(gateway.Config{Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}}},
+				Match: cluster.LocalNode(2, 1, 1), IO: dataplane.IO(io), GROState: state})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	nstest.Run(t, ns, "ethtool", "-K", "dpa", "gro", "on")
+	g := start("afpacket")
+	if gro := groState(t, ns, "dpa"); gro != "off" {
+		t.Fatalf("raw sockets: GRO %s, want off", gro)
+	}
+	b, err := os.ReadFile(state)
+	if err != nil || !strings.Contains(string(b), `"interfaces":["dpa"]`) {
+		t.Fatalf("record %q, %v; want dpa in it", b, err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if gro := groState(t, ns, "dpa"); gro != "on" {
+		t.Errorf("after Close: GRO %s, want on", gro)
+	}
+	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after Close the record is still there: %v", err)
+	}
+
+	// A crash: the record stays and GRO stays off.
+	g = start("afpacket")
+	crashed, err := os.ReadFile(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Close() // turns GRO on and removes the record; put back what a crash leaves
+	nstest.Run(t, ns, "ethtool", "-K", "dpa", "gro", "off")
+	if err := os.WriteFile(state, crashed, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g = start("afxdp")
+	defer g.Close()
+	if gro := groState(t, ns, "dpa"); gro != "on" {
+		t.Errorf("the start after a crash: GRO %s, want on again", gro)
+	}
+	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the start after a crash left the record: %v", err)
+	}
 }
