@@ -206,10 +206,17 @@ func TestAFPacketBridgePortNoTC(t *testing.T) {
 // afpacket) and the fast path at its default; the caller closes it.
 func startAFPacket(t *testing.T, ns *netns.NS) *gateway.Gateway {
 	t.Helper()
+	return startDpa(t, ns, dataplane.IOAFPacket, "")
+}
+
+// startDpa starts node 1 of 2 on dpa in ns with io and the GRO record
+// groState ("": none); the caller closes it.
+func startDpa(t *testing.T, ns *netns.NS, io dataplane.IO, groState string) *gateway.Gateway {
+	t.Helper()
 	var g *gateway.Gateway
 	if err := ns.Do(func() (err error) {
 		g, err = gateway.Start(gateway.Config{Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}}},
-			Match: cluster.LocalNode(2, 1, 1), IO: "afpacket"})
+			Match: cluster.LocalNode(2, 1, 1), IO: io, GROState: groState})
 		return err
 	}); err != nil {
 		t.Fatal(err)

@@ -3,18 +3,15 @@ package gateway_test
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/dataplane"
 	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
 	"github.com/xdpcluster/xdpcluster/internal/netns/nstest"
-	xnode "github.com/xdpcluster/xdpcluster/node"
 	"github.com/xdpcluster/xdpcluster/node/gateway"
 )
 
@@ -90,20 +87,9 @@ func groState(t *testing.T, ns *netns.NS, ifc string) string {
 func TestGROStateAfterCrash(t *testing.T) {
 	ns := nstest.Veth(t, "xc-grost", "dpa", "dpb")
 	state := filepath.Join(t.TempDir(), "gro-off.json")
-	start := func(io string) *gateway.Gateway {
-		t.Helper()
-		var g *gateway.Gateway
-		if err := ns.Do(func() (err error) {
-			g, err = gateway.Start(gateway.Config{Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}}},
-				Match: cluster.LocalNode(2, 1, 1), IO: dataplane.IO(io), GROState: state})
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		return g
-	}
+	start := func(io dataplane.IO) *gateway.Gateway { t.Helper(); return startDpa(t, ns, io, state) }
 	nstest.Run(t, ns, "ethtool", "-K", "dpa", "gro", "on")
-	g := start("afpacket")
+	g := start(dataplane.IOAFPacket)
 	if gro := groState(t, ns, "dpa"); gro != "off" {
 		t.Fatalf("raw sockets: GRO %s, want off", gro)
 	}
@@ -122,7 +108,7 @@ func TestGROStateAfterCrash(t *testing.T) {
 	}
 
 	// A crash: the record stays and GRO stays off.
-	g = start("afpacket")
+	g = start(dataplane.IOAFPacket)
 	crashed, err := os.ReadFile(state)
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +118,7 @@ func TestGROStateAfterCrash(t *testing.T) {
 	if err := os.WriteFile(state, crashed, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	g = start("afxdp")
+	g = start(dataplane.IOAFXDP)
 	defer g.Close()
 	if gro := groState(t, ns, "dpa"); gro != "on" {
 		t.Errorf("the start after a crash: GRO %s, want on again", gro)
