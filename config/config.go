@@ -823,7 +823,7 @@ func (s *Settings) Memory() Memory {
 			m.UMEMPerQueue = uint64(s.Port.NumFrames) * uint64(s.Port.FrameSize)
 		} else {
 			sockets := uint64(1)
-			if s.FastPath != dataplane.FastPathOff {
+			if s.flowCacheConns() > 0 { // the fast path: one socket per family
 				sockets = 2
 			}
 			m.RawPerInterface = sockets * afpacket.DefaultOptions().RingBytes()

@@ -194,12 +194,16 @@ func (p *Program) Attach(ifindex int, mode bpfutil.AttachMode) (bpfutil.AttachMo
 }
 
 // Detach removes the program from every interface it was attached to.
-func (p *Program) Detach() error {
+func (p *Program) Detach() error { return closeLinks(&p.links) }
+
+// closeLinks closes every link in *links (detaching its program) and
+// empties it.
+func closeLinks(links *[]link.Link) error {
 	var errs []error
-	for _, l := range p.links {
+	for _, l := range *links {
 		errs = append(errs, l.Close())
 	}
-	p.links = nil
+	*links = nil
 	return errors.Join(errs...)
 }
 

@@ -131,14 +131,7 @@ func (p *TCProgram) Attached() error {
 }
 
 // Detach removes the program from every interface it was attached to.
-func (p *TCProgram) Detach() error {
-	var errs []error
-	for _, l := range p.links {
-		errs = append(errs, l.Close())
-	}
-	p.links = nil
-	return errors.Join(errs...)
-}
+func (p *TCProgram) Detach() error { return closeLinks(&p.links) }
 
 // Stats sums the per-CPU verdict counters.
 func (p *TCProgram) Stats() ([NumTCStats]uint64, error) {
