@@ -83,15 +83,11 @@ static __always_inline int fast_path(struct xdp_md *ctx, __u64 params)
 	data_end = (void *)(long)ctx->data_end;
 	if (d.family == 4) {
 		struct xc_iphdr *ip = data + ETH_HLEN;
-		__u32 check;
+		__u32 *w = (void *)ip + 8; /* TTL, protocol, checksum */
 
 		if ((void *)(ip + 1) > data_end)
 			return xc_fast_slow(SLOW_NOT_FAST);
-		/* RFC 1624: the TTL's word drops by 0x0100, the checksum rises. */
-		check = ip->check;
-		check += bpf_htons(0x0100);
-		ip->check = (__u16)(check + (check >= 0xffff));
-		ip->ttl--;
+		*w = xc_ipv4_ttl_word(*w);
 	} else {
 		struct xc_ipv6hdr *ip6 = data + ETH_HLEN;
 
