@@ -156,7 +156,7 @@ func build() *topo {
 	must(t.dut.Do(func() error { ifi, err := net.InterfaceByName(inIf); t.inIndex = ifi.Index; return err }))
 	// The live-frames generator's XDP_TX needs NAPI on the veth peer, for
 	// the kernel scenarios too (GRO is on by default on real NICs).
-	run(t.dut, "ethtool", "-K", inIf, "gro", "on")
+	t.ingressNAPI()
 	must(t.gen.Do(func() (err error) {
 		ifi, err := net.InterfaceByName("g0")
 		if err != nil {
@@ -323,6 +323,13 @@ type rings struct {
 	packet afpacket.Options
 }
 
+// ingressNAPI turns GRO on at the dut's ingress, which gives the veth its
+// NAPI: the live-frames generator's XDP frames reach a veth only through
+// it. Raw sockets turn GRO off (merged TCP would not fit their ring
+// slots), so a raw-socket gateway or daemon needs it again after its
+// start; the generator's UDP is never merged.
+func (t *topo) ingressNAPI() { run(t.dut, "ethtool", "-K", inIf, "gro", "on") }
+
 func startGateway(t *topo, ioKind string, r rings) *gateway.Gateway {
 	// A gateway forwards (the fast path's route lookup routes only where
 	// the kernel would); the kernel rows turn it off behind them.
@@ -338,11 +345,7 @@ func startGateway(t *topo, ioKind string, r rings) *gateway.Gateway {
 		return err
 	}))
 	if ioKind == "afpacket" {
-		// Raw sockets turn GRO off (merged TCP would not fit their
-		// slots), which takes the veth's NAPI away; the live-frames
-		// generator's XDP frames reach a veth only through NAPI, and
-		// its UDP is never merged.
-		run(t.dut, "ethtool", "-K", inIf, "gro", "on")
+		t.ingressNAPI()
 	}
 	for g.Resolver().Resolve(4, [16]byte{203, 0, 113, 80}).Verdict != dataplane.Forwarded {
 		time.Sleep(10 * time.Millisecond)

@@ -263,12 +263,7 @@ func (t *topo) startDaemon(bin, fastPath, xdpMode, io string, cpu int) *daemon {
 		io = daemonIO
 	}
 	if io == "afpacket" {
-		// With raw sockets the daemon turns GRO off (merged TCP packets
-		// would not fit its ring slots), which takes the veth's NAPI, and
-		// so its threaded NAPI kthread, away; this family needs them (the
-		// generator sends XDP frames, which a veth takes only through
-		// NAPI). The generator's UDP frames are never merged.
-		run(t.dut, "ethtool", "-K", inIf, "gro", "on")
+		t.ingressNAPI() // and with it the threaded NAPI kthread this family pins
 	}
 	return d
 }
