@@ -2,11 +2,14 @@ package daemon_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -294,5 +297,43 @@ func testDaemonFastPath(t *testing.T, extra string, on bool, p paths) {
 		}
 	} else if v := metric(t, d1, fcRemovals); v != -1 {
 		t.Errorf("fast path off: node 1 reports %s %v, want no such series", fcRemovals, v)
+	}
+}
+
+// TestDaemonRawSocketsGRO: a daemon on raw sockets (dataplane.io:
+// afpacket) turns GRO off on its data interfaces while it runs (merged TCP
+// packets would not fit its sockets' ring slots), recording them in
+// state_dir first, and a clean stop turns GRO back on and removes the
+// record.
+func TestDaemonRawSocketsGRO(t *testing.T) {
+	nstest.Require(t)
+	cl := nstest.Cluster(t, "xc-dgro", netns.ClusterOptions{Nodes: 1, Clients4: 1, Clients6: 1})
+	ns := cl.Nodes[0]
+	for _, ifc := range []string{"front", "back"} {
+		nstest.Run(t, ns, "ethtool", "-K", ifc, "gro", "on")
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "control.sock")
+	d := daemontest.Start(t, ns, dir, nodeConfig(cl, sock, "  local_node: 1")+"dataplane:\n  io: afpacket\n")
+	record := filepath.Join(sock+".state", daemon.GROStateFile)
+	b, err := os.ReadFile(record)
+	if err != nil || !strings.Contains(string(b), `"interfaces":["front","back"]`) {
+		t.Errorf("running: record %s = %q, %v; want front and back in it", record, b, err)
+	}
+	for _, ifc := range []string{"front", "back"} {
+		if gro := nstest.GRO(t, ns, ifc); gro != "off" {
+			t.Errorf("running: GRO on %s is %s, want off", ifc, gro)
+		}
+	}
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, ifc := range []string{"front", "back"} {
+		if gro := nstest.GRO(t, ns, ifc); gro != "on" {
+			t.Errorf("stopped: GRO on %s is %s, want on again", ifc, gro)
+		}
+	}
+	if _, err := os.Stat(record); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stopped: the record is still there: %v", err)
 	}
 }

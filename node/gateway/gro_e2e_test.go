@@ -39,7 +39,7 @@ func TestAFPacketGROOff(t *testing.T) {
 			}
 			nodes := startMixed(t, cl, 0, "afpacket", fp, bpfutil.ModeAuto)
 			for i, ns := range cl.Nodes {
-				if gro := groState(t, ns, "front"); gro != "off" {
+				if gro := nstest.GRO(t, ns, "front"); gro != "off" {
 					t.Errorf("node %d: GRO on front is %s while the gateway runs, want off", i+1, gro)
 				}
 			}
@@ -58,25 +58,13 @@ func TestAFPacketGROOff(t *testing.T) {
 					t.Errorf("node %d: close: %v", i+1, err)
 				}
 				for _, ifc := range []string{"front", "back"} {
-					if gro := groState(t, cl.Nodes[i], ifc); gro != "on" {
+					if gro := nstest.GRO(t, cl.Nodes[i], ifc); gro != "on" {
 						t.Errorf("node %d: GRO on %s is %s after Close, want on again", i+1, ifc, gro)
 					}
 				}
 			}
 		})
 	}
-}
-
-// groState is ethtool's word for an interface's GRO in ns: on or off.
-func groState(t *testing.T, ns *netns.NS, ifc string) string {
-	t.Helper()
-	for _, l := range strings.Split(nstest.Run(t, ns, "ethtool", "-k", ifc), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "generic-receive-offload: "); ok {
-			return strings.Fields(v)[0]
-		}
-	}
-	t.Fatalf("ethtool -k %s: no generic-receive-offload line", ifc)
-	return ""
 }
 
 // TestGROStateAfterCrash: a raw-socket gateway records the interface whose
@@ -90,7 +78,7 @@ func TestGROStateAfterCrash(t *testing.T) {
 	start := func(io dataplane.IO) *gateway.Gateway { t.Helper(); return startDpa(t, ns, io, state) }
 	nstest.Run(t, ns, "ethtool", "-K", "dpa", "gro", "on")
 	g := start(dataplane.IOAFPacket)
-	if gro := groState(t, ns, "dpa"); gro != "off" {
+	if gro := nstest.GRO(t, ns, "dpa"); gro != "off" {
 		t.Fatalf("raw sockets: GRO %s, want off", gro)
 	}
 	b, err := os.ReadFile(state)
@@ -100,7 +88,7 @@ func TestGROStateAfterCrash(t *testing.T) {
 	if err := g.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if gro := groState(t, ns, "dpa"); gro != "on" {
+	if gro := nstest.GRO(t, ns, "dpa"); gro != "on" {
 		t.Errorf("after Close: GRO %s, want on", gro)
 	}
 	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
@@ -120,7 +108,7 @@ func TestGROStateAfterCrash(t *testing.T) {
 	}
 	g = start(dataplane.IOAFXDP)
 	defer g.Close()
-	if gro := groState(t, ns, "dpa"); gro != "on" {
+	if gro := nstest.GRO(t, ns, "dpa"); gro != "on" {
 		t.Errorf("the start after a crash: GRO %s, want on again", gro)
 	}
 	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {

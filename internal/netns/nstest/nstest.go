@@ -358,3 +358,16 @@ func Repeat(f func()) (stop func() int) {
 	}()
 	return func() int { close(quit); return <-done }
 }
+
+// GRO is ethtool's word for an interface's generic receive offload in ns:
+// "on" or "off".
+func GRO(t testing.TB, ns *netns.NS, ifc string) string {
+	t.Helper()
+	for _, l := range strings.Split(Run(t, ns, "ethtool", "-k", ifc), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "generic-receive-offload: "); ok {
+			return strings.Fields(v)[0]
+		}
+	}
+	t.Fatalf("ethtool -k %s: no generic-receive-offload line", ifc)
+	return ""
+}
