@@ -413,17 +413,26 @@ state_dir: %s
 // running one, with another configuration, control socket and state
 // directory, is refused with a message naming the first (its PID and
 // control socket), instead of starting on raw sockets next to it (gateway)
-// or taking lo over (back end); the first keeps running untouched.
+// or taking lo over (back end); the first keeps running untouched. For
+// gateways, whichever holds the interface: the fast path in tc (the
+// default on these veths) or AF_XDP and XDP (io afxdp).
 func TestRunSecondInstanceRefused(t *testing.T) {
 	nstest.Require(t)
 	bin := buildBinary(t)
 	cl := nstest.Cluster(t, "xc-two", netns.ClusterOptions{Nodes: 1, Clients4: 1, Clients6: 1})
-	for _, role := range []string{"gateway", "backend"} {
-		t.Run(role, func(t *testing.T) {
+	const afxdp = "dataplane:\n  io: afxdp\n"
+	for _, tc := range []struct{ name, role, first, second string }{
+		{"gateway", "gateway", "", ""},
+		{"gateway tc then afxdp", "gateway", "", afxdp},
+		{"gateway afxdp then defaults", "gateway", afxdp, ""},
+		{"backend", "backend", "", ""},
+	} {
+		role := tc.role
+		t.Run(tc.name, func(t *testing.T) {
 			var cfgA, sockA, cfgB string
 			if role == "gateway" {
-				cfgA, sockA = gatewayConfig(t, cl, t.TempDir(), 1)
-				cfgB, _ = gatewayConfig(t, cl, t.TempDir(), 2)
+				cfgA, sockA = writeGatewayConfig(t, cl, t.TempDir(), gatewayKeys(1), tc.first)
+				cfgB, _ = writeGatewayConfig(t, cl, t.TempDir(), gatewayKeys(2), tc.second)
 			} else {
 				cfgA, sockA, _ = backendConfig(t, cl, t.TempDir())
 				cfgB, _, _ = backendConfig(t, cl, t.TempDir())

@@ -16,12 +16,15 @@ import (
 
 // checkInterfacesFree refuses to start on an interface that another live
 // process (another xdpcluster, whatever its configuration, control socket
-// or state directory) holds an XDP program on through a bpf_link: starting
-// anyway would fall back to raw sockets next to it, or fight it. When
-// attachesXDP, a program attached through netlink, which no process holds
-// (a crashed older run's, `ip link set xdp`), is removed here as the
-// dataplane's own attach would, and one that stays attached (a bpf_link
-// this process cannot trace to its holder) is refused too. Call it with
+// or state directory) holds an XDP program on through a bpf_link, or that
+// another xdpcluster process in this network namespace holds a tc (tcx)
+// program on (its fast path with raw sockets): starting anyway would fall
+// back to raw sockets next to it, run a second fast path beside its own,
+// or fight it. When attachesXDP, a program attached through netlink,
+// which no process holds (a crashed older run's, `ip link set xdp`), is
+// removed here as the dataplane's own attach would, and one that stays
+// attached (a bpf_link this process cannot trace to its holder) is
+// refused too. Call it with
 // the thread in the node's network namespace, before anything is
 // attached.
 func checkInterfacesFree(names []string, attachesXDP bool) error {
@@ -29,6 +32,9 @@ func checkInterfacesFree(names []string, attachesXDP bool) error {
 		l, err := netlink.LinkByName(name)
 		if err != nil {
 			continue // the dataplane's start names the missing interface
+		}
+		if h := tcHolder(l.Attrs().Index); h != "" {
+			return fmt.Errorf("interface %s is in use: a tc program is attached to it through a bpf_link held by %s; is another xdpcluster running on it? Stop it first (refusing to start next to it)", name, h)
 		}
 		x := l.Attrs().Xdp
 		if x == nil || !x.Attached {
@@ -76,28 +82,71 @@ func xdpHolder(id uint32) string {
 // linkProgID reads the prog_id of an XDP bpf_link's fdinfo (0 if it is
 // not one).
 func linkProgID(fdinfo string) uint32 {
-	f, err := os.Open(fdinfo)
-	if err != nil {
+	f := linkFields(fdinfo)
+	if f["link_type"] != "xdp" {
 		return 0
 	}
+	id, _ := strconv.ParseUint(f["prog_id"], 10, 32)
+	return uint32(id)
+}
+
+// linkFields reads a bpf_link's fdinfo as key: value (nil if it cannot).
+func linkFields(fdinfo string) map[string]string {
+	f, err := os.Open(fdinfo)
+	if err != nil {
+		return nil
+	}
 	defer f.Close()
-	var xdp bool
-	var id uint64
+	fields := map[string]string{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		k, v, _ := strings.Cut(sc.Text(), ":")
-		v = strings.TrimSpace(v)
-		switch k {
-		case "link_type":
-			xdp = v == "xdp"
-		case "prog_id":
-			id, _ = strconv.ParseUint(v, 10, 32)
+		fields[k] = strings.TrimSpace(v)
+	}
+	return fields
+}
+
+// tcHolder names another xdpcluster process (its executable is named
+// xdpcluster) in this thread's network namespace that holds a tcx
+// bpf_link on ifindex, "" when none does. Interface indexes are per
+// namespace, and other software may attach tc programs of its own, so
+// only an xdpcluster in the same namespace counts.
+func tcHolder(ifindex int) string {
+	self, err := os.Readlink("/proc/thread-self/ns/net")
+	if err != nil {
+		return ""
+	}
+	own := strconv.Itoa(os.Getpid())
+	want := strconv.Itoa(ifindex)
+	procs, _ := filepath.Glob("/proc/[0-9]*/fd")
+	for _, fdDir := range procs {
+		dir := filepath.Dir(fdDir)
+		pid := filepath.Base(dir)
+		if pid == own {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join(dir, "exe"))
+		if err != nil || filepath.Base(strings.TrimSuffix(exe, " (deleted)")) != "xdpcluster" {
+			continue
+		}
+		if ns, err := os.Readlink(filepath.Join(dir, "ns", "net")); err != nil || ns != self {
+			continue
+		}
+		fds, err := os.ReadDir(fdDir)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			target, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
+			if err != nil || target != "anon_inode:bpf_link" {
+				continue
+			}
+			if f := linkFields(filepath.Join(dir, "fdinfo", fd.Name())); f["link_type"] == "tcx" && f["ifindex"] == want {
+				return describeProcess(pid)
+			}
 		}
 	}
-	if !xdp {
-		return 0
-	}
-	return uint32(id)
+	return ""
 }
 
 func describeProcess(pid string) string {
