@@ -139,7 +139,7 @@ type IO string
 
 // Packet I/O kinds, as the configuration (dataplane.io) spells them.
 const (
-	IOAuto     IO = "auto"     // AF_XDP, else raw sockets with a warning saying why ("" too)
+	IOAuto     IO = "auto"     // on veth with the fast path raw sockets and tc; else AF_XDP, else raw sockets with a warning saying why ("" too)
 	IOAFXDP    IO = "afxdp"    // AF_XDP or fail
 	IOAFPacket IO = "afpacket" // raw sockets (TPACKET_V2 rings)
 )

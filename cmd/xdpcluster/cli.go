@@ -297,7 +297,7 @@ func demoCmd(e env) *cobra.Command {
 	f.DurationVar(&o.duration, "duration", 0, "stop the traffic after this long (0: run until Ctrl-C)")
 	f.StringVar(&o.seed, "seed", "0xdeadbeef", "cluster hash seed")
 	f.IntVar(&o.port, "metrics-port", 9477, "first metrics port on 127.0.0.1 (node N uses port+N-1)")
-	f.StringVar(&o.io, "io", "auto", "the nodes' dataplane.io: auto or afxdp (AF_XDP, the fast path in XDP), afpacket (raw sockets, the fast path in tc)")
+	f.StringVar(&o.io, "io", "auto", "the nodes' dataplane.io: afxdp (AF_XDP, the fast path in XDP), afpacket (raw sockets, the fast path in tc) or auto (on the demo's veths: afpacket)")
 	return c
 }
 

@@ -45,13 +45,14 @@ func TestCtlUsage(t *testing.T) {
 // cluster that forwards every packet exactly once, then cleans up. Other
 // demos and tests may run on the host at the same time: it uses free
 // metrics ports and checks only its own namespaces (the run's prefix,
-// which the demo prints). With --io afpacket the nodes run raw sockets and
-// the fast path in tc, and the same holds.
+// which the demo prints). By default (io auto, on the demo's veths) the
+// nodes run raw sockets and the fast path in tc; with --io afxdp, AF_XDP
+// and the fast path in XDP; the same holds for both.
 func TestDemo(t *testing.T) {
 	if err := netns.Available(); err != nil {
 		t.Skipf("skipping: %v; run the tests as root", err)
 	}
-	for _, tc := range []struct{ io, mode string }{{"auto", "xdp "}, {"afpacket", "fast path in tc"}} {
+	for _, tc := range []struct{ io, mode string }{{"auto", "fast path in tc"}, {"afxdp", "xdp "}} {
 		t.Run("io="+tc.io, func(t *testing.T) { testDemo(t, tc.io, tc.mode) })
 	}
 }

@@ -50,6 +50,13 @@ func get(t *testing.T, url string) string {
 	return string(b)
 }
 
+// afxdp is the configuration's line for AF_XDP (on the test clusters'
+// veths io auto takes raw sockets and tc): for the tests of AF_XDP's
+// series.
+const afxdp = "dataplane:\n  io: afxdp\n"
+
+// TestDaemon: a gateway daemon with AF_XDP (io afxdp) serves its metrics,
+// control socket and reloads.
 func TestDaemon(t *testing.T) {
 	nstest.Require(t)
 	cl := nstest.Cluster(t, "xc-daemon", netns.ClusterOptions{Nodes: 2, Clients4: 2, Clients6: 1})
@@ -61,7 +68,7 @@ func TestDaemon(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write(nodeConfig(cl, sock, "  local_node: 1"))
+	write(nodeConfig(cl, sock, "  local_node: 1") + afxdp)
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -131,14 +138,14 @@ func TestDaemon(t *testing.T) {
 	if err := d.Reload(); err == nil || !strings.Contains(err.Error(), "keeping the running configuration") {
 		t.Errorf("bad reload: %v", err)
 	}
-	write(nodeConfig(cl, sock, "  local_nodemask: 3"))
+	write(nodeConfig(cl, sock, "  local_nodemask: 3") + afxdp)
 	if err := d.Reload(); err != nil {
 		t.Fatalf("reload: %v", err)
 	}
 	if st := d.Status(); st.NodeMask != "0x3" {
 		t.Errorf("after reload mask %s", st.NodeMask)
 	}
-	write(strings.Replace(nodeConfig(cl, sock, "  local_node: 1"), "0xdeadbeef", "0x1", 1))
+	write(strings.Replace(nodeConfig(cl, sock, "  local_node: 1"), "0xdeadbeef", "0x1", 1) + afxdp)
 	if err := d.Reload(); err == nil || !strings.Contains(err.Error(), "restart") {
 		t.Errorf("seed change reload: %v", err)
 	}

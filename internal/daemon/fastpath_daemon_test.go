@@ -101,8 +101,8 @@ func waitMetric(t *testing.T, d *daemon.Daemon, name string, floor float64, time
 }
 
 // TestDaemonFastPath: through two daemons started from their
-// configuration files (fast_path left at its default, auto), an
-// established TCP connection is carried by the XDP fast path: its owner
+// configuration files (io: afxdp, fast_path left at its default, auto),
+// an established TCP connection is carried by the XDP fast path: its owner
 // (node 2) forwards it in XDP, node 1 drops it in XDP as foreign, and
 // neither daemon's AF_XDP workers see its packets; only the handshake and
 // the close go through them. Then daemon 2 stops and daemon 1 takes node
@@ -112,7 +112,7 @@ func waitMetric(t *testing.T, d *daemon.Daemon, name string, floor float64, time
 // node 1's cache.
 func TestDaemonFastPath(t *testing.T) {
 	nstest.Require(t)
-	testDaemonFastPath(t, "", true, xdpPaths)
+	testDaemonFastPath(t, "dataplane:\n  io: afxdp\n", true, xdpPaths)
 }
 
 // TestDaemonFastPathOff: TestDaemonFastPath's sequence with fast_path: off
@@ -123,13 +123,13 @@ func TestDaemonFastPathOff(t *testing.T) {
 	testDaemonFastPath(t, "dataplane:\n  fast_path: off\n", false, xdpPaths)
 }
 
-// TestDaemonFastPathTC: TestDaemonFastPath's sequence with raw sockets
-// (dataplane.io: afpacket): the fast path runs as a tc program, its
-// packets counted as path="tc", the handshake and the close through the
-// raw-socket workers (path="afpacket").
+// TestDaemonFastPathTC: TestDaemonFastPath's sequence with the default
+// configuration, which on veth (io auto) is raw sockets with the fast path
+// in tc: its packets counted as path="tc", the handshake and the close
+// through the raw-socket workers (path="afpacket").
 func TestDaemonFastPathTC(t *testing.T) {
 	nstest.Require(t)
-	testDaemonFastPath(t, "dataplane:\n  io: afpacket\n", true, tcPaths)
+	testDaemonFastPath(t, "", true, tcPaths)
 }
 
 func testDaemonFastPath(t *testing.T, extra string, on bool, p paths) {
@@ -150,6 +150,11 @@ func testDaemonFastPath(t *testing.T, extra string, on bool, p paths) {
 	for i, d := range ds {
 		if v := metric(t, d, fastOn); v != want {
 			t.Fatalf("node %d: %s %v, want %v", i+1, fastOn, v, want)
+		}
+		// The mode ctl status shows names the I/O the paths count.
+		mode := d.Status().Interfaces["front"]
+		if tc := strings.Contains(mode, "fast path in tc"); tc != (p.fast == "tc") || !strings.Contains(mode, p.workers) {
+			t.Fatalf("node %d: mode %q, want %s I/O with the fast path in %s", i+1, mode, p.workers, p.fast)
 		}
 	}
 

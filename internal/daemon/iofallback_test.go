@@ -20,8 +20,9 @@ import (
 // TestIOFallbackVisible runs `xdpcluster run` (a gateway) as user nobody
 // with the unit's capabilities, or with one of them missing, as systemd
 // would (ambient capabilities):
-//   - dataplane.io auto with every capability: AF_XDP, io_fallback empty,
-//     xdpcluster_io_fallback 0, /readyz "ready";
+//   - dataplane.io auto with every capability: raw sockets with the fast
+//     path in tc (auto's choice on veth), io_fallback empty,
+//     xdpcluster_io_fallback 0, /readyz "ready"; afxdp: AF_XDP, the same;
 //   - auto without CAP_BPF, or without CAP_PERFMON: it still starts, on raw
 //     sockets, and says so everywhere: ctl status's io_fallback names the
 //     missing capability, xdpcluster_io_fallback 1, /readyz still ready with
@@ -129,17 +130,21 @@ func TestIOFallbackVisible(t *testing.T) {
 		}
 	}
 
-	t.Run("auto", func(t *testing.T) {
-		r := start(t, caps, "auto")
-		st, metric, readyz := serving(t, r)
-		if st.IOFallback != "" || !strings.Contains(st.Interfaces["front"], "afxdp") {
-			t.Errorf("with %v: interfaces %v, io_fallback %q; want AF_XDP, no fallback\n%s", caps, st.Interfaces, st.IOFallback, r.logs.String())
-		}
-		if metric != "0" || readyz != "ready" {
-			t.Errorf("xdpcluster_io_fallback %q, /readyz %q; want 0 and ready", metric, readyz)
-		}
-		stop(t, r)
-	})
+	// With every capability, auto on this veth chooses raw sockets with the
+	// fast path in tc (not a fallback); afxdp gets AF_XDP.
+	for _, c := range []struct{ io, want string }{{"auto", "fast path in tc"}, {"afxdp", "afxdp"}} {
+		t.Run(c.io, func(t *testing.T) {
+			r := start(t, caps, c.io)
+			st, metric, readyz := serving(t, r)
+			if st.IOFallback != "" || !strings.Contains(st.Interfaces["front"], c.want) {
+				t.Errorf("with %v: interfaces %v, io_fallback %q; want %q, no fallback\n%s", caps, st.Interfaces, st.IOFallback, c.want, r.logs.String())
+			}
+			if metric != "0" || readyz != "ready" {
+				t.Errorf("xdpcluster_io_fallback %q, /readyz %q; want 0 and ready", metric, readyz)
+			}
+			stop(t, r)
+		})
+	}
 	for _, missing := range []string{"CAP_BPF", "CAP_PERFMON"} {
 		t.Run("auto without "+missing, func(t *testing.T) {
 			r := start(t, without(missing), "auto")

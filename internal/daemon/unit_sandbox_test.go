@@ -113,7 +113,9 @@ var (
 // SystemCallFilter and RestrictAddressFamilies let the daemon work: it
 // runs `xdpcluster run` as user nobody with exactly the unit's
 // capabilities, under strace, through start, a metrics scrape, a reload,
-// ctl status and health and a stop, in both roles, and checks that every
+// ctl status and health and a stop, as a gateway (its defaults, which on
+// veth take raw sockets and tc, and io afxdp) and as a back end, and
+// checks that every
 // system call it made is in the unit's allow list and every socket it
 // opened is of an allowed family. (The filter would answer EPERM to
 // anything else: SystemCallErrorNumber=EPERM.)
@@ -138,14 +140,24 @@ func TestUnitSandboxAllowsDaemon(t *testing.T) {
 	cl := nstest.Cluster(t, "xc-sbx", netns.ClusterOptions{Nodes: 2, Clients4: 1, Clients6: 1})
 	caps := unitCaps(t)
 
-	for i, role := range []string{"gateway", "backend"} {
-		t.Run(role, func(t *testing.T) {
-			rdir := filepath.Join(dir, role)
+	// The gateway with its defaults (on these veths raw sockets and the
+	// fast path in tc) and with io afxdp (AF_XDP and XDP), then a back end.
+	for _, run := range []struct {
+		name, role, extra, mode string
+		node                    int
+	}{
+		{"gateway", "gateway", "", "fast path in tc", 0},
+		{"gateway afxdp", "gateway", "dataplane:\n  io: afxdp\n", "afxdp", 0},
+		{"backend", "backend", "", "", 1},
+	} {
+		role, i := run.role, run.node
+		t.Run(run.name, func(t *testing.T) {
+			rdir := filepath.Join(dir, strings.ReplaceAll(run.name, " ", "-"))
 			os.MkdirAll(rdir, 0o777)
 			os.Chmod(rdir, 0o777)
 			sock := filepath.Join(rdir, "control.sock")
-			cfg := filepath.Join(dir, role+".yaml")
-			text := nodeConfig(cl, sock, fmt.Sprintf("  local_node: %d", i+1))
+			cfg := filepath.Join(dir, strings.ReplaceAll(run.name, " ", "-")+".yaml")
+			text := nodeConfig(cl, sock, fmt.Sprintf("  local_node: %d", i+1)) + run.extra
 			if role == "backend" {
 				text = fmt.Sprintf("role: backend\ncluster:\n  total_nodes: 2\n  local_node: 2\n  hash_seed: 0xdeadbeef\ninterfaces:\n  - name: front\n    cluster_mac: %q\n    cluster_addresses: [%q]\nmetrics:\n  listen: \"127.0.0.1:0\"\ncontrol:\n  socket: %s\nstate_dir: %s\n",
 					cl.FrontMAC.String(), cl.ClusterFront4.String(), sock, sock+".state")
@@ -189,8 +201,8 @@ func TestUnitSandboxAllowsDaemon(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if role == "gateway" && !strings.Contains(st.Interfaces["front"], "afxdp") {
-				t.Errorf("the gateway does not run AF_XDP with the unit's capabilities: %v\n%s", st.Interfaces, logs.String())
+			if role == "gateway" && !strings.Contains(st.Interfaces["front"], run.mode) {
+				t.Errorf("the gateway's mode is not %q with the unit's capabilities: %v\n%s", run.mode, st.Interfaces, logs.String())
 			}
 			// A scrape of the metrics (the address is in the log).
 			if m := regexp.MustCompile(`url=(http://[^ ]+/metrics)`).FindStringSubmatch(logs.String()); m != nil {
@@ -253,7 +265,7 @@ func TestUnitSandboxAllowsDaemon(t *testing.T) {
 			slices.Sort(denied)
 			slices.Sort(badFam)
 			names := slices.Sorted(maps.Keys(used))
-			t.Logf("%s: %d distinct system calls %v, socket families %v", role, len(used), names, socks)
+			t.Logf("%s: %d distinct system calls %v, socket families %v", run.name, len(used), names, socks)
 			// RestrictNamespaces=yes refuses setns and unshare (EPERM): the
 			// daemon may try setns only where it has a fallback (following
 			// the kernel where the thread is, see gateway.followKernel),
@@ -267,8 +279,12 @@ func TestUnitSandboxAllowsDaemon(t *testing.T) {
 			if len(badFam) > 0 {
 				t.Errorf("the daemon (%s) opened sockets of families outside RestrictAddressFamilies: %v", role, badFam)
 			}
-			if role == "gateway" && (socks["AF_XDP"]+socks["44"] == 0 || used["bpf"] == 0) {
-				t.Errorf("the trace misses the AF_XDP sockets or bpf(2) calls (%v): is strace tracing the daemon?", socks)
+			want := "AF_XDP"
+			if run.mode == "fast path in tc" {
+				want = "AF_PACKET"
+			}
+			if role == "gateway" && (socks[want]+socks[map[string]string{"AF_XDP": "44", "AF_PACKET": "17"}[want]] == 0 || used["bpf"] == 0) {
+				t.Errorf("the trace misses the %s sockets or bpf(2) calls (%v): is strace tracing the daemon?", want, socks)
 			}
 		})
 	}

@@ -37,8 +37,9 @@ type Config struct {
 	Interfaces []node.Interface
 	Match      cluster.Match
 	Conntrack  conntrack.Config
-	// IO is the packet I/O (zero: dataplane.IOAuto, AF_XDP, else raw
-	// sockets with a warning saying why).
+	// IO is the packet I/O (zero: dataplane.IOAuto: raw sockets with the
+	// fast path in tc on veth (autoTC), else AF_XDP, else raw sockets with
+	// a warning saying why).
 	IO     dataplane.IO
 	Port   xsk.PortOptions  // zero: xsk.DefaultPortOptions
 	Packet afpacket.Options // zero: afpacket.DefaultOptions
@@ -197,6 +198,9 @@ func Start(cfg Config) (g *Gateway, err error) {
 	case dataplane.IOAFPacket:
 		ifaces, err = g.openPacket(h, cfg)
 	case "", dataplane.IOAuto:
+		if ifaces = g.autoTC(h, cfg); ifaces != nil {
+			break
+		}
 		if ifaces, err = g.openXDP(h, cfg); err != nil {
 			g.ioFallback = err.Error() + capsHint()
 			log.Warn("AF_XDP cannot be set up; falling back to the raw-socket (AF_PACKET) backend, which is slower", "error", g.ioFallback)
@@ -683,7 +687,7 @@ func (g *Gateway) openPacket(h *netlink.Handle, cfg Config) ([]dataplane.Iface, 
 	if opts == (afpacket.Options{}) {
 		opts = afpacket.DefaultOptions()
 	}
-	if g.flows != nil {
+	if g.flows != nil && len(g.tcPrograms) == 0 {
 		if port := bridgePort(h, cfg, g.links); port != "" {
 			g.fastPathOff(port + ": raw sockets bound per family, which the tc fast path needs, are served after the bridge or bond takes its frames")
 		} else if err := g.attachTC(cfg); err != nil {
@@ -718,6 +722,26 @@ func (g *Gateway) openPacket(h *netlink.Handle, cfg Config) ([]dataplane.Iface, 
 		ifaces = append(ifaces, ifc)
 	}
 	return ifaces, nil
+}
+
+// groBackOn turns GRO back on where groOff turned it off and, if all
+// went back, removes the record of it.
+func (g *Gateway) groBackOn() []error {
+	var errs []error
+	restored := true
+	for _, name := range g.groRestore {
+		if err := setGRO(g.ethtool, name, true); err != nil {
+			errs = append(errs, fmt.Errorf("turn GRO back on: %w", err))
+			restored = false
+		}
+	}
+	if len(g.groRestore) > 0 && restored && g.cfg.GROState != "" {
+		if err := os.Remove(g.cfg.GROState); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove the GRO record: %w", err))
+		}
+	}
+	g.groRestore = nil
+	return errs
 }
 
 // groOff turns generic receive offload off on a raw-socket interface,
@@ -895,19 +919,7 @@ func (g *Gateway) close() error {
 	for _, p := range g.tcPrograms {
 		errs = append(errs, p.Close())
 	}
-	restored := true
-	for _, name := range g.groRestore {
-		if err := setGRO(g.ethtool, name, true); err != nil {
-			errs = append(errs, fmt.Errorf("turn GRO back on: %w", err))
-			restored = false
-		}
-	}
-	if len(g.groRestore) > 0 && restored && g.cfg.GROState != "" {
-		if err := os.Remove(g.cfg.GROState); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove the GRO record: %w", err))
-		}
-	}
-	g.groRestore = nil
+	errs = append(errs, g.groBackOn()...)
 	if g.ethtool >= 0 {
 		unix.Close(g.ethtool)
 		g.ethtool = -1

@@ -223,3 +223,48 @@ func startDpa(t *testing.T, ns *netns.NS, io dataplane.IO, groState string) *gat
 	}
 	return g
 }
+
+// TestAutoIOOnVeth: dataplane.io auto chooses raw sockets with the fast
+// path in tc on a veth (gateway.AutoTCReason), and AF_XDP wherever that
+// choice does not hold: the fast path off (AF_XDP's slow path is the
+// faster), an xdp_mode set, or a bridge's port (the bridge takes the
+// frames before the sockets bound per family see them). None of them is a
+// fallback.
+func TestAutoIOOnVeth(t *testing.T) {
+	ns := nstest.Veth(t, "xc-autoio", "dpa", "dpb")
+	nstest.Run(t, ns, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1", "net.ipv6.conf.all.forwarding=1")
+	for _, tc := range []struct {
+		name   string
+		fast   dataplane.FastPath
+		xdp    bpfutil.AttachMode
+		bridge bool
+		mode   string // a part of the interface's mode
+		hook   string
+	}{
+		{"defaults", "", bpfutil.ModeAuto, false, "afpacket, 2 sockets (IPv4, IPv6), fast path in tc", "tc"},
+		{"fast_path off", dataplane.FastPathOff, bpfutil.ModeAuto, false, "xdp generic, afxdp", ""},
+		{"xdp_mode native", "", bpfutil.ModeNative, false, "xdp native, afxdp", "xdp"},
+		{"bridge port", "", bpfutil.ModeAuto, true, "xdp generic, afxdp", "xdp"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.bridge {
+				nstest.Run(t, ns, "ip", "link", "add", "br0", "type", "bridge")
+				nstest.Run(t, ns, "ip", "link", "set", "dpa", "master", "br0")
+				defer nstest.Run(t, ns, "ip", "link", "del", "br0")
+			}
+			var g *gateway.Gateway
+			if err := ns.Do(func() (err error) {
+				g, err = gateway.Start(gateway.Config{Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}}},
+					Match: cluster.LocalNode(2, 1, 1), FastPath: tc.fast, XDPMode: tc.xdp})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close()
+			if m := g.Modes(); len(m) != 1 || !strings.Contains(m[0], tc.mode) || g.FastPathHook() != tc.hook || g.IOFallback() != "" {
+				t.Errorf("modes %q, fast path hook %q (%s), io fallback %q; want %q, %q, no fallback",
+					m, g.FastPathHook(), g.FastPathReason(), g.IOFallback(), tc.mode, tc.hook)
+			}
+		})
+	}
+}
