@@ -129,11 +129,14 @@ func TestCheckAndRunAgree(t *testing.T) {
 // dataplane.fast_path_entries with the values in force, the entries
 // resolved to conntrack.max_entries when the file leaves them out, and
 // the memory the daemon will take (the flow cache's: 272 bytes a
-// connection, allocated at start).
+// connection, allocated at start; with io auto and the fast path, both the
+// AF_XDP and the raw-socket figures, since auto takes raw sockets on veth).
 func TestCheckPrintsFastPath(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct{ name, from, to, path, entries, memory string }{
-		{"defaults", "", "", "auto", "1048576", "# memory: connection table up to 128 MiB, flow cache 272 MiB (allocated at start), AF_XDP 32 MiB per interface and receive queue"},
+		{"defaults", "", "", "auto", "1048576", "# memory: connection table up to 128 MiB, flow cache 272 MiB (allocated at start), AF_XDP 32 MiB per interface and receive queue (on veth, where io auto takes raw sockets: raw-socket rings 32 MiB per interface)\n"},
+		{"afxdp", "frames: 16384", "frames: 16384\n  io: afxdp", "auto", "1048576", "AF_XDP 32 MiB per interface and receive queue\n"},
+		{"auto, fast_path off", "frames: 16384", "frames: 16384\n  fast_path: off", `"off"`, "1048576", "flow cache 0 MiB (allocated at start), AF_XDP 32 MiB per interface and receive queue\n"},
 		{"entries follow max_entries", "max_entries: 1048576", "max_entries: 65536", "auto", "65536", "flow cache 17 MiB"},
 		{"both set", "frames: 16384", "frames: 16384\n  fast_path: off\n  fast_path_entries: 0x1000", `"off"`, "0x1000", "flow cache 0 MiB"},
 		// Raw sockets: the fast path in tc, two sockets of 16 MiB of rings per interface.

@@ -212,7 +212,10 @@ func runCheck(e env, path string) int {
 		path, m, m.Nodes(), strings.Join(fixed, ", "))
 	if mem := cfg.Memory(); cfg.Role == "gateway" {
 		io := fmt.Sprintf("AF_XDP %d MiB per interface and receive queue", mem.UMEMPerQueue>>20)
-		if mem.RawPerInterface > 0 {
+		switch {
+		case mem.RawPerInterface > 0 && mem.UMEMPerQueue > 0: // auto: raw sockets on veth
+			io += fmt.Sprintf(" (on veth, where io auto takes raw sockets: raw-socket rings %d MiB per interface)", mem.RawPerInterface>>20)
+		case mem.RawPerInterface > 0:
 			io = fmt.Sprintf("raw-socket rings %d MiB per interface", mem.RawPerInterface>>20)
 		}
 		fmt.Fprintf(e.stdout, "# memory: connection table up to %d MiB, flow cache %d MiB (allocated at start), %s\n",
