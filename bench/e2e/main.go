@@ -613,16 +613,16 @@ func realMain() (code int) {
 	measure(oneCore+"kernel forwarding, no rules", unicast, nil, pinned(func() func() { return kernelForwarding(t, false) }))
 	measure(oneCore+"kernel forwarding, cluster match rules", toCluster, nil, pinned(func() func() { return kernelForwarding(t, true) }))
 	notes := map[string]string{}
-	// The default attaches generically on veth (xdp_mode auto); the
-	// native row is the driver path a NIC takes, here fed XDP frames by
-	// the generator with no skb on the way.
-	// The io afpacket row runs the fast path as a tc program, with raw
-	// sockets for the slow path: no XDP program on the ingress at all.
+	// The default on veth (io auto) runs the fast path as a tc program,
+	// with raw sockets for the slow path: no XDP program on the ingress at
+	// all. fast_path off keeps AF_XDP (generic XDP on veth, as io afxdp
+	// does); the native row is the driver path a NIC takes, here fed XDP
+	// frames by the generator with no skb on the way.
 	daemonRows := []struct{ name, fp, xdp, io string }{
-		{oneCore + "xdpcluster, fast_path off", "off", "", ""},
-		{oneCore + "xdpcluster, fast_path auto (default)", "auto", "", ""},
-		{oneCore + "xdpcluster, fast_path auto, xdp_mode native", "auto", "native", ""},
-		{oneCore + "xdpcluster, fast_path auto, io afpacket (fast path in tc)", "auto", "", "afpacket"},
+		{oneCore + "xdpcluster, fast_path off (AF_XDP)", "off", "", ""},
+		{oneCore + "xdpcluster, defaults (fast path in tc)", "auto", "", ""},
+		{oneCore + "xdpcluster, io afxdp (fast path in generic XDP)", "auto", "", "afxdp"},
+		{oneCore + "xdpcluster, io afxdp, xdp_mode native", "auto", "native", "afxdp"},
 	}
 	for _, row := range daemonRows {
 		name, fp, xdp, io := row.name, row.fp, row.xdp, row.io

@@ -259,12 +259,9 @@ func (t *topo) startDaemon(bin, fastPath, xdpMode, io string, cpu int) *daemon {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if io == "" {
-		io = daemonIO
-	}
-	if io == "afpacket" {
-		t.ingressNAPI() // and with it the threaded NAPI kthread this family pins
-	}
+	// Raw sockets (io afpacket, and auto on this veth) turned GRO off on
+	// the ingress; give it back (nothing changes where it is on).
+	t.ingressNAPI() // and with it the threaded NAPI kthread this family pins
 	return d
 }
 

@@ -13,9 +13,10 @@
 //
 // Scenarios, each run --runs times (medians): the kernel with the
 // iptables man page's `-m cluster` recipe on all 3 nodes; xdpcluster
-// gateways with fast_path auto (the default; default rings); with
-// fast_path off; and with dataplane.io afpacket, where the fast path runs
-// as a tc program and raw sockets are the slow path. The nodes' neighbour tables start cold in every run (no
+// gateways with the defaults (on these veths io auto takes raw sockets,
+// with the fast path as a tc program; default rings); with fast_path off
+// (AF_XDP); and with dataplane.io afxdp, where the fast path runs in XDP
+// and AF_XDP is the slow path. The nodes' neighbour tables start cold in every run (no
 // static entries; flushed before it), so the first packets to a client
 // and to the server meet an unresolved neighbour.
 //
@@ -74,9 +75,10 @@ type scenario struct {
 
 var scenarios = []scenario{
 	{key: "kernel", name: "kernel, man-page -m cluster recipe", kernel: true},
-	{key: "auto", name: "xdpcluster, fast_path auto (default)", fast: dataplane.FastPathAuto},
-	{key: "off", name: "xdpcluster, fast_path off", fast: dataplane.FastPathOff},
-	{key: "tc", name: "xdpcluster, io afpacket (fast path in tc)", fast: dataplane.FastPathAuto, io: dataplane.IOAFPacket},
+	// The default: on these veths, raw sockets with the fast path in tc.
+	{key: "auto", name: "xdpcluster, defaults (fast path in tc)", fast: dataplane.FastPathAuto},
+	{key: "off", name: "xdpcluster, fast_path off (AF_XDP)", fast: dataplane.FastPathOff},
+	{key: "afxdp", name: "xdpcluster, io afxdp (fast path in XDP)", fast: dataplane.FastPathAuto, io: dataplane.IOAFXDP},
 }
 
 // must and run are the harnesses' shared helpers: a failure is a
@@ -173,7 +175,8 @@ func (c nodeCounters) sub(o nodeCounters) nodeCounters {
 	return d
 }
 
-// ringDrops are the frames lost at the AF_XDP receive ring: the kernel's
+// ringDrops are the frames lost at the receive rings (AF_XDP, or raw
+// sockets: their PACKET_STATISTICS drops); for AF_XDP the kernel's
 // rx_dropped (RX ring full or fill ring empty; a frame lost to an empty
 // fill ring is also counted in rx_fill_ring_empty, so that one is not
 // added).
@@ -189,7 +192,7 @@ func (c nodeCounters) String(kernel bool) string {
 			ws = append(ws, fmt.Sprintf("%s=%d", dataplane.Verdict(v), n))
 		}
 	}
-	s := fmt.Sprintf("veth ring drops %d; AF_XDP rx_dropped %d, rx_fill_ring_empty %d (our fill ring found full/empty %d); workers: no_neighbour %d, forwarded_kernel %d [%s]",
+	s := fmt.Sprintf("veth ring drops %d; socket ring rx_dropped %d (AF_XDP or raw), rx_fill_ring_empty %d (our fill ring found full/empty %d); workers: no_neighbour %d, forwarded_kernel %d [%s]",
 		c.vethDrops, c.rxDropped, c.rxFillEmpty, c.fillRingEmpty, c.workers[dataplane.NoNeighbour], c.workers[dataplane.ForwardedKernel], strings.Join(ws, " "))
 	if c.fastOn {
 		var rs []string
@@ -572,7 +575,7 @@ func realMain() (code int) {
 	dur := flag.Duration("duration", 10*time.Second, "length of the streams of each run (whole seconds)")
 	download := flag.String("download", "50M", "size of the single download of each run (iperf3 -n)")
 	smoke := flag.Bool("smoke", false, "one short run per scenario (1 run, 2 s), to check the harness works")
-	only := flag.String("only", "", "run only the scenarios with these keys, comma-separated: kernel, auto, off, tc")
+	only := flag.String("only", "", "run only the scenarios with these keys, comma-separated: kernel, auto, off, afxdp")
 	xdpMode := flag.String("xdp-mode", "auto", "an experiment: the gateways' dataplane.xdp_mode (auto: the default, generic on veth; native; generic)")
 	flag.Parse()
 	mode, err := bpfutil.ParseAttachMode(*xdpMode)
