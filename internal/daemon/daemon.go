@@ -52,6 +52,7 @@ type Daemon struct {
 	metricsLn *limitListener
 	notifier  *Notifier // systemd's, for Reload (SetNotifier)
 	controlLn *limitListener
+	locks     ifaceLocks // the claims on the data interfaces (lockInterfaces)
 }
 
 // MetricsAddr is the address metrics are served on ("" when disabled).
@@ -103,10 +104,21 @@ func (d *Daemon) startDataplane() error {
 	for _, i := range d.cfg.Interfaces {
 		names = append(names, i.Name)
 	}
+	locks, err := lockInterfaces(names)
+	if err != nil {
+		return fmt.Errorf("start dataplane: %w", err)
+	}
+	defer func() {
+		if d.eng == nil { // the start failed: give the interfaces back
+			locks.release()
+			d.locks = nil
+		}
+	}()
 	attachesXDP := d.cfg.Role == "backend" || d.cfg.IO != "afpacket"
 	if err := checkInterfacesFree(names, attachesXDP); err != nil {
 		return fmt.Errorf("start dataplane: %w", err)
 	}
+	d.locks = locks
 	if d.cfg.Role == "backend" {
 		return d.startBackend()
 	}
@@ -114,7 +126,6 @@ func (d *Daemon) startDataplane() error {
 	if err := withState(&gc, d.cfg); err != nil {
 		return err
 	}
-	var err error
 	if d.gw, err = gateway.Start(gc); err != nil {
 		return fmt.Errorf("start dataplane: %w", err)
 	}
@@ -486,10 +497,15 @@ func (d *Daemon) Stop() error {
 	if sock != "" {
 		os.Remove(sock)
 	}
+	var err error
 	if eng != nil {
-		return eng.Close()
+		err = eng.Close()
 	}
-	return nil
+	d.mu.Lock()
+	d.locks.release() // after the dataplane let go of the interfaces
+	d.locks = nil
+	d.mu.Unlock()
+	return err
 }
 
 // controlAPI serves GET /status, POST /takeover?node=N, /release?node=N

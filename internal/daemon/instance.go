@@ -16,11 +16,10 @@ import (
 
 // checkInterfacesFree refuses to start on an interface that another live
 // process (another xdpcluster, whatever its configuration, control socket
-// or state directory) holds an XDP program on through a bpf_link, or that
-// another xdpcluster process in this network namespace holds a tc (tcx)
-// program on (its fast path with raw sockets): starting anyway would fall
-// back to raw sockets next to it, run a second fast path beside its own,
-// or fight it. When attachesXDP, a program attached through netlink,
+// or state directory) holds an XDP program on through a bpf_link: starting
+// anyway would fall back to raw sockets next to it, or fight it (another
+// xdpcluster on raw sockets holds no XDP program: lockInterfaces refuses
+// that one). When attachesXDP, a program attached through netlink,
 // which no process holds (a crashed older run's, `ip link set xdp`), is
 // removed here as the dataplane's own attach would, and one that stays
 // attached (a bpf_link this process cannot trace to its holder) is
@@ -32,9 +31,6 @@ func checkInterfacesFree(names []string, attachesXDP bool) error {
 		l, err := netlink.LinkByName(name)
 		if err != nil {
 			continue // the dataplane's start names the missing interface
-		}
-		if h := tcHolder(l.Attrs().Index); h != "" {
-			return fmt.Errorf("interface %s is in use: a tc program is attached to it through a bpf_link held by %s; is another xdpcluster running on it? Stop it first (refusing to start next to it)", name, h)
 		}
 		x := l.Attrs().Xdp
 		if x == nil || !x.Attached {
@@ -106,49 +102,6 @@ func linkFields(fdinfo string) map[string]string {
 	return fields
 }
 
-// tcHolder names another xdpcluster process (its executable is named
-// xdpcluster) in this thread's network namespace that holds a tcx
-// bpf_link on ifindex, "" when none does. Interface indexes are per
-// namespace, and other software may attach tc programs of its own, so
-// only an xdpcluster in the same namespace counts.
-func tcHolder(ifindex int) string {
-	self, err := os.Readlink("/proc/thread-self/ns/net")
-	if err != nil {
-		return ""
-	}
-	own := strconv.Itoa(os.Getpid())
-	want := strconv.Itoa(ifindex)
-	procs, _ := filepath.Glob("/proc/[0-9]*/fd")
-	for _, fdDir := range procs {
-		dir := filepath.Dir(fdDir)
-		pid := filepath.Base(dir)
-		if pid == own {
-			continue
-		}
-		exe, err := os.Readlink(filepath.Join(dir, "exe"))
-		if err != nil || filepath.Base(strings.TrimSuffix(exe, " (deleted)")) != "xdpcluster" {
-			continue
-		}
-		if ns, err := os.Readlink(filepath.Join(dir, "ns", "net")); err != nil || ns != self {
-			continue
-		}
-		fds, err := os.ReadDir(fdDir)
-		if err != nil {
-			continue
-		}
-		for _, fd := range fds {
-			target, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
-			if err != nil || target != "anon_inode:bpf_link" {
-				continue
-			}
-			if f := linkFields(filepath.Join(dir, "fdinfo", fd.Name())); f["link_type"] == "tcx" && f["ifindex"] == want {
-				return describeProcess(pid)
-			}
-		}
-	}
-	return ""
-}
-
 func describeProcess(pid string) string {
 	s := "pid " + pid
 	if pid == strconv.Itoa(os.Getpid()) {
@@ -187,4 +140,81 @@ func describeProcess(pid string) string {
 		break
 	}
 	return s
+}
+
+// ifaceLocks are the claims lockInterfaces took, one socket per interface.
+type ifaceLocks []int
+
+// lockAddr is the abstract unix socket that claims the interface of index
+// ifindex in the calling thread's network namespace.
+func lockAddr(ifindex int) *unix.SockaddrUnix {
+	return &unix.SockaddrUnix{Name: "@xdpcluster/interface/" + strconv.Itoa(ifindex)}
+}
+
+// lockInterfaces claims each interface for this daemon with a listening
+// abstract unix socket named after its index. Abstract names, like
+// interface indexes, belong to a network namespace, and the kernel frees
+// one when its process dies, so a crashed daemon leaves no claim behind.
+// Another daemon's claim makes the bind fail: lockInterfaces then
+// connects to it, learns the holder's PID from the kernel (SO_PEERCRED)
+// and refuses, naming it. Unlike an XDP program, which the kernel attaches
+// once per interface, raw sockets and tc programs can be opened next to
+// another daemon's, so this is what stops a second one there; it holds
+// whatever the holder's user, sandbox (a unit's ProtectProc hides other
+// processes) or executable name. Call it with the thread in the node's
+// network namespace; release the claims when the dataplane has stopped.
+func lockInterfaces(names []string) (ifaceLocks, error) {
+	var locks ifaceLocks
+	for _, name := range names {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			continue // the dataplane's start names the missing interface
+		}
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			locks.release()
+			return nil, fmt.Errorf("claim interface %s: %w", name, err)
+		}
+		addr := lockAddr(l.Attrs().Index)
+		if err := unix.Bind(fd, addr); err != nil {
+			unix.Close(fd)
+			locks.release()
+			if err == unix.EADDRINUSE {
+				return nil, fmt.Errorf("interface %s is in use: another xdpcluster runs on it (%s); stop it first (refusing to start next to it)", name, lockHolder(addr))
+			}
+			return nil, fmt.Errorf("claim interface %s: bind %s: %w", name, addr.Name, err)
+		}
+		if err := unix.Listen(fd, 1); err != nil {
+			unix.Close(fd)
+			locks.release()
+			return nil, fmt.Errorf("claim interface %s: %w", name, err)
+		}
+		locks = append(locks, fd)
+	}
+	return locks, nil
+}
+
+// lockHolder describes the process listening on a claim: its PID (from
+// the kernel), and what describeProcess can add where /proc shows it.
+func lockHolder(addr *unix.SockaddrUnix) string {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return "its PID unknown: " + err.Error()
+	}
+	defer unix.Close(fd)
+	if err := unix.Connect(fd, addr); err != nil {
+		return "its PID unknown: " + err.Error()
+	}
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		return "its PID unknown: " + err.Error()
+	}
+	return describeProcess(strconv.Itoa(int(cred.Pid)))
+}
+
+// release gives the claims up.
+func (l ifaceLocks) release() {
+	for _, fd := range l {
+		unix.Close(fd)
+	}
 }
