@@ -807,8 +807,8 @@ func (s *Settings) flowCacheConns() int {
 // check: the connection table when full, the flow cache (allocated in
 // full at start; 0 without the fast path or on a back end), the AF_XDP
 // memory (UMEM) of each interface and receive queue, and with raw
-// sockets (io afpacket, or auto with the fast path, which takes them on
-// veth) their rings per interface: two sockets, one per family, with the
+// sockets (io afpacket, or auto with the fast path and xdp_mode auto,
+// which takes them on veth) their rings per interface: two sockets, one per family, with the
 // fast path, else one. With auto both are set: which one is used depends
 // on the interfaces.
 type Memory struct {
@@ -824,8 +824,8 @@ func (s *Settings) Memory() Memory {
 		if s.IO != dataplane.IOAFPacket {
 			m.UMEMPerQueue = uint64(s.Port.NumFrames) * uint64(s.Port.FrameSize)
 		}
-		// auto takes raw sockets with the fast path on veth.
-		if s.IO == dataplane.IOAFPacket || (s.IO != dataplane.IOAFXDP && s.flowCacheConns() > 0) {
+		// auto takes raw sockets with the fast path on veth (xdp_mode auto).
+		if s.IO == dataplane.IOAFPacket || (s.IO != dataplane.IOAFXDP && s.flowCacheConns() > 0 && s.XDPMode == bpfutil.ModeAuto) {
 			sockets := uint64(1)
 			if s.flowCacheConns() > 0 { // the fast path: one socket per family
 				sockets = 2

@@ -136,6 +136,7 @@ func TestCheckPrintsFastPath(t *testing.T) {
 	for _, tc := range []struct{ name, from, to, path, entries, memory string }{
 		{"defaults", "", "", "auto", "1048576", "# memory: connection table up to 128 MiB, flow cache 272 MiB (allocated at start), AF_XDP 32 MiB per interface and receive queue (on veth, where io auto takes raw sockets: raw-socket rings 32 MiB per interface)\n"},
 		{"afxdp", "frames: 16384", "frames: 16384\n  io: afxdp", "auto", "1048576", "AF_XDP 32 MiB per interface and receive queue\n"},
+		{"auto, xdp_mode native", "frames: 16384", "frames: 16384\n  xdp_mode: native", "auto", "1048576", "AF_XDP 32 MiB per interface and receive queue\n"},
 		{"auto, fast_path off", "frames: 16384", "frames: 16384\n  fast_path: off", `"off"`, "1048576", "flow cache 0 MiB (allocated at start), AF_XDP 32 MiB per interface and receive queue\n"},
 		{"entries follow max_entries", "max_entries: 1048576", "max_entries: 65536", "auto", "65536", "flow cache 17 MiB"},
 		{"both set", "frames: 16384", "frames: 16384\n  fast_path: off\n  fast_path_entries: 0x1000", `"off"`, "0x1000", "flow cache 0 MiB"},

@@ -14,8 +14,10 @@ const AutoTCReason = "on veth every XDP program, generic or native, first copies
 	"and copies only the header of the frames it forwards"
 
 // autoTC is dataplane.io auto's first choice where the fast path is on and
-// every data interface is a veth, with xdp_mode auto, and not the port of
-// a bridge or bond: raw sockets with the fast path in tc
+// every data interface is a veth, with xdp_mode auto, GRO off (a veth's
+// default: raw sockets need it off, and a veth fed XDP frames by its peer
+// receives them only with it on, so GRO on is left alone, with AF_XDP)
+// and not the port of a bridge or bond: raw sockets with the fast path in tc
 // (AutoTCReason; measured in docs/performance.md, "The fast path in tc").
 // Elsewhere, or if the tc program or the sockets cannot be set up (logged),
 // it returns nil, with nothing left open, and auto goes on with AF_XDP and
@@ -32,6 +34,16 @@ func (g *Gateway) autoTC(h *netlink.Handle, cfg Config) []dataplane.Iface {
 	}
 	if bridgePort(h, cfg, g.links) != "" {
 		return nil
+	}
+	for _, ic := range cfg.Interfaces {
+		if !g.openEthtool(ic.Name) {
+			return nil
+		}
+		if on, err := groOn(g.ethtool, ic.Name); err != nil || on {
+			g.log.Info("dataplane.io auto: AF_XDP on veth "+ic.Name+": its GRO is on, which raw sockets (the choice on veth) would turn off, "+
+				"and a veth fed XDP frames by its peer receives them only with GRO on", "interface", ic.Name, "error", err)
+			return nil
+		}
 	}
 	if err := g.attachTC(cfg); err != nil {
 		g.log.Info("dataplane.io auto: the tc fast path cannot be set up on veth; using AF_XDP with the fast path in XDP", "error", err)

@@ -725,22 +725,23 @@ func (g *Gateway) openPacket(h *netlink.Handle, cfg Config) ([]dataplane.Iface, 
 }
 
 // groBackOn turns GRO back on where groOff turned it off and, if all
-// went back, removes the record of it.
+// went back, removes the record of it; those that did not stay in
+// groRestore, so that a later groOff's record keeps them.
 func (g *Gateway) groBackOn() []error {
 	var errs []error
-	restored := true
+	var failed []string
 	for _, name := range g.groRestore {
 		if err := setGRO(g.ethtool, name, true); err != nil {
 			errs = append(errs, fmt.Errorf("turn GRO back on: %w", err))
-			restored = false
+			failed = append(failed, name)
 		}
 	}
-	if len(g.groRestore) > 0 && restored && g.cfg.GROState != "" {
+	if len(g.groRestore) > 0 && len(failed) == 0 && g.cfg.GROState != "" {
 		if err := os.Remove(g.cfg.GROState); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove the GRO record: %w", err))
 		}
 	}
-	g.groRestore = nil
+	g.groRestore = failed
 	return errs
 }
 

@@ -227,9 +227,10 @@ func startDpa(t *testing.T, ns *netns.NS, io dataplane.IO, groState string) *gat
 // TestAutoIOOnVeth: dataplane.io auto chooses raw sockets with the fast
 // path in tc on a veth (gateway.AutoTCReason), and AF_XDP wherever that
 // choice does not hold: the fast path off (AF_XDP's slow path is the
-// faster), an xdp_mode set, or a bridge's port (the bridge takes the
-// frames before the sockets bound per family see them). None of them is a
-// fallback.
+// faster), an xdp_mode set, a bridge's port (the bridge takes the frames
+// before the sockets bound per family see them), or GRO on (raw sockets
+// would turn it off; a veth fed XDP frames needs it), which it leaves on.
+// None of them is a fallback.
 func TestAutoIOOnVeth(t *testing.T) {
 	ns := nstest.Veth(t, "xc-autoio", "dpa", "dpb")
 	nstest.Run(t, ns, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1", "net.ipv6.conf.all.forwarding=1")
@@ -238,19 +239,25 @@ func TestAutoIOOnVeth(t *testing.T) {
 		fast   dataplane.FastPath
 		xdp    bpfutil.AttachMode
 		bridge bool
+		gro    bool
 		mode   string // a part of the interface's mode
 		hook   string
 	}{
-		{"defaults", "", bpfutil.ModeAuto, false, "afpacket, 2 sockets (IPv4, IPv6), fast path in tc", "tc"},
-		{"fast_path off", dataplane.FastPathOff, bpfutil.ModeAuto, false, "xdp generic, afxdp", ""},
-		{"xdp_mode native", "", bpfutil.ModeNative, false, "xdp native, afxdp", "xdp"},
-		{"bridge port", "", bpfutil.ModeAuto, true, "xdp generic, afxdp", "xdp"},
+		{"defaults", "", bpfutil.ModeAuto, false, false, "afpacket, 2 sockets (IPv4, IPv6), fast path in tc", "tc"},
+		{"fast_path off", dataplane.FastPathOff, bpfutil.ModeAuto, false, false, "xdp generic, afxdp", ""},
+		{"xdp_mode native", "", bpfutil.ModeNative, false, false, "xdp native, afxdp", "xdp"},
+		{"bridge port", "", bpfutil.ModeAuto, true, false, "xdp generic, afxdp", "xdp"},
+		{"GRO on", "", bpfutil.ModeAuto, false, true, "xdp generic, afxdp", "xdp"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.bridge {
 				nstest.Run(t, ns, "ip", "link", "add", "br0", "type", "bridge")
 				nstest.Run(t, ns, "ip", "link", "set", "dpa", "master", "br0")
 				defer nstest.Run(t, ns, "ip", "link", "del", "br0")
+			}
+			if tc.gro {
+				nstest.Run(t, ns, "ethtool", "-K", "dpa", "gro", "on")
+				defer nstest.Run(t, ns, "ethtool", "-K", "dpa", "gro", "off")
 			}
 			var g *gateway.Gateway
 			if err := ns.Do(func() (err error) {
@@ -264,6 +271,9 @@ func TestAutoIOOnVeth(t *testing.T) {
 			if m := g.Modes(); len(m) != 1 || !strings.Contains(m[0], tc.mode) || g.FastPathHook() != tc.hook || g.IOFallback() != "" {
 				t.Errorf("modes %q, fast path hook %q (%s), io fallback %q; want %q, %q, no fallback",
 					m, g.FastPathHook(), g.FastPathReason(), g.IOFallback(), tc.mode, tc.hook)
+			}
+			if on := nstest.GRO(t, ns, "dpa") == "on"; on != tc.gro {
+				t.Errorf("GRO on %v while the gateway runs, want %v (as it was)", on, tc.gro)
 			}
 		})
 	}
