@@ -96,7 +96,7 @@ bench-e2e:
 # it never rots; it fails if xdpcluster and the kernel's cluster rules
 # forward different sources, on two cores or on one.
 bench-e2e-smoke:
-	@if [ "$$(id -u)" = 0 ]; then $(GO) run ./bench/e2e --runs 1 --duration 1s --idle 3s; else echo "bench-e2e-smoke: skipped (needs root)"; fi
+	@if [ "$$(id -u)" = 0 ]; then $(GO) run ./bench/e2e --runs 1 --duration 1s --warmup 0 --idle 3s; else echo "bench-e2e-smoke: skipped (needs root)"; fi
 
 # Real traffic (root): iperf3 TCP through a 3-node cluster in namespaces,
 # the kernel's man-page recipe against xdpcluster with the fast path on

@@ -259,8 +259,8 @@ func (t *topo) startDaemon(bin, fastPath, xdpMode, io string, cpu int) *daemon {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	// Raw sockets (io afpacket, and auto on this veth) turned GRO off on
-	// the ingress; give it back (nothing changes where it is on).
+	// Raw sockets (io afpacket) turned GRO off on the ingress; give it
+	// back (nothing changes where it is on).
 	t.ingressNAPI() // and with it the threaded NAPI kthread this family pins
 	return d
 }

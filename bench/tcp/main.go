@@ -597,7 +597,7 @@ func realMain() (code int) {
 		}
 	}
 	if len(todo) == 0 {
-		fmt.Fprintf(os.Stderr, "bench-tcp: --only %q: want a comma-separated list of kernel, auto, off\n", *only)
+		fmt.Fprintf(os.Stderr, "bench-tcp: --only %q: want a comma-separated list of kernel, auto, off, afxdp\n", *only)
 		return 2
 	}
 	if err := netns.Available(); err != nil {
