@@ -285,7 +285,7 @@ CAP_NET_RAW, CAP_BPF, CAP_PERFMON, CAP_IPC_LOCK; CAP_SYS_ADMIN for kernels befor
 func demoCmd(e env) *cobra.Command {
 	var o demoOptions
 	c := &cobra.Command{
-		Use:   "demo [--nodes N] [--clients N] [--duration D] [--io afxdp|afpacket]",
+		Use:   "demo [--nodes N] [--clients N] [--duration D] [--io auto|afxdp|afpacket]",
 		Short: "a live 3-node cluster in network namespaces on this machine (root)",
 		Long:  strings.TrimSpace(demoDescription),
 		Args:  noArgs,

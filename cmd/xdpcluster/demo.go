@@ -29,10 +29,10 @@ const demoDescription = `
 Build a cluster in network namespaces on this machine and run it: a client
 namespace and a server namespace, each behind its own Linux bridge, and
 N node namespaces, each running a real xdpcluster (dataplane, ARP/ND
-responder, metrics, control API; on these veths raw sockets with the fast
-path in tc, or AF_XDP with the fast path in XDP with --io afxdp). No static neighbour entries: the
-client and the server find the cluster IPs through the nodes' ARP/ND
-answers. Real kernel TCP, UDP and ping traffic flows from many client
+responder, metrics, control API; on these veths raw sockets with the
+fast path in tc, or AF_XDP with the fast path in XDP with --io afxdp).
+No static neighbour entries: the client and the server find the cluster
+IPs through the nodes' ARP/ND answers. Real kernel TCP, UDP and ping traffic flows from many client
 addresses (IPv4 and IPv6); a live table shows each node's share and rates,
 and the cluster-wide duplicates and losses, which must be zero.
 
