@@ -404,10 +404,12 @@ func TestQuickstart(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	// Step 6: the log (journalctl -u xdpcluster) shows the start: the
-	// match, the interfaces and their modes.
+	// match, the interfaces and their modes (what io auto takes on these
+	// veths: raw sockets with the fast path in tc; AF_XDP on a NIC).
 	for _, n := range nodes {
 		log := n.log.String()
-		for _, s := range []string{"msg=\"node started\"", fmt.Sprintf("--cluster-local-node %d", n.i+1), "front (xdp ", "back (xdp ", "afxdp"} {
+		const tc = "afpacket, 2 sockets (IPv4, IPv6), fast path in tc"
+		for _, s := range []string{"msg=\"node started\"", fmt.Sprintf("--cluster-local-node %d", n.i+1), "front (" + tc, "back (" + tc, "msg=\"dataplane.io auto: raw sockets with the fast path in tc on veth"} {
 			if !strings.Contains(log, s) {
 				t.Errorf("step 6: node%d's log lacks %q:\n%s", n.i+1, s, log)
 			}
@@ -416,7 +418,7 @@ func TestQuickstart(t *testing.T) {
 	t.Logf("steps 6-7: both daemons ready, buckets served once each, %v after the start", time.Since(start).Round(100*time.Millisecond))
 	for _, n := range nodes {
 		out, code := ctl(n, "status")
-		for _, s := range []string{"front", "back", "afxdp", "membership:", "ready"} {
+		for _, s := range []string{"front", "back", "fast path in tc", "membership:", "ready"} {
 			if code != 0 || !strings.Contains(out, s) {
 				t.Errorf("step 6: node%d: ctl status (exit %d) lacks %q:\n%s", n.i+1, code, s, out)
 			}
