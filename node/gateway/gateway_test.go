@@ -6,10 +6,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/dataplane/afpacket"
 	"github.com/xdpcluster/xdpcluster/dataplane/xsk"
 	"github.com/xdpcluster/xdpcluster/internal/bpfutil"
 	"github.com/xdpcluster/xdpcluster/internal/netns"
@@ -276,5 +279,43 @@ func TestAutoIOOnVeth(t *testing.T) {
 				t.Errorf("GRO on %v while the gateway runs, want %v (as it was)", on, tc.gro)
 			}
 		})
+	}
+}
+
+// TestAutoIOOnVethSocketsFail: where io auto chose tc on a veth but the
+// raw sockets cannot be opened (here: a ring frame size the sockets
+// refuse), it goes on to AF_XDP with the fast path in XDP, not as a
+// fallback, and leaves no tc program attached.
+func TestAutoIOOnVethSocketsFail(t *testing.T) {
+	ns := nstest.Veth(t, "xc-autofail", "dpa", "dpb")
+	nstest.Run(t, ns, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1", "net.ipv6.conf.all.forwarding=1")
+	var g *gateway.Gateway
+	var tcx int
+	if err := ns.Do(func() (err error) {
+		g, err = gateway.Start(gateway.Config{Interfaces: []xnode.Interface{{Name: "dpa", ClusterMAC: net.HardwareAddr{1, 0, 0x5e, 0, 1, 1}}},
+			Match: cluster.LocalNode(2, 1, 1), Packet: afpacket.Options{FrameSize: 100, RxFrames: 64, TxFrames: 64}})
+		if err != nil {
+			return err
+		}
+		ifc, err := net.InterfaceByName("dpa")
+		if err != nil {
+			return err
+		}
+		q, err := link.QueryPrograms(link.QueryOptions{Target: ifc.Index, Attach: ebpf.AttachTCXIngress})
+		if err != nil {
+			return err
+		}
+		tcx = len(q.Programs)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if m := g.Modes(); len(m) != 1 || !strings.Contains(m[0], "xdp generic, afxdp") || g.FastPathHook() != "xdp" || g.IOFallback() != "" || len(g.TCPrograms()) != 0 {
+		t.Errorf("modes %q, fast path hook %q (%s), io fallback %q, %d tc programs; want AF_XDP with the fast path in XDP, no fallback",
+			m, g.FastPathHook(), g.FastPathReason(), g.IOFallback(), len(g.TCPrograms()))
+	}
+	if tcx != 0 {
+		t.Errorf("%d tcx ingress programs left on dpa, want none", tcx)
 	}
 }
