@@ -2,11 +2,14 @@ package daemon
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -142,13 +145,14 @@ func describeProcess(pid string) string {
 	return s
 }
 
-// ifaceLocks are the claims lockInterfaces took, one socket per interface.
-type ifaceLocks []int
+// ifaceLocks are the claims lockInterfaces took, one listener per
+// interface.
+type ifaceLocks []*net.UnixListener
 
 // lockAddr is the abstract unix socket that claims the interface of index
 // ifindex in the calling thread's network namespace.
-func lockAddr(ifindex int) *unix.SockaddrUnix {
-	return &unix.SockaddrUnix{Name: "@xdpcluster/interface/" + strconv.Itoa(ifindex)}
+func lockAddr(ifindex int) *net.UnixAddr {
+	return &net.UnixAddr{Name: "@xdpcluster/interface/" + strconv.Itoa(ifindex), Net: "unix"}
 }
 
 // lockInterfaces claims each interface for this daemon with a listening
@@ -157,12 +161,14 @@ func lockAddr(ifindex int) *unix.SockaddrUnix {
 // one when its process dies, so a crashed daemon leaves no claim behind.
 // Another daemon's claim makes the bind fail: lockInterfaces then
 // connects to it, learns the holder's PID from the kernel (SO_PEERCRED)
-// and refuses, naming it. Unlike an XDP program, which the kernel attaches
-// once per interface, raw sockets and tc programs can be opened next to
-// another daemon's, so this is what stops a second one there; it holds
-// whatever the holder's user, sandbox (a unit's ProtectProc hides other
-// processes) or executable name. Call it with the thread in the node's
-// network namespace; release the claims when the dataplane has stopped.
+// and refuses, naming it. The holder accepts and closes every such
+// connection, so any number of refused starts find it answering. Unlike
+// an XDP program, which the kernel attaches once per interface, raw
+// sockets and tc programs can be opened next to another daemon's, so this
+// is what stops a second one there; it holds whatever the holder's user,
+// sandbox (a unit's ProtectProc hides other processes) or executable name.
+// Call it with the thread in the node's network namespace; release the
+// claims when the dataplane has stopped.
 func lockInterfaces(names []string) (ifaceLocks, error) {
 	var locks ifaceLocks
 	for _, name := range names {
@@ -170,51 +176,66 @@ func lockInterfaces(names []string) (ifaceLocks, error) {
 		if err != nil {
 			continue // the dataplane's start names the missing interface
 		}
-		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			locks.release()
-			return nil, fmt.Errorf("claim interface %s: %w", name, err)
-		}
 		addr := lockAddr(l.Attrs().Index)
-		if err := unix.Bind(fd, addr); err != nil {
-			unix.Close(fd)
-			locks.release()
-			if err == unix.EADDRINUSE {
-				return nil, fmt.Errorf("interface %s is in use: another xdpcluster runs on it (%s); stop it first (refusing to start next to it)", name, lockHolder(addr))
+		var ln *net.UnixListener
+		for try := 0; ; try++ {
+			if ln, err = net.ListenUnix("unix", addr); err == nil {
+				break
 			}
-			return nil, fmt.Errorf("claim interface %s: bind %s: %w", name, addr.Name, err)
+			if !errors.Is(err, unix.EADDRINUSE) {
+				locks.release()
+				return nil, fmt.Errorf("claim interface %s: %w", name, err)
+			}
+			holder, known := lockHolder(addr)
+			if known || try > 0 {
+				locks.release()
+				return nil, fmt.Errorf("interface %s is in use: another xdpcluster claims it (%s); stop it first (refusing to start next to it)", name, holder)
+			}
+			// The holder went between the bind and the connect: once more.
 		}
-		if err := unix.Listen(fd, 1); err != nil {
-			unix.Close(fd)
-			locks.release()
-			return nil, fmt.Errorf("claim interface %s: %w", name, err)
-		}
-		locks = append(locks, fd)
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return // released
+				}
+				c.Close()
+			}
+		}()
+		locks = append(locks, ln)
 	}
 	return locks, nil
 }
 
-// lockHolder describes the process listening on a claim: its PID (from
-// the kernel), and what describeProcess can add where /proc shows it.
-func lockHolder(addr *unix.SockaddrUnix) string {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+// lockHolder describes the process listening on a claim: its PID and user
+// (from the kernel), and what describeProcess can add where /proc shows
+// it; known is false when no process answered.
+func lockHolder(addr *net.UnixAddr) (desc string, known bool) {
+	c, err := net.DialTimeout("unix", addr.Name, 2*time.Second)
 	if err != nil {
-		return "its PID unknown: " + err.Error()
+		return "its PID unknown: " + err.Error(), false
 	}
-	defer unix.Close(fd)
-	if err := unix.Connect(fd, addr); err != nil {
-		return "its PID unknown: " + err.Error()
-	}
-	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	defer c.Close()
+	raw, err := c.(*net.UnixConn).SyscallConn()
 	if err != nil {
-		return "its PID unknown: " + err.Error()
+		return "its PID unknown: " + err.Error(), true
 	}
-	return describeProcess(strconv.Itoa(int(cred.Pid)))
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil || cerr != nil {
+		return fmt.Sprintf("its PID unknown: %v", errors.Join(err, cerr)), true
+	}
+	if cred.Pid == 0 { // in a PID namespace this one cannot see
+		return fmt.Sprintf("a process of uid %d outside this PID namespace", cred.Uid), true
+	}
+	return fmt.Sprintf("%s, uid %d", describeProcess(strconv.Itoa(int(cred.Pid))), cred.Uid), true
 }
 
 // release gives the claims up.
 func (l ifaceLocks) release() {
-	for _, fd := range l {
-		unix.Close(fd)
+	for _, ln := range l {
+		ln.Close()
 	}
 }

@@ -39,9 +39,14 @@ func (g *Gateway) autoTC(h *netlink.Handle, cfg Config) []dataplane.Iface {
 		if !g.openEthtool(ic.Name) {
 			return nil
 		}
-		if on, err := groOn(g.ethtool, ic.Name); err != nil || on {
+		on, err := groOn(g.ethtool, ic.Name)
+		if err != nil {
+			g.log.Info("dataplane.io auto: AF_XDP on veth "+ic.Name+": its GRO cannot be read, and raw sockets (the choice on veth) would turn it off", "interface", ic.Name, "error", err)
+			return nil
+		}
+		if on {
 			g.log.Info("dataplane.io auto: AF_XDP on veth "+ic.Name+": its GRO is on, which raw sockets (the choice on veth) would turn off, "+
-				"and a veth fed XDP frames by its peer receives them only with GRO on", "interface", ic.Name, "error", err)
+				"and a veth fed XDP frames by its peer receives them only with GRO on", "interface", ic.Name)
 			return nil
 		}
 	}

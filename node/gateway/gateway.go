@@ -824,12 +824,25 @@ func (g *Gateway) restoreGRO() {
 	if len(names) == 0 || !g.openEthtool(names[0]) {
 		return
 	}
+	var failed []string
 	for _, name := range names {
 		if err := setGRO(g.ethtool, name, true); err != nil {
-			g.log.Warn("an earlier run turned GRO off and it cannot be turned back on", "interface", name, "error", err)
+			if errors.Is(err, unix.ENODEV) {
+				continue // the interface is gone, and its GRO with it
+			}
+			g.log.Warn("an earlier run turned GRO off and it cannot be turned back on; kept in the record, tried again at exit", "interface", name, "error", err)
+			failed = append(failed, name)
 			continue
 		}
 		g.log.Info("turned GRO back on: an earlier run turned it off and did not stop cleanly", "interface", name)
+	}
+	if len(failed) > 0 {
+		// Close tries them again; the record keeps them meanwhile.
+		g.groRestore = failed
+		if err := writeGROState(g.cfg.GROState, failed); err != nil {
+			g.log.Warn("rewrite the GRO record", "path", g.cfg.GROState, "error", err)
+		}
+		return
 	}
 	if err := os.Remove(g.cfg.GROState); err != nil && !errors.Is(err, os.ErrNotExist) {
 		g.log.Warn("remove the GRO record", "path", g.cfg.GROState, "error", err)
