@@ -71,14 +71,17 @@ type scenario struct {
 	kernel    bool
 	fast      dataplane.FastPath
 	io        dataplane.IO // "": the default (auto)
+	// mode is a part of the gateways' mode (ctl status) its name promises
+	// with xdp_mode auto; a run that gets another fails.
+	mode string
 }
 
 var scenarios = []scenario{
 	{key: "kernel", name: "kernel, man-page -m cluster recipe", kernel: true},
 	// The default: on these veths, raw sockets with the fast path in tc.
-	{key: "auto", name: "xdpcluster, defaults (fast path in tc)", fast: dataplane.FastPathAuto},
-	{key: "off", name: "xdpcluster, fast_path off (AF_XDP)", fast: dataplane.FastPathOff},
-	{key: "afxdp", name: "xdpcluster, io afxdp (fast path in XDP)", fast: dataplane.FastPathAuto, io: dataplane.IOAFXDP},
+	{key: "auto", name: "xdpcluster, defaults (fast path in tc)", fast: dataplane.FastPathAuto, mode: "fast path in tc"},
+	{key: "off", name: "xdpcluster, fast_path off (AF_XDP)", fast: dataplane.FastPathOff, mode: "afxdp"},
+	{key: "afxdp", name: "xdpcluster, io afxdp (fast path in XDP)", fast: dataplane.FastPathAuto, io: dataplane.IOAFXDP, mode: "afxdp"},
 }
 
 // must and run are the harnesses' shared helpers: a failure is a
@@ -343,6 +346,9 @@ func (b *bench) startGateways() {
 			return nil
 		}))
 		b.gws = append(b.gws, g)
+		if m := g.Modes(); b.sc.mode != "" && b.xdpMode == bpfutil.ModeAuto && !strings.Contains(m[0], b.sc.mode) {
+			must(fmt.Errorf("node %d: %q runs %q, not what its name says", i+1, b.sc.name, m[0]))
+		}
 		if on, want := g.FlowCache() != nil, b.sc.fast != dataplane.FastPathOff; on != want {
 			must(fmt.Errorf("node %d: fast path on = %v, want %v (%s)", i+1, on, want, g.FastPathReason()))
 		}
