@@ -808,9 +808,9 @@ func (s *Settings) flowCacheConns() int {
 // full at start; 0 without the fast path or on a back end), the AF_XDP
 // memory (UMEM) of each interface and receive queue, and with raw
 // sockets (io afpacket, or auto with the fast path and xdp_mode auto,
-// which takes them on veth) their rings per interface: two sockets, one per family, with the
-// fast path, else one. With auto both are set: which one is used depends
-// on the interfaces.
+// which takes them on veth) their rings per interface: two sockets, one
+// per family, with the fast path, else one. With auto both are set: which
+// one is used depends on the interfaces.
 type Memory struct {
 	Table, FlowCache, UMEMPerQueue, RawPerInterface uint64
 }

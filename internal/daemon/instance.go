@@ -26,9 +26,8 @@ import (
 // which no process holds (a crashed older run's, `ip link set xdp`), is
 // removed here as the dataplane's own attach would, and one that stays
 // attached (a bpf_link this process cannot trace to its holder) is
-// refused too. Call it with
-// the thread in the node's network namespace, before anything is
-// attached.
+// refused too. Call it with the thread in the node's network namespace,
+// before anything is attached.
 func checkInterfacesFree(names []string, attachesXDP bool) error {
 	for _, name := range names {
 		l, err := netlink.LinkByName(name)
@@ -81,28 +80,28 @@ func xdpHolder(id uint32) string {
 // linkProgID reads the prog_id of an XDP bpf_link's fdinfo (0 if it is
 // not one).
 func linkProgID(fdinfo string) uint32 {
-	f := linkFields(fdinfo)
-	if f["link_type"] != "xdp" {
-		return 0
-	}
-	id, _ := strconv.ParseUint(f["prog_id"], 10, 32)
-	return uint32(id)
-}
-
-// linkFields reads a bpf_link's fdinfo as key: value (nil if it cannot).
-func linkFields(fdinfo string) map[string]string {
 	f, err := os.Open(fdinfo)
 	if err != nil {
-		return nil
+		return 0
 	}
 	defer f.Close()
-	fields := map[string]string{}
+	var xdp bool
+	var id uint64
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		k, v, _ := strings.Cut(sc.Text(), ":")
-		fields[k] = strings.TrimSpace(v)
+		v = strings.TrimSpace(v)
+		switch k {
+		case "link_type":
+			xdp = v == "xdp"
+		case "prog_id":
+			id, _ = strconv.ParseUint(v, 10, 32)
+		}
 	}
-	return fields
+	if !xdp {
+		return 0
+	}
+	return uint32(id)
 }
 
 func describeProcess(pid string) string {
