@@ -24,7 +24,7 @@ struct xc_flow_key {
 
 /* A cached direction: 32 bytes. */
 struct xc_flow {
-	__u64 last_seen; /* bpf_ktime_get_ns of its last fast-path packet, or of the install */
+	__u64 last_seen; /* CLOCK_MONOTONIC: bpf_ktime_get_coarse_ns of its last fast-path packet, or the install's */
 	__u64 packets;	 /* carried by the fast path (forwarded or dropped) since the install */
 	__u64 bytes;	 /* their IP lengths */
 	__u8 bucket;	 /* the connection's bucket: 0-based node */

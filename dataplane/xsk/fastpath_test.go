@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/xdpcluster/xdpcluster/cluster"
 	"github.com/xdpcluster/xdpcluster/conntrack"
@@ -932,7 +933,9 @@ func testFastPathMatchesSlowPath(t *testing.T, e *fastEnv) {
 			}
 		}
 		in := bytes.Clone(f)
+		runFrom := coarseNow(t)
 		ret, got := e.run(t, f, ingress, out)
+		runTo := coarseNow(t)
 		verdicts[ret]++
 		if x.slow >= 0 {
 			reasons[x.slow]++
@@ -973,8 +976,10 @@ func testFastPathMatchesSlowPath(t *testing.T, e *fastEnv) {
 				if err := e.fc.flows.Lookup(&key, &v); err != nil {
 					t.Fatal(err)
 				}
-				if v.Packets != vBefore.Packets+1 || v.Bytes != vBefore.Bytes+uint64(x.iplen) || v.LastSeen <= vBefore.LastSeen {
-					fail("cache entry %+v -> %+v, want one more packet of %d bytes, seen later", vBefore, v, x.iplen)
+				// The program stamps the kernel's coarse monotonic clock
+				// (bpf_ktime_get_coarse_ns), read here around the run.
+				if v.Packets != vBefore.Packets+1 || v.Bytes != vBefore.Bytes+uint64(x.iplen) || v.LastSeen < runFrom || v.LastSeen > runTo {
+					fail("cache entry %+v -> %+v, want one more packet of %d bytes, seen within [%d, %d] (CLOCK_MONOTONIC_COARSE)", vBefore, v, x.iplen, runFrom, runTo)
 				}
 			}
 		}
@@ -998,4 +1003,14 @@ func testFastPathMatchesSlowPath(t *testing.T, e *fastEnv) {
 			t.Errorf("no frame took the slow path for %s", SlowReasonNames[s])
 		}
 	}
+}
+
+// coarseNow reads CLOCK_MONOTONIC_COARSE, the clock of the program's
+// bpf_ktime_get_coarse_ns, in ns.
+func coarseNow(t testing.TB) uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil {
+		t.Fatal(err)
+	}
+	return uint64(ts.Nano())
 }

@@ -38,7 +38,7 @@ type FlowCache struct {
 	mu     sync.Mutex
 	mapped *bpfutil.Mapped
 	clock  conntrack.Clock
-	offset int64 // CLOCK_MONOTONIC (bpf_ktime_get_ns) minus clock.Now()
+	offset int64 // CLOCK_MONOTONIC (the program's clock, coarse or not) minus clock.Now()
 
 	installs, removals, lost atomic.Uint64
 }
@@ -76,7 +76,7 @@ func FlowCacheBytes(conns int) uint64 {
 
 // flowValue is bpf/flow.h's struct xc_flow.
 type flowValue struct {
-	LastSeen uint64 // bpf_ktime_get_ns
+	LastSeen uint64 // CLOCK_MONOTONIC: the install's time, then the program's bpf_ktime_get_coarse_ns (the clock at its last tick)
 	Packets  uint64
 	Bytes    uint64
 	Bucket   uint8
@@ -221,7 +221,7 @@ func (c *FlowCache) Stats() (CacheStats, error) {
 	return s, nil
 }
 
-// ktime is now as bpf_ktime_get_ns reads it.
+// ktime is now in CLOCK_MONOTONIC, the program's clock.
 func (c *FlowCache) ktime() uint64 { return uint64(c.clock.Now() + c.offset) }
 
 // batchConns is the connections per batch syscall: its keys and values
