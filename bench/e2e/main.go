@@ -1,6 +1,6 @@
 // Command e2e is the end-to-end throughput harness (make bench-e2e, root):
 // gen -> dut -> sink network namespaces joined by veths, a generator
-// sending 64-byte UDP from 65,536 source addresses (live frames of
+// sending 64-byte UDP from 65,536 source addresses (--sources: fewer; live frames of
 // BPF_PROG_RUN by default, rewritten from a template per frame; or an
 // AF_PACKET TX ring), a 2-node cluster in which the dut owns its hash share. In one run, side by side,
 // it measures the generator's offered rate, the XDP_DROP ceiling at the
@@ -418,6 +418,7 @@ func realMain() (code int) {
 	warmup := flag.Duration("warmup", 3*time.Second, "traffic sent before each run is measured, as RFC 2544's learning frames: the run measures the steady state, every source already known to the kernel's conntrack or the flow cache (how fast new flows are taken is the exact-set comparison's and the fast_path off row's); 0: none")
 	xskFrames := flag.Int("xsk-frames", 65536, "AF_XDP frames per port for the xdpcluster runs (half receive, half transmit; the rings hold half); the daemon's default (16384) runs as a scenario of its own")
 	packetRx := flag.Int("packet-rx-frames", 32768, "receive ring slots of the raw-socket I/O's runs")
+	sources := flag.Int("sources", 65536, "source addresses the rate rows cycle over, one flow each (a power of two from 1 to 65,536): fewer keep the flow cache's and the kernel conntrack's lookups in the CPU caches, which bounds what a cheaper lookup could gain; the exact-set comparison always sends 65,536")
 	only := flag.String("only", "", "run only the rate scenarios whose name contains this text (e.g. afxdp); the set comparison always runs")
 	sink := flag.String("sink", "xdp", "what the sink does with forwarded packets during the rate runs: xdp (an XDP program counts and drops them, as another machine would take them off the wire) or stack (the sink's kernel receives them; its work runs on the dut's cores)")
 	generator := flag.String("generator", "live", "traffic generator for the rates: live (BPF_PROG_RUN live frames, a template rewritten per frame) or afpacket (an AF_PACKET TX ring)")
@@ -471,12 +472,17 @@ func realMain() (code int) {
 		fmt.Fprintf(os.Stderr, "bench-e2e: --packet-rx-frames %d: want a power of two\n", *packetRx)
 		return 2
 	}
+	if *sources < 1 || *sources > 65536 || *sources&(*sources-1) != 0 {
+		fmt.Fprintf(os.Stderr, "bench-e2e: --sources %d: want a power of two from 1 to 65536\n", *sources)
+		return 2
+	}
+	rateSources = *sources
 	t = build()
 	t.sinkXDP(*sink == "xdp")
-	unicast, toCluster := traffic{frames: t.frames(t.inMAC, 65536)}, traffic{frames: t.frames(clusterMAC, 65536)}
+	unicast, toCluster := traffic{frames: t.frames(t.inMAC, *sources)}, traffic{frames: t.frames(clusterMAC, *sources)}
 	if *generator == "live" {
 		for _, tr := range []*traffic{&unicast, &toCluster} {
-			g, err := bench.NewTemplateGenerator(t.genIndex, tr.frames[0], 65536)
+			g, err := bench.NewTemplateGenerator(t.genIndex, tr.frames[0], *sources)
 			must(err)
 			defer g.Close()
 			tr.live = g
@@ -772,9 +778,15 @@ func forwardedNothing(med map[string]float64) int {
 // oneCore prefixes the one-core family's scenario names.
 const oneCore = "1 core: "
 
+// rateSources is --sources, for printTable.
+var rateSources = 65536
+
 // printTable prints results (without the family prefix) and returns
 // their median forwarded rates by name.
 func printTable(results []result, strip bool) map[string]float64 {
+	if rateSources != 65536 {
+		fmt.Printf("rate rows: 64-byte UDP from %d sources (--sources), not 65,536\n", rateSources)
+	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "scenario\toffered pps\tin pps (median)\tforwarded pps min\tmedian\tmax\tCPU %%\tstolen %%\t\n")
 	med := map[string]float64{}
