@@ -55,15 +55,6 @@ enum {
 
 XC_STATS_MAP(xc_fast, NUM_FAST);
 
-/* The flow cache: both directions of each installed connection. The
- * loader sizes it (and shares it between the interfaces' programs). */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 2);
-	__type(key, struct xc_flow_key);
-	__type(value, struct xc_flow);
-} xc_flows SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

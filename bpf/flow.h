@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * The gateway's flow cache (Go: dataplane/xsk's FlowCache), shared by the
- * XDP programs of every data interface: the key and value of its LRU hash,
- * its parameters and its egress devmap. The Go side writes these layouts
- * byte for byte: keep them in sync with dataplane.FlowKey and
- * dataplane/xsk's flowValue and fastParams.
+ * fast-path programs of every data interface and by the entry counter
+ * (count.c): its LRU hash with its key and value, and the layout of its
+ * parameters (fast.h has the parameters' and the egress devmap's maps).
+ * The Go side writes these layouts byte for byte: keep them in sync with
+ * dataplane.FlowKey and dataplane/xsk's flowValue and fastParams.
  */
 #ifndef XC_FLOW_H
 #define XC_FLOW_H
@@ -31,6 +32,16 @@ struct xc_flow {
 	__u8 dir;	 /* 0: original direction, 1: reply */
 	__u8 pad[6];
 };
+
+/* The flow cache: both directions of each installed connection. The
+ * loader sizes it (and shares it between the interfaces' programs and the
+ * entry counter, count.c). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 2);
+	__type(key, struct xc_flow_key);
+	__type(value, struct xc_flow);
+} xc_flows SEC(".maps");
 
 /* The ownership parameters (SetMatch), the one entry of xc_params: one
  * 64-bit word, so that the program reads mask, invert and enabled with

@@ -150,3 +150,42 @@ func BenchmarkFastPathManyFlows(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFlowCacheStats: what a scrape's entry count costs, read from
+// the kernel's count (bpf/count.c) and by walking the map as before (and
+// where the kernel cannot load the counter), in a cache of 1,048,576
+// connections (conntrack.max_entries' default) holding n (an LRU map this
+// full evicts before it is full: half is what a full one holds for sure).
+func BenchmarkFlowCacheStats(b *testing.B) {
+	for _, n := range []int{65536, 1 << 19} {
+		fc, _ := newCache(b, 1<<20)
+		if err := fc.CountErr(); err != nil {
+			b.Fatal(err)
+		}
+		keys := make([]dataplane.FlowKey, n)
+		for i := range keys {
+			tp := tuple4(i, packet.ProtoUDP)
+			keys[i] = dataplane.KeyOf(&tp)
+		}
+		if err := fc.Install(keys, make([]uint8, n)); err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("counter/%d", n), func(b *testing.B) {
+			for b.Loop() {
+				st, err := fc.Stats()
+				if err != nil || st.Entries != uint64(2*n) {
+					b.Fatalf("%d entries, %v; want %d", st.Entries, err, 2*n)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("walk/%d", n), func(b *testing.B) {
+			for b.Loop() {
+				var got uint64
+				if err := fc.walk(func(dataplane.FlowKey, *flowValue) { got++ }); err != nil || got != uint64(2*n) {
+					b.Fatalf("%d entries, %v; want %d", got, err, 2*n)
+				}
+			}
+		})
+		fc.Close()
+	}
+}

@@ -39,6 +39,10 @@ type FlowCache struct {
 	mapped *bpfutil.Mapped
 	clock  conntrack.Clock
 	offset int64 // CLOCK_MONOTONIC (the program's clock, coarse or not) minus clock.Now()
+	// counter is bpf/count.c's program on flows (nil where the kernel
+	// cannot load it; countErr says why and Stats walks the map).
+	counter  *ebpf.Program
+	countErr error
 
 	installs, removals, lost atomic.Uint64
 }
@@ -47,6 +51,9 @@ var (
 	_ dataplane.FlowCache = (*FlowCache)(nil)
 	_ conntrack.Offloader = (*FlowCache)(nil)
 )
+
+// The entry counter's object and bindings (count_bpfel.o, count_bpfel.go).
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target bpfel -output-stem count count ../../bpf/count.c -- -mcpu=v3 -Wall -Werror
 
 // MaxEgress bounds the data interfaces a FlowCache forwards to.
 const MaxEgress = 64
@@ -143,8 +150,29 @@ func NewFlowCache(conns int, clock conntrack.Clock) (*FlowCache, error) {
 		return nil, fmt.Errorf("flow cache: read CLOCK_MONOTONIC: %w", err)
 	}
 	c.offset = ts.Nano() - clock.Now()
+	c.counter, c.countErr = newEntryCounter(c.flows)
 	return c, nil
 }
+
+// newEntryCounter loads bpf/count.c's program on flows: it returns the
+// map's entry count from the count the kernel keeps, in one run.
+func newEntryCounter(flows *ebpf.Map) (*ebpf.Program, error) {
+	spec, err := loadCount()
+	if err != nil {
+		return nil, fmt.Errorf("read the entry counter's object: %w", err)
+	}
+	spec.Maps[countMapXcFlows].MaxEntries = flows.MaxEntries()
+	var progs countPrograms
+	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{countMapXcFlows: flows}}
+	if err := spec.LoadAndAssign(&progs, opts); err != nil {
+		return nil, fmt.Errorf("load the entry counter (the kfunc bpf_map_sum_elem_count needs Linux 6.6 or later): %w", err)
+	}
+	return progs.XcFlowCount, nil
+}
+
+// CountErr is nil when Stats reads the entry count the kernel keeps, or
+// why it walks the map instead (a kernel before 6.6).
+func (c *FlowCache) CountErr() error { return c.countErr }
 
 // SetMatch sets the ownership the fast path applies to every cached
 // connection on its next packet: the node owns bucket b when bit b of mask
@@ -197,7 +225,11 @@ func (c *FlowCache) Close() error {
 	unmap := c.mapped.Close()
 	c.mapped = nil
 	c.mu.Unlock()
-	return errors.Join(unmap, c.flows.Close(), c.params.Close(), c.egress.Close())
+	var counter error
+	if c.counter != nil {
+		counter = c.counter.Close()
+	}
+	return errors.Join(unmap, counter, c.flows.Close(), c.params.Close(), c.egress.Close())
 }
 
 // CacheStats are a FlowCache's counters.
@@ -208,10 +240,20 @@ type CacheStats struct {
 	Lost     uint64 // installed connections Seen found missing (evicted)
 }
 
-// Stats reads the counters; Entries walks the map's keys (call it at
-// scrape time, not per packet).
+// Stats reads the counters. Entries is the count the kernel keeps for the
+// map, read by one run of the entry counter; where it cannot load
+// (CountErr), a walk of the map's keys (call it at scrape time, not per
+// packet).
 func (c *FlowCache) Stats() (CacheStats, error) {
 	s := CacheStats{Installs: c.installs.Load(), Removals: c.removals.Load(), Lost: c.lost.Load()}
+	if c.counter != nil {
+		n, err := c.counter.Run(&ebpf.RunOptions{})
+		if err != nil {
+			return s, fmt.Errorf("flow cache: count entries: %w", err)
+		}
+		s.Entries = uint64(n)
+		return s, nil
+	}
 	// Counted in batches of 4,096 entries (one syscall each: about 500
 	// for a full cache of a million connections), at scrape time.
 	err := c.walk(func(dataplane.FlowKey, *flowValue) { s.Entries++ })

@@ -240,3 +240,51 @@ func TestFlowCacheBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestFlowCacheEntryCount: Stats' entry count, read from the count the
+// kernel keeps (bpf/count.c), equals a walk of the map after installs,
+// refreshes, removals and the LRU's evictions.
+func TestFlowCacheEntryCount(t *testing.T) {
+	fc, _ := newCache(t, 1024) // 2,048 entries
+	if err := fc.CountErr(); err != nil {
+		t.Fatalf("entry counter not loaded on this kernel: %v", err)
+	}
+	walked := func() uint64 {
+		var n uint64
+		if err := fc.walk(func(dataplane.FlowKey, *flowValue) { n++ }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	keysOf := func(from, to int) ([]dataplane.FlowKey, []uint8) {
+		var keys []dataplane.FlowKey
+		for i := from; i < to; i++ {
+			tp := tuple4(i, packet.ProtoUDP)
+			keys = append(keys, dataplane.KeyOf(&tp))
+		}
+		return keys, make([]uint8, len(keys))
+	}
+	for _, step := range []struct {
+		name     string
+		do       func() error
+		min, max uint64 // the walk's count must lie here too
+	}{
+		{"empty", func() error { return nil }, 0, 0},
+		{"install 300", func() error { k, b := keysOf(0, 300); return fc.Install(k, b) }, 600, 600},
+		{"refresh 100 of them", func() error { k, b := keysOf(200, 300); return fc.Install(k, b) }, 600, 600},
+		{"remove 20, and 50 missing", func() error { k, _ := keysOf(280, 350); return fc.Remove(k) }, 560, 560},
+		{"install 3,000 more: the LRU evicts", func() error { k, b := keysOf(1000, 4000); return fc.Install(k, b) }, 1, 2048},
+	} {
+		if err := step.do(); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		st, err := fc.Stats()
+		if err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		w := walked()
+		if st.Entries != w || w < step.min || w > step.max {
+			t.Errorf("%s: Stats counts %d entries, the walk %d; want them equal, within [%d, %d]", step.name, st.Entries, w, step.min, step.max)
+		}
+	}
+}

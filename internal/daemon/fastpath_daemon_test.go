@@ -299,7 +299,10 @@ func testDaemonFastPath(t *testing.T, extra string, on bool, p paths) {
 
 	// The close goes through node 1's workers, which remove the connection
 	// from the cache.
-	r0, c0 := metric(t, d1, fcRemovals), p.sent(t, d1)
+	r0, c0, e0 := metric(t, d1, fcRemovals), p.sent(t, d1), metric(t, d1, fcEntries)
+	if on && e0 < 2 {
+		t.Errorf("node 1's %s is %v with the connection cached, want its two directions at least", fcEntries, e0)
+	}
 	c.Close()
 	for deadline := time.Now().Add(5 * time.Second); p.sent(t, d1) <= c0; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -310,6 +313,9 @@ func testDaemonFastPath(t *testing.T, extra string, on bool, p paths) {
 		if !waitMetric(t, d1, fcRemovals, r0, 5*time.Second) {
 			t.Errorf("the connection's FIN did not remove it from node 1's flow cache: %s %v, %s %v",
 				fcRemovals, metric(t, d1, fcRemovals), fcEntries, metric(t, d1, fcEntries))
+		} else if e := metric(t, d1, fcEntries); e != e0-2 {
+			// Counted from the kernel's count of the map (bpf/count.c).
+			t.Errorf("after the connection's removal node 1's %s is %v, want %v", fcEntries, e, e0-2)
 		}
 	} else if v := metric(t, d1, fcRemovals); v != -1 {
 		t.Errorf("fast path off: node 1 reports %s %v, want no such series", fcRemovals, v)

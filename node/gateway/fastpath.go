@@ -45,6 +45,9 @@ func (g *Gateway) newFlowCache(cfg Config) error {
 		g.fastReason = fmt.Sprintf("cannot create the flow cache: %v", err)
 		return nil
 	}
+	if err := fc.CountErr(); err != nil {
+		g.log.Info("fast path: the flow cache's entries are counted by walking it at each scrape", "reason", err)
+	}
 	g.flows = fc
 	return nil
 }
