@@ -156,7 +156,9 @@ func (t *Table) applySeen(e *entry, k *key, origLast, replyLast int64, ok bool, 
 			e.flags |= flagSeenReply
 		}
 		timeout = t.udpU
-		if e.flags&flagSeenReply != 0 && uint32(last/1e6)-e.born > 2000 {
+		// Signed: the fast path's stamp is the clock at its last tick
+		// (bpf_ktime_get_coarse_ns), which can be a few ms before born.
+		if e.flags&flagSeenReply != 0 && int32(uint32(last/1e6)-e.born) > 2000 {
 			timeout = t.udpR
 			e.flags |= flagAssured
 		}

@@ -648,3 +648,37 @@ func TestOffloadClear(t *testing.T) {
 		t.Fatalf("forgot %v, %d entries left", fp.forgot, tb.Len())
 	}
 }
+
+// TestApplySeenCoarseStamp: the fast path stamps last-seen with the clock
+// at its last tick, which can be a few ms before the entry was born. A
+// datagram connection with its reply seen is assured (the replied
+// timeout) only once its last packet is over 2 s after its birth; a stamp
+// before the birth must not wrap into a huge age.
+func TestApplySeenCoarseStamp(t *testing.T) {
+	tb := newTable(t, Config{})
+	var k key
+	k.w[4] = uint64(packet.ProtoUDP) << 32
+	born := int64(10*time.Second + 500*time.Microsecond)
+	for _, tc := range []struct {
+		name    string
+		last    int64
+		assured bool
+	}{
+		{"stamp 3 ms before the birth", born - int64(3*time.Millisecond), false},
+		{"stamp in the birth's millisecond", born, false},
+		{"1.999 s after", born + int64(1999*time.Millisecond), false},
+		{"2.002 s after", born + int64(2002*time.Millisecond), true},
+	} {
+		e := entry{born: uint32(born / 1e6), flags: flagSeenReply, expires: born}
+		if !tb.applySeen(&e, &k, tc.last, tc.last, true, tc.last) {
+			t.Errorf("%s: not live", tc.name)
+		}
+		timeout := tb.udpU
+		if tc.assured {
+			timeout = tb.udpR
+		}
+		if got := e.flags&flagAssured != 0; got != tc.assured || e.expires != tc.last+timeout {
+			t.Errorf("%s: assured %v, expires last+%v; want assured %v, last+%v", tc.name, got, time.Duration(e.expires-tc.last), tc.assured, time.Duration(timeout))
+		}
+	}
+}
