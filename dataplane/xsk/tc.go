@@ -83,6 +83,9 @@ func NewTCProgram(clusterMAC net.HardwareAddr, fc *FlowCache) (*TCProgram, error
 	if err := spec.Variables[tcVarClusterMac].Set(macVar(clusterMAC)); err != nil {
 		return nil, fmt.Errorf("set the tc program's cluster MAC: %w", err)
 	}
+	if err := kernelClock(spec, ebpf.SchedCLS); err != nil {
+		return nil, fmt.Errorf("tc program: %w", err)
+	}
 	spec.Maps[tcMapXcFlows].MaxEntries = fc.flows.MaxEntries()
 	spec.Maps[tcMapXcEgress].MaxEntries = fc.egress.MaxEntries()
 	opts := ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{

@@ -1,0 +1,50 @@
+package xsk
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
+)
+
+// haveCoarseClock reports whether programs of type typ may call
+// bpf_ktime_get_coarse_ns (Linux 5.11 and later); a variable so that
+// tests can take it away.
+var haveCoarseClock = func(typ ebpf.ProgramType) error {
+	return features.HaveProgramHelper(typ, asm.FnKtimeGetCoarseNs)
+}
+
+// kernelClock makes spec's programs stamp the flow cache's last-seen with
+// bpf_ktime_get_ns where the kernel lacks bpf_ktime_get_coarse_ns (before
+// 5.11): the same clock (CLOCK_MONOTONIC), read exactly, for a clock read
+// per packet. bpf/fast.h calls the coarse one, which costs nothing on a
+// VM, where reading the clock itself took a quarter of the program's time.
+func kernelClock(spec *ebpf.CollectionSpec, typ ebpf.ProgramType) error {
+	err := haveCoarseClock(typ)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, ebpf.ErrNotSupported) {
+		return fmt.Errorf("probe bpf_ktime_get_coarse_ns: %w", err)
+	}
+	useFineClock(spec)
+	return nil
+}
+
+// useFineClock replaces every call of bpf_ktime_get_coarse_ns in spec's
+// programs by bpf_ktime_get_ns (same signature) and returns how many.
+func useFineClock(spec *ebpf.CollectionSpec) int {
+	n := 0
+	for _, ps := range spec.Programs {
+		for i := range ps.Instructions {
+			ins := &ps.Instructions[i]
+			if ins.IsBuiltinCall() && ins.Constant == int64(asm.FnKtimeGetCoarseNs) {
+				ins.Constant = int64(asm.FnKtimeGetNs)
+				n++
+			}
+		}
+	}
+	return n
+}

@@ -1,0 +1,75 @@
+package xsk
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpcluster/xdpcluster/dataplane"
+	"github.com/xdpcluster/xdpcluster/packet"
+)
+
+// TestKernelClockFallback: where the kernel lacks bpf_ktime_get_coarse_ns
+// (before Linux 5.11) the fast path's programs call bpf_ktime_get_ns
+// instead. Both objects call the coarse clock and the rewrite leaves no
+// call of it; with the probe failing, the XDP program loads and stamps a
+// cached frame's entry with the exact CLOCK_MONOTONIC (the coarse clock
+// lags it by up to a tick, so 20 stamps all within the exact reads around
+// their runs show the rewrite took effect).
+func TestKernelClockFallback(t *testing.T) {
+	for name, load := range map[string]func() (*ebpf.CollectionSpec, error){"xsk.c": loadBpf, "tc.c": loadTc} {
+		spec, err := load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := useFineClock(spec); n == 0 {
+			t.Errorf("%s: no call of bpf_ktime_get_coarse_ns to replace", name)
+		}
+		if n := useFineClock(spec); n != 0 {
+			t.Errorf("%s: %d calls of bpf_ktime_get_coarse_ns left after the rewrite", name, n)
+		}
+	}
+
+	saved := haveCoarseClock
+	haveCoarseClock = func(ebpf.ProgramType) error { return fmt.Errorf("probe: %w", ebpf.ErrNotSupported) }
+	t.Cleanup(func() { haveCoarseClock = saved })
+	e := newFastEnv(t)
+	if err := e.fc.SetMatch(1, false); err != nil {
+		t.Fatal(err)
+	}
+	frame, k := flowFrame(packet.ProtoUDP, "10.1.1.2", "198.51.100.1", 1000, 2000, 18)
+	if err := e.fc.Install([]dataplane.FlowKey{k}, []uint8{1}); err != nil { // another node's: dropped
+		t.Fatal(err)
+	}
+	exact := func() uint64 {
+		var ts unix.Timespec
+		if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+			t.Fatal(err)
+		}
+		return uint64(ts.Nano())
+	}
+	for i := range 20 {
+		var from, to uint64
+		err := e.gw.Do(func() error {
+			from = exact()
+			ret, _, err := e.testRun(frame, e.ifs["d0"].Index, 1, 0)
+			to = exact()
+			if err == nil && ret != xdpDrop {
+				err = fmt.Errorf("verdict %d, want drop", ret)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v flowValue
+		if err := e.fc.flows.Lookup(&k, &v); err != nil {
+			t.Fatal(err)
+		}
+		if v.LastSeen < from || v.LastSeen > to {
+			t.Fatalf("run %d: last seen %d, want the exact clock within [%d, %d] (%d ns before the run: the coarse clock)", i, v.LastSeen, from, to, int64(from-v.LastSeen))
+		}
+	}
+}
