@@ -10,8 +10,9 @@
 #include "bpf.h"
 #include "flow.h"
 
-/* Named for the kfunc's parameter only: the loader matches a kfunc's
- * types against the kernel's by kind and name. */
+/* Named for the kfunc's parameter only: the loader checks a kfunc's
+ * parameter types against the kernel's, and a pointer's target only by
+ * its kind (a struct, not a forward declaration). */
 struct bpf_map {
 	int unused;
 };
@@ -21,9 +22,13 @@ extern long long bpf_map_sum_elem_count(const struct bpf_map *map) __attribute__
 SEC("syscall")
 int xc_flow_count(void *ctx)
 {
-	/* At most 2^31 entries (MaxFlowCacheConns): the return value
-	 * holds it, read as unsigned. */
-	return bpf_map_sum_elem_count((const struct bpf_map *)&xc_flows);
+	/* The sum of per-CPU counts, read without a lock: an insert and
+	 * its delete counted on two CPUs during the read can make it -1 on
+	 * a nearly empty map. At most 2^31 entries (MaxFlowCacheConns):
+	 * the return value holds it, read as unsigned. */
+	long long n = bpf_map_sum_elem_count((const struct bpf_map *)&xc_flows);
+
+	return n < 0 ? 0 : n;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -165,13 +165,13 @@ func newEntryCounter(flows *ebpf.Map) (*ebpf.Program, error) {
 	var progs countPrograms
 	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{countMapXcFlows: flows}}
 	if err := spec.LoadAndAssign(&progs, opts); err != nil {
-		return nil, fmt.Errorf("load the entry counter (the kfunc bpf_map_sum_elem_count needs Linux 6.6 or later): %w", err)
+		return nil, fmt.Errorf("load the entry counter (its kfunc, bpf_map_sum_elem_count, needs Linux 6.6 or later and the kernel's BTF): %w", err)
 	}
 	return progs.XcFlowCount, nil
 }
 
 // CountErr is nil when Stats reads the entry count the kernel keeps, or
-// why it walks the map instead (a kernel before 6.6).
+// why it walks the map instead (a kernel before 6.6, or without BTF).
 func (c *FlowCache) CountErr() error { return c.countErr }
 
 // SetMatch sets the ownership the fast path applies to every cached
