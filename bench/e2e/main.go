@@ -418,7 +418,7 @@ func realMain() (code int) {
 	warmup := flag.Duration("warmup", 3*time.Second, "traffic sent before each run is measured, as RFC 2544's learning frames: the run measures the steady state, every source already known to the kernel's conntrack or the flow cache (how fast new flows are taken is the exact-set comparison's and the fast_path off row's); 0: none")
 	xskFrames := flag.Int("xsk-frames", 65536, "AF_XDP frames per port for the xdpcluster runs (half receive, half transmit; the rings hold half); the daemon's default (16384) runs as a scenario of its own")
 	packetRx := flag.Int("packet-rx-frames", 32768, "receive ring slots of the raw-socket I/O's runs")
-	sources := flag.Int("sources", 65536, "source addresses the rate rows cycle over, one flow each (a power of two from 1 to 65,536): fewer keep the flow cache's and the kernel conntrack's lookups in the CPU caches, which bounds what a cheaper lookup could gain; the exact-set comparison always sends 65,536")
+	sources := flag.Int("sources", 65536, "source addresses the rate rows cycle over, one flow each (a power of two from 16 to 65,536): fewer keep the flow cache's and the kernel conntrack's lookups in the CPU caches, which bounds what a cheaper lookup could gain; the exact-set comparison always sends 65,536")
 	only := flag.String("only", "", "run only the rate scenarios whose name contains this text (e.g. afxdp); the set comparison always runs")
 	sink := flag.String("sink", "xdp", "what the sink does with forwarded packets during the rate runs: xdp (an XDP program counts and drops them, as another machine would take them off the wire) or stack (the sink's kernel receives them; its work runs on the dut's cores)")
 	generator := flag.String("generator", "live", "traffic generator for the rates: live (BPF_PROG_RUN live frames, a template rewritten per frame) or afpacket (an AF_PACKET TX ring)")
@@ -472,14 +472,17 @@ func realMain() (code int) {
 		fmt.Fprintf(os.Stderr, "bench-e2e: --packet-rx-frames %d: want a power of two\n", *packetRx)
 		return 2
 	}
-	if *sources < 1 || *sources > 65536 || *sources&(*sources-1) != 0 {
-		fmt.Fprintf(os.Stderr, "bench-e2e: --sources %d: want a power of two from 1 to 65536\n", *sources)
+	if *sources < 16 || *sources > 65536 || *sources&(*sources-1) != 0 {
+		fmt.Fprintf(os.Stderr, "bench-e2e: --sources %d: want a power of two from 16 to 65536\n", *sources)
 		return 2
 	}
 	rateSources = *sources
 	t = build()
 	t.sinkXDP(*sink == "xdp")
 	unicast, toCluster := traffic{frames: t.frames(t.inMAC, *sources)}, traffic{frames: t.frames(clusterMAC, *sources)}
+	// The exact-set comparisons send one packet from each of 65,536
+	// sources whatever --sources says.
+	setFrames := t.frames(clusterMAC, 65536)
 	if *generator == "live" {
 		for _, tr := range []*traffic{&unicast, &toCluster} {
 			g, err := bench.NewTemplateGenerator(t.genIndex, tr.frames[0], *sources)
@@ -587,10 +590,10 @@ func realMain() (code int) {
 		// receives them (a packet socket reads them).
 		t.sinkXDP(false)
 		undo := kernelForwarding(t, true)
-		kernelSet := t.forwardedSources(toCluster.frames)
+		kernelSet := t.forwardedSources(setFrames)
 		undo()
 		gw = startGateway(t, "afxdp", deep)
-		xdpSet := t.forwardedSources(toCluster.frames)
+		xdpSet := t.forwardedSources(setFrames)
 		gw.Close()
 		diff := differences(kernelSet, xdpSet)
 		fmt.Printf("one packet per source (65,536 sources): kernel rules forwarded %d, xdpcluster %d, cluster.Match expects %d; sources in one set but not the other: %d\n",
@@ -713,14 +716,14 @@ func realMain() (code int) {
 	t.sinkXDP(false)
 	undo := kernelForwarding(t, true)
 	t.pinNAPI(dutCPU)
-	kernelSet, kRate := t.pacedSources(toCluster.frames, *pace, genCPU)
+	kernelSet, kRate := t.pacedSources(setFrames, *pace, genCPU)
 	undo()
 	dm := t.startDaemon(bin, "", "", "", dutCPU)
 	t.pinNAPI(dutCPU)
 	r0, f0 := t.ringEvents()
 	x0 := t.ingressXDP()
 	_, st0, sl0 := cpu()
-	xdpSet, xRate := t.pacedSources(toCluster.frames, *pace, genCPU)
+	xdpSet, xRate := t.pacedSources(setFrames, *pace, genCPU)
 	_, st1, sl1 := cpu()
 	r1, f1 := t.ringEvents()
 	x1 := t.ingressXDP()
@@ -729,7 +732,7 @@ func realMain() (code int) {
 	diff := differences(kernelSet, xdpSet)
 	fmt.Printf("one core, one packet per source (65,536 sources, paced at %.0f / %.0f pps): kernel rules forwarded %d, xdpcluster (%s) %d, cluster.Match expects %d; "+
 		"sources in one set but not the other: %d; of the %d frames sent %s, %d were decided by the daemon; its AF_XDP ring: rx_dropped %d, fill_ring_empty %d; the hypervisor stole %.0f%% of the machine's CPU meanwhile\n",
-		kRate, xRate, len(kernelSet), daemonRings(), len(xdpSet), expectedSources(), diff, len(toCluster.frames), reachedXDP(x1-x0), in1, r1-r0, f1-f0, 100*float64(sl1-sl0)/float64(max(st1-st0, 1)))
+		kRate, xRate, len(kernelSet), daemonRings(), len(xdpSet), expectedSources(), diff, len(setFrames), reachedXDP(x1-x0), in1, r1-r0, f1-f0, 100*float64(sl1-sl0)/float64(max(st1-st0, 1)))
 	wrong := foreign(kernelSet) + foreign(xdpSet)
 	if lost := expectedSources() - (len(xdpSet) - foreign(xdpSet)); diff == 0 && lost == 0 {
 		fmt.Println("one core: every owned packet forwarded, 0 differences (target met)")
