@@ -2,7 +2,6 @@ package xsk
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -21,16 +20,12 @@ var haveCoarseClock = func(typ ebpf.ProgramType) error {
 // 5.11): the same clock (CLOCK_MONOTONIC), read exactly, for a clock read
 // per packet. bpf/fast.h calls the coarse one, which costs nothing on a
 // VM, where reading the clock itself took a quarter of the program's time.
-func kernelClock(spec *ebpf.CollectionSpec, typ ebpf.ProgramType) error {
-	err := haveCoarseClock(typ)
-	if err == nil {
-		return nil
+// A probe that cannot tell (no CAP_BPF: the probe's load is refused too)
+// changes nothing: loading the program itself then says what is wrong.
+func kernelClock(spec *ebpf.CollectionSpec, typ ebpf.ProgramType) {
+	if errors.Is(haveCoarseClock(typ), ebpf.ErrNotSupported) {
+		useFineClock(spec)
 	}
-	if !errors.Is(err, ebpf.ErrNotSupported) {
-		return fmt.Errorf("probe bpf_ktime_get_coarse_ns: %w", err)
-	}
-	useFineClock(spec)
-	return nil
 }
 
 // useFineClock replaces every call of bpf_ktime_get_coarse_ns in spec's

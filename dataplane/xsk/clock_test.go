@@ -32,9 +32,21 @@ func TestKernelClockFallback(t *testing.T) {
 		}
 	}
 
+	// A probe that cannot tell (refused for want of CAP_BPF) leaves the
+	// object alone: loading it then names the missing capability.
 	saved := haveCoarseClock
-	haveCoarseClock = func(ebpf.ProgramType) error { return fmt.Errorf("probe: %w", ebpf.ErrNotSupported) }
 	t.Cleanup(func() { haveCoarseClock = saved })
+	haveCoarseClock = func(ebpf.ProgramType) error { return fmt.Errorf("probe: %w", unix.EPERM) }
+	spec, err := loadBpf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernelClock(spec, ebpf.XDP)
+	if n := useFineClock(spec); n == 0 {
+		t.Error("a refused probe rewrote the clock call")
+	}
+
+	haveCoarseClock = func(ebpf.ProgramType) error { return fmt.Errorf("probe: %w", ebpf.ErrNotSupported) }
 	e := newFastEnv(t)
 	if err := e.fc.SetMatch(1, false); err != nil {
 		t.Fatal(err)

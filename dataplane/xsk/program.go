@@ -153,9 +153,7 @@ func NewProgram(clusterMAC net.HardwareAddr, fc *FlowCache) (*Program, error) {
 	if err := spec.Variables[bpfVarClusterMac].Set(macVar(clusterMAC)); err != nil {
 		return nil, fmt.Errorf("set the program's cluster MAC: %w", err)
 	}
-	if err := kernelClock(spec, ebpf.XDP); err != nil {
-		return nil, fmt.Errorf("XDP program: %w", err)
-	}
+	kernelClock(spec, ebpf.XDP)
 	var opts ebpf.CollectionOptions
 	if fc != nil {
 		spec.Maps[bpfMapXcFlows].MaxEntries = fc.flows.MaxEntries()

@@ -83,9 +83,7 @@ func NewTCProgram(clusterMAC net.HardwareAddr, fc *FlowCache) (*TCProgram, error
 	if err := spec.Variables[tcVarClusterMac].Set(macVar(clusterMAC)); err != nil {
 		return nil, fmt.Errorf("set the tc program's cluster MAC: %w", err)
 	}
-	if err := kernelClock(spec, ebpf.SchedCLS); err != nil {
-		return nil, fmt.Errorf("tc program: %w", err)
-	}
+	kernelClock(spec, ebpf.SchedCLS)
 	spec.Maps[tcMapXcFlows].MaxEntries = fc.flows.MaxEntries()
 	spec.Maps[tcMapXcEgress].MaxEntries = fc.egress.MaxEntries()
 	opts := ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
