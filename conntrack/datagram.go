@@ -2,6 +2,8 @@
 
 package conntrack
 
+import "math"
+
 // trackDatagram tracks UDP-like protocols (ports) and the generic
 // address-pair protocols: NEW until a reply, then ESTABLISHED; the replied
 // timeout (and assured status) once the connection has lived 2 s after a
@@ -23,7 +25,7 @@ func (t *Table) trackDatagram(f *flow, now int64, unreplied, replied int64, offl
 		return
 	}
 	dir := dirOf(e, srcIsA)
-	if e.flags&flagSeenReply != 0 && uint32(now/1e6)-e.born > 2000 {
+	if e.flags&flagSeenReply != 0 && pastTwoSeconds(uint32(now/1e6), e.born) {
 		e.expires = now + replied
 		e.flags |= flagAssured
 	} else {
@@ -37,4 +39,16 @@ func (t *Table) trackDatagram(f *flow, now int64, unreplied, replied int64, offl
 		off = install(e, now)
 	}
 	setResult(r, k, e, dir, stateOf(e), off)
+}
+
+// pastTwoSeconds reports whether a datagram connection born at born (ms,
+// wrapping at 2^32) is more than 2 s old at atMs: then, with its reply
+// seen, it is a stream (assured, the replied timeout), as the kernel's
+// UDP tracker decides. An atMs up to a second before born is not an age:
+// the fast path stamps the clock at its last tick
+// (bpf_ktime_get_coarse_ns), which can be a few ms before the birth the
+// workers took from the exact clock.
+func pastTwoSeconds(atMs, born uint32) bool {
+	age := atMs - born
+	return age > 2000 && age < math.MaxUint32-1000
 }

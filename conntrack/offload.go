@@ -156,9 +156,7 @@ func (t *Table) applySeen(e *entry, k *key, origLast, replyLast int64, ok bool, 
 			e.flags |= flagSeenReply
 		}
 		timeout = t.udpU
-		// Signed: the fast path's stamp is the clock at its last tick
-		// (bpf_ktime_get_coarse_ns), which can be a few ms before born.
-		if e.flags&flagSeenReply != 0 && int32(uint32(last/1e6)-e.born) > 2000 {
+		if e.flags&flagSeenReply != 0 && pastTwoSeconds(uint32(last/1e6), e.born) {
 			timeout = t.udpR
 			e.flags |= flagAssured
 		}

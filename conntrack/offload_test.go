@@ -3,6 +3,7 @@ package conntrack
 import (
 	"bytes"
 	"encoding/binary"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -668,6 +669,8 @@ func TestApplySeenCoarseStamp(t *testing.T) {
 		{"stamp in the birth's millisecond", born, false},
 		{"1.999 s after", born + int64(1999*time.Millisecond), false},
 		{"2.002 s after", born + int64(2002*time.Millisecond), true},
+		{"25 days after (past 2^31 ms)", born + int64(25*24*time.Hour), true},
+		{"49 days after", born + int64(49*24*time.Hour), true},
 	} {
 		e := entry{born: uint32(born / 1e6), flags: flagSeenReply, expires: born}
 		if !tb.applySeen(&e, &k, tc.last, tc.last, true, tc.last) {
@@ -679,6 +682,31 @@ func TestApplySeenCoarseStamp(t *testing.T) {
 		}
 		if got := e.flags&flagAssured != 0; got != tc.assured || e.expires != tc.last+timeout {
 			t.Errorf("%s: assured %v, expires last+%v; want assured %v, last+%v", tc.name, got, time.Duration(e.expires-tc.last), tc.assured, time.Duration(timeout))
+		}
+	}
+}
+
+// TestPastTwoSeconds: a datagram connection's age in wrapping
+// milliseconds: over 2 s is a stream, up to 49.7 days and at the
+// snapshots' age cap (2^31 ms); a stamp up to a second before its birth
+// (the fast path's coarse clock) is not.
+func TestPastTwoSeconds(t *testing.T) {
+	born := uint32(4294967000) // near the wrap, on purpose (a variable: the sums wrap)
+	for _, tc := range []struct {
+		name string
+		at   uint32
+		want bool
+	}{
+		{"at birth", born, false},
+		{"2 s", born + 2000, false},
+		{"2.001 s", born + 2001, true},
+		{"the snapshot age cap, 2^31 ms", born + 1<<31, true},
+		{"49.7 days", born + math.MaxUint32 - 1001, true},
+		{"3 ms before birth", born - 3, false},
+		{"1 s before birth", born - 1000, false},
+	} {
+		if got := pastTwoSeconds(tc.at, born); got != tc.want {
+			t.Errorf("%s: pastTwoSeconds = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }
