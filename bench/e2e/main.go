@@ -645,6 +645,9 @@ func realMain() (code int) {
 			dm := t.startDaemon(bin, fp, xdp, io, dutCPU)
 			if dm.note != "" {
 				notes[name] = dm.note
+			} else if err := t.checkMode(name, fp, xdp, io); err != nil {
+				dm.stop()
+				must(err)
 			}
 			return func() {
 				if m, err := t.scrape(); err == nil {

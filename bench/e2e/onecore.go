@@ -265,6 +265,50 @@ func (t *topo) startDaemon(bin, fastPath, xdpMode, io string, cpu int) *daemon {
 	return d
 }
 
+// checkMode says so when the daemon of a row runs another mode than
+// the row's settings give on this harness's ingress, a veth fed XDP
+// frames and so with GRO on, where io auto keeps AF_XDP and xdp_mode auto
+// attaches generically: the ingress's xdpcluster_interface_info,
+// xdpcluster_fast_path_enabled and xdpcluster_io_fallback. A row's name
+// says what it measures; this keeps it true.
+func (t *topo) checkMode(name, fastPath, xdpMode, io string) error {
+	if xdpMode == "" {
+		xdpMode = daemonXDPMode
+	}
+	if io == "" {
+		io = daemonIO
+	}
+	want := []string{`interface="` + inIf + `"`}
+	if io == "afpacket" {
+		want = append(want, `io="afpacket"`) // with the fast path on: in tc
+	} else {
+		if xdpMode == "" {
+			xdpMode = "generic"
+		}
+		want = append(want, `io="afxdp"`, `xdp_mode="`+xdpMode+`"`)
+	}
+	wantFast := 1.0
+	if fastPath == "off" {
+		wantFast = 0
+	}
+	m, err := t.scrape()
+	if err != nil {
+		return fmt.Errorf("%q: %w", name, err)
+	}
+	var got []string
+	for k := range m {
+		if strings.HasPrefix(k, "xdpcluster_interface_info{") && strings.Contains(k, want[0]) {
+			got = append(got, k)
+		}
+	}
+	fast, fellBack := m["xdpcluster_fast_path_enabled"], m["xdpcluster_io_fallback"]
+	if metricSum(m, "xdpcluster_interface_info", want...) != 1 || fast != wantFast || fellBack != 0 {
+		return fmt.Errorf("%q: the daemon runs %v with fast_path_enabled %v and io_fallback %v; the row wants %v, fast_path_enabled %v, no fallback",
+			name, got, fast, fellBack, want[1:], wantFast)
+	}
+	return nil
+}
+
 func (d *daemon) logs() string {
 	b, _ := os.ReadFile(d.log.Name())
 	return string(b)
