@@ -28,6 +28,16 @@ func kernelClock(spec *ebpf.CollectionSpec, typ ebpf.ProgramType) {
 	}
 }
 
+// CoarseClock is nil when the fast path's programs stamp last-seen with
+// bpf_ktime_get_coarse_ns, else why they read the exact clock for each
+// packet instead (a kernel before 5.11), for the log.
+func CoarseClock() error {
+	if err := haveCoarseClock(ebpf.XDP); errors.Is(err, ebpf.ErrNotSupported) {
+		return err
+	}
+	return nil
+}
+
 // useFineClock replaces every call of bpf_ktime_get_coarse_ns in spec's
 // programs by bpf_ktime_get_ns (same signature) and returns how many.
 func useFineClock(spec *ebpf.CollectionSpec) int {

@@ -36,7 +36,13 @@ func TestKernelClockFallback(t *testing.T) {
 	// object alone: loading it then names the missing capability.
 	saved := haveCoarseClock
 	t.Cleanup(func() { haveCoarseClock = saved })
+	if err := CoarseClock(); err != nil {
+		t.Errorf("CoarseClock on this kernel: %v, want nil", err)
+	}
 	haveCoarseClock = func(ebpf.ProgramType) error { return fmt.Errorf("probe: %w", unix.EPERM) }
+	if err := CoarseClock(); err != nil {
+		t.Errorf("CoarseClock with a refused probe: %v, want nil (the programs keep the coarse call)", err)
+	}
 	spec, err := loadBpf()
 	if err != nil {
 		t.Fatal(err)
@@ -47,6 +53,9 @@ func TestKernelClockFallback(t *testing.T) {
 	}
 
 	haveCoarseClock = func(ebpf.ProgramType) error { return fmt.Errorf("probe: %w", ebpf.ErrNotSupported) }
+	if err := CoarseClock(); err == nil {
+		t.Error("CoarseClock where the kernel lacks the helper: nil, want the reason (for the log)")
+	}
 	e := newFastEnv(t)
 	if err := e.fc.SetMatch(1, false); err != nil {
 		t.Fatal(err)

@@ -45,6 +45,9 @@ func (g *Gateway) newFlowCache(cfg Config) error {
 		g.fastReason = fmt.Sprintf("cannot create the flow cache: %v", err)
 		return nil
 	}
+	if err := xsk.CoarseClock(); err != nil {
+		g.log.Info("fast path: the kernel lacks bpf_ktime_get_coarse_ns (Linux 5.11): its programs read the exact clock for each packet", "reason", err)
+	}
 	if err := fc.CountErr(); err != nil {
 		g.log.Info("fast path: the flow cache's entries are counted by walking it at each scrape", "reason", err)
 	}
