@@ -174,12 +174,7 @@ func buildDaemon(dir string) string {
 // set, are dataplane.fast_path, dataplane.xdp_mode (xdpMode before
 // --daemon-xdp-mode) and dataplane.io.
 func daemonConfig(dir, fastPath, xdpMode, io string) string {
-	if xdpMode == "" {
-		xdpMode = daemonXDPMode
-	}
-	if io == "" {
-		io = daemonIO
-	}
+	xdpMode, io = rowSettings(xdpMode, io)
 	dp := ""
 	if io != "" {
 		dp += "  io: " + io + "\n"
@@ -216,6 +211,18 @@ state_dir: %s
 log:
   level: warn
 `, seed, inIf, clusterMAC, backMAC, dp, metricsAddr, filepath.Join(dir, "control.sock"), filepath.Join(dir, "state"))
+}
+
+// rowSettings is a row's dataplane.xdp_mode and io, where it sets none
+// --daemon-xdp-mode's and --daemon-io's ("": the daemon's default, auto).
+func rowSettings(xdpMode, io string) (string, string) {
+	if xdpMode == "" {
+		xdpMode = daemonXDPMode
+	}
+	if io == "" {
+		io = daemonIO
+	}
+	return xdpMode, io
 }
 
 // startDaemon starts the binary on cpu (taskset: every thread of it) with
@@ -272,12 +279,7 @@ func (t *topo) startDaemon(bin, fastPath, xdpMode, io string, cpu int) *daemon {
 // xdpcluster_fast_path_enabled and xdpcluster_io_fallback. A row's name
 // says what it measures; this keeps it true.
 func (t *topo) checkMode(name, fastPath, xdpMode, io string) error {
-	if xdpMode == "" {
-		xdpMode = daemonXDPMode
-	}
-	if io == "" {
-		io = daemonIO
-	}
+	xdpMode, io = rowSettings(xdpMode, io)
 	want := []string{`interface="` + inIf + `"`}
 	if io == "afpacket" {
 		want = append(want, `io="afpacket"`) // with the fast path on: in tc

@@ -64,19 +64,12 @@ func TestKernelClockFallback(t *testing.T) {
 	if err := e.fc.Install([]dataplane.FlowKey{k}, []uint8{1}); err != nil { // another node's: dropped
 		t.Fatal(err)
 	}
-	exact := func() uint64 {
-		var ts unix.Timespec
-		if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-			t.Fatal(err)
-		}
-		return uint64(ts.Nano())
-	}
 	for i := range 20 {
 		var from, to uint64
 		err := e.gw.Do(func() error {
-			from = exact()
+			from = clockNow(t, unix.CLOCK_MONOTONIC)
 			ret, _, err := e.testRun(frame, e.ifs["d0"].Index, 1, 0)
-			to = exact()
+			to = clockNow(t, unix.CLOCK_MONOTONIC)
 			if err == nil && ret != xdpDrop {
 				err = fmt.Errorf("verdict %d, want drop", ret)
 			}

@@ -933,9 +933,9 @@ func testFastPathMatchesSlowPath(t *testing.T, e *fastEnv) {
 			}
 		}
 		in := bytes.Clone(f)
-		runFrom := coarseNow(t)
+		runFrom := clockNow(t, unix.CLOCK_MONOTONIC_COARSE)
 		ret, got := e.run(t, f, ingress, out)
-		runTo := coarseNow(t)
+		runTo := clockNow(t, unix.CLOCK_MONOTONIC_COARSE)
 		verdicts[ret]++
 		if x.slow >= 0 {
 			reasons[x.slow]++
@@ -1005,11 +1005,12 @@ func testFastPathMatchesSlowPath(t *testing.T, e *fastEnv) {
 	}
 }
 
-// coarseNow reads CLOCK_MONOTONIC_COARSE, the clock of the program's
-// bpf_ktime_get_coarse_ns, in ns.
-func coarseNow(t testing.TB) uint64 {
+// clockNow reads clock id in ns: CLOCK_MONOTONIC_COARSE is the clock of
+// the program's bpf_ktime_get_coarse_ns, CLOCK_MONOTONIC that of its
+// fallback, bpf_ktime_get_ns.
+func clockNow(t testing.TB, id int32) uint64 {
 	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil {
+	if err := unix.ClockGettime(id, &ts); err != nil {
 		t.Fatal(err)
 	}
 	return uint64(ts.Nano())
